@@ -1,0 +1,197 @@
+"""The built-in operator commands. Each handler is headed by its syntax line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from relay.core.accounts import AccountError
+from relay.core.admin import AdminError, Reply
+from relay.core.modules import ModuleError
+
+if TYPE_CHECKING:
+    from relay.core.server import Core
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(slots=True)
+class AdminContext:
+    core: "Core"
+    now: float
+    peer: str = "control"
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return str(n)
+
+
+def cmd_status(ctx: AdminContext) -> Reply:
+    """status"""
+    s = ctx.core.status(ctx.now)
+    conns = ", ".join(f"{p}={n}" for p, n in sorted(s["connections"].items())) or "none"
+    lst = ", ".join(f"{l['proto']}{'+tls' if l.get('tls') else ''}@{l['host']}:{l['port']}"
+                    for l in s["listeners"]) or "none"
+    text = "\n".join([
+        f"relaynet {s['version']} server {s['server']['name']} ({s['server']['id']}) pid {s['pid']}",
+        f"uptime {s['uptime']:.0f}s, memory {_fmt_bytes(s['memory_rss'])}",
+        f"listeners: {lst}",
+        f"connections: {conns}",
+        f"links: {', '.join(l['name'] for l in s['links']) or 'none'}",
+        f"users: {s['users']['users']} ({s['users']['local']} local), channels: {s['users']['channels']}",
+        f"modules: {', '.join(s['modules']) or 'none'}",
+    ])
+    return Reply(text, s)
+
+
+def cmd_stop(ctx: AdminContext, *reason: str) -> Reply:
+    """stop [REASON]"""
+    msg = " ".join(reason) or "Server shutting down"
+    if ctx.core.shutdown_requested is None:
+        raise AdminError("this server cannot be stopped from here")
+    ctx.core.shutdown_requested(msg)
+    return Reply("stopping", {"stopping": True})
+
+
+def cmd_register(ctx: AdminContext, user: str, password: str) -> Reply:
+    """register USER PASSWORD"""
+    try:
+        ctx.core.register_account(user, password, ctx.now)
+    except AccountError as e:
+        raise AdminError(str(e)) from None
+    return Reply(f"account {user} registered", {"account": user})
+
+
+def cmd_unregister(ctx: AdminContext, user: str) -> Reply:
+    """unregister USER"""
+    try:
+        ctx.core.unregister_account(user)
+    except AccountError as e:
+        raise AdminError(str(e)) from None
+    return Reply(f"account {user} removed", {"account": user})
+
+
+def cmd_passwd(ctx: AdminContext, user: str, password: str) -> Reply:
+    """passwd USER PASSWORD"""
+    c = ctx.core.config
+    try:
+        ok = ctx.core.storage.set_password(user, password, c.realm, c.accounts.scram_iterations)
+    except AccountError as e:
+        raise AdminError(str(e)) from None
+    if not ok:
+        raise AdminError(f"no account {user}")
+    return Reply(f"password of {user} changed", {"account": user})
+
+
+def cmd_accounts(ctx: AdminContext) -> Reply:
+    """accounts"""
+    names = ctx.core.storage.list_accounts()
+    return Reply("\n".join(names) or "no accounts", names)
+
+
+def cmd_log_level(ctx: AdminContext, level: str) -> Reply:
+    """log-level LEVEL"""
+    level = level.lower()
+    if level not in LOG_LEVELS:
+        raise AdminError(f"log level must be one of {', '.join(LOG_LEVELS)}", 2)
+    if ctx.core.set_log_level:
+        ctx.core.set_log_level(level)
+    return Reply(f"log level is now {level}", {"level": level})
+
+
+def cmd_reload_config(ctx: AdminContext) -> Reply:
+    """reload-config"""
+    if ctx.core.reload_requested is None:
+        raise AdminError("this server has no config file to reload")
+    changed = ctx.core.reload_requested()
+    return Reply("configuration reloaded" + (f": {', '.join(changed)}" if changed else ": nothing changed"),
+                 {"changed": changed})
+
+
+def cmd_help(ctx: AdminContext, *topic: str) -> Reply:
+    """help [COMMAND]"""
+    return ctx.core.admin.help_text(list(topic))
+
+
+def cmd_module_list(ctx: AdminContext) -> Reply:
+    """module list"""
+    mods = ctx.core.modules.loaded
+    data = [{"name": n, "registrations": m.registrations()} for n, m in sorted(mods.items())]
+    return Reply("\n".join(n for n in sorted(mods)) or "no modules loaded", data)
+
+
+def _module_call(fn, *args) -> Any:
+    try:
+        return fn(*args)
+    except ModuleError as e:
+        raise AdminError(str(e)) from None
+
+
+def cmd_module_load(ctx: AdminContext, name: str) -> Reply:
+    """module load NAME"""
+    _module_call(ctx.core.modules.load, name, ctx.core.config.modules.get(name))
+    return Reply(f"module {name} loaded", {"module": name})
+
+
+def cmd_module_unload(ctx: AdminContext, name: str) -> Reply:
+    """module unload NAME"""
+    _module_call(ctx.core.modules.unload, name)
+    return Reply(f"module {name} unloaded", {"module": name})
+
+
+def cmd_module_reload(ctx: AdminContext, name: str) -> Reply:
+    """module reload NAME"""
+    _module_call(ctx.core.modules.reload, name)
+    return Reply(f"module {name} reloaded", {"module": name})
+
+
+def cmd_group_add(ctx: AdminContext, user: str, group: str) -> Reply:
+    """group add USER GROUP"""
+    if not ctx.core.storage.add_group(user, group):
+        raise AdminError(f"no account {user}")
+    return Reply(f"{user} is in group {group}", {"account": user, "group": group})
+
+
+def cmd_group_remove(ctx: AdminContext, user: str, group: str) -> Reply:
+    """group remove USER GROUP"""
+    if not ctx.core.storage.remove_group(user, group):
+        raise AdminError(f"{user} is not in group {group}")
+    return Reply(f"{user} left group {group}", {"account": user, "group": group})
+
+
+def cmd_group_list(ctx: AdminContext, user: str) -> Reply:
+    """group list USER"""
+    if ctx.core.storage.get_account(user) is None:
+        raise AdminError(f"no account {user}")
+    groups = sorted(ctx.core.storage.groups(user))
+    return Reply(" ".join(groups) or f"{user} is in no group", groups)
+
+
+# name, handler, min args, max args (None: any), help
+BUILTIN_COMMANDS = [
+    ("status", cmd_status, 0, 0, "version, uptime, listeners, connections, links, memory"),
+    ("stop", cmd_stop, 0, None, "stop the server cleanly (tell peers, drain, close)"),
+    ("register", cmd_register, 2, 2, "create an account usable from every protocol"),
+    ("unregister", cmd_unregister, 1, 1, "delete an account"),
+    ("passwd", cmd_passwd, 2, 2, "change an account's password"),
+    ("accounts", cmd_accounts, 0, 0, "list accounts"),
+    ("log-level", cmd_log_level, 1, 1, "change the log level at runtime"),
+    ("reload-config", cmd_reload_config, 0, 0, "re-read the config file and apply what can change at runtime"),
+    ("help", cmd_help, 0, 2, "list commands, or describe one"),
+    ("module list", cmd_module_list, 0, 0, "list loaded modules"),
+    ("module load", cmd_module_load, 1, 1, "load a module (options from the config's modules: section)"),
+    ("module unload", cmd_module_unload, 1, 1, "unload a module and everything it registered"),
+    ("module reload", cmd_module_reload, 1, 1, "reload a module's code, keeping its saved state"),
+    ("group add", cmd_group_add, 2, 2, "put an account in a group (for acl: group matches)"),
+    ("group remove", cmd_group_remove, 2, 2, "take an account out of a group"),
+    ("group list", cmd_group_list, 1, 1, "list an account's groups"),
+]
+
+
+def install(core: "Core") -> None:
+    for name, fn, lo, hi, text in BUILTIN_COMMANDS:
+        core.admin.add(name, fn, syntax=fn.__doc__.strip(), help=text, min_args=lo, max_args=hi)

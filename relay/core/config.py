@@ -1,0 +1,281 @@
+"""Server configuration: one YAML file, validated once at load.
+
+Every error names its key path (``listen[1].port: must be 1-65535``); the
+server refuses to start on any. The built-in default (no file at all) is the
+models' defaults and equals configs/default.yaml, which a test checks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+EXIT_CONFIG_ERROR = 2
+
+
+class ConfigError(Exception):
+    """A configuration error; `errors` holds one "key.path: message" line per problem."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def _port(v: int) -> int:
+    if not 1 <= v <= 65535:
+        raise ValueError("must be 1-65535")
+    return v
+
+
+def _positive(v):
+    if v <= 0:
+        raise ValueError("must be > 0")
+    return v
+
+
+def _server_id(v: str) -> str:
+    if not re.fullmatch(r"[0-9][0-9A-Z]{2}", v):
+        raise ValueError("must be 3 characters: a digit, then two digits or capital letters (e.g. 001, 0AB)")
+    return v
+
+
+def _server_name(v: str) -> str:
+    if len(v) > 63 or not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", v):
+        raise ValueError("must be a host-like name with at least one dot, at most 63 characters")
+    return v
+
+
+Port = Annotated[int, AfterValidator(_port)]
+PositiveInt = Annotated[int, AfterValidator(_positive)]
+PositiveFloat = Annotated[float, AfterValidator(_positive)]
+ServerId = Annotated[str, AfterValidator(_server_id)]
+ServerName = Annotated[str, AfterValidator(_server_name)]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerSection(Strict):
+    id: ServerId = "001"
+    name: ServerName = "relay.local"
+    description: str = "relaynet server"
+    network: Annotated[str, AfterValidator(lambda v: v if re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", v)
+                                           else _raise("must be 1-32 letters, digits, '_', '.', '-'"))] = "relaynet"
+
+
+def _raise(msg: str):
+    raise ValueError(msg)
+
+
+class LogSection(Strict):
+    level: LogLevel = "info"
+    file: str = "relay.log"
+    max_bytes: PositiveInt = 10 * 1024 * 1024
+    backups: Annotated[int, Field(ge=0)] = 5
+
+
+class Listener(Strict):
+    proto: Annotated[str, Field(min_length=1)]
+    host: str = "127.0.0.1"
+    port: Port
+    tls: bool = False
+    # Per-listener TLS files; fall back to the tls: section.
+    cert: str | None = None
+    key: str | None = None
+
+
+class LimitsSection(Strict):
+    sendq: PositiveInt = 1024 * 1024
+    max_connections: PositiveInt = 60000
+    shutdown_grace: PositiveFloat = 5.0
+
+
+class TlsSection(Strict):
+    cert: str | None = None
+    key: str | None = None
+
+
+class OperBlock(Strict):
+    name: Annotated[str, Field(min_length=1)]
+    # scrypt hash made by `relayctl mkpasswd`; never a clear password.
+    password: Annotated[str, Field(min_length=1)]
+    # Access rule that must also allow the client (see access_rules:).
+    rule: str = "oper"
+
+
+class IrcSection(Strict):
+    nicklen: Annotated[int, Field(ge=1, le=64)] = 9
+    channellen: Annotated[int, Field(ge=2, le=200)] = 50
+    topiclen: Annotated[int, Field(ge=1, le=400)] = 390
+    awaylen: Annotated[int, Field(ge=1, le=400)] = 200
+    kicklen: Annotated[int, Field(ge=1, le=400)] = 255
+    maxtargets: Annotated[int, Field(ge=1, le=100)] = 4
+    chanlimit: Annotated[int, Field(ge=1)] = 50
+    maxlist: Annotated[int, Field(ge=1)] = 100
+    modes_per_line: Annotated[int, Field(ge=1, le=20)] = 4
+    ping_interval: PositiveFloat = 90.0
+    ping_timeout: PositiveFloat = 120.0
+    registration_timeout: PositiveFloat = 30.0
+    whowas: Annotated[int, Field(ge=0)] = 100
+    motd: str = "Welcome to relaynet."
+    admin_name: str = "relaynet operator"
+    admin_email: str = "root@localhost"
+    admin_location: str = "Earth"
+    opers: list[OperBlock] = []
+
+
+class AccountsSection(Strict):
+    scram_iterations: Annotated[int, Field(ge=4096)] = 4096
+    # Realm of the SIP digest HA1 kept at registration; defaults to server.name.
+    realm: str | None = None
+
+
+class LinkBlock(Strict):
+    name: ServerName
+    id: ServerId | None = None
+    host: str = "127.0.0.1"
+    port: Port
+    secret: Annotated[str, Field(min_length=8)]
+    autoconnect: bool = False
+    tls: bool = False
+    fingerprint: str | None = None
+
+
+class Config(Strict):
+    server: ServerSection = ServerSection()
+    data_dir: str = "data"
+    control_socket: str | None = None
+    log: LogSection = LogSection()
+    listen: list[Listener] = [Listener(proto="irc", port=6667), Listener(proto="irc", port=6697, tls=True)]
+    limits: LimitsSection = LimitsSection()
+    tls: TlsSection = TlsSection()
+    irc: IrcSection = IrcSection()
+    accounts: AccountsSection = AccountsSection()
+    links: list[LinkBlock] = []
+    hub: bool = True
+    split_hold: Annotated[float, Field(ge=0)] = 30.0
+    modules: dict[str, dict[str, Any] | None] = {}
+    acl: dict[str, Any] = {"local": {"ip": ["127.0.0.0/8", "::1/128"]}}
+    access_rules: dict[str, Any] = {"oper": [{"allow": "all"}], "register": [{"allow": "all"}],
+                                    "create_channel": [{"allow": "all"}]}
+    shapers: dict[str, Any] = {"normal": {"bytes_per_second": 8192, "messages_per_second": 4, "burst": 20}}
+    shaper_rules: list[Any] = [{"normal": "all"}]
+
+    # Set by load(): where relative paths are resolved from.
+    base_dir: str = Field(default=".", exclude=True)
+
+    @field_validator("listen")
+    @classmethod
+    def _distinct_listeners(cls, v: list[Listener]) -> list[Listener]:
+        seen: dict[tuple[str, int], int] = {}
+        for i, l in enumerate(v):
+            key = (l.host, l.port)
+            if key in seen:
+                raise ValueError(f"listen[{i}] uses {l.host}:{l.port} already used by listen[{seen[key]}]")
+            seen[key] = i
+        return v
+
+    @model_validator(mode="after")
+    def _links_unique(self) -> "Config":
+        names = [l.name for l in self.links]
+        for i, n in enumerate(names):
+            if n == self.server.name:
+                raise ValueError(f"links[{i}].name: is this server's own name")
+            if names.index(n) != i:
+                raise ValueError(f"links[{i}].name: {n} appears twice")
+        return self
+
+    # Paths resolved against the config file's directory.
+    def path(self, p: str) -> Path:
+        return Path(p) if os.path.isabs(p) else Path(self.base_dir, p).resolve()
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data_dir)
+
+    @property
+    def control_path(self) -> Path:
+        return self.path(self.control_socket) if self.control_socket else self.data_path / "control.sock"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.data_path / "relay.pid"
+
+    @property
+    def realm(self) -> str:
+        return self.accounts.realm or self.server.name
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+_PYDANTIC_NOISE = re.compile(r"^(Value error|Assertion failed), ")
+
+
+def format_errors(e: ValidationError) -> list[str]:
+    lines = []
+    for err in e.errors():
+        loc = _loc(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[")))))
+        msg = _PYDANTIC_NOISE.sub("", err["msg"])
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        # Model-level validators already put the path in their message.
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return lines
+
+
+def parse(data: Any, base_dir: str = ".") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): must be a mapping of keys to values"])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e)) from None
+    cfg.base_dir = base_dir
+    # ACL sections are validated by their own schema; imported late to keep config importable alone.
+    from relay.core.acl import Acl, AclConfigError
+    try:
+        Acl.from_config(cfg.acl, cfg.access_rules, cfg.shapers, cfg.shaper_rules)
+    except AclConfigError as e:
+        raise ConfigError(e.errors) from None
+    return cfg
+
+
+def load(path: str | os.PathLike | None) -> Config:
+    """Load and validate a config file; None means the built-in default."""
+    if path is None:
+        return parse({}, base_dir=os.getcwd())
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError([f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}"]) from None
+    return parse(data, base_dir=str(p.resolve().parent))
+
+
+def defaults_dump() -> dict:
+    return Config().model_dump(mode="json")

@@ -1,0 +1,212 @@
+"""The network's state: users and channels, protocol-neutral.
+
+A member from any protocol is a `User` with a network-unique nick; its
+`session` (local users only) knows how to deliver events in its protocol.
+Events (past-tense facts) are what sessions are told; each carries a
+`cache` so a protocol serialises it once and queues the same bytes to every
+local recipient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class User:
+    __slots__ = ("uid", "nick", "ident", "host", "realname", "server", "account", "away", "modes",
+                 "nick_ts", "signon", "proto", "channels", "session", "ip", "invites", "oper_name",
+                 "last_active")
+
+    def __init__(self, uid: str, nick: str, ident: str, host: str, realname: str, server: str,
+                 proto: str, nick_ts: float, signon: float, account: str | None = None,
+                 session: Any = None, ip: str = "0.0.0.0"):
+        self.uid, self.nick, self.ident, self.host, self.realname = uid, nick, ident, host, realname
+        self.server, self.proto, self.nick_ts, self.signon = server, proto, nick_ts, signon
+        self.account, self.session, self.ip = account, session, ip
+        self.away: str | None = None
+        self.modes: set[str] = set()
+        self.channels: dict[str, "Channel"] = {}
+        self.invites: set[str] = set()
+        self.oper_name: str | None = None
+        self.last_active = signon
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.nick}!{self.ident}@{self.host}"
+
+    @property
+    def local(self) -> bool:
+        return self.session is not None
+
+    def __repr__(self) -> str:
+        return f"<User {self.uid} {self.nick}>"
+
+
+class Ban:
+    __slots__ = ("mask", "setter", "ts")
+
+    def __init__(self, mask: str, setter: str, ts: float):
+        self.mask, self.setter, self.ts = mask, setter, ts
+
+
+class Channel:
+    __slots__ = ("name", "key_name", "ts", "modes", "key", "limit", "lists", "topic", "topic_by", "topic_ts",
+                 "members", "local", "servers")
+
+    def __init__(self, name: str, key_name: str, ts: float):
+        self.name, self.key_name, self.ts = name, key_name, ts
+        self.modes: set[str] = set()
+        self.key: str | None = None
+        self.limit: int | None = None
+        self.lists: dict[str, list[Ban]] = {"b": [], "e": [], "I": []}
+        self.topic = ""
+        self.topic_by = ""
+        self.topic_ts = 0.0
+        # user -> status letters ("o", "v", "ov"); insertion order is join order
+        self.members: dict[User, str] = {}
+        # local members, for delivery; servers -> member count, for routing
+        self.local: dict[User, None] = {}
+        self.servers: dict[str, int] = {}
+
+    def add(self, user: User, status: str = "") -> None:
+        self.members[user] = status
+        if user.session is not None:
+            self.local[user] = None
+        else:
+            self.servers[user.server] = self.servers.get(user.server, 0) + 1
+        user.channels[self.key_name] = self
+
+    def remove(self, user: User) -> None:
+        del self.members[user]
+        if user.session is not None:
+            self.local.pop(user, None)
+        else:
+            n = self.servers[user.server] - 1
+            if n:
+                self.servers[user.server] = n
+            else:
+                del self.servers[user.server]
+        user.channels.pop(self.key_name, None)
+
+    def mode_string(self, show_key: bool = True) -> tuple[str, list[str]]:
+        flags = "".join(sorted(self.modes))
+        args = []
+        if self.key:
+            flags += "k"
+            args.append(self.key if show_key else "*")
+        if self.limit:
+            flags += "l"
+            args.append(str(self.limit))
+        return "+" + flags, args
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.name} {len(self.members)}>"
+
+
+# Events: what local sessions are told. Each gets a fresh cache for per-protocol bytes.
+
+class Event:
+    __slots__ = ("cache", "time")
+
+    def __init__(self, time: float):
+        self.cache: dict = {}
+        self.time = time
+
+
+class MessageSent(Event):
+    """PRIVMSG / NOTICE / TAGMSG to a channel or a user."""
+    __slots__ = ("source", "target", "kind", "text", "tags", "msgid")
+
+    def __init__(self, time, source: User, target, kind: str, text: str, tags: dict, msgid: str):
+        super().__init__(time)
+        self.source, self.target, self.kind, self.text, self.tags, self.msgid = source, target, kind, text, tags, msgid
+
+
+class MemberJoined(Event):
+    __slots__ = ("user", "channel")
+
+    def __init__(self, time, user: User, channel: Channel):
+        super().__init__(time)
+        self.user, self.channel = user, channel
+
+
+class MemberLeft(Event):
+    __slots__ = ("user", "channel", "reason")
+
+    def __init__(self, time, user: User, channel: Channel, reason: str):
+        super().__init__(time)
+        self.user, self.channel, self.reason = user, channel, reason
+
+
+class MemberKicked(Event):
+    __slots__ = ("source", "channel", "user", "reason")
+
+    def __init__(self, time, source: User | str, channel: Channel, user: User, reason: str):
+        super().__init__(time)
+        self.source, self.channel, self.user, self.reason = source, channel, user, reason
+
+
+class UserQuit(Event):
+    __slots__ = ("user", "reason", "batch")
+
+    def __init__(self, time, user: User, reason: str, batch: str | None = None):
+        super().__init__(time)
+        self.user, self.reason, self.batch = user, reason, batch
+
+
+class NickChanged(Event):
+    __slots__ = ("user", "old_prefix")
+
+    def __init__(self, time, user: User, old_prefix: str):
+        super().__init__(time)
+        self.user, self.old_prefix = user, old_prefix
+
+
+class ModeChanged(Event):
+    __slots__ = ("source", "channel", "changes")
+
+    def __init__(self, time, source: User | str, channel: Channel, changes: list[tuple[str, str, str | None]]):
+        super().__init__(time)
+        self.source, self.channel, self.changes = source, channel, changes
+
+
+class TopicChanged(Event):
+    __slots__ = ("source", "channel")
+
+    def __init__(self, time, source: User | str, channel: Channel):
+        super().__init__(time)
+        self.source, self.channel = source, channel
+
+
+class UserUpdated(Event):
+    """away, account, realname (setname) or host changed: for cap-gated notifications."""
+    __slots__ = ("user", "what")
+
+    def __init__(self, time, user: User, what: str):
+        super().__init__(time)
+        self.user, self.what = user, what
+
+
+class UserInvited(Event):
+    __slots__ = ("source", "user", "channel")
+
+    def __init__(self, time, source: User, user: User, channel: Channel):
+        super().__init__(time)
+        self.source, self.user, self.channel = source, user, channel
+
+
+def source_prefix(src: User | str) -> str:
+    return src.prefix if isinstance(src, User) else src
+
+
+def format_changes(changes: list[tuple[str, str, str | None]]) -> tuple[str, list[str]]:
+    """[('+','o','nick'), ('-','k','key')] -> ('+o-k', ['nick', 'key'])"""
+    out, args, sign = [], [], ""
+    for s, m, a in changes:
+        if s != sign:
+            out.append(s)
+            sign = s
+        out.append(m)
+        if a is not None:
+            args.append(a)
+    return "".join(out), args

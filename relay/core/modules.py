@@ -1,0 +1,209 @@
+"""Runtime modules, like Prosody's and ejabberd's.
+
+A module is a Python module with `setup(module)`, and optionally an `Options`
+pydantic model (its config, validated like the rest), `save(module)` and
+`restore(module, state)` to keep state across a reload. Everything a module
+registers through its `Module` handle is recorded, so unloading it needs no
+code from its author.
+
+Names resolve to `relay.modules.<name>`, then `bridges.<name>.module`, then a
+dotted import path. The core imports them by name only: it never imports a bridge.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import TYPE_CHECKING, Any, Callable
+
+from pydantic import BaseModel, ValidationError
+
+from relay.core.config import format_errors
+
+if TYPE_CHECKING:
+    from relay.core.server import Core
+
+log = logging.getLogger("relay.modules")
+
+
+class ModuleError(Exception):
+    pass
+
+
+class Module:
+    """The handle a module's setup() receives; every registration is recorded here."""
+
+    def __init__(self, manager: "ModuleManager", name: str, pymod, options: Any):
+        self.manager = manager
+        self.core: Core = manager.core
+        self.name = name
+        self.pymod = pymod
+        self.options = options
+        self.log = logging.getLogger(f"relay.mod.{name}")
+        self.state: dict[str, Any] = {}
+        self._hooks: list = []
+        self._timers: list = []
+        self._commands: list[str] = []
+        self._irc_commands: list[str] = []
+        self._protocols: list[str] = []
+        self._cleanups: list[Callable[[], None]] = []
+
+    def hook(self, hook: str, fn: Callable, priority: int = 0):
+        h = self.core.hooks.add(hook, fn, priority, owner=self.name)
+        self._hooks.append(h)
+        return h
+
+    def timer(self, delay: float, fn: Callable[[float], None]):
+        t = self.core.timers.call_at(self.core.now() + delay, fn, owner=self.name)
+        self._timers.append(t)
+        return t
+
+    def every(self, interval: float, fn: Callable[[float], None]):
+        t = self.core.timers.every(interval, fn, self.core.now(), owner=self.name)
+        self._timers.append(t)
+        return t
+
+    def command(self, name: str, handler: Callable, syntax: str = "", help: str = "",
+                min_args: int = 0, max_args: int | None = None):
+        """An operator command, available in the shell and as `relayctl NAME ...`."""
+        self.core.admin.add(name, handler, syntax=syntax, help=help, min_args=min_args,
+                            max_args=max_args, owner=self.name)
+        self._commands.append(name)
+
+    def irc_command(self, name: str, handler: Callable, **spec):
+        self.core.irc_commands.add(name, handler, owner=self.name, **spec)
+        self._irc_commands.append(name)
+
+    def protocol(self, proto: str, factory: Callable):
+        """Provide a listener protocol: `listen: [{proto: NAME, ...}]` entries use `factory`."""
+        self.core.add_protocol(proto, factory, owner=self.name)
+        self._protocols.append(proto)
+
+    def on_unload(self, fn: Callable[[], None]):
+        self._cleanups.append(fn)
+
+    def registrations(self) -> dict[str, int]:
+        return {
+            "hooks": sum(1 for h in self._hooks if h in self.core.hooks.handlers(h.hook)),
+            "timers": sum(1 for t in self._timers if not t.cancelled),
+            "commands": len(self._commands), "irc_commands": len(self._irc_commands),
+            "protocols": len(self._protocols),
+        }
+
+    def _teardown(self) -> None:
+        for fn in reversed(self._cleanups):
+            try:
+                fn()
+            except Exception:
+                self.log.exception("cleanup of module %s raised", self.name)
+        for h in self._hooks:
+            self.core.hooks.remove(h)
+        for t in self._timers:
+            t.cancel()
+        for c in self._commands:
+            self.core.admin.remove(c, owner=self.name)
+        for c in self._irc_commands:
+            self.core.irc_commands.remove(c, owner=self.name)
+        for p in self._protocols:
+            self.core.remove_protocol(p, owner=self.name)
+        self._hooks.clear(); self._timers.clear(); self._commands.clear()
+        self._irc_commands.clear(); self._protocols.clear(); self._cleanups.clear()
+
+
+def resolve(name: str) -> str:
+    for candidate in (f"relay.modules.{name}", f"bridges.{name}.module", name):
+        try:
+            if importlib.util.find_spec(candidate) is not None:
+                return candidate
+        except (ImportError, ValueError):
+            continue
+    raise ModuleError(f"no module named {name!r} (looked for relay.modules.{name}, bridges.{name}.module, {name})")
+
+
+def validate_options(name: str, pymod, options: dict | None) -> Any:
+    model: type[BaseModel] | None = getattr(pymod, "Options", None)
+    if model is None:
+        if options:
+            raise ModuleError(f"modules.{name}: this module takes no options")
+        return None
+    try:
+        return model.model_validate(options or {})
+    except ValidationError as e:
+        raise ModuleError("\n".join(f"modules.{name}.{line}" for line in format_errors(e))) from None
+
+
+class ModuleManager:
+    def __init__(self, core: "Core"):
+        self.core = core
+        self.loaded: dict[str, Module] = {}
+
+    def check(self, name: str, options: dict | None) -> None:
+        """Validate a module's name and options without loading it (config load)."""
+        validate_options(name, importlib.import_module(resolve(name)), options)
+
+    def load(self, name: str, options: dict | None = None, state: Any = None) -> Module:
+        if name in self.loaded:
+            raise ModuleError(f"module {name} is already loaded")
+        try:
+            pymod = importlib.import_module(resolve(name))
+        except ModuleError:
+            raise
+        except Exception as e:
+            raise ModuleError(f"module {name} failed to import: {type(e).__name__}: {e}") from e
+        opts = validate_options(name, pymod, options)
+        setup = getattr(pymod, "setup", None)
+        if setup is None:
+            raise ModuleError(f"module {name} has no setup(module) function")
+        mod = Module(self, name, pymod, opts)
+        try:
+            setup(mod)
+            if state is not None and hasattr(pymod, "restore"):
+                pymod.restore(mod, state)
+        except Exception as e:
+            mod._teardown()
+            log.exception("module %s failed in setup", name)
+            raise ModuleError(f"module {name} failed to load: {type(e).__name__}: {e}") from e
+        self.loaded[name] = mod
+        log.info("module %s loaded", name)
+        self.core.hooks.run("module_loaded", name)
+        return mod
+
+    def unload(self, name: str) -> Any:
+        """Unload and return the module's saved state (if it has `save`)."""
+        mod = self.loaded.get(name)
+        if mod is None:
+            raise ModuleError(f"module {name} is not loaded")
+        state = None
+        if hasattr(mod.pymod, "save"):
+            try:
+                state = mod.pymod.save(mod)
+            except Exception:
+                log.exception("module %s: save() raised; its state is lost", name)
+        del self.loaded[name]
+        mod._teardown()
+        log.info("module %s unloaded", name)
+        self.core.hooks.run("module_unloaded", name)
+        return state
+
+    def reload(self, name: str, options: dict | None = None) -> Module:
+        old = self.loaded.get(name)
+        if old is None:
+            raise ModuleError(f"module {name} is not loaded")
+        opts = options if options is not None else self.core.config.modules.get(name)
+        state = self.unload(name)
+        pyname = old.pymod.__name__
+        try:
+            importlib.reload(sys.modules[pyname])
+        except Exception as e:
+            log.exception("module %s: new code failed to import; reloading the old one", name)
+            self.load(name, opts, state)
+            raise ModuleError(f"module {name}: new code failed to import ({e}); old code kept") from e
+        return self.load(name, opts, state)
+
+    def unload_all(self) -> None:
+        for name in reversed(list(self.loaded)):
+            try:
+                self.unload(name)
+            except Exception:
+                log.exception("unloading %s", name)

@@ -1,0 +1,345 @@
+"""Network operations: the one protocol-neutral way to change state.
+
+IRC commands, bridges and (later) server links all call these. Each applies
+the change, tells local sessions through events, and hands the change to
+`router` (the link layer, when links are configured) to propagate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import string
+from collections import deque
+from typing import TYPE_CHECKING, Any, Iterable
+
+from relay.core.model import (Ban, Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
+                              NickChanged, TopicChanged, User, UserInvited, UserQuit, UserUpdated)
+from relay.proto.irc import irc_lower, mask_match
+
+if TYPE_CHECKING:
+    from relay.core.server import Core
+
+log = logging.getLogger("relay.net")
+
+_B36 = string.digits + string.ascii_uppercase
+
+
+class JoinRefused(Exception):
+    """Why a member may not join: code is one of banned, invite_only, bad_key, full, too_many, bad_name."""
+
+    def __init__(self, code: str):
+        super().__init__(code)
+        self.code = code
+
+
+class WhowasEntry:
+    __slots__ = ("nick", "ident", "host", "realname", "server", "time", "account")
+
+    def __init__(self, u: User, server_name: str, time: float):
+        self.nick, self.ident, self.host, self.realname = u.nick, u.ident, u.host, u.realname
+        self.server, self.time, self.account = server_name, time, u.account
+
+
+class Network:
+    def __init__(self, core: "Core"):
+        self.core = core
+        self.cfg = core.config
+        self.me = core.config.server
+        self.users: dict[str, User] = {}          # uid -> user
+        self.nicks: dict[str, User] = {}          # irc_lower(nick) -> user
+        self.channels: dict[str, Channel] = {}    # irc_lower(name) -> channel
+        self.local_count = 0
+        self.max_local = 0
+        self.max_global = 0
+        self.whowas: deque[WhowasEntry] = deque(maxlen=core.config.irc.whowas)
+        self._uid_counter = itertools.count(1)
+        self._msgid = itertools.count(1)
+        self.router: Any = None  # link layer; None on a lone server
+        self.server_names: dict[str, str] = {self.me.id: self.me.name}
+
+    # ------------------------------------------------------------------ lookups
+    def find_nick(self, nick: str) -> User | None:
+        return self.nicks.get(irc_lower(nick))
+
+    def find_channel(self, name: str) -> Channel | None:
+        return self.channels.get(irc_lower(name))
+
+    def counts(self) -> dict:
+        return {"users": len(self.users), "local": self.local_count, "channels": len(self.channels),
+                "invisible": sum(1 for u in self.users.values() if "i" in u.modes),
+                "opers": sum(1 for u in self.users.values() if "o" in u.modes)}
+
+    def links_summary(self) -> list[dict]:
+        return self.router.summary() if self.router else []
+
+    def server_name(self, sid: str) -> str:
+        return self.server_names.get(sid, sid)
+
+    def new_uid(self) -> str:
+        n = next(self._uid_counter)
+        out = []
+        for _ in range(6):
+            n, r = divmod(n, 36)
+            out.append(_B36[r])
+        return self.me.id + "".join(reversed(out))
+
+    def new_msgid(self) -> str:
+        return f"{self.me.id}-{next(self._msgid):x}"
+
+    # ------------------------------------------------------------------ delivery
+    @staticmethod
+    def tell(users: Iterable[User], event) -> None:
+        for u in users:
+            s = u.session
+            if s is not None:
+                s.deliver(event)
+
+    def neighbours(self, user: User, include_self: bool = False) -> list[User]:
+        """Local users sharing a channel with `user` (each once)."""
+        seen: dict[User, None] = {}
+        for ch in user.channels.values():
+            seen.update(ch.local)
+        if include_self and user.session is not None:
+            seen[user] = None
+        else:
+            seen.pop(user, None)
+        return list(seen)
+
+    # ------------------------------------------------------------------ users
+    def nick_in_use(self, nick: str, but: User | None = None) -> bool:
+        u = self.nicks.get(irc_lower(nick))
+        return u is not None and u is not but
+
+    def introduce(self, session: Any, nick: str, ident: str, host: str, realname: str, proto: str,
+                  now: float, account: str | None = None, ip: str = "0.0.0.0",
+                  uid: str | None = None, server: str | None = None, nick_ts: float | None = None) -> User:
+        u = User(uid or self.new_uid(), nick, ident, host, realname, server or self.me.id, proto,
+                 nick_ts if nick_ts is not None else now, now, account, session, ip)
+        self.users[u.uid] = u
+        self.nicks[irc_lower(nick)] = u
+        if session is not None:
+            self.local_count += 1
+            self.max_local = max(self.max_local, self.local_count)
+        self.max_global = max(self.max_global, len(self.users))
+        self.core.hooks.run("client_connected", u)
+        if self.router:
+            self.router.user_introduced(u)
+        return u
+
+    def quit(self, user: User, reason: str, now: float, propagate: bool = True, batch: str | None = None) -> None:
+        if self.users.get(user.uid) is not user:
+            return
+        ev = UserQuit(now, user, reason, batch)
+        self.tell(self.neighbours(user), ev)
+        for ch in list(user.channels.values()):
+            ch.remove(user)
+            self.core.hooks.run("member_left", user, ch, reason)
+            self._maybe_destroy(ch)
+        self.whowas.append(WhowasEntry(user, self.server_name(user.server), now))
+        del self.users[user.uid]
+        if self.nicks.get(irc_lower(user.nick)) is user:
+            del self.nicks[irc_lower(user.nick)]
+        if user.session is not None:
+            self.local_count -= 1
+        self.core.hooks.run("client_disconnected", user, reason)
+        if propagate and self.router:
+            self.router.user_quit(user, reason)
+
+    def change_nick(self, user: User, new: str, now: float, propagate: bool = True) -> None:
+        old_prefix = user.prefix
+        old_key, new_key = irc_lower(user.nick), irc_lower(new)
+        if self.nicks.get(old_key) is user:
+            del self.nicks[old_key]
+        self.nicks[new_key] = user
+        self.whowas.append(WhowasEntry(user, self.server_name(user.server), now))
+        user.nick = new
+        user.nick_ts = now
+        self.tell(self.neighbours(user, include_self=True), NickChanged(now, user, old_prefix))
+        if propagate and self.router:
+            self.router.nick_changed(user)
+
+    def update_user(self, user: User, what: str, now: float, propagate: bool = True) -> None:
+        """Tell neighbours that away / account / realname changed (they filter by capability)."""
+        self.tell(self.neighbours(user, include_self=(what == "realname")), UserUpdated(now, user, what))
+        if propagate and self.router:
+            self.router.user_updated(user, what)
+
+    # ------------------------------------------------------------------ channels
+    def check_join(self, user: User, name: str, key: str | None) -> Channel | None:
+        """Raise JoinRefused if `user` may not join; return the channel if it exists."""
+        ch = self.channels.get(irc_lower(name))
+        if len(user.channels) >= self.cfg.irc.chanlimit and irc_lower(name) not in user.channels:
+            raise JoinRefused("too_many")
+        if ch is None:
+            return None
+        invited = ch.key_name in user.invites
+        if self.matches_list(ch, "b", user) and not self.matches_list(ch, "e", user) and not invited:
+            raise JoinRefused("banned")
+        if "i" in ch.modes and not invited and not self.matches_list(ch, "I", user):
+            raise JoinRefused("invite_only")
+        if ch.key and key != ch.key and not invited:
+            raise JoinRefused("bad_key")
+        if ch.limit and len(ch.members) >= ch.limit and not invited:
+            raise JoinRefused("full")
+        return ch
+
+    def matches_list(self, ch: Channel, mode: str, user: User) -> bool:
+        entries = ch.lists[mode]
+        if not entries:
+            return False
+        ids = (user.prefix, f"{user.nick}!{user.ident}@{user.ip}")
+        for b in entries:
+            if b.mask.startswith("$a:"):
+                if user.account and mask_match(b.mask[3:], user.account):
+                    return True
+                continue
+            if any(mask_match(b.mask, s) for s in ids):
+                return True
+        return False
+
+    def join(self, user: User, name: str, now: float, status: str | None = None,
+             ts: float | None = None, propagate: bool = True) -> Channel:
+        key = irc_lower(name)
+        ch = self.channels.get(key)
+        created = ch is None
+        if created:
+            ch = Channel(name, key, ts if ts is not None else now)
+            ch.modes.update(("n", "t"))
+            self.channels[key] = ch
+            self.core.hooks.run("channel_created", ch)
+        if status is None:
+            status = "o" if created else ""
+        ch.add(user, status)
+        user.invites.discard(key)
+        self.tell(ch.local, MemberJoined(now, user, ch))
+        self.core.hooks.run("member_joined", user, ch)
+        if propagate and self.router:
+            self.router.member_joined(user, ch, created)
+        return ch
+
+    def part(self, user: User, ch: Channel, reason: str, now: float, propagate: bool = True) -> None:
+        ev = MemberLeft(now, user, ch, reason)
+        self.tell(ch.local, ev)
+        ch.remove(user)
+        self.core.hooks.run("member_left", user, ch, reason)
+        if propagate and self.router:
+            self.router.member_left(user, ch, reason)
+        self._maybe_destroy(ch)
+
+    def kick(self, source: User | str, ch: Channel, target: User, reason: str, now: float,
+             propagate: bool = True) -> None:
+        self.tell(ch.local, MemberKicked(now, source, ch, target, reason))
+        ch.remove(target)
+        self.core.hooks.run("member_left", target, ch, reason)
+        if propagate and self.router:
+            self.router.member_kicked(source, ch, target, reason)
+        self._maybe_destroy(ch)
+
+    def _maybe_destroy(self, ch: Channel) -> None:
+        if not ch.members and self.channels.get(ch.key_name) is ch:
+            del self.channels[ch.key_name]
+            self.core.hooks.run("channel_destroyed", ch)
+
+    def set_topic(self, source: User | str, ch: Channel, text: str, now: float, propagate: bool = True) -> None:
+        ch.topic = text
+        ch.topic_by = source.prefix if isinstance(source, User) else source
+        ch.topic_ts = now
+        self.tell(ch.local, TopicChanged(now, source, ch))
+        if propagate and self.router:
+            self.router.topic_changed(source, ch)
+
+    def invite(self, source: User, target: User, ch: Channel, now: float) -> None:
+        target.invites.add(ch.key_name)
+        ev = UserInvited(now, source, target, ch)
+        # The invitee, and (invite-notify) the channel's operators.
+        recipients = dict.fromkeys(u for u, st in ch.members.items() if "o" in st and u.session is not None)
+        if target.session is not None:
+            recipients[target] = None
+        self.tell(recipients, ev)
+        if self.router:
+            self.router.user_invited(source, target, ch)
+
+    def apply_modes(self, source: User | str, ch: Channel, changes: list[tuple[str, str, str | None]], now: float,
+                    propagate: bool = True) -> list[tuple[str, str, str | None]]:
+        """Apply already-validated channel mode changes; returns those that changed something."""
+        done = []
+        for sign, m, arg in changes:
+            add = sign == "+"
+            if m in "ov":
+                u = self.find_nick(arg) if isinstance(arg, str) else arg
+                if u is None or u not in ch.members:
+                    continue
+                st = ch.members[u]
+                if add == (m in st):
+                    continue
+                ch.members[u] = st + m if add else st.replace(m, "")
+                done.append((sign, m, u.nick))
+            elif m in "beI":
+                lst = ch.lists[m]
+                have = next((b for b in lst if irc_lower(b.mask) == irc_lower(arg)), None)
+                if add and have is None:
+                    if len(lst) >= self.cfg.irc.maxlist:
+                        continue
+                    lst.append(Ban(arg, source.prefix if isinstance(source, User) else source, now))
+                    done.append((sign, m, arg))
+                elif not add and have is not None:
+                    lst.remove(have)
+                    done.append((sign, m, have.mask))
+            elif m == "k":
+                if add:
+                    ch.key = arg
+                    done.append((sign, m, arg))
+                elif ch.key is not None:
+                    ch.key = None
+                    done.append((sign, m, "*"))
+            elif m == "l":
+                if add:
+                    ch.limit = int(arg)
+                    done.append((sign, m, arg))
+                elif ch.limit is not None:
+                    ch.limit = None
+                    done.append((sign, m, None))
+            else:
+                if add == (m in ch.modes):
+                    continue
+                (ch.modes.add if add else ch.modes.discard)(m)
+                done.append((sign, m, None))
+        if done:
+            self.tell(ch.local, ModeChanged(now, source, ch, done))
+            if propagate and self.router:
+                self.router.modes_changed(source, ch, done)
+        return done
+
+    # ------------------------------------------------------------------ messages
+    def message(self, source: User, target: Channel | User, kind: str, text: str, now: float,
+                tags: dict | None = None, msgid: str | None = None, propagate: bool = True) -> MessageSent | None:
+        """Deliver a PRIVMSG/NOTICE/TAGMSG. filter_packet may rewrite (return a new event) or drop (Stop(None))."""
+        ev = MessageSent(now, source, target, kind, text, tags or {}, msgid or self.new_msgid())
+        hooks = self.core.hooks
+        if hooks.has("filter_packet"):
+            ev = hooks.fold("filter_packet", ev)
+            if ev is None:
+                return None
+        if type(target) is Channel:
+            for u in target.local:
+                if u is not source:
+                    u.session.deliver(ev)
+            if propagate and self.router and target.servers:
+                self.router.channel_message(ev)
+        else:
+            s = target.session
+            if s is not None:
+                s.deliver(ev)
+            elif propagate and self.router:
+                self.router.direct_message(ev)
+        return ev
+
+    # ------------------------------------------------------------------ protocol glue
+    def irc_factory(self, transport, listener, now: float):
+        from relay.core.irc.client import IrcClient
+        return IrcClient(self.core, transport, now)
+
+    def shutdown(self, reason: str, now: float) -> None:
+        for u in [u for u in self.users.values() if u.session is not None]:
+            u.session.server_closing(reason, now)

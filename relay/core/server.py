@@ -1,0 +1,144 @@
+"""The core: network state, command tables, hooks, modules, storage.
+
+Synchronous and never yielding; every entry point takes `now`. The runtime
+owns sockets and the clock and calls in here; tests call in directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable
+
+import psutil
+
+from relay import __version__
+from relay.core import builtin_admin
+from relay.core.accounts import Account, AccountError, SqliteStorage, Storage
+from relay.core.acl import Acl, Subject
+from relay.core.admin import AdminTable
+from relay.core.config import Config
+from relay.core.hooks import HookBus
+from relay.core.modules import ModuleManager
+from relay.core.timers import TimerQueue
+
+log = logging.getLogger("relay.core")
+
+IRC_SWEEP_INTERVAL = 5.0
+
+
+class Transport:
+    """What a protocol handler may do with its connection (the runtime implements it)."""
+
+    peer_host: str = "?"
+    peer_port: int = 0
+    tls: bool = False
+    proto: str = "?"
+
+    def write(self, data: bytes) -> None: ...
+    def close(self, reason: str = "") -> None: ...
+    @property
+    def closing(self) -> bool: ...
+
+
+class Core:
+    def __init__(self, config: Config, now: float, storage: Storage | None = None,
+                 clock: Callable[[], float] | None = None):
+        self.config = config
+        self.started = now
+        self._clock = clock
+        self._now = now
+        self.hooks = HookBus()
+        self.timers = TimerQueue()
+        self.admin = AdminTable()
+        self.modules = ModuleManager(self)
+        self.protocols: dict[str, tuple[Callable, str]] = {}
+        self.protocols_changed: Callable[[], None] | None = None  # runtime: open/close listeners
+        self.runtime_info: Callable[[], dict] | None = None
+        self.shutdown_requested: Callable[[str], None] | None = None
+        self.set_log_level: Callable[[str], None] | None = None
+        self.reload_requested: Callable[[], Any] | None = None
+        self.acl = Acl.from_config(config.acl, config.access_rules, config.shapers, config.shaper_rules)
+        if storage is None:
+            config.data_path.mkdir(parents=True, exist_ok=True)
+            storage = SqliteStorage(config.data_path / "accounts.db")
+        self.storage = storage
+        # The IRC-native network model and command table; imported here so tests can build a bare Core.
+        from relay.core.network import Network
+        from relay.core.irc.commands import IRC_COMMANDS
+        self.irc_commands = IRC_COMMANDS.copy()
+        self.irc_local: dict = {}  # IrcClient -> None, registered or not
+        self.net = Network(self)
+        self.timers.every(IRC_SWEEP_INTERVAL, self._sweep_irc, now, owner="irc")
+        builtin_admin.install(self)
+        self.add_protocol("irc", self.net.irc_factory, owner="core")
+
+    def _sweep_irc(self, now: float) -> None:
+        """Registration timeouts, PINGs and ping timeouts for every local IRC client, in one timer."""
+        for c in list(self.irc_local):
+            c.check_alive(now)
+
+    # Time: the runtime passes `now` into every call; modules scheduling timers ask here.
+    def now(self) -> float:
+        return self._clock() if self._clock else self._now
+
+    def tick(self, now: float) -> None:
+        self._now = now
+        self.timers.run_due(now)
+
+    def start(self, now: float) -> None:
+        self._now = now
+        for name, opts in self.config.modules.items():
+            self.modules.load(name, opts)
+
+    def stop(self, now: float, reason: str = "Server shutting down") -> None:
+        self._now = now
+        self.net.shutdown(reason, now)
+        self.modules.unload_all()
+
+    # Listener protocols (irc is built in; modules add mqtt, link, ...).
+    def add_protocol(self, proto: str, factory: Callable, owner: str) -> None:
+        if proto in self.protocols:
+            raise ValueError(f"protocol {proto!r} is already provided by {self.protocols[proto][1]}")
+        self.protocols[proto] = (factory, owner)
+        if self.protocols_changed:
+            self.protocols_changed()
+
+    def remove_protocol(self, proto: str, owner: str) -> None:
+        if self.protocols.get(proto, (None, None))[1] == owner:
+            del self.protocols[proto]
+            if self.protocols_changed:
+                self.protocols_changed()
+
+    # Accounts
+    def register_account(self, name: str, password: str, now: float) -> Account:
+        acct = self.storage.create_account(name, password, self.config.realm,
+                                           self.config.accounts.scram_iterations, now)
+        self.hooks.run("account_registered", acct)
+        return acct
+
+    def unregister_account(self, name: str) -> None:
+        if not self.storage.delete_account(name):
+            raise AccountError(f"no account {name}")
+        self.hooks.run("account_removed", name)
+
+    def subject(self, account: str | None, ip: str | None, ident: str | None = None) -> Subject:
+        groups = self.storage.groups(account) if account else frozenset()
+        return Subject(account=account, groups=groups, server=self.config.server.id,
+                       server_name=self.config.server.name, ip=ip, ident=ident)
+
+    def status(self, now: float) -> dict:
+        proc = psutil.Process(os.getpid())
+        info = self.runtime_info() if self.runtime_info else {}
+        return {
+            "version": __version__,
+            "server": {"id": self.config.server.id, "name": self.config.server.name},
+            "uptime": round(now - self.started, 3),
+            "pid": os.getpid(),
+            "memory_rss": proc.memory_info().rss,
+            "listeners": info.get("listeners", []),
+            "connections": info.get("connections", {}),
+            "links": self.net.links_summary(),
+            "users": self.net.counts(),
+            "modules": sorted(self.modules.loaded),
+        }

@@ -1,0 +1,335 @@
+"""The daemon: listeners, connection actors, the timer loop, the control socket.
+
+This package is the only gevent code. The core is synchronous; everything
+here calls into it with `now` and never holds it across a yield.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket as _stdsocket
+import ssl
+import struct
+import time
+import weakref
+from pathlib import Path
+
+import gevent
+import gevent.event
+from gevent import socket
+from gevent.server import StreamServer
+
+from relay import __version__
+from relay.core.admin import AdminError
+from relay.core.builtin_admin import AdminContext
+from relay.core.config import Config, ConfigError
+from relay.core.server import Core
+from relay.proto.control import ControlCodec, ControlError
+from relay.runtime.connection import Connection, make_listen_socket
+from relay.runtime.logs import set_level, setup_logging
+from relay.runtime.tlsutil import ensure_certificate
+
+log = logging.getLogger("relay.runtime")
+
+
+class StartupError(Exception):
+    """The server cannot start; `status` is the exit status (2: configuration)."""
+
+    def __init__(self, text: str, status: int = 1):
+        super().__init__(text)
+        self.status = status
+
+
+class Runtime:
+    def __init__(self, config: Config, config_path: str | None = None, foreground: bool = True):
+        self.config = config
+        self.config_path = config_path
+        self.foreground = foreground
+        self.hub = gevent.get_hub()
+        self.connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self.servers: dict[int, tuple[StreamServer, dict]] = {}  # listen index -> (server, info)
+        self.control: StreamServer | None = None
+        self.stopped = gevent.event.Event()
+        self._timer_wake = gevent.event.Event()
+        self._timer_loop = None
+        self.core: Core | None = None
+        self.stopping = False
+
+    @staticmethod
+    def now() -> float:
+        return time.time()
+
+    # ---------------------------------------------------------------- start
+    def start(self) -> None:
+        cfg = self.config
+        data = cfg.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        os.chmod(data, 0o700)
+        setup_logging(cfg, data, self.foreground)
+        now = self.now()
+        self.core = core = Core(cfg, now, clock=self.now)
+        core.runtime_info = self.info
+        core.shutdown_requested = lambda reason: gevent.spawn(self.shutdown, reason)
+        core.set_log_level = set_level
+        core.reload_requested = self.reload_config if self.config_path else None
+        core.timers.wakeup = self._timer_wake.set
+        try:
+            core.start(now)
+        except Exception as e:
+            raise StartupError(str(e), 2) from None
+        self._check_listeners()
+        self._open_control()
+        self._open_listeners()
+        core.protocols_changed = self._sync_listeners
+        self._timer_loop = gevent.spawn(self._run_timers)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(sig, lambda s=sig: gevent.spawn(self.shutdown, f"Received {signal.Signals(s).name}"))
+        gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self._sighup))
+        cfg.pid_path.write_text(f"{os.getpid()}\n")
+        log.info("relaynet %s started: server %s (%s), pid %d", __version__, cfg.server.name, cfg.server.id,
+                 os.getpid())
+
+    def _check_listeners(self) -> None:
+        errors = [f"listen[{i}].proto: no loaded module provides {l.proto!r} (known: "
+                  f"{', '.join(sorted(self.core.protocols))})"
+                  for i, l in enumerate(self.config.listen) if l.proto not in self.core.protocols]
+        if errors:
+            raise StartupError("\n".join(errors), 2)
+
+    def _open_listeners(self) -> None:
+        for i, l in enumerate(self.config.listen):
+            if i not in self.servers and l.proto in self.core.protocols:
+                self._open_listener(i)
+
+    def _sync_listeners(self) -> None:
+        """A module added or removed a protocol: open or close the matching listeners."""
+        if self.stopping:
+            return
+        for i, (srv, info) in list(self.servers.items()):
+            if info["proto"] not in self.core.protocols:
+                srv.close()
+                del self.servers[i]
+                log.info("listener %s:%s (%s) closed: its module was unloaded", info["host"], info["port"],
+                         info["proto"])
+        for i, l in enumerate(self.config.listen):
+            if i not in self.servers and l.proto in self.core.protocols:
+                try:
+                    self._open_listener(i)
+                except OSError as e:
+                    log.error("listen[%d]: cannot listen on %s:%s: %s", i, l.host, l.port, e.strerror)
+
+    def _open_listener(self, i: int) -> None:
+        l = self.config.listen[i]
+        try:
+            sock = make_listen_socket(l.host, l.port)
+        except OSError as e:
+            raise StartupError(f"listen[{i}]: cannot listen on {l.host}:{l.port}: {e.strerror}", 1) from None
+        ctx = None
+        if l.tls:
+            cert, key = l.cert or self.config.tls.cert, l.key or self.config.tls.key
+            if cert is None:
+                cert, key = ensure_certificate(self.config.data_path / "tls", self.config.server.name)
+            else:
+                cert, key = self.config.path(cert), self.config.path(key or cert)
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                ctx.load_cert_chain(str(cert), str(key))
+            except (OSError, ssl.SSLError) as e:
+                raise StartupError(f"listen[{i}]: cannot load TLS certificate {cert}: {e}", 2) from None
+        proto, tls = l.proto, l.tls
+        sendq = self.config.limits.sendq
+
+        def handle(client_sock, addr):
+            if len(self.connections) >= self.config.limits.max_connections or self.stopping:
+                client_sock.close()
+                return
+            client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            factory = self.core.protocols.get(proto)
+            if factory is None:
+                client_sock.close()
+                return
+            conn = Connection(self, client_sock, addr, proto, tls, sendq)
+            conn.run(lambda t, lst, now: factory[0](t, lst, now), l)
+
+        srv = StreamServer(sock, handle, ssl_context=ctx) if ctx else StreamServer(sock, handle)
+        srv.start()
+        self.servers[i] = (srv, {"proto": l.proto, "host": l.host, "port": sock.getsockname()[1], "tls": l.tls})
+
+    def _open_control(self) -> None:
+        path = self.config.control_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            probe = _stdsocket.socket(_stdsocket.AF_UNIX)
+            try:
+                probe.connect(str(path))
+                raise StartupError(f"another server is running here (control socket {path} answers)", 1)
+            except (ConnectionRefusedError, FileNotFoundError):
+                path.unlink()
+            finally:
+                probe.close()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # the socket is created 0600: only this user (and root) may connect
+        try:
+            s.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        s.listen(16)
+        self.control = StreamServer(s, self._control_client)
+        self.control.start()
+
+    def info(self) -> dict:
+        conns: dict[str, int] = {}
+        for c in list(self.connections):
+            conns[c.proto] = conns.get(c.proto, 0) + 1
+        return {"listeners": [info for _, (_srv, info) in sorted(self.servers.items())], "connections": conns}
+
+    # ---------------------------------------------------------------- timers
+    def _run_timers(self) -> None:
+        timers = self.core.timers
+        while not self.stopped.is_set():
+            deadline = timers.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - self.now())
+            self._timer_wake.clear()
+            if timeout is None or timeout > 0:
+                self._timer_wake.wait(timeout)
+            self.core.tick(self.now())
+
+    # ---------------------------------------------------------------- control socket
+    def _control_client(self, sock, addr) -> None:
+        try:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+        except OSError:
+            uid = -1
+        codec = ControlCodec()
+        if uid not in (os.getuid(), 0):
+            sock.sendall(codec.send({"ok": False, "status": 77,
+                                     "text": f"permission denied: the control socket is for uid {os.getuid()}"}))
+            sock.close()
+            log.warning("control socket: refused a client with uid %d", uid)
+            return
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                try:
+                    requests = codec.receive_data(data)
+                except ControlError as e:
+                    sock.sendall(codec.send({"ok": False, "status": 2, "text": f"bad request: {e}"}))
+                    return
+                for req in requests:
+                    sock.sendall(codec.send(self.run_command(req.get("argv"))))
+        except OSError:
+            return
+        finally:
+            sock.close()
+
+    def run_command(self, argv) -> dict:
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            return {"ok": False, "status": 2, "text": "bad request: argv must be a list of strings"}
+        try:
+            reply = self.core.admin.dispatch(argv, AdminContext(self.core, self.now()))
+        except AdminError as e:
+            return {"ok": False, "status": e.status, "text": str(e)}
+        except Exception as e:
+            log.exception("operator command %r raised", argv)
+            return {"ok": False, "status": 1, "text": f"internal error: {type(e).__name__}: {e}"}
+        return {"ok": reply.status == 0, "status": reply.status, "text": reply.text,
+                "data": json.loads(json.dumps(reply.data, default=str))}
+
+    # ---------------------------------------------------------------- reload
+    def _sighup(self) -> None:
+        if self.config_path:
+            try:
+                self.reload_config()
+            except Exception as e:
+                log.error("reload on SIGHUP failed: %s", e)
+
+    def reload_config(self) -> list[str]:
+        """Re-read the config; apply what can change at runtime (log level, IRC limits, ACL, modules' options)."""
+        from relay.core import config as config_mod
+        from relay.core.acl import Acl
+        try:
+            new = config_mod.load(self.config_path)
+        except ConfigError as e:
+            raise AdminError("config not reloaded:\n" + "\n".join(e.errors), 2) from None
+        old = self.config
+        fixed = [k for k in ("server", "data_dir", "control_socket", "listen")
+                 if getattr(old, k) != getattr(new, k)]
+        if fixed:
+            raise AdminError(f"config not reloaded: {', '.join(fixed)} cannot change while running; restart", 2)
+        changed = [k for k in Config.model_fields if k != "base_dir" and getattr(old, k) != getattr(new, k)]
+        core = self.core
+        core.acl = Acl.from_config(new.acl, new.access_rules, new.shapers, new.shaper_rules)
+        for k in changed:
+            setattr(old, k, getattr(new, k))
+        if "log" in changed:
+            set_level(new.log.level)
+        core.hooks.run("config_reloaded", changed)
+        log.info("configuration reloaded: %s", ", ".join(changed) or "no change")
+        return changed
+
+    # ---------------------------------------------------------------- shutdown
+    def shutdown(self, reason: str = "Server shutting down") -> None:
+        """Stop accepting, tell peers, drain outboxes with a deadline, then close."""
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("shutting down: %s", reason)
+        for srv, _ in self.servers.values():
+            srv.close()
+        self.servers.clear()
+        try:
+            self.core.stop(self.now(), reason)
+        except Exception:
+            log.exception("core stop raised")
+        for c in list(self.connections):
+            c.close(reason)
+        deadline = self.now() + self.config.limits.shutdown_grace
+        while any(not c.closed for c in list(self.connections)) and self.now() < deadline:
+            gevent.sleep(0.02)
+        for c in list(self.connections):
+            c.abort(reason)
+        if self.control is not None:
+            self.control.close()
+        for p in (self.config.control_path, self.config.pid_path):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+        self.core.storage.close()
+        self.stopped.set()
+        self._timer_wake.set()
+        log.info("stopped")
+
+    def serve_forever(self) -> None:
+        self.stopped.wait()
+
+
+def run(config: Config, config_path: str | None, foreground: bool = True, ready=None) -> int:
+    """Start a server and block until it stops. `ready(msg)` is called once listening (or failing)."""
+    rt = Runtime(config, config_path, foreground)
+    try:
+        rt.start()
+    except StartupError as e:
+        logging.getLogger("relay").error("%s", e)
+        if ready:
+            ready(f"error {e.status} {e}")
+        if rt.core is not None:
+            rt.core.storage.close()
+            if rt.control is not None:
+                rt.control.close()
+                try:
+                    config.control_path.unlink()
+                except FileNotFoundError:
+                    pass
+        return e.status
+    if ready:
+        ready("ready")
+    rt.serve_forever()
+    return 0
