@@ -19,6 +19,7 @@ setup(
         "cryptography>=42",
     ],
     extras_require={
+        "base": [],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",

@@ -1206,6 +1206,9 @@ class MqttConnection:
         if not 0 < p.packet_id <= 0xFFFF:
             raise ValueError(f"invalid packet id {p.packet_id}")
         pid = p.packet_id.to_bytes(2, "big")
+        if version == 5:
+            _check_rc(p.reason_code, _RC_PUBACK if ptype in (PacketType.PUBACK, PacketType.PUBREC)
+                      else _RC_PUBREL, ptype)
         if version != 5 or (p.reason_code == 0 and not p.properties):
             return bytes((first, 2)) + pid
         if p.properties:
@@ -1232,6 +1235,8 @@ class MqttConnection:
         if not p.reason_codes:
             raise ValueError("SUBACK needs at least one reason code")
         if version == 5:
+            for rc in p.reason_codes:
+                _check_rc(rc, _RC_SUBACK, PacketType.SUBACK)
             return _packet(0x90, _packet_id(p.packet_id),
                            encode_properties(p.properties, PacketType.SUBACK), bytes(p.reason_codes))
         return _packet(0x90, _packet_id(p.packet_id),
@@ -1251,6 +1256,8 @@ class MqttConnection:
             return b"\xb0\x02" + _packet_id(p.packet_id)
         if not p.reason_codes:
             raise ValueError("a 5.0 UNSUBACK needs one reason code per topic filter")
+        for rc in p.reason_codes:
+            _check_rc(rc, _RC_UNSUBACK, PacketType.UNSUBACK)
         return _packet(0xB0, _packet_id(p.packet_id),
                        encode_properties(p.properties, PacketType.UNSUBACK), bytes(p.reason_codes))
 
@@ -1263,6 +1270,7 @@ class MqttConnection:
     def _e_disconnect(self, p: Disconnect, version: int) -> bytes:
         if version != 5:
             return b"" if self.server_side else b"\xe0\x00"
+        _check_rc(p.reason_code, _RC_DISCONNECT, PacketType.DISCONNECT)
         if p.reason_code == 0 and not p.properties:
             return b"\xe0\x00"
         if p.properties:
@@ -1273,6 +1281,7 @@ class MqttConnection:
     def _e_auth(self, p: Auth, version: int) -> bytes:
         if version != 5:
             raise ValueError("AUTH exists only in MQTT 5.0")
+        _check_rc(p.reason_code, _RC_AUTH, PacketType.AUTH)
         if p.reason_code == 0 and not p.properties:
             return b"\xf0\x00"
         return _packet(0xF0, _u8(p.reason_code), encode_properties(p.properties, PacketType.AUTH))
@@ -1282,14 +1291,18 @@ def _packet(first: int, *parts: bytes) -> bytes:
     body = b"".join(parts)
     if len(body) > MAX_REMAINING_LENGTH:
         raise ValueError("packet larger than the protocol maximum")
-    return _SMALL_VARINTS[first] + encode_varint(len(body)) + body if first < 128 else \
-        bytes((first,)) + encode_varint(len(body)) + body
+    return bytes((first,)) + encode_varint(len(body)) + body
 
 
 def _packet_id(pid: int) -> bytes:
     if not 0 < pid <= 0xFFFF:
         raise ValueError(f"invalid packet id {pid}")
     return pid.to_bytes(2, "big")
+
+
+def _check_rc(rc: int, valid: frozenset[int], ptype: int) -> None:
+    if rc not in valid:
+        raise ValueError(f"reason code 0x{rc:02X} is not valid in {PacketType(ptype).name}")
 
 
 def _expect_end(pos: int, end: int, what: str) -> None:

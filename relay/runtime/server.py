@@ -206,12 +206,9 @@ class Runtime:
         except OSError:
             uid = -1
         codec = ControlCodec()
-        if uid not in (os.getuid(), 0):
-            sock.sendall(codec.send({"ok": False, "status": 77,
-                                     "text": f"permission denied: the control socket is for uid {os.getuid()}"}))
-            sock.close()
+        allowed = uid in (os.getuid(), 0)
+        if not allowed:
             log.warning("control socket: refused a client with uid %d", uid)
-            return
         try:
             while True:
                 data = sock.recv(65536)
@@ -223,6 +220,11 @@ class Runtime:
                     sock.sendall(codec.send({"ok": False, "status": 2, "text": f"bad request: {e}"}))
                     return
                 for req in requests:
+                    if not allowed:
+                        # Answer the request with the refusal, so the client reads a reason, not a reset.
+                        sock.sendall(codec.send({"ok": False, "status": 77, "text":
+                                                 f"permission denied: the control socket is for uid {os.getuid()}"}))
+                        return
                     sock.sendall(codec.send(self.run_command(req.get("argv"))))
         except OSError:
             return

@@ -1,0 +1,178 @@
+"""Test support: real server processes on loopback, each in its own tmp dir, and a raw IRC client."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RELAYCTL = str(Path(sys.executable).parent / "relayctl")
+
+# Tests talk a lot; flood control is tested on purpose where it matters.
+FAST_SHAPER = {"shapers": {"fast": {"bytes_per_second": 100_000_000, "messages_per_second": 1_000_000,
+                                    "burst": 1_000_000}},
+               "shaper_rules": [{"fast": "all"}]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def relayctl(*args, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run([RELAYCTL, *args], capture_output=True, text=True, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"relayctl {' '.join(args)} exited {r.returncode}: {r.stdout}{r.stderr}")
+    return r
+
+
+class Server:
+    """A relaynet server process started with `relayctl start --detach`."""
+
+    def __init__(self, directory: Path, config: dict):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.path = self.dir / "relay.yaml"
+        self.path.write_text(yaml.safe_dump(config))
+
+    @property
+    def irc_port(self) -> int:
+        return next(l["port"] for l in self.config["listen"] if l["proto"] == "irc" and not l.get("tls"))
+
+    def ctl(self, *args, check: bool = True, **kw):
+        return relayctl(*args[:1], "-c", str(self.path), *args[1:], check=check, **kw)
+
+    def start(self):
+        self.ctl("start", "--detach")
+        return self
+
+    def status(self) -> dict:
+        return json.loads(self.ctl("status", "--json").stdout)
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.dir / "data" / "relay.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self):
+        pid = self.pid()
+        r = self.ctl("stop", check=False)
+        if r.returncode != 0 and pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return r
+
+    def log(self) -> str:
+        p = self.dir / "data" / "relay.log"
+        return p.read_text() if p.exists() else ""
+
+
+def server_config(**overrides) -> dict:
+    cfg = {
+        "server": {"id": "001", "name": "test.relay.local", "network": "relaytest"},
+        "data_dir": "data",
+        "listen": [{"proto": "irc", "host": "127.0.0.1", "port": free_port()}],
+        **FAST_SHAPER,
+    }
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    return cfg
+
+
+def process_gone(pid: int) -> bool:
+    """True once pid has exited (a zombie awaiting its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[-1][0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = predicate()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class RawClient:
+    """A line-level IRC client over a plain socket, for byte-exact checks."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.buf = b""
+        self.lines: list[str] = []
+
+    def send(self, line: str | bytes):
+        self.sock.sendall((line.encode() if isinstance(line, str) else line) + b"\r\n")
+
+    def read_until(self, pred, timeout: float = 10.0) -> str:
+        """Read lines until one satisfies pred (a substring or a callable); returns it."""
+        test = pred if callable(pred) else (lambda l: pred in l)
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.buf:
+                raw, self.buf = self.buf.split(b"\n", 1)
+                line = raw.rstrip(b"\r").decode("utf-8", "replace")
+                self.lines.append(line)
+                if test(line):
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out waiting for {pred!r}; last lines: {self.lines[-5:]}")
+            self.sock.settimeout(left)
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError(f"connection closed; last lines: {self.lines[-5:]}")
+            self.buf += data
+
+    def register(self, nick: str, caps: list[str] | None = None) -> "RawClient":
+        if caps:
+            self.send("CAP LS 302")
+            self.send(f"CAP REQ :{' '.join(caps)}")
+            self.read_until(" ACK ")
+            self.send("CAP END")
+        self.send(f"NICK {nick}")
+        self.send(f"USER {nick} 0 * :{nick} real")
+        self.read_until(" 376 ")
+        return self
+
+    def closed(self, timeout: float = 10.0) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except (ConnectionResetError, socket.timeout):
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def copy_configs(tree: str, dest: Path) -> Path:
+    target = dest / tree
+    shutil.copytree(ROOT / "configs" / tree, target)
+    return target
