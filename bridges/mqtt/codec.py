@@ -168,6 +168,13 @@ class ProtocolError(MqttError):
 
 
 # -- properties (2.2.2.2) ---------------------------------------------------------------
+#
+# A packet's properties are a dict keyed by property name, in wire order.  Values are
+# int / str / bytes by type; "user_property" is always a list of (key, value) pairs and
+# "subscription_identifier" is a list of ints in PUBLISH (it may repeat there) but a
+# single int in SUBSCRIBE.  An inbound PUBLISH keeps its "topic_alias" property (the
+# topic is already resolved); strip it, and any subscription identifiers, before
+# forwarding.
 
 _BYTE, _U16, _U32, _VARINT, _BIN, _UTF8, _PAIR = range(7)
 
@@ -281,14 +288,20 @@ def _read_bin(buf: bytes, pos: int, end: int) -> tuple[bytes, int]:
 
 
 def _read_utf8(buf: bytes, pos: int, end: int) -> tuple[str, int]:
-    raw, pos = _read_bin(buf, pos, end)
+    # _read_bin inlined: strings are the bulk of every packet.
+    if pos + 2 > end:
+        raise MalformedPacket("packet truncated")
+    start = pos + 2
+    stop = start + ((buf[pos] << 8) | buf[pos + 1])
+    if stop > end:
+        raise MalformedPacket("length-prefixed field runs past the packet")
     try:
-        s = raw.decode("utf-8")   # strict: rejects surrogates and overlongs (MQTT-1.5.4-1)
+        s = str(buf[start:stop], "utf-8")   # strict: no surrogates, no overlongs (MQTT-1.5.4-1)
     except UnicodeDecodeError:
         raise MalformedPacket("ill-formed UTF-8 string") from None
     if "\x00" in s:
         raise MalformedPacket("UTF-8 string contains U+0000")   # MQTT-1.5.4-2
-    return s, pos
+    return s, stop
 
 
 def _read_pair(buf: bytes, pos: int, end: int) -> tuple[tuple[str, str], int]:
@@ -441,27 +454,47 @@ def decode_properties(data: bytes, packet_type: int, pos: int = 0) -> tuple[dict
     return _decode_props(data, pos, len(data), packet_type)
 
 
-def _check_props(props: dict[str, Any], ctx: int) -> None:
-    # Value constraints the property sections call Protocol Errors.
-    for name in _FLAG_PROPS.intersection(props):
-        if props[name] not in (0, 1):
-            raise ProtocolError(f"{name} must be 0 or 1")
-    if props.get("receive_maximum") == 0:
-        raise ProtocolError("receive_maximum must not be 0")
-    if props.get("maximum_packet_size") == 0:
-        raise ProtocolError("maximum_packet_size must not be 0")
-    if props.get("topic_alias") == 0:
+def _check_flag(name: str, value: Any, ctx: int) -> None:
+    if value not in (0, 1):
+        raise ProtocolError(f"{name} must be 0 or 1")
+
+
+def _check_nonzero(name: str, value: Any, ctx: int) -> None:
+    if value == 0:
+        raise ProtocolError(f"{name} must not be 0")
+
+
+def _check_alias(name: str, value: int, ctx: int) -> None:
+    if value == 0:
         raise MqttError(ReasonCode.TOPIC_ALIAS_INVALID, "topic alias 0 is not permitted")  # MQTT-3.3.2-8
-    sub_ids = props.get("subscription_identifier")
-    if sub_ids is not None:
-        if ctx == PacketType.PUBLISH:
-            if 0 in sub_ids:
-                raise ProtocolError("subscription identifier 0")
-        elif sub_ids == 0:
-            raise ProtocolError("subscription identifier 0")
-    rt = props.get("response_topic")
-    if rt is not None and (not rt or "+" in rt or "#" in rt):
+
+
+def _check_subid(name: str, value: Any, ctx: int) -> None:
+    if value == 0 or (ctx == PacketType.PUBLISH and 0 in value):
+        raise ProtocolError("subscription identifier 0")
+
+
+def _check_response_topic(name: str, value: str, ctx: int) -> None:
+    if not value or "+" in value or "#" in value:
         raise ProtocolError("response topic must be a topic name")    # MQTT-3.3.2-14
+
+
+# Value constraints the property sections call Protocol Errors, by property name.
+_CHECKS: dict[str, Callable[[str, Any, int], None]] = {
+    **{name: _check_flag for name in _FLAG_PROPS},
+    "receive_maximum": _check_nonzero,
+    "maximum_packet_size": _check_nonzero,
+    "topic_alias": _check_alias,
+    "subscription_identifier": _check_subid,
+    "response_topic": _check_response_topic,
+}
+
+
+def _check_props(props: dict[str, Any], ctx: int) -> None:
+    for name, value in props.items():
+        check = _CHECKS.get(name)
+        if check is not None:
+            check(name, value, ctx)
     if "authentication_data" in props and "authentication_method" not in props:
         raise ProtocolError("authentication data without authentication method")
 
@@ -733,6 +766,8 @@ class MqttConnection:
         """Feed bytes from the network; returns the packets they complete."""
         if self._error is not None:
             raise self._error
+        if self._disconnected:
+            return []
         buffered = bool(self._buf)
         if buffered:
             self._buf += data
@@ -756,6 +791,12 @@ class MqttConnection:
                     buf = bytes(buf)
                 packets.append(self._decode(ptype, flags, buf, start, end))
                 pos = end
+                if self._disconnected:
+                    # The peer must close after DISCONNECT (MQTT-3.14.4-1); whatever it
+                    # sent after it is dropped rather than turned into an error that
+                    # could hide the DISCONNECT (and make the broker publish the Will).
+                    self._buf = bytearray()
+                    return packets
         except MqttError as exc:
             exc.packets = packets
             self._error = exc
@@ -797,8 +838,6 @@ class MqttConnection:
     def _check_type(self, ptype: int, flags: int) -> None:
         if ptype == 0:
             raise MalformedPacket("reserved packet type 0")
-        if self._disconnected:
-            raise ProtocolError("data after DISCONNECT")
         version = self.version
         if self.server_side:
             if not self._connected:
@@ -1016,6 +1055,8 @@ class MqttConnection:
 
     def _d_suback(self, flags: int, buf: bytes, pos: int, end: int) -> Suback:
         packet_id, pos = _read_u16(buf, pos, end)
+        if not packet_id:
+            raise ProtocolError("SUBACK with packet id 0")
         props: dict[str, Any] = {}
         valid = _RC_SUBACK_311
         if self.version == 5:
@@ -1047,6 +1088,8 @@ class MqttConnection:
 
     def _d_unsuback(self, flags: int, buf: bytes, pos: int, end: int) -> Unsuback:
         packet_id, pos = _read_u16(buf, pos, end)
+        if not packet_id:
+            raise ProtocolError("UNSUBACK with packet id 0")
         if self.version != 5:
             _expect_end(pos, end, "UNSUBACK")
             return Unsuback(packet_id)
@@ -1171,6 +1214,7 @@ class MqttConnection:
         if v5:
             self.topic_alias_maximum = p.properties.get("topic_alias_maximum", 0)
             self._zero_expiry = not p.properties.get("session_expiry_interval")
+            self._announce_max(p.properties)
         return data
 
     def _e_connack(self, p: Connack, version: int) -> bytes:
@@ -1181,6 +1225,7 @@ class MqttConnection:
             body = bytes((1 if p.session_present else 0, rc)) + encode_properties(
                 p.properties, PacketType.CONNACK)
             self.topic_alias_maximum = p.properties.get("topic_alias_maximum", 0)
+            self._announce_max(p.properties)
         else:
             if rc >= 0x80:
                 rc = _CONNACK_5_TO_311.get(rc, ReturnCode311.SERVER_UNAVAILABLE)
@@ -1191,10 +1236,22 @@ class MqttConnection:
             raise ValueError("session present must be 0 on a refusal")
         return _packet(0x20, body)
 
+    def _announce_max(self, props: dict[str, Any]) -> None:
+        # What we told the peer is the limit we enforce on what it sends.
+        announced = props.get("maximum_packet_size")
+        if announced is not None:
+            self.max_packet_size = min(self.max_packet_size, announced)
+
     def _e_publish(self, p: Publish, version: int) -> bytes:
         topic = p.topic
         if "+" in topic or "#" in topic:
             raise ValueError(f"wildcard in topic name {topic!r}")
+        if version == 5 and p.properties:
+            alias = p.properties.get("topic_alias")
+            if alias is not None and not 0 < alias <= self.peer_topic_alias_maximum:
+                raise ValueError(f"topic alias {alias} outside 1..{self.peer_topic_alias_maximum}")
+            if not self.server_side and "subscription_identifier" in p.properties:
+                raise ValueError("a client must not send a subscription identifier")  # MQTT-3.3.4-6
         if not topic and not (version == 5 and p.properties.get("topic_alias")):
             raise ValueError("empty topic name without a topic alias")
         return PublishTemplate(topic, p.payload, p.qos, p.retain, version, p.properties,

@@ -62,8 +62,11 @@ class TimerQueue:
             if t.cancelled:
                 continue
             if t.interval is not None:
-                # Reschedule from the due time, not from `now`, so a periodic timer does not drift.
-                t.when = max(t.when + t.interval, now)
+                # Stay on the original grid so the timer does not drift; periods missed
+                # while the server was busy are skipped, not run in a burst.
+                t.when += t.interval
+                if t.when <= now:
+                    t.when = now + t.interval
                 heapq.heappush(heap, t)
             ran += 1
             try:

@@ -711,6 +711,10 @@ def test_send_guards():
         MqttConnection(server_side=False).send(Connect(password=b"p", protocol_level=4))
     with pytest.raises(ValueError):
         connected(4)[0].send(Auth())
+    with pytest.raises(ValueError):                # MQTT-3.3.4-6
+        cli.send(Publish("a", b"", properties={"subscription_identifier": [1]}))
+    with pytest.raises(ValueError):                # the server announced no topic aliases
+        cli.send(Publish("a", b"", properties={"topic_alias": 1}))
 
 
 def test_send_refuses_packets_over_peer_maximum():
@@ -983,9 +987,27 @@ def test_311_server_never_sends_disconnect():
     raises(connected(4)[0], b"\xe0\x00", PROTOCOL)
 
 
-def test_data_after_disconnect():
+def test_data_after_disconnect_is_dropped():
+    # The DISCONNECT must reach the broker (it discards the Will); trailing junk must not
+    # turn it into an error.
     _, srv = connected(5)
-    raises(srv, b"\xe0\x00\xc0\x00", PROTOCOL)
+    assert srv.receive_data(b"\xe0\x00\xc0\x00\xff\xff") == [Disconnect()]
+    assert srv.receive_data(b"\x36\x00") == []
+
+
+def test_ack_packet_id_zero_from_server():
+    raises(connected(5)[0], pkt(0x90, u16(0), b"\x00", b"\x00"), PROTOCOL)
+    raises(connected(4)[0], pkt(0xB0, u16(0)), PROTOCOL)
+
+
+def test_announced_maximum_packet_size_is_enforced():
+    cli = MqttConnection(server_side=False)
+    srv = MqttConnection()
+    srv.receive_data(cli.send(Connect("c", properties={"maximum_packet_size": 50})))
+    cli.receive_data(srv.send(Connack(properties={"maximum_packet_size": 40})))
+    assert (srv.max_packet_size, cli.max_packet_size) == (40, 50)
+    assert (srv.peer_max_packet_size, cli.peer_max_packet_size) == (50, 40)
+    raises(srv, pkt(0x30, s("a"), b"\x00", b"x" * 40), TOO_LARGE)
 
 
 def test_invalid_reason_codes():
@@ -1014,3 +1036,14 @@ def test_error_types():
     with pytest.raises(ProtocolError):
         srv.receive_data(pkt(0x32, s("a"), u16(0), b"\x00"))
     assert "0x82" in str(ProtocolError("x"))
+
+
+def test_paho_mqtt31_connect_is_recognised():
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="old", protocol=paho.MQTTv31)
+    out: list[bytes] = []
+    c._packet_queue = lambda command, packet, mid, qos, info=None: out.append(bytes(packet)) or 0
+    c._sock = FakeSocket()
+    c._send_connect(30)
+    srv = MqttConnection()
+    assert srv.receive_data(out[0]) == [Connect("old", keepalive=30, protocol_level=3)]
+    assert srv.version == 3
