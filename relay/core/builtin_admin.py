@@ -171,6 +171,52 @@ def cmd_group_list(ctx: AdminContext, user: str) -> Reply:
     return Reply(" ".join(groups) or f"{user} is in no group", groups)
 
 
+def cmd_link(ctx: AdminContext, peer: str) -> Reply:
+    """link PEER"""
+    try:
+        text = ctx.core.links.connect(peer, ctx.now)
+    except (KeyError, RuntimeError) as e:
+        raise AdminError(str(e).strip("'\"")) from None
+    return Reply(text, {"peer": peer})
+
+
+def cmd_unlink(ctx: AdminContext, peer: str, *reason: str) -> Reply:
+    """unlink PEER [REASON]"""
+    try:
+        text = ctx.core.links.unlink(peer, " ".join(reason), ctx.now)
+    except KeyError as e:
+        raise AdminError(str(e).strip("'\"")) from None
+    return Reply(text, {"peer": peer})
+
+
+def cmd_map(ctx: AdminContext) -> Reply:
+    """map"""
+    lk = ctx.core.links
+    return Reply(lk.map_text(ctx.now), lk.map_data(ctx.now))
+
+
+def cmd_links(ctx: AdminContext) -> Reply:
+    """links"""
+    data = ctx.core.links.summary()
+    lines = []
+    for l in data:
+        fin, fout = sum(l["frames_in"].values()), sum(l["frames_out"].values())
+        lag = f"{l['lag'] * 1000:.1f}ms" if l["lag"] is not None else "?"
+        lines.append(f"{l['name']} ({l['id']}) {l['role']} lag {lag} frames in {fin} out {fout}")
+    return Reply("\n".join(lines) or "no links", data)
+
+
+def cmd_dump_state(ctx: AdminContext, *flags: str) -> Reply:
+    """dump-state [--digest]"""
+    lk = ctx.core.links
+    if "--digest" in flags:
+        d = lk.digest()
+        return Reply(d, {"digest": d})
+    st = lk.state()
+    import json
+    return Reply(json.dumps(st, indent=1, sort_keys=True), st)
+
+
 # name, handler, min args, max args (None: any), help
 BUILTIN_COMMANDS = [
     ("status", cmd_status, 0, 0, "version, uptime, listeners, connections, links, memory"),
@@ -189,6 +235,11 @@ BUILTIN_COMMANDS = [
     ("group add", cmd_group_add, 2, 2, "put an account in a group (for acl: group matches)"),
     ("group remove", cmd_group_remove, 2, 2, "take an account out of a group"),
     ("group list", cmd_group_list, 1, 1, "list an account's groups"),
+    ("link", cmd_link, 1, 1, "connect to a peer of the links: section"),
+    ("unlink", cmd_unlink, 1, None, "drop the link with a peer (and stop autoconnecting to it)"),
+    ("map", cmd_map, 0, 0, "the server tree, with each link's lag and uptime"),
+    ("links", cmd_links, 0, 0, "this server's links with frame and byte counters by type"),
+    ("dump-state", cmd_dump_state, 0, 1, "the network state as this server sees it, or its --digest"),
 ]
 
 

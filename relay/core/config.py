@@ -93,6 +93,7 @@ class Listener(Strict):
 
 class LimitsSection(Strict):
     sendq: PositiveInt = 1024 * 1024
+    link_sendq: PositiveInt = 64 * 1024 * 1024
     max_connections: PositiveInt = 60000
     shutdown_grace: PositiveFloat = 5.0
 
@@ -148,6 +149,14 @@ class LinkBlock(Strict):
     fingerprint: str | None = None
 
 
+class LinkingSection(Strict):
+    ping_interval: PositiveFloat = 30.0      # seconds of silence before a link is PINGed
+    timeout: PositiveFloat = 90.0            # seconds of silence before a link is dropped (a netsplit)
+    handshake_timeout: PositiveFloat = 15.0
+    retry_min: PositiveFloat = 1.0           # autoconnect backoff: min * 2^failures, jittered, capped at max
+    retry_max: PositiveFloat = 60.0
+
+
 class Config(Strict):
     server: ServerSection = ServerSection()
     data_dir: str = "data"
@@ -159,12 +168,13 @@ class Config(Strict):
     irc: IrcSection = IrcSection()
     accounts: AccountsSection = AccountsSection()
     links: list[LinkBlock] = []
+    linking: LinkingSection = LinkingSection()
     hub: bool = True
     split_hold: Annotated[float, Field(ge=0)] = 30.0
     modules: dict[str, dict[str, Any] | None] = {}
     acl: dict[str, Any] = {"local": {"ip": ["127.0.0.0/8", "::1/128"]}}
     access_rules: dict[str, Any] = {"oper": [{"allow": "all"}], "register": [{"allow": "all"}],
-                                    "create_channel": [{"allow": "all"}]}
+                                    "create_channel": [{"allow": "all"}], "link": [{"allow": "all"}]}
     shapers: dict[str, Any] = {"normal": {"bytes_per_second": 8192, "messages_per_second": 4, "burst": 20}}
     shaper_rules: list[Any] = [{"normal": "all"}]
 

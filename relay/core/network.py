@@ -113,7 +113,8 @@ class Network:
 
     def introduce(self, session: Any, nick: str, ident: str, host: str, realname: str, proto: str,
                   now: float, account: str | None = None, ip: str = "0.0.0.0",
-                  uid: str | None = None, server: str | None = None, nick_ts: float | None = None) -> User:
+                  uid: str | None = None, server: str | None = None, nick_ts: float | None = None,
+                  propagate: bool = True) -> User:
         u = User(uid or self.new_uid(), nick, ident, host, realname, server or self.me.id, proto,
                  nick_ts if nick_ts is not None else now, now, account, session, ip)
         self.users[u.uid] = u
@@ -123,7 +124,7 @@ class Network:
             self.max_local = max(self.max_local, self.local_count)
         self.max_global = max(self.max_global, len(self.users))
         self.core.hooks.run("client_connected", u)
-        if self.router:
+        if propagate and self.router:
             self.router.user_introduced(u)
         return u
 
@@ -146,7 +147,7 @@ class Network:
         if propagate and self.router:
             self.router.user_quit(user, reason)
 
-    def change_nick(self, user: User, new: str, now: float, propagate: bool = True) -> None:
+    def change_nick(self, user: User, new: str, now: float, propagate: bool = True, ts: float | None = None) -> None:
         old_prefix = user.prefix
         old_key, new_key = irc_lower(user.nick), irc_lower(new)
         if self.nicks.get(old_key) is user:
@@ -154,7 +155,7 @@ class Network:
         self.nicks[new_key] = user
         self.whowas.append(WhowasEntry(user, self.server_name(user.server), now))
         user.nick = new
-        user.nick_ts = now
+        user.nick_ts = now if ts is None else ts
         self.tell(self.neighbours(user, include_self=True), NickChanged(now, user, old_prefix))
         if propagate and self.router:
             self.router.nick_changed(user)

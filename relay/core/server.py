@@ -70,8 +70,11 @@ class Core:
         self.irc_local: dict = {}  # IrcClient -> None, registered or not
         self.net = Network(self)
         self.timers.every(IRC_SWEEP_INTERVAL, self._sweep_irc, now, owner="irc")
+        from relay.core.links import LinkLayer
+        self.links = LinkLayer(self)
         builtin_admin.install(self)
         self.add_protocol("irc", self.net.irc_factory, owner="core")
+        self.add_protocol("link", self.links.accept, owner="core")
 
     def _sweep_irc(self, now: float) -> None:
         """Registration timeouts, PINGs and ping timeouts for every local IRC client, in one timer."""

@@ -6,6 +6,8 @@ here calls into it with `now` and never holds it across a yield.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -76,6 +78,7 @@ class Runtime:
         core.set_log_level = set_level
         core.reload_requested = self.reload_config if self.config_path else None
         core.timers.wakeup = self._timer_wake.set
+        core.links.dial = self.dial
         try:
             core.start(now)
         except Exception as e:
@@ -140,7 +143,7 @@ class Runtime:
             except (OSError, ssl.SSLError) as e:
                 raise StartupError(f"listen[{i}]: cannot load TLS certificate {cert}: {e}", 2) from None
         proto, tls = l.proto, l.tls
-        sendq = self.config.limits.sendq
+        sendq = self.config.limits.link_sendq if l.proto == "link" else self.config.limits.sendq
 
         def handle(client_sock, addr):
             if len(self.connections) >= self.config.limits.max_connections or self.stopping:
@@ -157,6 +160,31 @@ class Runtime:
         srv = StreamServer(sock, handle, ssl_context=ctx) if ctx else StreamServer(sock, handle)
         srv.start()
         self.servers[i] = (srv, {"proto": l.proto, "host": l.host, "port": sock.getsockname()[1], "tls": l.tls})
+
+    def dial(self, block, factory, on_fail) -> None:
+        """Connect to a link peer; the session starts (as the dialling side) once connected."""
+        gevent.spawn(self._dial, block, factory, on_fail)
+
+    def _dial(self, block, factory, on_fail) -> None:
+        try:
+            sock = socket.create_connection((block.host, block.port), timeout=10)
+            sock.settimeout(None)
+            if block.tls:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE  # the peer is authenticated by its pinned fingerprint
+                sock = ctx.wrap_socket(sock, server_hostname=block.host)
+                if block.fingerprint:
+                    got = hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest()
+                    if not hmac.compare_digest(got, block.fingerprint.replace(":", "").lower()):
+                        sock.close()
+                        raise OSError(f"certificate fingerprint mismatch (got {got})")
+        except (OSError, ssl.SSLError) as e:
+            on_fail(getattr(e, "strerror", None) or str(e))
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Connection(self, sock, (block.host, block.port), "link", block.tls, self.config.limits.link_sendq)
+        conn.run(factory, None)
 
     def _open_control(self) -> None:
         path = self.config.control_path

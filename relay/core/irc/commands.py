@@ -133,8 +133,11 @@ def authenticate(c: IrcClient, msg, now):
     if "sasl" not in c.caps:
         c.numeric("904", "SASL authentication failed")
         return
-    if c.registered:
-        c.numeric("907", "You have already authenticated using SASL")
+    if c.registered:  # no re-authentication after registration (907 only when logged in, else 462)
+        if c.account:
+            c.numeric("907", "You have already authenticated using SASL")
+        else:
+            c.numeric("462", "You may not reregister")
         return
     c.sasl_step(msg.params[0], now)
 
@@ -183,7 +186,7 @@ def user(c: IrcClient, msg, now):
         c.numeric("462", "You may not reregister")
         return
     ident = "".join(ch for ch in msg.params[0] if ch.isalnum() or ch in "-_.[]{}\\`^|")[:USERLEN - 1]
-    if not ident:
+    if not ident or not msg.params[3]:  # Modern: an empty username or realname is ERR_NEEDMOREPARAMS
         c.numeric("461", "USER", "Not enough parameters")
         return
     c.ident = "~" + ident
