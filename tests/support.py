@@ -47,6 +47,10 @@ class Server:
         self.path.write_text(yaml.safe_dump(config))
 
     @property
+    def data_dir(self) -> Path:
+        return self.dir / self.config.get("data_dir", "data")
+
+    @property
     def irc_port(self) -> int:
         return next(l["port"] for l in self.config["listen"] if l["proto"] == "irc" and not l.get("tls"))
 
@@ -57,12 +61,30 @@ class Server:
         self.ctl("start", "--detach")
         return self
 
+    def call(self, *argv: str) -> dict:
+        """An operator command over the control socket, in-process (fast enough to poll)."""
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(30)
+        s.connect(str(self.data_dir / "control.sock"))
+        s.sendall(json.dumps({"argv": list(argv)}).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        s.close()
+        reply = json.loads(buf)
+        if not reply.get("ok"):
+            raise AssertionError(f"{' '.join(argv)}: {reply.get('text')}")
+        return reply["data"]
+
     def status(self) -> dict:
         return json.loads(self.ctl("status", "--json").stdout)
 
     def pid(self) -> int | None:
         try:
-            return int((self.dir / "data" / "relay.pid").read_text())
+            return int((self.data_dir / "relay.pid").read_text())
         except (OSError, ValueError):
             return None
 
@@ -77,7 +99,7 @@ class Server:
         return r
 
     def log(self) -> str:
-        p = self.dir / "data" / "relay.log"
+        p = self.data_dir / "relay.log"
         return p.read_text() if p.exists() else ""
 
 
@@ -176,3 +198,64 @@ def copy_configs(tree: str, dest: Path) -> Path:
     target = dest / tree
     shutil.copytree(ROOT / "configs" / tree, target)
     return target
+
+
+class TreeNetwork:
+    """The servers of configs/<tree>, on free ports in a tmp dir, started with relayctl."""
+
+    def __init__(self, tree: str, dest: Path, **overrides):
+        src = ROOT / "configs" / tree
+        self.dir = dest / tree
+        self.dir.mkdir(parents=True)
+        configs = {p.stem: yaml.safe_load(p.read_text()) for p in sorted(src.glob("*.yaml"))}
+        ports: dict[int, int] = {}
+
+        def remap(port: int) -> int:
+            if port not in ports:
+                ports[port] = free_port()
+            return ports[port]
+
+        self.servers: dict[str, Server] = {}
+        for name, cfg in configs.items():
+            for l in cfg["listen"]:
+                l["port"] = remap(l["port"])
+            for b in cfg.get("links", []):
+                b["port"] = remap(b["port"])
+            cfg.update(FAST_SHAPER)
+            for k, v in overrides.items():
+                cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
+            self.servers[name] = Server(self.dir / name, cfg)
+
+    def __getitem__(self, name: str) -> Server:
+        return self.servers[name]
+
+    def start(self, wait: bool = True) -> "TreeNetwork":
+        for s in self.servers.values():
+            s.start()
+        if wait:
+            self.wait_linked()
+        return self
+
+    def stop(self) -> None:
+        for s in self.servers.values():
+            s.stop()
+
+    def server_count(self, name: str) -> int:
+        return len(self.servers[name].call("dump-state")["servers"])
+
+    def wait_linked(self, timeout: float = 30.0) -> None:
+        n = len(self.servers)
+        wait_for(lambda: all(self.server_count(s) == n for s in self.servers), timeout=timeout,
+                 interval=0.1, what=f"all {n} servers linked")
+
+    def digests(self) -> dict[str, str]:
+        return {n: s.call("dump-state", "--digest")["digest"] for n, s in self.servers.items()}
+
+    def wait_converged(self, timeout: float = 30.0) -> str:
+        def same():
+            d = set(self.digests().values())
+            return next(iter(d)) if len(d) == 1 else None
+        return wait_for(same, timeout=timeout, interval=0.1, what="equal state digests on every server")
+
+    def links(self, name: str) -> dict[str, dict]:
+        return {l["name"]: l for l in self.servers[name].call("links")}

@@ -218,8 +218,6 @@ class LinkLayer:
         for b in self.core.config.links:
             if not b.autoconnect or b.name in self.suppressed or b.name in self.connecting:
                 continue
-            if b.id is not None and b.id < self.me.id:
-                continue  # both sides autoconnect: only the lower server id dials
             if any(s.peer_name == b.name for s in self.peers.values()):
                 continue
             if now >= self.retry.get(b.name, (0, 0.0))[1] and self.dial is not None:
@@ -529,7 +527,7 @@ class LinkLayer:
             for u, st in ch.members.items():
                 changes += [("-", c, u.nick) for c in st]
             net.apply_modes(self.me.name, ch, changes, now, propagate=False)
-            ch.ts = ts
+            ch.ts = int(ts)
         accept_modes = theirs_win or equal
         applied = []
         for u, st in members:

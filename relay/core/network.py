@@ -116,7 +116,7 @@ class Network:
                   uid: str | None = None, server: str | None = None, nick_ts: float | None = None,
                   propagate: bool = True) -> User:
         u = User(uid or self.new_uid(), nick, ident, host, realname, server or self.me.id, proto,
-                 nick_ts if nick_ts is not None else now, now, account, session, ip)
+                 int(nick_ts if nick_ts is not None else now), now, account, session, ip)
         self.users[u.uid] = u
         self.nicks[irc_lower(nick)] = u
         if session is not None:
@@ -155,7 +155,7 @@ class Network:
         self.nicks[new_key] = user
         self.whowas.append(WhowasEntry(user, self.server_name(user.server), now))
         user.nick = new
-        user.nick_ts = now if ts is None else ts
+        user.nick_ts = int(now if ts is None else ts)
         self.tell(self.neighbours(user, include_self=True), NickChanged(now, user, old_prefix))
         if propagate and self.router:
             self.router.nick_changed(user)
@@ -205,7 +205,8 @@ class Network:
         ch = self.channels.get(key)
         created = ch is None
         if created:
-            ch = Channel(name, key, ts if ts is not None else now)
+            # Timestamps are whole seconds, as on the wire, so every server compares the same values.
+            ch = Channel(name, key, int(ts if ts is not None else now))
             ch.modes.update(("n", "t"))
             self.channels[key] = ch
             self.core.hooks.run("channel_created", ch)

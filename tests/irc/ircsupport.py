@@ -199,7 +199,7 @@ class RawIrc:
             self.send("CAP END")
         self.nick = nick
         if wait:
-            self.expect("376")
+            self.expect(lambda m: m.command in ("376", "422"))  # end of MOTD, or no MOTD
             self.sync()
         return self
 
@@ -249,7 +249,7 @@ class JIrc:
         self._sync = itertools.count(1)
         if wait:
             self.expect("welcome")
-            self.expect("endofmotd")
+            self.expect(lambda ev: code_of(ev) in ("376", "422"))
 
     def _on(self, conn, ev) -> None:
         if ev.type == "all_raw_messages":

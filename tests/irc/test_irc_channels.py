@@ -63,7 +63,9 @@ def test_join_case_insensitive_channel_names(irc):
     a = irc.jaraco(uniq("ca"))
     join(a, f"#{base}[x]")
     b = irc.jaraco(uniq("cb"))
-    evs = join(b, f"#{base.upper()}{{X}}")  # rfc1459: [] and {} are the same letters
+    b.conn.join(f"#{base.upper()}{{X}}")  # rfc1459: [] and {} are the same letters
+    evs = b.collect("366")
+    assert evs[0].target == f"#{base}[x]" and evs[-1].arguments[0] == f"#{base}[x]"
     assert len(names_of(evs)) == 2
     assert a.expect("join").source.nick == b.nick
 
@@ -115,8 +117,8 @@ def test_join_refusals_471_473_474_475_and_403(irc):
     assert ev.arguments[0] == "nohash"
 
 
-def test_join_too_many_channels_405(start_server):
-    srv = start_server(irc={"chanlimit": 2})
+def test_join_too_many_channels_405(restricted):
+    srv = restricted
     c = srv.raw(uniq("many"))
     c.join(chan())
     c.join(chan())
@@ -190,7 +192,7 @@ def test_banned_member_cannot_speak_unless_voiced(irc):
 
 def test_part_with_reason_and_errors(irc):
     ch, op, member = pair(irc)
-    member.conn.part([ch], "bye all")
+    member.conn.send_raw(f"PART {ch} :bye all")
     ev = member.expect("part")
     assert ev.target == ch and ev.arguments == ["bye all"]
     ev = op.expect("part")
@@ -331,6 +333,7 @@ def test_invite(irc):
     guest = irc.jaraco(uniq("gs"))
     mode(op, ch, "+i")
     op.expect("mode")
+    member.expect("mode")
     guest.conn.join(ch)
     assert code_of(guest.expect(lambda e: code_of(e) in ("473", "join"))) == "473"
     op.conn.invite(guest.nick, ch)
@@ -463,8 +466,10 @@ def test_mode_op_and_voice(irc):
     mode(op, ch, f"+ov {member.nick} {member.nick}")
     ev = member.expect("mode")
     assert ev.arguments == ["+ov", member.nick, member.nick]
+    assert op.expect("mode").arguments == ev.arguments
     mode(op, ch, f"-v {member.nick}")
     assert member.expect("mode").arguments == ["-v", member.nick]
+    op.expect("mode")
     mode(member, ch, f"-o {op.nick}")
     assert op.expect("mode").arguments == ["-o", op.nick]
     assert sorted(names(op, ch)) == sorted([op.nick, "@" + member.nick])
@@ -518,8 +523,10 @@ def test_moderated_and_no_external_messages(irc):
     op.expect("mode")
     outsider.conn.privmsg(ch, "from outside")
     assert member.expect("pubmsg").arguments == ["from outside"]
+    assert op.expect("pubmsg").arguments == ["from outside"]
     mode(op, ch, "+m")
     member.expect("mode")
+    op.expect("mode")
     member.conn.privmsg(ch, "muted?")
     assert member.expect("404").arguments[0] == ch
     assert [e.type for e in op.sync()] == []

@@ -310,6 +310,17 @@ def test_sasl_plain_failures(irc, sasl_accounts):
     c.expect("907")
 
 
+def test_registration_during_sasl_aborts_it_with_906(irc, sasl_accounts):
+    c = _sasl_start(irc)
+    c.expect("AUTHENTICATE")
+    nick = uniq("ab")
+    c.send(f"NICK {nick}")
+    c.send("USER u 0 * :r")
+    c.send("CAP END")
+    got = c.collect("001")
+    assert [m.command for m in got] == ["906", "001"]
+
+
 def test_sasl_without_the_cap_fails(irc, sasl_accounts):
     c = irc.raw()
     c.send("AUTHENTICATE PLAIN")
@@ -384,12 +395,18 @@ def test_sasl_scram_unknown_user_fails(irc, sasl_accounts):
     assert first.command == "904"
 
 
-def test_sasl_after_registration_is_refused_cleanly(irc, sasl_accounts):
+def test_sasl_after_registration_logs_in(irc, sasl_accounts):
     c = irc.raw(uniq("post"), caps=["sasl"])
     c.send("AUTHENTICATE PLAIN")
-    m = c.expect(lambda m: m.command.isdigit() or m.command == "AUTHENTICATE")
-    # Either a full re-authentication ("AUTHENTICATE +") or ERR_ALREADYREGISTERED; never 907 unauthenticated.
-    assert m.command in ("AUTHENTICATE", "462"), m
+    assert c.expect(lambda m: m.command.isdigit() or m.command == "AUTHENTICATE").params == ["+"]
+    c.send("AUTHENTICATE " + sasl_plain_payload("saslu", "sesame"))
+    assert c.expect("900").params[:3] == [c.nick, f"{c.nick}!~{c.nick}@127.0.0.1", "saslu"]
+    c.expect("903")
+    c.send(f"WHOIS {c.nick}")
+    assert c.expect("330").params[2] == "saslu"
+    c.expect("318")
+    c.send("AUTHENTICATE PLAIN")  # no second login
+    assert c.expect(lambda m: m.command.isdigit()).command == "907"
 
 
 # ---------------------------------------------------------------------- PING / PONG / QUIT / ERROR

@@ -49,7 +49,7 @@ class IrcClient:
         self.core = core
         self.net = core.net
         self.t = transport
-        self.codec = IrcConnection()
+        self.codec = IrcConnection(max_tags=4096)  # message-tags: 4094 bytes of client tag data, plus '@' and ' '
         self.server_name = core.config.server.name
         self.user: User | None = None
         self.nick: str | None = None
@@ -205,7 +205,8 @@ class IrcClient:
 
     # ------------------------------------------------------------------ labeled-response
     def begin_label(self, label: str | None) -> None:
-        if label is not None and "labeled-response" in self.caps:
+        # Like InspIRCd: only with batch too, since a batch must never reach a client without it.
+        if label is not None and "labeled-response" in self.caps and "batch" in self.caps:
             self.label, self.label_buf = label, []
 
     def end_label(self) -> None:
@@ -230,8 +231,9 @@ class IrcClient:
     def try_register(self, now: float) -> None:
         if self.user is not None or self.cap_negotiating or not self.nick or not self.ident:
             return
-        if self.sasl is not None:
+        if self.sasl is not None:  # registration completed mid-SASL: aborted (IRCv3 sasl-3.1)
             self.sasl = None
+            self.numeric("906", "SASL authentication aborted")
         net = self.net
         if net.nick_in_use(self.nick):
             self.numeric("433", self.nick, "Nickname is already in use")
@@ -285,6 +287,9 @@ class IrcClient:
     def _sasl_ok(self, account: str) -> None:
         self.sasl = None
         self.account = account
+        if self.user is not None:  # logged in after registration: update the user, notify (account-notify)
+            self.user.account = account
+            self.net.update_user(self.user, "account", self.core.now())
         nick = self.nick or "*"
         self.numeric("900", f"{nick}!{self.ident or '*'}@{self.host}", account, f"You are now logged in as {account}")
         self.numeric("903", "SASL authentication successful")

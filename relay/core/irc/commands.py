@@ -34,7 +34,8 @@ def isupport(c: IrcClient) -> list[str]:
         f"AWAYLEN={irc.awaylen}", "CASEMAPPING=rfc1459", f"CHANLIMIT=#:{irc.chanlimit}",
         f"CHANMODES={CHANMODES_LIST},{CHANMODES_KEY},{CHANMODES_LIMIT},{CHANMODES_FLAG}",
         f"CHANNELLEN={irc.channellen}", "CHANTYPES=#", "EXCEPTS=e", "INVEX=I", f"KICKLEN={irc.kicklen}",
-        f"MAXLIST=beI:{irc.maxlist}", f"MODES={irc.modes_per_line}", f"NETWORK={c.core.config.server.network}",
+        f"MAXLIST=b:{irc.maxlist},e:{irc.maxlist},I:{irc.maxlist}", f"MODES={irc.modes_per_line}",
+        f"NETWORK={c.core.config.server.network}",
         f"NICKLEN={irc.nicklen}", "PREFIX=(ov)@+", f"TOPICLEN={irc.topiclen}", f"USERLEN={USERLEN}",
         f"TARGMAX=PRIVMSG:{irc.maxtargets},NOTICE:{irc.maxtargets},TAGMSG:{irc.maxtargets},JOIN:,PART:,KICK:1,WHOIS:1",
         "UTF8ONLY",
@@ -133,13 +134,7 @@ def authenticate(c: IrcClient, msg, now):
     if "sasl" not in c.caps:
         c.numeric("904", "SASL authentication failed")
         return
-    if c.registered:  # no re-authentication after registration (907 only when logged in, else 462)
-        if c.account:
-            c.numeric("907", "You have already authenticated using SASL")
-        else:
-            c.numeric("462", "You may not reregister")
-        return
-    c.sasl_step(msg.params[0], now)
+    c.sasl_step(msg.params[0], now)  # also after registration (IRCv3 sasl-3.2); account-notify tells peers
 
 
 @command("PASS", min_params=1, registered=False)
@@ -782,7 +777,15 @@ def channel_mode(c: IrcClient, msg, now):
         else:
             c.numeric("482", ch.name, "You're not channel operator")
         return
-    c.net.apply_modes(u, ch, changes[:limit], now)
+    # MODES limits the modes *with a parameter* per command (Modern); flags are not counted.
+    kept, with_param = [], 0
+    for chg in changes:
+        if chg[2] is not None:
+            with_param += 1
+            if with_param > limit:
+                continue
+        kept.append(chg)
+    c.net.apply_modes(u, ch, kept, now)
 
 
 # ---------------------------------------------------------------- messages
@@ -865,7 +868,15 @@ def _message(c: IrcClient, msg, now, kind: str):
                 if not quiet:
                     c.numeric("401", t, "No such nick/channel")
                 continue
-            ev = net.message(u, target, kind, text, now, tags)
+            if target is u and echo and c.label_buf is not None:
+                # labeled-response: to oneself, only the echo is the labeled reply, not the delivery.
+                buf, c.label_buf = c.label_buf, None
+                try:
+                    ev = net.message(u, target, kind, text, now, tags)
+                finally:
+                    c.label_buf = buf
+            else:
+                ev = net.message(u, target, kind, text, now, tags)
             if target.away and kind == "PRIVMSG":
                 c.numeric("301", target.nick, target.away)
         if echo and ev is not None and (kind != "TAGMSG" or "message-tags" in c.caps):

@@ -54,6 +54,17 @@ class CommandTable:
         return deco
 
     def dispatch(self, client, msg, now: float) -> None:
+        # labeled-response: the dispatcher's own errors (421, 451, 461, 481) are labeled too.
+        label = msg.tags.get("label") if msg.tags else None
+        if label is None:
+            return self._dispatch(client, msg, now)
+        client.begin_label(label)
+        try:
+            self._dispatch(client, msg, now)
+        finally:
+            client.end_label()
+
+    def _dispatch(self, client, msg, now: float) -> None:
         cmd = self.commands.get(msg.command)
         if cmd is None:
             if client.registered:
@@ -72,14 +83,8 @@ class CommandTable:
             return
         if cmd.count_idle and client.user is not None:
             client.user.last_active = now
-        label = msg.tags.get("label") if msg.tags else None
-        if label is not None:
-            client.begin_label(label)
         try:
             cmd.handler(client, msg, now)
         except Exception:
             log.exception("IRC command %s (from %s) raised", msg.command, cmd.owner)
             client.reply("FAIL", msg.command, "INTERNAL_ERROR", "Internal error; the command was not completed")
-        finally:
-            if label is not None:
-                client.end_label()

@@ -1,0 +1,293 @@
+"""Channels as MQTT topics: `<channel_prefix>NAME` (default `chan/NAME`) is channel `#NAME`.
+
+Membership. An authenticated client that subscribes to exactly `chan/NAME` becomes a
+network member: it is introduced once per session (`core.net.introduce`, nick from its
+user name, host `mqtt.<server name>`, so WHOIS shows the protocol) and joins `#NAME`
+(bans, invite-only, keys and limits apply: a refusal is SUBACK 0x87 / 0x80). Its
+UNSUBSCRIBE is a PART and its disconnect a QUIT; a resumed persistent session joins
+again. Anonymous clients and wildcard filters (`chan/+`, `chan/#`) are plain
+subscribers of the topic tree.
+
+Speaking. A PUBLISH on `chan/NAME` by a member is `core.net.message(user, #NAME,
+"PRIVMSG", text)`: the payload must be UTF-8 (else 5.0: 0x99, 3.1.1: dropped and
+counted) and the member must be allowed to speak (+m). A non-member may not publish
+there (0x87), like IRC's +n.
+
+The one-path rule (no double delivery). Each channel message reaches each MQTT
+subscriber exactly once:
+
+* members receive channel messages **only** through the network's channel path: their
+  session's `deliver(ev)` renders `MessageSent` (payload = text, 5.0 user property
+  `nick`), whatever protocol the message came from;
+* the topic tree (and MQTT federation) carries channel topics **only to non-members**:
+  `Broker.publish` skips the sessions that are members of the channel;
+* a message enters the topic tree once, at its origin server: an MQTT member's PUBLISH
+  is routed to non-members after `net.message`; a message from any other protocol is
+  injected by the `filter_packet` tap here (lowest priority, so it sees the final text)
+  when its source is a local non-MQTT user. Messages arriving over server links were
+  injected by their origin server and forwarded with MQTT_PUB, so the tap ignores them.
+
+An MQTT member that publishes gets its own message back (through the channel path, like
+any MQTT broker) unless its subscription has No Local.
+
+Direct messages to a member (`MessageSent` whose target is its user) are delivered on
+`<direct_prefix><username>/inbox` (default `users/<username>/inbox`) when the session
+has a subscription matching that topic, at that subscription's QoS.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from relay.core.irc.commands import can_send
+from relay.core.model import Channel, MessageSent
+from relay.core.network import JoinRefused
+from relay.proto.irc import irc_lower, valid_channel, valid_nick
+
+from .acl import topic_matches
+from .broker import Message, Session
+from .topics import valid_topic_name
+
+if TYPE_CHECKING:
+    from .broker import Broker, Sub
+
+_NICK_BAD = re.compile(r"[^A-Za-z0-9\[\]\\`_^{|}\-]")
+_IDENT_BAD = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+class ChannelBridge:
+    def __init__(self, broker: "Broker"):
+        self.b = broker
+        self.core = broker.core
+        self.net = broker.core.net
+        opts = broker.opts
+        self.prefix = opts.channel_prefix
+        self.direct_prefix = opts.direct_prefix
+        self.host = f"mqtt.{self.core.config.server.name}"
+        self.me = self.core.config.server.id
+        # (user, message) while an MQTT member's PUBLISH goes through net.message: its QoS caps the copies.
+        self.current: tuple | None = None
+        self._quitting = False
+
+    # ------------------------------------------------------------------ names
+    def channel_for(self, topic: str) -> str | None:
+        """'#NAME' for a topic (or exact filter) 'chan/NAME'; None otherwise."""
+        if not self.prefix or not topic.startswith(self.prefix):
+            return None
+        name = topic[len(self.prefix):]
+        if not name or "/" in name or "+" in name or "#" in name:
+            return None
+        ch = "#" + name
+        return ch if valid_channel(ch, self.core.config.irc.channellen) else None
+
+    def member_cids(self, topic: str) -> set[str] | None:
+        name = self.channel_for(topic)
+        if name is None:
+            return None
+        ch = self.net.find_channel(name)
+        if ch is None:
+            return None
+        out = {u.session.cid for u in ch.local if type(u.session) is Session}
+        return out or None
+
+    def direct_topic(self, username: str) -> str:
+        return f"{self.direct_prefix}{username}/inbox"
+
+    def make_nick(self, username: str | None) -> str:
+        nicklen = self.core.config.irc.nicklen
+        base = _NICK_BAD.sub("_", username or "mqtt")
+        if not base or not valid_nick(base[:1], nicklen):
+            base = "m" + base
+        base = base[:nicklen]
+        if valid_nick(base, nicklen) and not self.net.nick_in_use(base):
+            return base
+        for n in range(1, 10 ** min(nicklen, 6)):
+            suffix = str(n)
+            cand = base[: max(1, nicklen - len(suffix))] + suffix
+            if valid_nick(cand, nicklen) and not self.net.nick_in_use(cand):
+                return cand
+        raise RuntimeError("no free nick")
+
+    # ------------------------------------------------------------------ membership
+    def ensure_user(self, s: Session, now: float):
+        if s.user is None:
+            username = s.username or s.cid
+            ident = _IDENT_BAD.sub("", username)[:10] or "mqtt"
+            s.user = self.net.introduce(s, self.make_nick(username), ident, self.host,
+                                        f"MQTT client {s.cid}"[:100], "mqtt", now, account=s.account,
+                                        ip=s.ip or "0.0.0.0")
+        return s.user
+
+    def _join(self, u, name: str, now: float) -> int:
+        if irc_lower(name) in u.channels:
+            return 0
+        try:
+            ch = self.net.check_join(u, name, None)
+        except JoinRefused:
+            return 0x87
+        acl = self.core.acl
+        if ch is None and "create_channel" in acl.rule_names() and \
+                not acl.allowed("create_channel", self.core.subject(u.account, u.ip)):
+            return 0x87
+        self.net.join(u, name, now)
+        return 0
+
+    def subscribe(self, s: Session, sub: "Sub", now: float) -> int:
+        """A SUBSCRIBE on a channel topic by an authenticated client joins the channel; returns a reason code."""
+        if sub.group is not None or s.account is None:
+            return 0
+        name = self.channel_for(sub.filter)
+        if name is None:
+            return 0
+        key = irc_lower(name)
+        if key in s.chan_subs and s.user is not None and key in s.user.channels:
+            return 0
+        u = self.ensure_user(s, now)
+        rc = self._join(u, name, now)
+        if rc == 0:
+            s.chan_subs[key] = sub.filter
+        return rc
+
+    def unsubscribed(self, s: Session, topic_filter: str, now: float) -> None:
+        name = self.channel_for(topic_filter)
+        if name is None:
+            return
+        key = irc_lower(name)
+        if s.chan_subs.get(key) != topic_filter:
+            return
+        del s.chan_subs[key]
+        u = s.user
+        if u is not None:
+            ch = u.channels.get(key)
+            if ch is not None:
+                self.net.part(u, ch, "Unsubscribed", now)
+
+    def resume(self, s: Session, now: float) -> None:
+        """A resumed session joins the channels of its subscriptions again."""
+        if s.account is None:
+            return
+        if not s.chan_subs:
+            for f, sub in s.subs.items():
+                name = self.channel_for(f) if sub.group is None else None
+                if name is not None:
+                    s.chan_subs.setdefault(irc_lower(name), f)
+        if not s.chan_subs:
+            return
+        u = self.ensure_user(s, now)
+        for key, f in list(s.chan_subs.items()):
+            if self._join(u, "#" + f[len(self.prefix):], now):
+                del s.chan_subs[key]
+
+    def quit(self, s: Session, reason: str, now: float) -> None:
+        u, s.user = s.user, None
+        if u is None:
+            return
+        self._quitting = True
+        try:
+            self.net.quit(u, reason, now)
+        finally:
+            self._quitting = False
+
+    def on_member_left(self, user, ch: Channel, reason: str) -> None:
+        """KICK (or any removal we did not ask for): the subscription stays, as a plain one."""
+        s = user.session
+        if self._quitting or type(s) is not Session or s.broker is not self.b:
+            return
+        s.chan_subs.pop(ch.key_name, None)
+
+    # ------------------------------------------------------------------ speaking
+    def route(self, s: Session, msg: Message, now: float) -> int:
+        """A client's PUBLISH (already allowed by the ACL): a channel message or a plain publish."""
+        b = self.b
+        name = self.channel_for(msg.topic)
+        if name is None:
+            b.publish(msg, now)
+            return 0
+        u = s.user
+        ch = self.net.find_channel(name)
+        if u is None or ch is None or u not in ch.members:
+            return 0x87
+        try:
+            text = msg.payload.decode("utf-8")
+        except UnicodeDecodeError:
+            b.stats["invalid_utf8"] += 1
+            return 0x99
+        if "\0" in text:
+            b.stats["invalid_utf8"] += 1
+            return 0x99
+        text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+        if not can_send(ch, u):
+            return 0x87
+        u.last_active = now
+        self.current = (u, msg)
+        try:
+            ev = self.net.message(u, ch, "PRIVMSG", text, now)
+            if ev is None:
+                return 0          # dropped by a filter: accepted, delivered nowhere (as for IRC)
+            sub = s.subs.get(s.chan_subs.get(ch.key_name, ""))
+            if sub is not None and not sub.no_local:
+                self.deliver(s, ev)
+        finally:
+            self.current = None
+        if ev.text != text:
+            msg = Message(msg.topic, ev.text.encode(), msg.qos, msg.retain, msg.props, msg.expires, msg.origin)
+        b.publish(msg, now)       # non-member subscribers, here and on other servers
+        return 0
+
+    def tap(self, ev):
+        """filter_packet at the lowest priority: channel messages from local non-MQTT users enter the tree."""
+        if type(ev) is not MessageSent or type(ev.target) is not Channel or ev.kind == "TAGMSG":
+            return None
+        src = ev.source
+        if src.proto == "mqtt" or src.server != self.me:
+            return None
+        b = self.b
+        if not b.filter_refs and (b.fed is None or not b.fed.active):
+            return None
+        topic = self.prefix + ev.target.name[1:]
+        if not valid_topic_name(topic):
+            return None
+        b.publish(Message(topic, ev.text.encode("utf-8", "replace"), 2, False, _text_props(src.nick)), ev.time)
+        return None
+
+    def deliver(self, s: Session, ev) -> None:
+        """A network event for a member: channel and direct messages become PUBLISHes."""
+        if type(ev) is not MessageSent or ev.kind == "TAGMSG" or s.client is None:
+            return
+        t = ev.target
+        ids = None
+        if type(t) is Channel:
+            f = s.chan_subs.get(t.key_name)
+            sub = s.subs.get(f) if f is not None else None
+            if sub is None:
+                return
+            qos = sub.qos
+            cur = self.current
+            if cur is not None and cur[0] is ev.source and cur[1].qos < qos:
+                qos = cur[1].qos
+            topic = f
+            if sub.sub_id:
+                ids = [sub.sub_id]
+        elif t is s.user and s.username:
+            topic = self.direct_topic(s.username)
+            qos = -1
+            for sub in s.subs.values():
+                if sub.group is None and topic_matches(sub.filter, topic):
+                    qos = max(qos, sub.qos)
+                    if sub.sub_id:
+                        ids = (ids or []) + [sub.sub_id]
+            if qos < 0:
+                return
+        else:
+            return
+        key = ("mqtt", topic)
+        msg = ev.cache.get(key)
+        if msg is None:
+            msg = ev.cache[key] = Message(topic, ev.text.encode("utf-8", "replace"), 2, False,
+                                          _text_props(ev.source.nick))
+        self.b.deliver_to(s, msg, qos, False, ids, self.core.now())
+
+
+def _text_props(nick: str) -> dict:
+    return {"payload_format_indicator": 1, "user_property": [("nick", nick)]}

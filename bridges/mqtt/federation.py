@@ -1,0 +1,249 @@
+"""MQTT across server links: subscription-aware routing over the spanning tree.
+
+Interface used (the link layer implements it): `core.net.router.send_extension(ftype,
+payload, servers, exclude_link=None)` (servers None: every server; a frame crosses each
+link at most once), and the hooks `link_extension(ftype, origin_server_id, payload,
+from_link)` (return non-None to claim a frame), `link_up(peer_id)` and
+`link_down(peer_id, lost_server_ids)` (`netsplit(sid, lost, reason)` is honoured too).
+
+Frames:
+
+    MQTT_SUB {server, filters: [...], ver: [epoch, n]}
+        The full set of distinct filters with subscribers on `server` ("$share/G/F"
+        included). Sent when the set changes (debounced: a timer sends the full set at
+        most every 0.2 s) and, on link_up, for every set this server knows (its own and
+        the ones it learned), so both sides of a new link learn the whole network.
+        `ver` orders a server's announcements (epoch = that server's start time), so a
+        relayed older set never replaces a newer one.
+    MQTT_PUB {topic, payload_b64, qos, retain, props, expiry, shares: {server: [...]}}
+        One application message. It goes only to the servers whose filter set matches
+        the topic (a TopicTree keyed by server id), and a retained message to every
+        server, so each keeps a copy. `props` are the forwardable 5.0 properties (bytes
+        as {"b64": ...}); `expiry` is the remaining message expiry in seconds or null.
+        A receiving server delivers to its own subscribers with the subscriber's QoS
+        (min of publish and subscription QoS) and never forwards again: the origin
+        already addressed every server that needed it.
+
+Shared subscriptions network-wide: only the server where a message is published picks
+the member of a group. The candidates are its own local members of the group plus one
+slot per remote server whose filter set contains "$share/GROUP/FILTER"; it rotates round
+robin over those slots (local members by session, remote servers by id). When a remote
+slot is chosen, the frame lists the group under that server in `shares`, and that server
+hands the message to one of its local members (its own round robin). A server never
+delivers to a shared group on its own initiative for a message that came from a link.
+
+QoS 1/2 across links rely on the link layer's replay window; `$SYS` topics are local to
+each server and are neither announced nor forwarded.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import TYPE_CHECKING
+
+from .broker import Message
+from .store import props_from_json, props_to_json
+from .topics import TopicTree, parse_shared
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+log = logging.getLogger("relay.mod.mqtt")
+
+SUB_FRAME = "MQTT_SUB"
+PUB_FRAME = "MQTT_PUB"
+DEBOUNCE = 0.2
+
+
+class Federation:
+    def __init__(self, broker: "Broker", schedule, now: float):
+        """`schedule(delay, fn)` runs fn(now) later (the module's timer)."""
+        self.b = broker
+        self.core = broker.core
+        self.me = self.core.config.server.id
+        self.schedule = schedule
+        self.epoch = round(now, 6)
+        self.n = 0
+        self.sets: dict[str, tuple[list, frozenset[str]]] = {}   # server id -> (ver, filters)
+        self.tree = TopicTree()         # plain filters -> key server id
+        self.shared = TopicTree()       # real filter of "$share/G/F" -> key (server id, group)
+        self.sent: frozenset[str] | None = None
+        self.timer = None
+        self.last_sent = -1e9
+        self.stats = {"pub_out": 0, "pub_in": 0, "sub_out": 0, "sub_in": 0}
+
+    @property
+    def router(self):
+        return getattr(self.core.net, "router", None)
+
+    @property
+    def active(self) -> bool:
+        """Other MQTT servers are known (they announced a filter set, possibly empty)."""
+        return bool(self.sets) and self.router is not None
+
+    # ------------------------------------------------------------------ our filter set
+    def local_filters(self) -> frozenset[str]:
+        return frozenset(f for f in self.b.filter_refs if not f.startswith("$SYS"))
+
+    def filters_changed(self) -> None:
+        if self.timer is None:
+            delay = max(0.0, self.last_sent + DEBOUNCE - self.core.now())
+            self.timer = self.schedule(delay, self._flush)
+
+    def _flush(self, now: float) -> None:
+        self.timer = None
+        filters = self.local_filters()
+        if filters == self.sent:
+            return
+        self.announce(filters, now)
+
+    def announce(self, filters: frozenset[str] | None = None, now: float | None = None) -> None:
+        router = self.router
+        if router is None:
+            return
+        if filters is None:
+            filters = self.local_filters()
+        self.n += 1
+        self.sent = filters
+        self.last_sent = now if now is not None else self.core.now()
+        self.stats["sub_out"] += 1
+        router.send_extension(SUB_FRAME, {"server": self.me, "filters": sorted(filters),
+                                          "ver": [self.epoch, self.n]}, None)
+
+    # ------------------------------------------------------------------ hooks
+    def on_link_up(self, peer_id: str, *rest) -> None:
+        router = self.router
+        if router is None:
+            return None
+        self.announce()
+        for sid, (ver, filters) in list(self.sets.items()):
+            router.send_extension(SUB_FRAME, {"server": sid, "filters": sorted(filters), "ver": ver}, None)
+        return None
+
+    def on_link_down(self, peer_id: str, lost=None, *rest) -> None:
+        if lost is None:
+            names = getattr(self.core.net, "server_names", None)
+            lost = [peer_id] + [s for s in self.sets if names is not None and s not in names]
+        for sid in lost:
+            self.forget(sid)
+        return None
+
+    def on_netsplit(self, sid: str, lost=(), *rest) -> None:
+        for x in list(lost or ()) + [sid]:
+            self.forget(x)
+        return None
+
+    def forget(self, sid: str) -> None:
+        old = self.sets.pop(sid, None)
+        if old is None:
+            return
+        self._apply(sid, old[1], frozenset())
+
+    def on_extension(self, ftype: str, origin: str, payload: dict, from_link=None):
+        if ftype == SUB_FRAME:
+            self._on_sub(payload)
+            return True
+        if ftype == PUB_FRAME:
+            self._on_pub(origin, payload)
+            return True
+        return None
+
+    # ------------------------------------------------------------------ frames in
+    def _on_sub(self, p: dict) -> None:
+        sid = p.get("server")
+        if not isinstance(sid, str) or sid == self.me:
+            return
+        ver = list(p.get("ver") or [0, 0])
+        old = self.sets.get(sid)
+        if old is not None and old[0] >= ver:
+            return
+        self.stats["sub_in"] += 1
+        filters = frozenset(f for f in p.get("filters") or () if isinstance(f, str))
+        self._apply(sid, old[1] if old else frozenset(), filters)
+        self.sets[sid] = (ver, filters)
+
+    def _apply(self, sid: str, old: frozenset[str], new: frozenset[str]) -> None:
+        for f in old - new:
+            sh = _shared(f)
+            if sh is None:
+                self.tree.unsubscribe(f, sid)
+            else:
+                self.shared.unsubscribe(sh[1], (sid, sh[0]))
+        for f in new - old:
+            try:
+                sh = _shared(f)
+                if sh is None:
+                    self.tree.subscribe(f, sid)
+                else:
+                    self.shared.subscribe(sh[1], (sid, sh[0]), sh[1])
+            except ValueError:
+                log.info("mqtt: server %s announced an invalid filter %r; ignored", sid, f)
+
+    def _on_pub(self, origin: str, p: dict) -> None:
+        try:
+            topic = p["topic"]
+            payload = base64.b64decode(p.get("payload_b64") or "")
+            qos = int(p.get("qos", 0))
+            retain = bool(p.get("retain"))
+            props = props_from_json(p.get("props"))
+        except (KeyError, TypeError, ValueError):
+            log.info("mqtt: malformed %s from %s dropped", PUB_FRAME, origin)
+            return
+        self.stats["pub_in"] += 1
+        now = self.core.now()
+        expiry = p.get("expiry")
+        msg = Message(topic, payload, min(max(qos, 0), 2), retain, props, now + expiry if expiry else None)
+        shares = (p.get("shares") or {}).get(self.me)
+        self.b.publish(msg, now, from_server=origin, shares=shares)
+
+    # ------------------------------------------------------------------ frames out
+    def shared_candidates(self, topic: str) -> dict[tuple[str, str], list[str]]:
+        """(group, real filter) -> remote servers with members, for groups matching `topic`."""
+        out: dict[tuple[str, str], list[str]] = {}
+        if not self.sets:
+            return out
+        for (sid, group), real in self.shared.match(topic):
+            out.setdefault((group, real), []).append(sid)
+        return out
+
+    def forward(self, msg: Message, shares: dict[str, list[str]], now: float) -> None:
+        topic = msg.topic
+        if topic.startswith("$SYS"):
+            return
+        router = self.router
+        if router is None:
+            return
+        if msg.retain:
+            servers = None
+        else:
+            servers = {sid for sid, _ in self.tree.match(topic)}
+            servers.update(shares)
+            servers.discard(self.me)
+            if not servers:
+                return
+        payload = {"topic": topic, "payload_b64": base64.b64encode(msg.payload).decode("ascii"),
+                   "qos": msg.qos, "retain": msg.retain,
+                   "props": _props_json(msg.props), "expiry": msg.remaining(now)}
+        if shares:
+            payload["shares"] = shares
+        self.stats["pub_out"] += 1
+        router.send_extension(PUB_FRAME, payload, servers)
+
+    def status(self) -> dict:
+        return {"servers": {sid: len(f) for sid, (_, f) in self.sets.items()}, **self.stats}
+
+
+def _shared(f: str) -> tuple[str, str] | None:
+    try:
+        return parse_shared(f)
+    except ValueError:
+        return None
+
+
+def _props_json(props: dict) -> dict | None:
+    text = props_to_json(props)
+    if text is None:
+        return None
+    import json
+    return json.loads(text)
