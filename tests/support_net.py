@@ -82,6 +82,7 @@ class Wire:
             cfg = parse({"server": {"id": f"{i:03d}", "name": f"{n}.test"}, "data_dir": str(tmp_path / n),
                          "links": links, "shapers": {}, "shaper_rules": [], **overrides})
             core = Core(cfg, now)
+            core.start(now)
             core.links.dial = self._dialer(n)
             self.cores[n] = core
 

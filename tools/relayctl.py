@@ -22,7 +22,7 @@ from relay.core.builtin_admin import BUILTIN_COMMANDS
 from relay.proto.control import ControlCodec
 
 CONFIG_ENV = "RELAYNET_CONFIG"
-LOCAL = ("start", "stop", "status", "shell", "mkpasswd")
+LOCAL = ("start", "stop", "status", "shell", "mkpasswd", "verify")
 
 
 class NotRunning(Exception):
@@ -211,6 +211,38 @@ def status(config_path, as_json):
     """Version, uptime, listeners, connections per protocol, links, memory."""
     cfg = load_config(config_path)
     call_or_exit(cfg, ["status"], as_json)
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--timeout", default=5.0, show_default=True, help="seconds to wait for every server's answer")
+def verify(config_path, as_json, timeout):
+    """Compare this server's state digest with every server's; exit 3 if any differs."""
+    cfg = load_config(config_path)
+    started = _quiet_call(cfg, ["verify", "start"])
+    rid = str(started["data"]["round"])
+    deadline = time.monotonic() + timeout
+    while True:
+        r = _quiet_call(cfg, ["verify", "result", rid])
+        if r["data"]["complete"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    show(r, as_json)
+    d = r["data"]
+    sys.exit(0 if d["converged"] else (3 if d["complete"] else 4))
+
+
+def _quiet_call(cfg, argv):
+    try:
+        r = control_call(cfg, argv)
+    except NotRunning as e:
+        click.echo(str(e), err=True)
+        sys.exit(1)
+    if r.get("status") not in (0, 3):
+        show(r, False)
+        sys.exit(r.get("status") or 1)
+    return r
 
 
 @main.command()

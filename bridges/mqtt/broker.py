@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import logging
 import math
 from collections import deque
@@ -233,12 +234,12 @@ class Broker:
                 self._add_sub(s, Sub(filt, qos, bool(nl), bool(rap), rh, sid), persist=False)
         from .store import props_from_json
         last: dict[str, int] = {}
-        for cid, seq, state, pid, topic, payload, qos, retain, props, expires in st.messages():
+        for cid, seq, state, pid, topic, payload, qos, retain, props, expires, ids in st.messages():
             s = self.sessions.get(cid)
             if s is None:
                 continue
             p = Pending(Message(topic, payload, qos, bool(retain), props_from_json(props), expires), qos,
-                        bool(retain), None, seq)
+                        bool(retain), json.loads(ids) if ids else None, seq)
             last[cid] = max(last.get(cid, 0), seq)
             if state and pid:
                 p.state, p.pid = state, pid
@@ -280,7 +281,7 @@ class Broker:
     def _store_pending(self, s: Session, p: Pending) -> None:
         m = p.msg
         self.store.add_message(s.cid, p.seq, p.state, p.pid, m.topic, m.payload, p.qos, p.retain, m.props,
-                               m.expires)
+                               m.expires, p.sub_ids)
 
     # ------------------------------------------------------------------ sessions
     def new_session(self, cid: str) -> Session:

@@ -524,7 +524,7 @@ class WsClient:
             elif tev is WsPing:
                 self.t.write(self.ws.pong(ev.payload))
             elif tev is WsClose:
-                self.t.write(self.ws.close(ev.code if ev.code in (1000, 1001) else 1000))
+                self.t.write(self.ws.close(1000 if ev.by_peer else ev.code))
                 self._lost(f"WebSocket closed ({ev.code})", now)
             elif tev is WsReject:
                 self.t.write(ev.response)

@@ -161,7 +161,8 @@ def _sessions(broker: Broker, ctx):
     for s in broker.sessions.values():
         rows.append({"client_id": s.cid, "username": s.username, "connected": s.client is not None,
                      "persistent": s.persistent, "subscriptions": sorted(s.subs), "queued": len(s.queue),
-                     "inflight": len(s.inflight), "nick": s.user.nick if s.user is not None else None})
+                     "inflight": len(s.inflight), "will_pending": s.will is not None,
+                     "nick": s.user.nick if s.user is not None else None})
     text = "\n".join(f"{r['client_id']} user={r['username'] or '-'} "
                      f"{'online' if r['connected'] else 'offline'} subs={len(r['subscriptions'])} "
                      f"queued={r['queued']} inflight={r['inflight']}" for r in rows) or "no sessions"

@@ -14,9 +14,11 @@ Schema (user_version 1):
                   retain_handling, sub_id;  PK (client_id, filter))
         filter is the full filter, "$share/GROUP/FILTER" included
     messages(client_id, seq, state, packet_id, topic, payload, qos, retain, props,
-             expires;  PK (client_id, seq))
+             expires, sub_ids;  PK (client_id, seq))
         a session's outgoing QoS 1/2 messages in order: state 0 queued, 1 PUBLISH sent
-        (awaiting PUBACK / PUBREC), 2 PUBREL sent (awaiting PUBCOMP); props is JSON
+        (awaiting PUBACK / PUBREC), 2 PUBREL sent (awaiting PUBCOMP); qos is the granted
+        QoS, retain the flag as it will be sent; props (JSON) the message's properties,
+        sub_ids (JSON list) the subscription identifiers it carries
     retained(topic PK, payload, qos, props, expires)
         expires: absolute UNIX time of the message expiry, or NULL
 """
@@ -58,6 +60,7 @@ CREATE TABLE IF NOT EXISTS messages (
     retain INTEGER NOT NULL,
     props TEXT,
     expires REAL,
+    sub_ids TEXT,
     PRIMARY KEY (client_id, seq)
 );
 CREATE TABLE IF NOT EXISTS retained (
@@ -153,9 +156,11 @@ class Store:
 
     # ---- queued / in-flight messages ----
     def add_message(self, cid: str, seq: int, state: int, packet_id: int | None, topic: str, payload: bytes,
-                    qos: int, retain: bool, props: dict | None, expires: float | None) -> None:
-        self._x("INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (cid, seq, state, packet_id, topic, payload, qos, int(retain), props_to_json(props), expires))
+                    qos: int, retain: bool, props: dict | None, expires: float | None,
+                    sub_ids: list[int] | None = None) -> None:
+        self._x("INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (cid, seq, state, packet_id, topic, payload, qos, int(retain), props_to_json(props), expires,
+                 json.dumps(sub_ids) if sub_ids else None))
 
     def update_message(self, cid: str, seq: int, state: int, packet_id: int | None) -> None:
         self._x("UPDATE messages SET state = ?, packet_id = ? WHERE client_id = ? AND seq = ?",
@@ -169,7 +174,7 @@ class Store:
 
     def messages(self) -> Iterator[tuple]:
         return iter(self.db.execute(
-            "SELECT client_id, seq, state, packet_id, topic, payload, qos, retain, props, expires "
+            "SELECT client_id, seq, state, packet_id, topic, payload, qos, retain, props, expires, sub_ids "
             "FROM messages ORDER BY client_id, seq").fetchall())
 
     # ---- retained ----

@@ -14,7 +14,7 @@ Bytes in, events out; no sockets, no clock. Only what a broker needs:
         if type(ev) is WsAccept:  sock.send(ev.response)
         elif type(ev) is WsData:  mqtt.receive_data(ev.data)
         elif type(ev) is WsPing:  sock.send(ws.pong(ev.payload))
-        elif type(ev) is WsClose: sock.send(ws.close(ev.code)); sock.close()
+        elif type(ev) is WsClose: sock.send(ws.close(1000 if ev.by_peer else ev.code)); sock.close()
         elif type(ev) is WsReject: sock.send(ev.response); sock.close()
     sock.send(ws.frame(mqtt_bytes))
 """
@@ -70,9 +70,10 @@ class WsPing:
 
 @dataclass(slots=True)
 class WsClose:
-    """The peer closed (or broke the protocol): answer with `close(code)` and close."""
+    """The peer closed (by_peer) or broke the protocol: answer with `close(code)` and close."""
     code: int
     reason: str
+    by_peer: bool = False
 
 
 def accept_key(key: str) -> str:
@@ -213,12 +214,12 @@ class WsServer:
                 return None
             length = struct.unpack_from("!Q", buf, i)[0]
             i += 8
-        if n - i < 4:
-            return None
         if rsv:
             return WsClose(CLOSE_PROTOCOL_ERROR, "reserved bits set")
         if not masked:
             return WsClose(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+        if n - i < 4:
+            return None
         if op >= 0x8:
             if not fin or length > MAX_CONTROL:
                 return WsClose(CLOSE_PROTOCOL_ERROR, "bad control frame")
@@ -269,7 +270,7 @@ class WsServer:
                 code = struct.unpack("!H", data[:2])[0]
                 reason = data[2:].decode("utf-8", "replace")
             self.closed = True
-            events.append(WsClose(code, reason))
+            events.append(WsClose(code, reason, by_peer=True))
 
     # ---- sending ----
 

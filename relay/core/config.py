@@ -155,6 +155,12 @@ class LinkingSection(Strict):
     handshake_timeout: PositiveFloat = 15.0
     retry_min: PositiveFloat = 1.0           # autoconnect backoff: min * 2^failures, jittered, capped at max
     retry_max: PositiveFloat = 60.0
+    verify_interval: PositiveFloat = 60.0    # anti-entropy: state digests compared with every server
+
+
+class ReplaySection(Strict):
+    max_frames: PositiveInt = 10000          # message frames kept for replay after a short split
+    max_age: PositiveFloat = 60.0            # seconds a frame is kept
 
 
 class Config(Strict):
@@ -171,6 +177,7 @@ class Config(Strict):
     linking: LinkingSection = LinkingSection()
     hub: bool = True
     split_hold: Annotated[float, Field(ge=0)] = 30.0
+    replay: ReplaySection = ReplaySection()
     modules: dict[str, dict[str, Any] | None] = {}
     acl: dict[str, Any] = {"local": {"ip": ["127.0.0.0/8", "::1/128"]}}
     access_rules: dict[str, Any] = {"oper": [{"allow": "all"}], "register": [{"allow": "all"}],

@@ -1,15 +1,15 @@
-"""Server links: sessions, burst, merge rules and routing. Synchronous; `now` passed in.
+"""Server links: sessions, handshake, burst and routing. Synchronous; `now` passed in.
 
 Every frame that leaves this server goes through `LinkLayer._out`, whose link
 sets come from topology.fanout (the one place that decides forwarding), so a
 frame crosses each link at most once and only towards subtrees that need it.
 
-Netjoin merge rules (deterministic, applied identically on every server):
-- nick collision: the older nick (lower ts; equal ts: lower uid) keeps it; the
-  other is renamed to its uid. Nobody is killed.
-- channel ts: the lower ts wins; the side with the higher ts loses its modes,
-  its lists and its members' operator/voice status, but keeps its members;
-  equal ts merges modes, lists and statuses. What was applied is forwarded.
+What happens on splits and netjoins (split-hold, merge rules, replay) is the
+`policy`, installed by the netsplit module that the core loads at start.
+
+Link-up: HELLO/AUTH (topology.link), then each side sends VECTOR (what it has
+seen of each origin's messages) and, on the peer's VECTOR, its burst: SERVER,
+UID, SJOIN, the message frames the peer missed, EOB. Live frames follow.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from relay.proto.irc import irc_lower
 from relay.proto.link import Frame, LinkCodec, LinkProtocolError
 from topology.fanout import links_for, links_for_all
 from topology.link import LinkAuthenticated, LinkHandshake, LinkRefused, SendFrame
-from topology.tree import LoopDetected, Tree, render_map
+from topology.tree import LoopDetected, Tree, UnknownServer, render_map
 
 if TYPE_CHECKING:
     from relay.core.server import Core
@@ -157,7 +157,9 @@ class LinkLayer:
         self.tree = Tree(self.me.id, self.me.name, self.me.description)
         self.peers: dict[str, LinkSession] = {}     # neighbour id -> established session
         self.pending: set[LinkSession] = set()
-        self.seq = 0
+        self.seq = 0          # sequence of state frames this server originates
+        self.msg_seq = 0      # per-origin sequence of this server's message frames (replay, dedupe)
+        self.policy: Any = None  # netsplit.policy.NetsplitPolicy
         self.codec = LinkCodec()
         self.dial: Callable | None = None          # runtime: dial(block, factory, on_fail)
         self.connecting: set[str] = set()           # link names being dialled
@@ -166,7 +168,7 @@ class LinkLayer:
         self.last_error: dict[str, str] = {}
         self.burst_started: dict[str, float] = {}
         self.handlers = {name: getattr(self, "_on_" + name) for name in STATE_FRAMES + MESSAGE_FRAMES +
-                         ("PING", "PONG", "EOB", "ERROR", "ENCAP")}
+                         ("PING", "PONG", "EOB", "ERROR", "ENCAP", "VECTOR")}
         self.net.router = self
         core.timers.every(1.0, self._sweep, core.now(), owner="links")
 
@@ -244,35 +246,47 @@ class LinkLayer:
             self.oper_notice(f"Link with {ev.peer_name} refused: {reason}")
             s.drop(reason, now)
             return
+        if self.policy is None:
+            s.drop("this server cannot link: the netsplit module is not loaded", now)
+            return
         s.peer_id, s.peer_name, s.caps, s.established_at = ev.peer_id, ev.peer_name, ev.caps, now
-        self.peers[ev.peer_id] = s
         self.retry.pop(ev.peer_name, None)
+        self.policy.server_returned(ev.peer_id)
         self.tree.add_server(ev.peer_id, ev.peer_name, self.me.id, 1, "")
         self.net.server_names[ev.peer_id] = ev.peer_name
-        log.info("link with %s (%s) established; bursting", ev.peer_name, ev.peer_id)
         self.burst_started[ev.peer_id] = now
-        # Tell the rest of the network, then burst everything we know to the new peer.
-        self._out("SERVER", self.me.id, self._server_payload(ev.peer_id), links_for_all(self.tree, ev.peer_id))
-        self._burst(s)
-        self.core.hooks.run("link_up", ev.peer_id)
+        # The peer's burst will include what we missed from each origin; it learns that first.
+        self.send_to(s, "VECTOR", {"seen": self.policy.vector()})
+
+    def _on_VECTOR(self, s, f, now):
+        """The peer's vector arrived: it is a neighbour now; burst to it, then live traffic flows."""
+        if s.peer_id in self.peers:
+            return
+        self.peers[s.peer_id] = s
+        log.info("link with %s (%s) established; bursting", s.peer_name, s.peer_id)
+        self._out("SERVER", self.me.id, self._server_payload(s.peer_id), links_for_all(self.tree, s.peer_id))
+        self._burst(s, f.payload.get("seen") or {}, now)
+        self.core.hooks.run("link_up", s.peer_id)
 
     def _server_payload(self, sid: str) -> dict:
         sv = self.tree.server(sid)
         return {"id": sv.id, "name": sv.name, "parent": sv.parent or self.me.id, "hops": sv.hops,
                 "description": sv.description}
 
-    def _burst(self, s: LinkSession) -> None:
-        me = self.me.id
-        for sid in self.tree.servers():
+    def _burst(self, s: LinkSession, vector: dict, now: float) -> None:
+        me, tree = self.me.id, self.tree
+        for sid in tree.servers():
             if sid not in (me, s.peer_id):
                 self.send_to(s, "SERVER", self._server_payload(sid))
+        # Users held behind another split are not ours to announce.
         for u in self.net.users.values():
-            if u.server != s.peer_id:
+            if u.server != s.peer_id and u.server in tree:
                 self.send_to(s, "UID", self._uid_payload(u), origin=u.server)
         for ch in self.net.channels.values():
-            members = [[u.uid, st] for u, st in ch.members.items()]
+            members = [[u.uid, st] for u, st in ch.members.items() if u.server != s.peer_id and u.server in tree]
             if members:
                 self.send_to(s, "SJOIN", self._sjoin_payload(ch, members, full=True))
+        self.policy.replay_to(s, vector, now)
         self.send_to(s, "EOB", {})
 
     # ------------------------------------------------------------------ output
@@ -367,20 +381,36 @@ class LinkLayer:
     def user_invited(self, source: User, target: User, ch: Channel) -> None:
         if target.session is None:
             self._out("INVITE", self.me.id, {"source": source.uid, "uid": target.uid, "channel": ch.name},
-                      links_for((target.server,), self.tree))
+                      self._links_to((target.server,)))
 
     def user_killed(self, target: User, reason: str) -> None:
         self.broadcast("KILL", {"uid": target.uid, "reason": reason})
 
     def channel_message(self, ev) -> None:
-        p = {"source": ev.source.uid, "target": ev.target.name, "text": ev.text, "tags": ev.tags,
-             "msgid": ev.msgid, "time": ev.time}
-        self._out(ev.kind, ev.source.server, p, links_for(ev.target.servers, self.tree))
+        self._originate(ev, ev.target.name, ev.target.servers)
 
     def direct_message(self, ev) -> None:
-        p = {"source": ev.source.uid, "target": ev.target.uid, "text": ev.text, "tags": ev.tags,
+        self._originate(ev, ev.target.uid, (ev.target.server,))
+
+    def _originate(self, ev, target: str, servers) -> None:
+        """A message frame of ours: numbered per origin and kept for replay, even with no route now."""
+        self.msg_seq += 1
+        p = {"source": ev.source.uid, "target": target, "text": ev.text, "tags": ev.tags,
              "msgid": ev.msgid, "time": ev.time}
-        self._out(ev.kind, ev.source.server, p, links_for((ev.target.server,), self.tree))
+        if self.policy is not None:
+            self.policy.record(ev.time, self.me.id, self.msg_seq, ev.kind, p)
+        self._out(ev.kind, self.me.id, p, self._links_to(servers, None, (self.me.id, self.msg_seq, ev.kind, p)),
+                  self.msg_seq)
+
+    def _links_to(self, servers, exclude: str | None = None, frame: tuple | None = None) -> set[str]:
+        try:
+            return links_for(servers, self.tree, exclude)
+        except UnknownServer:
+            # Some are held behind a split: no route now; a message frame is kept for their return.
+            tree = self.tree
+            if frame is not None and self.policy is not None:
+                self.policy.keep_for_held([x for x in servers if x not in tree], *frame)
+            return links_for([x for x in servers if x in tree], tree, exclude)
 
     def _src(self, source) -> str:
         return source.uid if isinstance(source, User) else self.me.name
@@ -419,6 +449,13 @@ class LinkLayer:
         s.ping_sent = None
 
     def _on_EOB(self, s, f, now):
+        # Forwarded as {"server": id}: servers further on reconcile their held users too,
+        # after every burst frame it follows.
+        self._out("EOB", f.origin, {"server": f.payload.get("server", s.peer_id)},
+                  links_for_all(self.tree, s.peer_id), 0)
+        self.policy.burst_ended(s, now)
+        if "server" in f.payload:
+            return
         s.burst_done = True
         started = self.burst_started.pop(s.peer_id, None)
         log.info("link %s: end of burst%s", s.peer_name,
@@ -431,6 +468,7 @@ class LinkLayer:
         if parent not in self.tree or (parent != s.peer_id and self.tree.link_of(parent) != s.peer_id):
             s.drop(f"SERVER {p['name']}: unknown parent {parent}", now)
             return
+        self.policy.server_returned(p["id"])
         try:
             self.tree.add_server(p["id"], p["name"], parent, self.tree.server(parent).hops + 1, p["description"])
         except LoopDetected as e:
@@ -446,17 +484,20 @@ class LinkLayer:
         sid = f.payload["id"]
         if sid not in self.tree or self.tree.link_of(sid) != s.peer_id:
             return
-        self.split(sid, f.payload["reason"], now, exclude=s.peer_id)
+        self.policy.split(sid, f.payload["reason"], now, exclude=s.peer_id)
 
     def _on_UID(self, s, f, now):
         p = f.payload
-        if p["uid"] in self.net.users:
+        held = self.net.users.get(p["uid"])
+        if held is not None:
+            if self.policy.user_returned(held, p, now):
+                self._out("UID", f.origin, p, links_for_all(self.tree, s.peer_id), f.seq)
             return
         server = p.get("server") or f.origin
         if server not in self.tree or self.tree.link_of(server) != s.peer_id:
             log.warning("link %s: UID %s from unknown server %s ignored", s.peer_name, p["uid"], server)
             return
-        nick = self._resolve_nick(p["nick"], p["ts"], p["uid"], now)
+        nick = self.policy.resolve_nick(p["nick"], p["ts"], p["uid"], now)
         u = self.net.introduce(None, nick, p["user"], p["host"], p["realname"], p.get("proto") or "irc", now,
                                account=p.get("account"), ip=p.get("ip") or "0.0.0.0", uid=p["uid"], server=server,
                                nick_ts=p["ts"], propagate=False)
@@ -465,24 +506,12 @@ class LinkLayer:
         u.signon = p.get("signon", now)
         self._out("UID", f.origin, p, links_for_all(self.tree, s.peer_id), f.seq)
 
-    def _resolve_nick(self, nick: str, ts: int, uid: str, now: float) -> str:
-        """Nick collision: the older (ts, uid) keeps the nick; the other becomes its uid."""
-        other = self.net.find_nick(nick)
-        if other is None or other.uid == uid:
-            return nick
-        if (int(other.nick_ts), other.uid) < (ts, uid):
-            log.info("nick collision on %s: %s keeps it, %s becomes %s", nick, other.uid, uid, uid)
-            return uid
-        log.info("nick collision on %s: %s keeps it, %s becomes %s", nick, uid, other.uid, other.uid)
-        self.net.change_nick(other, other.uid, now, propagate=False, ts=other.nick_ts)
-        return nick
-
     def _on_NICK(self, s, f, now):
         p = f.payload
         u = self._user(p["uid"])
         if u is None:
             return
-        nick = self._resolve_nick(p["nick"], p["ts"], p["uid"], now)
+        nick = self.policy.resolve_nick(p["nick"], p["ts"], p["uid"], now)
         self.net.change_nick(u, nick, now, propagate=False, ts=p["ts"])
         self._out("NICK", f.origin, p, links_for_all(self.tree, s.peer_id), f.seq)
 
@@ -502,67 +531,9 @@ class LinkLayer:
         self._out("KILL", f.origin, f.payload, links_for_all(self.tree, s.peer_id), f.seq)
 
     def _on_SJOIN(self, s, f, now):
-        merged = self.merge_sjoin(f.payload, now)
+        merged = self.policy.merge_channel(f.payload, now)
         if merged is not None:
             self._out("SJOIN", f.origin, merged, links_for_all(self.tree, s.peer_id), f.seq)
-
-    def merge_sjoin(self, p: dict, now: float) -> dict | None:
-        """Apply a channel burst/join by the ts rules; returns what was applied, to forward."""
-        net = self.net
-        name, ts = p["channel"], p["ts"]
-        members = [(self._user(uid), st) for uid, st in p["members"]]
-        members = [(u, st) for u, st in members if u is not None]
-        ch = net.find_channel(name)
-        theirs_win = ch is None or ts < ch.ts
-        equal = ch is not None and ts == ch.ts
-        if ch is not None and ts < ch.ts:
-            # We lose: drop our modes, lists and statuses (members stay).
-            changes = [("-", m, None) for m in sorted(ch.modes)]
-            if ch.key:
-                changes.append(("-", "k", None))
-            if ch.limit:
-                changes.append(("-", "l", None))
-            for m, lst in ch.lists.items():
-                changes += [("-", m, b.mask) for b in lst]
-            for u, st in ch.members.items():
-                changes += [("-", c, u.nick) for c in st]
-            net.apply_modes(self.me.name, ch, changes, now, propagate=False)
-            ch.ts = int(ts)
-        accept_modes = theirs_win or equal
-        applied = []
-        for u, st in members:
-            st = st if accept_modes else ""
-            if ch is None:
-                ch = net.join(u, name, now, status=st, ts=ts, propagate=False)
-                ch.modes.clear()
-            elif u not in ch.members:
-                net.join(u, name, now, status=st, propagate=False)
-            elif st:
-                net.apply_modes(self.me.name, ch, [("+", c, u.nick) for c in st], now, propagate=False)
-            applied.append([u.uid, ch.members.get(u, "")])
-        if ch is None:
-            return None
-        out = {"channel": ch.name, "ts": int(ch.ts), "modes": "", "members": applied}
-        if accept_modes and p.get("modes"):
-            changes = [("+", m, None) for m in p["modes"].lstrip("+") if m in "imnst"]
-            if p.get("key"):
-                changes.append(("+", "k", p["key"]))
-            if p.get("limit"):
-                changes.append(("+", "l", str(p["limit"])))
-            for m, entries in (p.get("lists") or {}).items():
-                changes += [("+", m, e[0]) for e in entries if m in "beI"]
-            net.apply_modes(self.me.name, ch, changes, now, propagate=False)
-            for k in ("modes", "key", "limit", "lists"):
-                if k in p:
-                    out[k] = p[k]
-        if accept_modes and p.get("topic"):
-            text, by, tts = p["topic"]
-            if theirs_win or tts > ch.topic_ts or not ch.topic:
-                if text != ch.topic:
-                    net.set_topic(by, ch, text, now, propagate=False)
-                ch.topic_by, ch.topic_ts = by, tts
-            out["topic"] = p["topic"]
-        return out
 
     def _on_PART(self, s, f, now):
         u, ch = self._user(f.payload["uid"]), self.net.find_channel(f.payload["channel"])
@@ -625,10 +596,14 @@ class LinkLayer:
         if target.session is not None:
             self.net.invite(src, target, ch, now)
         else:
-            self._out("INVITE", f.origin, p, links_for((target.server,), self.tree, s.peer_id), f.seq)
+            self._out("INVITE", f.origin, p, self._links_to((target.server,), s.peer_id), f.seq)
 
     def _on_message(self, s, f, now):
         p = f.payload
+        if f.seq and not self.policy.accept(f.origin, f.seq):
+            return  # already delivered (a replay overlapping live traffic)
+        if f.seq:
+            self.policy.record(now, f.origin, f.seq, f.type, p)
         src = self._user(p["source"])
         if src is None:
             return
@@ -640,7 +615,8 @@ class LinkLayer:
             ev = self.net.message(src, ch, f.type, p["text"], p.get("time", now), p.get("tags") or {},
                                   p.get("msgid"), propagate=False)
             if ev is not None:
-                self._out(f.type, f.origin, p, links_for(ch.servers, self.tree, s.peer_id), f.seq)
+                self._out(f.type, f.origin, p, self._links_to(ch.servers, s.peer_id, (f.origin, f.seq, f.type, p)),
+                          f.seq)
         else:
             u = self._user(t)
             if u is None:
@@ -649,7 +625,8 @@ class LinkLayer:
                 self.net.message(src, u, f.type, p["text"], p.get("time", now), p.get("tags") or {},
                                  p.get("msgid"), propagate=False)
             else:
-                self._out(f.type, f.origin, p, links_for((u.server,), self.tree, s.peer_id), f.seq)
+                self._out(f.type, f.origin, p, self._links_to((u.server,), s.peer_id, (f.origin, f.seq, f.type, p)),
+                          f.seq)
 
     _on_PRIVMSG = _on_NOTICE = _on_TAGMSG = _on_message
 
@@ -677,6 +654,9 @@ class LinkLayer:
         self.pending.discard(s)
         if s.block is not None:
             self.connecting.discard(s.block.name)
+        if s.peer_id is not None and self.peers.get(s.peer_id) is not s and s.peer_id in self.tree \
+                and self.tree.link_of(s.peer_id) == s.peer_id and s.peer_id not in self.peers:
+            self.tree.remove_subtree(s.peer_id)  # authenticated, but lost before the burst began
         if s.peer_id is None or self.peers.get(s.peer_id) is not s:
             if s.block is not None and s.block.autoconnect:
                 self._backoff(s.block.name, now)
@@ -684,41 +664,10 @@ class LinkLayer:
         del self.peers[s.peer_id]
         log.warning("link with %s lost: %s", s.peer_name, reason)
         self.last_error[s.peer_name] = reason
-        self.split(s.peer_id, reason, now, exclude=None)
+        self.policy.split(s.peer_id, reason, now, exclude=None)
         if s.block is not None or self.block(s.peer_name) is not None:
             self._backoff(s.peer_name, now)
         self.core.hooks.run("link_down", s.peer_id)
-
-    def split(self, sid: str, reason: str, now: float, exclude: str | None) -> None:
-        """Remove the subtree behind `sid`: its users QUIT with "<near> <far>"; one SQUIT goes on."""
-        far = self.tree.server(sid)
-        near = self.net.server_name(far.parent) if far.parent else self.me.name
-        quit_reason = f"{near} {far.name}"
-        self.broadcast("SQUIT", {"id": sid, "reason": reason[:400]}, exclude=exclude or sid)
-        lost = self.tree.remove_subtree(sid)
-        lost_set = set(lost)
-        batch = f"NS{sid}{int(now * 1000) % 1000000:x}"
-        users = [u for u in self.net.users.values() if u.server in lost_set]
-        self._netsplit_batch(near, far.name, batch, users, start=True)
-        for u in users:
-            self.net.quit(u, quit_reason, now, propagate=False, batch=batch)
-        self._netsplit_batch(near, far.name, batch, users, start=False)
-        for x in lost:
-            self.net.server_names.pop(x, None)
-        log.info("netsplit %s: %d servers and %d users lost", quit_reason, len(lost), len(users))
-        self.core.hooks.run("netsplit", sid, lost, quit_reason)
-
-    def _netsplit_batch(self, near: str, far: str, ref: str, users: list[User], start: bool) -> None:
-        """IRCv3 netsplit batch around the QUITs, for local clients that negotiated batch."""
-        seen = set()
-        for u in users:
-            for lu in self.net.neighbours(u):
-                if lu in seen or lu.session is None or "batch" not in getattr(lu.session, "caps", ()):
-                    continue
-                seen.add(lu)
-                line = (f":{self.me.name} BATCH +{ref} netsplit {near} {far}\r\n" if start
-                        else f":{self.me.name} BATCH -{ref}\r\n")
-                lu.session.send(line.encode())
 
     def unlink(self, name: str, reason: str, now: float) -> str:
         s = next((x for x in self.peers.values() if x.peer_name == name), None)

@@ -112,7 +112,7 @@ class Module:
 
 
 def resolve(name: str) -> str:
-    for candidate in (f"relay.modules.{name}", f"bridges.{name}.module", name):
+    for candidate in (f"relay.modules.{name}", f"bridges.{name}.module", f"{name}.module", name):
         try:
             if importlib.util.find_spec(candidate) is not None:
                 return candidate
@@ -133,10 +133,15 @@ def validate_options(name: str, pymod, options: dict | None) -> Any:
         raise ModuleError("\n".join(f"modules.{name}.{line}" for line in format_errors(e))) from None
 
 
+# Loaded by the core at start, before the config's modules; they can be reloaded, not unloaded.
+CORE_MODULES = ("netsplit",)
+
+
 class ModuleManager:
     def __init__(self, core: "Core"):
         self.core = core
         self.loaded: dict[str, Module] = {}
+        self._reloading = False
 
     def check(self, name: str, options: dict | None) -> None:
         """Validate a module's name and options without loading it (config load)."""
@@ -174,6 +179,8 @@ class ModuleManager:
         mod = self.loaded.get(name)
         if mod is None:
             raise ModuleError(f"module {name} is not loaded")
+        if name in CORE_MODULES and not self._reloading:
+            raise ModuleError(f"{name} is a core module: it can be reloaded, not unloaded")
         state = None
         if hasattr(mod.pymod, "save"):
             try:
@@ -191,7 +198,11 @@ class ModuleManager:
         if old is None:
             raise ModuleError(f"module {name} is not loaded")
         opts = options if options is not None else self.core.config.modules.get(name)
-        state = self.unload(name)
+        self._reloading = True
+        try:
+            state = self.unload(name)
+        finally:
+            self._reloading = False
         pyname = old.pymod.__name__
         try:
             importlib.reload(sys.modules[pyname])
@@ -202,6 +213,7 @@ class ModuleManager:
         return self.load(name, opts, state)
 
     def unload_all(self) -> None:
+        self._reloading = True  # shutting down: core modules go too
         for name in reversed(list(self.loaded)):
             try:
                 self.unload(name)

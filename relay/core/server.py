@@ -65,6 +65,7 @@ class Core:
         self.storage = storage
         # The IRC-native network model and command table; imported here so tests can build a bare Core.
         from relay.core.network import Network
+        from relay.core.irc import oper_links  # noqa: F401  (registers CONNECT, SQUIT, LINKS, MAP)
         from relay.core.irc.commands import IRC_COMMANDS
         self.irc_commands = IRC_COMMANDS.copy()
         self.irc_local: dict = {}  # IrcClient -> None, registered or not
@@ -91,6 +92,9 @@ class Core:
 
     def start(self, now: float) -> None:
         self._now = now
+        from relay.core.modules import CORE_MODULES
+        for name in CORE_MODULES:
+            self.modules.load(name)
         for name, opts in self.config.modules.items():
             self.modules.load(name, opts)
 

@@ -69,8 +69,10 @@ def server(tmp_path_factory, oper_hash) -> IrcServer:
 
 @pytest.fixture(scope="session")
 def restricted(tmp_path_factory, oper_hash) -> IrcServer:
-    """A second shared server for the limits tests: no MOTD, CHANLIMIT 2, OPER denied by the access rule."""
+    """A second shared server for the limits tests: no MOTD, CHANLIMIT 2, OPER denied by the access rule,
+    sendq 64 KiB."""
     srv = IrcServer(tmp_path_factory.mktemp("irc-restricted"), oper_hash, irc={"motd": "", "chanlimit": 2},
+                    limits={"sendq": 65536},
                     access_rules={"oper": [{"deny": "all"}], "register": [{"allow": "all"}],
                                   "create_channel": [{"allow": "all"}]}).start()
     yield srv

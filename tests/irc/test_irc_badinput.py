@@ -182,3 +182,34 @@ def test_a_burst_past_the_shaper_is_delayed_not_refused(shaped):
     c.send("PING :ok")
     assert c.expect("PONG").params[-1] == "ok"
     srv.close_clients()
+
+
+def test_a_client_that_stops_reading_is_dropped_with_sendq_exceeded(restricted):
+    srv = restricted  # sendq 64 KiB
+    noisy, quiet = chan("n"), chan("q")
+    talker = srv.raw(uniq("st"))
+    talker.join(noisy)
+    watcher = srv.raw(uniq("sw"))
+    watcher.join(quiet)
+    sock = socket.socket()  # a client with a tiny receive buffer that never reads
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", srv.port))
+    nick = uniq("sq")
+    sock.sendall(f"NICK {nick}\r\nUSER u 0 * :r\r\nJOIN {quiet}\r\nJOIN {noisy}\r\n".encode())
+    watcher.expect(lambda m: m.command == "JOIN" and m.nick == nick)
+    talker.expect(lambda m: m.command == "JOIN" and m.nick == nick)
+    line = (f"PRIVMSG {noisy} :" + "x" * 400 + "\r\n").encode()
+    quit_ = None
+    for _ in range(40):  # up to 40 * 500 * ~450 bytes = 9 MB towards the stalled client
+        talker.send_raw(line * 500)
+        talker.sync()
+        got = [m for m in watcher.sync() if m.command == "QUIT" and m.nick == nick]
+        if got:
+            quit_ = got[0]
+            break
+    assert quit_ is not None, "the stalled client was never dropped"
+    assert "SendQ exceeded" in quit_.params[0]
+    sock.close()
+    talker.send("PING :ok")
+    assert talker.expect("PONG").params[-1] == "ok"
+    srv.close_clients()

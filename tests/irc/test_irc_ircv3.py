@@ -336,6 +336,14 @@ def test_labeled_privmsg_label_only_on_the_echo(irc):
     assert [m.command for m in lines] == ["BATCH", "PRIVMSG", "PRIVMSG", "BATCH"]
 
 
+def test_label_with_escapes_comes_back_escaped_on_one_line(irc):
+    c = irc.raw(uniq("lx"), caps=["labeled-response", "batch"])
+    c.send(r"@label=a\:b\sc\nd\re PING t")
+    m = c.expect("PONG")
+    assert m.tags["label"] == "a;b c\nd\re"
+    assert c.sync() == []
+
+
 def test_label_ignored_without_the_capability_or_without_batch(irc):
     c = irc.raw(uniq("ln"))
     c.send("@label=x PING t")

@@ -44,13 +44,21 @@ def test_isupport_tokens_are_exactly_the_implemented_ones(irc):
 
 def test_advertised_lengths_are_enforced(irc):
     c = irc.raw(uniq("len"))
-    # NICKLEN=9
+    # NICKLEN=9: 9 is fine, 10 is not
+    nine = uniq("n", 9).ljust(9, "x")
+    c.send(f"NICK {nine}")
+    assert c.expect(lambda m: m.command in ("NICK", "432")).params == [nine]
+    c.nick = nine
     c.send("NICK abcdefghij")
     assert c.expect("432").params[1] == "abcdefghij"
-    # CHANNELLEN=50
+    # CHANNELLEN=50: 50 is fine, 51 is ERR_NOSUCHCHANNEL
+    fifty = "#" + uniq("c", 49).ljust(49, "c")
+    c.send(f"JOIN {fifty}")
+    assert c.expect(lambda m: m.command in ("403", "JOIN")).params == [fifty]
     long_chan = "#" + "c" * 50
     c.send(f"JOIN {long_chan}")
-    assert c.expect(lambda m: m.command in ("403", "476", "479", "JOIN")).command != "JOIN"
+    m = c.expect(lambda m: m.command in ("403", "476", "479", "JOIN"))
+    assert m.command == "403" and m.params[1] == long_chan
     ch = chan()
     c.join(ch)
     # TOPICLEN=390

@@ -249,6 +249,19 @@ def test_motd_version_time_admin_info(irc):
     assert codes(evs)[-1] == "374" and "371" in codes(evs)
 
 
+def test_server_queries_with_a_target_and_402(irc):
+    c = irc.raw(uniq("tg"))
+    for line, want in ((f"TIME {SERVER_NAME}", "391"), ("VERSION *relay*", "351"), (f"ADMIN {c.nick}", "256"),
+                       (f"MOTD {SERVER_NAME}", "375"), (f"INFO {SERVER_NAME}", "371")):
+        c.send(line)
+        assert c.expect(lambda m: m.command.isdigit()).command == want, line
+        c.sync()
+    for cmd in ("INFO", "TIME", "VERSION", "ADMIN", "MOTD"):
+        c.send(f"{cmd} invalid.server.example")
+        m = c.expect(lambda m: m.command.isdigit())
+        assert m.command == "402" and m.params[:2] == [c.nick, "invalid.server.example"], cmd
+
+
 def test_motd_missing_422(restricted):
     srv = restricted
     c = srv.raw()

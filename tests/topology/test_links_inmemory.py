@@ -119,8 +119,10 @@ def test_channel_ts_merge_older_wins_younger_loses_ops_keeps_members(tmp_path):
     assert len(w.digests()) == 1
 
 
-def test_split_quits_remote_users_with_near_far_reason(chain):
-    w = chain
+def test_split_quits_remote_users_with_near_far_reason(tmp_path):
+    w = Wire(tmp_path, ["a", "b", "c"], split_hold=0)
+    w.link("a", "b")
+    w.link("c", "b")
     alice, carol = w.client("a", "alice"), w.client("c", "carol")
     alice.send("CAP REQ :batch", "JOIN #s")
     carol.send("JOIN #s")
@@ -146,5 +148,152 @@ def test_silent_link_is_dropped_after_the_timeout(chain):
     peer_end.session, saved = None, peer_end.session
     for _ in range(100):
         w.tick(1.0)
-    assert "c.test" not in w.cores["b"].net.server_names.values()
+    assert w.cores["b"].links.tree.by_name("c.test") is None
     assert "Ping timeout" in w.cores["b"].links.last_error["c.test"]
+
+
+def test_irc_operator_link_commands(chain, tmp_path):
+    w = chain
+    alice = w.client("a", "alice")
+    alice.send("LINKS")
+    lines = alice.t.take()
+    assert sum(" 364 " in l for l in lines) == 3 and any(" 365 " in l for l in lines)
+    alice.send("MAP")
+    assert any(" 015 " in l and "c.test [003]" in l for l in alice.t.take())
+    alice.send("SQUIT b.test")
+    assert any(" 481 " in l for l in alice.t.take())  # operators only
+    alice.user.modes.add("o")
+    alice.send("SQUIT b.test :maintenance")
+    assert any("unlinked b.test" in l for l in alice.t.take())
+    assert len(w.cores["a"].links.tree) == 1
+    alice.send("CONNECT b.test")
+    assert any("connecting to b.test" in l for l in alice.t.take())
+    assert len(w.cores["a"].links.tree) == 3
+    alice.send("CONNECT nowhere.test")
+    assert any(" 402 " in l for l in alice.t.take())
+
+
+# ---------------------------------------------------------------- split-hold, replay (netsplit/)
+
+def test_short_split_shows_nothing_and_loses_no_message(chain):
+    w = chain
+    alice, carol = w.client("a", "alice"), w.client("c", "carol")
+    alice.send("CAP REQ :server-time", "JOIN #h")
+    carol.send("JOIN #h")
+    digest = w.digests()
+    alice.t.out.clear()
+    carol.t.out.clear()
+    w.unlink("c", "b")                               # split: carol is held on a and b
+    assert w.cores["a"].net.find_nick("carol") is not None
+    alice.send("NICK carol")                          # her nick stays reserved
+    assert any(" 433 " in l for l in alice.t.take())
+    sent_at = w.now
+    for i in range(5):
+        alice.send(f"PRIVMSG #h :during split {i}")
+    carol.send("PRIVMSG #h :from the other side")
+    w.now += 10                                       # within the 30 s window
+    w.link("c", "b")
+    got = [l for l in carol.t.take() if "PRIVMSG" in l]
+    assert [l.split(" PRIVMSG #h ", 1)[1].lstrip(":") for l in got] == [f"during split {i}" for i in range(5)]
+    lines = alice.t.take()
+    assert not any("QUIT" in l or "JOIN" in l for l in lines), lines   # nobody left, nobody rejoined
+    replayed = [l for l in lines if "PRIVMSG #h" in l]
+    assert len(replayed) == 1 and "from the other side" in replayed[0]
+    assert replayed[0].startswith("@time=")                             # original server-time kept
+    assert w.digests() == digest
+    # Nothing twice: another round trip sees exactly the new message.
+    alice.send("PRIVMSG #h :after")
+    assert [l for l in carol.t.take() if "PRIVMSG" in l][-1].endswith("after")
+
+
+def test_split_hold_expires_into_quits(chain):
+    w = chain
+    alice, carol = w.client("a", "alice"), w.client("c", "carol")
+    alice.send("CAP REQ :batch", "JOIN #h")
+    carol.send("JOIN #h")
+    alice.t.out.clear()
+    w.unlink("c", "b")
+    assert not any("QUIT" in l for l in alice.t.take())
+    w.tick(29.0)
+    assert not any("QUIT" in l for l in alice.t.take())
+    w.tick(2.0)
+    lines = alice.t.take()
+    assert any("carol" in l and l.endswith("QUIT :b.test c.test") for l in lines), lines
+    assert any("BATCH +" in l and "netsplit b.test c.test" in l for l in lines)
+    assert w.cores["a"].net.find_nick("carol") is None
+
+
+def test_changes_during_a_short_split_are_all_that_clients_see(chain):
+    w = chain
+    alice, carol, dave = w.client("a", "alice"), w.client("c", "carol"), w.client("c", "dave")
+    alice.send("JOIN #h,#k")
+    carol.send("JOIN #h,#k")
+    dave.send("JOIN #h")
+    alice.t.out.clear()
+    w.unlink("c", "b")
+    dave.send("QUIT :bye")           # left during the split
+    carol.send("PART #k")            # parted during the split
+    carol.send("AWAY :gone fishing")
+    w.now += 5
+    w.link("c", "b")
+    lines = alice.t.take()
+    assert any("dave" in l and "QUIT" in l for l in lines)
+    assert any("carol" in l and "PART #k" in l for l in lines)
+    assert not any("carol" in l and ("QUIT" in l or "JOIN" in l) for l in lines), lines
+    assert w.cores["a"].net.find_nick("carol").away == "gone fishing"
+    assert len(w.digests()) == 1
+
+
+def test_replay_outside_the_window_is_counted_not_silent(tmp_path):
+    w = Wire(tmp_path, ["a", "b"], replay={"max_frames": 3, "max_age": 60})
+    w.link("b", "a")
+    alice, bob = w.client("a", "alice"), w.client("b", "bob")
+    alice.send("JOIN #r")
+    bob.send("JOIN #r")
+    w.unlink("b", "a")
+    for i in range(10):
+        alice.send(f"PRIVMSG #r :m{i}")
+    bob.t.out.clear()
+    w.link("b", "a")
+    got = [l for l in bob.t.take() if "PRIVMSG #r" in l]
+    assert [l.rsplit(" ", 1)[1].lstrip(":") for l in got] == ["m7", "m8", "m9"]
+    stats = w.cores["a"].links.policy.stats
+    assert stats["replay_gaps"] == 1 and stats["replay_lost_frames"] == 7
+
+
+def test_split_riding_gains_no_ops(chain):
+    w = chain
+    alice, carol = w.client("a", "alice"), w.client("c", "carol")
+    alice.send("JOIN #own")                       # alice founded it: @alice everywhere
+    carol.send("JOIN #own")
+    w.unlink("c", "b")
+    w.tick(31.0)                                  # the split outlasts the hold: alice QUITs on c
+    ch_c = w.cores["c"].net.find_channel("#own")
+    assert [u.nick for u in ch_c.members] == ["carol"]
+    carol.send("PART #own", "JOIN #own")          # re-creates it on c: @carol with a newer ts
+    assert w.cores["c"].net.find_channel("#own").members[carol.user] == "o"
+    w.link("c", "b")
+    for core in w.cores.values():
+        ch = core.net.find_channel("#own")
+        assert {u.nick: st for u, st in ch.members.items()} == {"alice": "o", "carol": ""}
+    assert any(" MODE #own -" in l and "o" in l.split()[3] and l.endswith(" carol") for l in carol.t.lines())
+    assert len(w.digests()) == 1
+
+
+def test_anti_entropy_verify_round(chain):
+    w = chain
+    w.client("a", "alice").send("JOIN #v")
+    w.client("c", "carol").send("JOIN #v")
+    v = w.cores["a"].modules.loaded["netsplit"]
+    from relay.core.builtin_admin import AdminContext
+    ctx = AdminContext(w.cores["a"], w.now)
+    rid = w.cores["a"].admin.dispatch(["verify", "start"], ctx).data["round"]
+    w.pump()
+    res = w.cores["a"].admin.dispatch(["verify", "result", str(rid)], ctx).data
+    assert res["complete"] and res["converged"] and len(res["answers"]) == 3
+    # Corrupt c's state behind the protocol's back: the next round names it.
+    w.cores["c"].net.find_channel("#v").topic = "drifted"
+    rid = w.cores["a"].admin.dispatch(["verify", "start"], ctx).data["round"]
+    w.pump()
+    res = w.cores["a"].admin.dispatch(["verify", "result", str(rid)], ctx).data
+    assert res["differ"] == ["c.test"] and not res["converged"]

@@ -20,7 +20,7 @@ from relay.core.accounts import check_password
 from relay.core.model import (Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
                               NickChanged, TopicChanged, User, UserInvited, UserQuit, UserUpdated,
                               format_changes, source_prefix)
-from relay.proto.irc import IrcConnection, LineRejected, MessageReceived, build
+from relay.proto.irc import IrcConnection, LineRejected, MessageReceived, build, escape_tag_value
 
 if TYPE_CHECKING:
     from relay.core.server import Core
@@ -214,7 +214,7 @@ class IrcClient:
             return
         lines, label = self.label_buf, self.label
         self.label = self.label_buf = None
-        esc = label.replace("\\", "\\\\").replace(";", "\\:").replace(" ", "\\s")
+        esc = escape_tag_value(label)  # all of \\ ; space CR LF: a label can never break the line
         if not lines:
             self.t.write(f"@label={esc} :{self.server_name} ACK\r\n".encode())
         elif len(lines) == 1:

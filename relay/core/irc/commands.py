@@ -228,9 +228,22 @@ def lusers(c: IrcClient, msg, now):
     c.numeric("266", str(k["users"]), str(net.max_global), f"Current global users {k['users']}, max {net.max_global}")
 
 
+def no_such_server(c: IrcClient, msg) -> bool:
+    """For `CMD [server]` queries: 402 if the optional target is neither a known server (mask) nor a nick."""
+    if msg is None or not msg.params:
+        return False
+    target = msg.params[0]
+    if any(mask_match(target, name) for name in c.net.server_names.values()) or c.net.find_nick(target):
+        return False
+    c.numeric("402", target, "No such server")
+    return True
+
+
 @command("MOTD")
 def motd(c: IrcClient, msg, now):
     """MOTD [server]"""
+    if no_such_server(c, msg):
+        return
     text = c.core.config.irc.motd
     if not text:
         c.numeric("422", "MOTD File is missing")
@@ -244,6 +257,8 @@ def motd(c: IrcClient, msg, now):
 @command("VERSION")
 def version(c: IrcClient, msg, now):
     """VERSION [server]"""
+    if no_such_server(c, msg):
+        return
     c.numeric("351", f"relaynet-{__version__}", c.server_name, "IRC, MQTT, XMPP and SIP on one spanning tree")
     tokens = isupport(c)
     for i in range(0, len(tokens), 12):
@@ -253,12 +268,16 @@ def version(c: IrcClient, msg, now):
 @command("TIME")
 def time_(c: IrcClient, msg, now):
     """TIME [server]"""
+    if no_such_server(c, msg):
+        return
     c.numeric("391", c.server_name, _time.strftime("%A %B %d %Y -- %H:%M:%S +00:00", _time.gmtime(now)))
 
 
 @command("ADMIN")
 def admin(c: IrcClient, msg, now):
     """ADMIN [server]"""
+    if no_such_server(c, msg):
+        return
     irc = c.core.config.irc
     c.numeric("256", c.server_name, "Administrative info")
     c.numeric("257", irc.admin_location)
@@ -269,6 +288,8 @@ def admin(c: IrcClient, msg, now):
 @command("INFO")
 def info(c: IrcClient, msg, now):
     """INFO [server]"""
+    if no_such_server(c, msg):
+        return
     for line in (f"relaynet {__version__}", "A relay network for real-time messaging:",
                  "IRC, MQTT, XMPP and SIP over one spanning tree of servers."):
         c.numeric("371", line)

@@ -1,0 +1,54 @@
+"""The netsplit module: split-hold, netjoin merge rules and the replay buffer for the link layer.
+
+The core loads it at start (it is what the link layer calls on splits and
+bursts); its options come from the config's `split_hold` and `replay:` keys.
+"""
+
+from __future__ import annotations
+
+from netsplit.policy import NetsplitPolicy
+from netsplit.verify import Verifier
+
+
+def setup(module) -> None:
+    core = module.core
+    cfg = core.config
+    policy = NetsplitPolicy(core, cfg.split_hold, cfg.replay.max_frames, cfg.replay.max_age)
+    core.links.policy = policy
+    module.every(5.0, lambda now: policy.replay.expire(now))
+
+    def stats(ctx):
+        from relay.core.admin import Reply
+        d = dict(policy.stats, buffered=len(policy.replay), held_servers=sorted(policy.held))
+        return Reply("\n".join(f"{k}: {v}" for k, v in d.items()), d)
+
+    module.command("netsplit stats", stats, syntax="netsplit stats", help="splits, held users, replay counters")
+
+    verifier = Verifier(core)
+    module.hook("link_extension", verifier.on_frame)
+    module.every(cfg.linking.verify_interval, verifier.periodic)
+
+    def verify_start(ctx):
+        from relay.core.admin import Reply
+        r = verifier.start(ctx.now)
+        return Reply(f"verification round {r['id']} started; expecting {len(r['expected'])} servers",
+                     {"round": r["id"], "expected": r["expected"]})
+
+    def verify_result(ctx, rid):
+        from relay.core.admin import AdminError, Reply
+        try:
+            res = verifier.result(int(rid))
+        except (KeyError, ValueError):
+            raise AdminError(f"no verification round {rid}") from None
+        lines = [f"{name}: {a['digest'][:16]} users {a['users']} channels {a['channels']}"
+                 for name, a in sorted(res["answers"].items())]
+        if res["missing"]:
+            lines.append("no answer yet from: " + ", ".join(res["missing"]))
+        lines.append("converged" if res["converged"] else
+                     ("differs: " + ", ".join(res["differ"]) if res["differ"] else "incomplete"))
+        return Reply("\n".join(lines), res, status=0 if res["converged"] or not res["complete"] else 3)
+
+    module.command("verify start", verify_start, syntax="verify start",
+                   help="ask every server for its state digest (relayctl verify waits for the answers)")
+    module.command("verify result", verify_result, syntax="verify result ROUND", min_args=1, max_args=1,
+                   help="the answers of a verification round")

@@ -1,0 +1,229 @@
+"""Splits and netjoins: split-hold, replay on return, dedupe.
+
+On losing a link the subtree behind it leaves the tree at once (routing), but
+its users are *held* for `split_hold` seconds: still listed, their nicks still
+reserved, unreachable. If the servers come back within the window, the burst
+is reconciled against what was held, so clients see only what changed (no
+QUIT/JOIN pairs for users who never left); otherwise the QUITs go out when the
+window ends ("<near> <far>", in an IRCv3 netsplit batch for clients with batch).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from netsplit.merge import merge_channel, resolve_nick
+from netsplit.replay import ReplayBuffer, SeenWindow
+from relay.core.model import User
+
+if TYPE_CHECKING:
+    from relay.core.links import LinkLayer, LinkSession
+    from relay.core.server import Core
+
+log = logging.getLogger("relay.netsplit")
+
+
+class HeldSplit:
+    def __init__(self, root: str, servers: list[str], users: list[User], reason: str, near: str, far: str,
+                 until: float):
+        self.root, self.servers, self.reason, self.near, self.far, self.until = root, set(servers), reason, near, far, until
+        self.users: dict[str, User] = {u.uid: u for u in users}
+        self.names: dict[str, str] = {}
+        self.returned: set[str] = set()
+        self.seen_users: set[str] = set()
+        self.seen_members: set[tuple[str, str]] = set()
+        self.timer = None
+
+
+class NetsplitPolicy:
+    def __init__(self, core: "Core", hold: float, replay_frames: int, replay_age: float):
+        self.core = core
+        self.net = core.net
+        self.links: "LinkLayer" = core.links
+        self.hold_window = hold
+        self.held: dict[str, HeldSplit] = {}   # held server id -> its split
+        self.replay = ReplayBuffer(replay_frames, replay_age)
+        # Message frames that could not be routed to held servers, resent when they return.
+        self.backlog: deque[tuple[float, frozenset, str, int, str, dict]] = deque()
+        self.seen: dict[str, SeenWindow] = {}
+        self.stats = {"splits": 0, "held_returned": 0, "held_expired": 0, "replayed_out": 0,
+                      "duplicates_dropped": 0, "replay_gaps": 0, "replay_lost_frames": 0,
+                      "backlog_resent": 0, "backlog_dropped": 0}
+
+    # ------------------------------------------------------------------ merge rules
+    def resolve_nick(self, nick: str, ts: int, uid: str, now: float) -> str:
+        return resolve_nick(self.net, nick, ts, uid, now)
+
+    def merge_channel(self, p: dict, now: float) -> dict | None:
+        held = self._held_for_burst()
+        return merge_channel(self.net, self.links.me.name, p, now, held.seen_members if held else None)
+
+    def _held_for_burst(self) -> HeldSplit | None:
+        return next((h for h in set(self.held.values()) if h.returned), None)
+
+    # ------------------------------------------------------------------ replay and dedupe
+    def record(self, now: float, origin: str, seq: int, ftype: str, payload: dict) -> None:
+        self.replay.record(now, origin, seq, ftype, payload)
+
+    def accept(self, origin: str, seq: int) -> bool:
+        w = self.seen.get(origin)
+        if w is None:
+            w = self.seen[origin] = SeenWindow(seq - 1)
+        if w.accept(seq):
+            return True
+        self.stats["duplicates_dropped"] += 1
+        return False
+
+    def keep_for_held(self, servers: list[str], origin: str, seq: int, ftype: str, payload: dict) -> None:
+        held = frozenset(x for x in servers if x in self.held)
+        if not held:
+            return
+        bl = self.backlog
+        bl.append((self.core.now(), held, origin, seq, ftype, payload))
+        limit, oldest = self.replay.max_frames, self.core.now() - self.replay.max_age
+        while bl and (len(bl) > limit or bl[0][0] < oldest):
+            _, lost, o, sq, _, _ = bl.popleft()
+            self.stats["backlog_dropped"] += 1
+            log.warning("split backlog full or too old: frame %s/%d for %s dropped", o, sq, ",".join(sorted(lost)))
+
+    def _resend_backlog(self, returned: set[str]) -> None:
+        keep = deque()
+        links = self.links
+        for entry in self.backlog:
+            t, servers, origin, seq, ftype, payload = entry
+            now_back = servers & returned
+            if now_back:
+                links._out(ftype, origin, payload, links._links_to(now_back), seq)
+                self.stats["backlog_resent"] += 1
+                servers = servers - now_back
+            if servers:
+                keep.append((t, servers, origin, seq, ftype, payload))
+        self.backlog = keep
+
+    def vector(self) -> dict[str, int]:
+        """What we delivered of each origin we knew before: held servers count, even if silent so far.
+        A server never seen before gets no replay: its history was never ours."""
+        v = {o: w.low for o, w in self.seen.items()}
+        for sid in self.held:
+            v.setdefault(sid, 0)
+        return v
+
+    def replay_to(self, s: "LinkSession", vector: dict[str, int], now: float) -> None:
+        self.replay.expire(now)
+        frames, gaps = self.replay.since(vector)
+        for origin, upto in gaps.items():
+            self.stats["replay_gaps"] += 1
+            self.stats["replay_lost_frames"] += upto - vector[origin]
+            log.warning("replay to %s: frames of origin %s after seq %d up to %d are older than the replay "
+                        "window and are not replayed", s.peer_name, origin, vector[origin], upto)
+        for origin, seq, ftype, payload in frames:
+            s.write_frame(ftype, self.links.codec.encode(ftype, origin, seq, payload))
+        self.stats["replayed_out"] += len(frames)
+        if frames:
+            log.info("replayed %d message frames to %s", len(frames), s.peer_name)
+
+    # ------------------------------------------------------------------ splits
+    def split(self, sid: str, reason: str, now: float, exclude: str | None) -> None:
+        links = self.links
+        tree = links.tree
+        far = tree.server(sid)
+        near = self.net.server_name(far.parent) if far.parent else links.me.name
+        quit_reason = f"{near} {far.name}"
+        links.broadcast("SQUIT", {"id": sid, "reason": reason[:400]}, exclude=exclude or sid)
+        lost = tree.remove_subtree(sid)
+        lost_set = set(lost)
+        users = [u for u in self.net.users.values() if u.server in lost_set]
+        self.stats["splits"] += 1
+        log.info("netsplit %s (%s): %d servers and %d users %s", quit_reason, reason, len(lost), len(users),
+                 f"held for {self.hold_window:g}s" if self.hold_window > 0 else "lost")
+        self.core.hooks.run("netsplit", sid, lost, quit_reason)
+        if self.hold_window <= 0:
+            self._quit_all(users, near, far.name, quit_reason, now)
+            for x in lost:
+                self.net.server_names.pop(x, None)
+            return
+        h = HeldSplit(sid, lost, users, quit_reason, near, far.name, now + self.hold_window)
+        h.names = {x: self.net.server_name(x) for x in lost}
+        for x in lost:
+            self.held[x] = h
+        h.timer = self.core.timers.call_at(h.until, lambda t, h=h: self.expire(h, t), owner="netsplit")
+
+    def is_held(self, sid: str) -> bool:
+        return sid in self.held
+
+    def expire(self, h: HeldSplit, now: float) -> None:
+        """The window ended: whoever is still held QUITs now."""
+        gone = [u for u in h.users.values() if u.server in h.servers and self.net.users.get(u.uid) is u]
+        for x in h.servers:
+            if self.held.get(x) is h:
+                del self.held[x]
+                self.net.server_names.pop(x, None)
+        self.stats["held_expired"] += len(gone)
+        self._quit_all(gone, h.near, h.far, h.reason, now)
+
+    def _quit_all(self, users: list[User], near: str, far: str, reason: str, now: float) -> None:
+        batch = f"NS{far.split('.')[0]}{int(now * 1000) % 10**6:x}"
+        self._batch(users, f"+{batch} netsplit {near} {far}")
+        for u in users:
+            self.net.quit(u, reason, now, propagate=False, batch=batch)
+        self._batch(users, f"-{batch}")
+
+    def _batch(self, users: list[User], what: str) -> None:
+        if not users:
+            return
+        line = f":{self.links.me.name} BATCH {what}\r\n".encode()
+        seen = set()
+        for u in users:
+            for lu in self.net.neighbours(u):
+                s = lu.session
+                if lu not in seen and s is not None and "batch" in getattr(s, "caps", ()):
+                    seen.add(lu)
+                    s.send(line)
+
+    # ------------------------------------------------------------------ netjoin
+    def server_returned(self, sid: str) -> None:
+        h = self.held.get(sid)
+        if h is not None:
+            h.returned.add(sid)
+
+    def user_returned(self, u: User, p: dict, now: float) -> bool:
+        """A UID for a held user: update what changed; True if it was held."""
+        h = self.held.get(u.server)
+        if h is None or u.uid not in h.users:
+            return False
+        h.seen_users.add(u.uid)
+        if p["nick"] != u.nick:
+            self.net.change_nick(u, self.resolve_nick(p["nick"], p["ts"], u.uid, now), now, propagate=False,
+                                 ts=p["ts"])
+        for what, key in (("away", "away"), ("account", "account"), ("realname", "realname")):
+            if getattr(u, what) != p.get(key):
+                setattr(u, what, p.get(key))
+                self.net.update_user(u, what, now, propagate=False)
+        return True
+
+    def burst_ended(self, s: "LinkSession", now: float) -> None:
+        """Reconcile held users of the servers that came back: only what changed is shown."""
+        for h in {h for h in self.held.values() if h.returned}:
+            back = [u for u in h.users.values() if u.server in h.returned and self.net.users.get(u.uid) is u]
+            left = [u for u in back if u.uid not in h.seen_users]
+            self._quit_all(left, h.near, h.far, h.reason, now)
+            for u in back:
+                if u.uid in h.seen_users:
+                    for ch in list(u.channels.values()):
+                        if (u.uid, ch.key_name) not in h.seen_members:
+                            self.net.part(u, ch, "Left during a netsplit", now, propagate=False)
+            self.stats["held_returned"] += len(back) - len(left)
+            for x in h.returned:
+                if self.held.get(x) is h:
+                    del self.held[x]
+            h.servers -= h.returned
+            self._resend_backlog(h.returned)
+            h.returned.clear()
+            h.seen_users.clear()
+            h.seen_members.clear()
+            if not h.servers and h.timer is not None:
+                h.timer.cancel()
+            log.info("netjoin with %s: %d held users returned, %d had left", s.peer_name,
+                     len(back) - len(left), len(left))
