@@ -33,6 +33,34 @@ def test_line_over_512_bytes_gets_417_and_the_connection_goes_on(irc):
     assert peer.expect("PRIVMSG").params[1] == "after"
 
 
+def test_relayed_lines_are_cut_to_512_bytes_at_a_character_boundary(irc):
+    ch = chan()
+    sender = irc.raw(uniq("cut"), user="longident")
+    peer = irc.raw(uniq("cuv"))
+    sender.join(ch)
+    peer.join(ch)
+    sender.sync()
+    room = 510 - len(f"PRIVMSG {peer.nick} :")  # what the sender may send; the relay adds its prefix
+    for target in (peer.nick, ch):
+        for payload in ("a" * room, "a" * (room - 4) + "😃", "é" * (room // 2), "😃" * (room // 4)):
+            line = f"PRIVMSG {target} :{payload}"
+            if len(line.encode()) > 510:
+                continue
+            sender.send(line)
+            got = peer.expect("PRIVMSG")
+            assert len(got.raw.encode()) + 2 <= 512, len(got.raw.encode())
+            assert got.params[1] and payload.startswith(got.params[1])  # a prefix, and valid UTF-8
+    # reasons too: PART and QUIT
+    sender.send(f"PART {ch} :" + "p" * 480)
+    got = peer.expect("PART")
+    assert len(got.raw.encode()) + 2 <= 512 and set(got.params[1]) == {"p"}
+    sender.join(ch)
+    peer.expect("JOIN")
+    sender.send("QUIT :" + "q" * 490)
+    got = peer.expect("QUIT")
+    assert len(got.raw.encode()) + 2 <= 512 and got.params[0].startswith("Quit: qqq")
+
+
 def test_over_long_line_sent_in_pieces_and_huge_line_without_newline(irc):
     c = irc.raw(uniq("lh"))
     c.send_raw(b"PRIVMSG " + c.nick.encode() + b" :" + b"a" * 300)

@@ -23,7 +23,8 @@ ACL = [
 
 @pytest.fixture(scope="module")
 def srv(start_mqtt):
-    s = start_mqtt({"allow_anonymous": False, "acl": ACL, "max_queued": 3, "qos0_backlog": 65536},
+    s = start_mqtt({"allow_anonymous": False, "acl": ACL, "max_queued": 3, "qos0_backlog": 65536,
+                    "max_keepalive": 30},
                    acl={"staff": {"account": ["sam"]}}, limits={"sendq": 8 * 1024 * 1024})
     for name in ("uma", "sam", "vic"):
         s.register(name)
@@ -42,6 +43,13 @@ def test_anonymous_refused(srv):
     p = Paho(srv.mqtt_port, uniq(), connect=False)
     assert p.connect(expect_ok=False)[1].value == 0x87
     p.close()
+
+
+def test_server_keep_alive(srv):
+    c = RawMqtt(srv.mqtt_port)
+    assert c.connect(uniq(), keepalive=0, username="uma", password=PASSWORD).properties["server_keep_alive"] == 30
+    c = RawMqtt(srv.mqtt_port)
+    assert "server_keep_alive" not in c.connect(uniq(), keepalive=20, username="uma", password=PASSWORD).properties
 
 
 def test_subscribe_rules(srv):

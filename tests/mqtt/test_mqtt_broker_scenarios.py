@@ -487,3 +487,50 @@ def test_unsubscribe_reason_codes(srv):
     c.send(Unsubscribe(9, ["u/a", "u/never"]))
     assert c.expect(Unsuback).reason_codes == [0, 0x11]
     assert isinstance(c.subscribe("u/b", qos=2, pid=3), Suback)
+
+
+def test_properties_forwarded_and_client_maximum_packet_size(srv):
+    topic = f"props/{uniq()}"
+    small = RawMqtt(srv.mqtt_port)
+    small.connect(uniq(), properties={"maximum_packet_size": 200})
+    small.subscribe(topic, qos=1)
+    pub = RawMqtt(srv.mqtt_port)
+    pub.connect(uniq())
+    props = {"payload_format_indicator": 1, "content_type": "text/plain", "response_topic": "reply/here",
+             "correlation_data": b"\x00\x01", "user_property": [("a", "1"), ("a", "2"), ("b", "x")]}
+    before = srv.stats()["dropped_too_large"]
+    pub.send(Publish(topic, b"y" * 500, 1, packet_id=1))       # larger than the client accepts: not sent
+    pub.send(Publish(topic, b"small", 1, packet_id=2, properties=props))
+    pub.expect(Puback)
+    pub.expect(Puback)
+    p = small.expect(Publish)
+    assert p.payload == b"small"
+    assert {k: p.properties[k] for k in props} == props
+    small.send(Puback(p.packet_id))
+    small.sync()
+    assert small.publishes() == []
+    assert srv.stats()["dropped_too_large"] == before + 1
+
+
+def test_session_expires(srv):
+    cid = uniq("exp")
+    c = RawMqtt(srv.mqtt_port)
+    c.connect(cid, properties={"session_expiry_interval": 1})
+    c.subscribe("exp/x", qos=1)
+    c.disconnect()
+    wait_for(lambda: cid not in {s["client_id"] for s in _sessions(srv)}, what="session expiry")
+    c = RawMqtt(srv.mqtt_port)
+    assert not c.connect(cid, clean=False, properties={"session_expiry_interval": 1}).session_present
+    # A DISCONNECT may shorten the expiry to 0: the session ends at once.
+    c.send(Disconnect(0, {"session_expiry_interval": 0}))
+    wait_for(lambda: cid not in {s["client_id"] for s in _sessions(srv)}, what="session gone")
+
+
+def test_refusals_carry_reason_strings(srv):
+    ack = RawMqtt(srv.mqtt_port).connect(uniq(), username="alice", password="bad")
+    assert ack.reason_code == 0x86 and ack.properties["reason_string"]
+    c = RawMqtt(srv.mqtt_port)
+    c.connect(uniq())
+    c.send_raw(b"\x30\x06\x00\x03a/#\x00")          # wildcard in a topic name
+    d = c.expect(Disconnect)
+    assert d.reason_code == 0x90 and "wildcard" in d.properties["reason_string"]

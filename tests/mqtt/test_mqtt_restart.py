@@ -8,7 +8,7 @@ import json
 from mqttsupport import PASSWORD, RawMqtt, uniq, wait_for
 from support import RawClient
 
-from bridges.mqtt.codec import Puback, Pubcomp, Publish, Pubrec, Pubrel
+from bridges.mqtt.codec import Disconnect, Puback, Pubcomp, Publish, Pubrec, Pubrel
 
 
 def _sessions(srv) -> dict:
@@ -64,7 +64,11 @@ def test_restart_keeps_persistent_sessions_and_retained(start_mqtt):
     wait_for(lambda: _sessions(srv)[v5]["queued"] == 1 and _sessions(srv)[inflight]["inflight"] == 2,
              what="queued state")
 
+    live = RawMqtt(srv.mqtt_port)
+    live.connect(uniq())
     srv.stop()
+    d = live.expect(Disconnect)                 # a clean shutdown tells 5.0 clients why
+    assert d.reason_code == 0x8B and live.wait_closed()
     srv.start()
 
     sessions = _sessions(srv)

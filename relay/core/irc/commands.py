@@ -80,6 +80,13 @@ def split_targets(s: str) -> list[str]:
     return [t for t in s.split(",") if t]
 
 
+def fit(text: str, *line: str) -> str:
+    """Cut text (UTF-8 safe) so the relayed line `:<line...> :<text>\r\n` stays within 512 bytes (Modern)."""
+    room = 512 - len((":" + " ".join(line) + " :\r\n").encode())
+    data = text.encode()
+    return text if len(data) <= room else data[:max(room, 0)].decode("utf-8", "ignore")
+
+
 # ---------------------------------------------------------------- registration
 
 @command("CAP", min_params=1, registered=False, count_idle=False)
@@ -205,6 +212,8 @@ def pong(c: IrcClient, msg, now):
 def quit_(c: IrcClient, msg, now):
     """QUIT [:reason]"""
     reason = msg.params[0] if msg.params else ""
+    if reason and c.user is not None:
+        reason = fit(reason, c.user.prefix, "QUIT", "Quit:")
     c.quit_and_close("Quit: " + reason if reason else "Client Quit", now)
 
 
@@ -561,7 +570,7 @@ def part(c: IrcClient, msg, now):
         elif c.user not in ch.members:
             c.numeric("442", name, "You're not on that channel")
         else:
-            c.net.part(c.user, ch, reason, now)
+            c.net.part(c.user, ch, fit(reason, c.user.prefix, "PART", ch.name), now)
 
 
 @command("TOPIC", min_params=1)
@@ -584,7 +593,8 @@ def topic(c: IrcClient, msg, now):
     if "t" in ch.modes and not is_op(ch, c.user):
         c.numeric("482", ch.name, "You're not channel operator")
         return
-    c.net.set_topic(c.user, ch, msg.params[1][:c.core.config.irc.topiclen], now)
+    text = fit(msg.params[1][:c.core.config.irc.topiclen], c.user.prefix, "TOPIC", ch.name)
+    c.net.set_topic(c.user, ch, text, now)
 
 
 @command("NAMES")
@@ -662,7 +672,7 @@ def kick(c: IrcClient, msg, now):
         if target is None or target not in ch.members:
             c.numeric("441", nick, ch.name, "They aren't on that channel")
             continue
-        c.net.kick(c.user, ch, target, reason, now)
+        c.net.kick(c.user, ch, target, fit(reason, c.user.prefix, "KICK", ch.name, target.nick), now)
 
 
 # ---------------------------------------------------------------- modes
@@ -882,7 +892,7 @@ def _message(c: IrcClient, msg, now, kind: str):
                 if not quiet:
                     c.numeric("404", ch.name, "Cannot send to channel")
                 continue
-            ev = net.message(u, ch, kind, text, now, tags)
+            ev = net.message(u, ch, kind, fit(text, u.prefix, kind, ch.name), now, tags)
         else:
             target = net.nicks.get(irc_lower(t))
             if target is None:
@@ -893,11 +903,11 @@ def _message(c: IrcClient, msg, now, kind: str):
                 # labeled-response: to oneself, only the echo is the labeled reply, not the delivery.
                 buf, c.label_buf = c.label_buf, None
                 try:
-                    ev = net.message(u, target, kind, text, now, tags)
+                    ev = net.message(u, target, kind, fit(text, u.prefix, kind, target.nick), now, tags)
                 finally:
                     c.label_buf = buf
             else:
-                ev = net.message(u, target, kind, text, now, tags)
+                ev = net.message(u, target, kind, fit(text, u.prefix, kind, target.nick), now, tags)
             if target.away and kind == "PRIVMSG":
                 c.numeric("301", target.nick, target.away)
         if echo and ev is not None and (kind != "TAGMSG" or "message-tags" in c.caps):
