@@ -157,3 +157,35 @@ def test_relink_repeatedly_while_50_clients_talk(tree3):
     assert sorted(got) == sorted(expected)                      # every message, exactly once
     assert len(got) == len(set(got))
     assert not any("QUIT" in l for l in listener.lines), [l for l in listener.lines if "QUIT" in l][:3]
+
+
+def test_tree7_kill_9_a_middle_server_and_freeze_another(tmp_path):
+    net = TreeNetwork("tree-7", tmp_path, **FAST_LINKS).start()
+    try:
+        u4 = client(net, "s4", "u4", "#t")
+        u6 = client(net, "s6", "u6", "#t")
+        u4.read_until("u6!")                                # u6's JOIN
+        net.wait_converged()
+        mark4 = len(u4.lines)
+        os.kill(net["s2"].pid(), signal.SIGKILL)           # s4 and s5 lose s2 (and all beyond)
+        wait_for(lambda: net.server_count("s1") == 4, what="s1 loses s2, s4, s5")
+        u6.send("PRIVMSG #t :while s2 is down")
+        (net["s2"].data_dir / "control.sock").unlink(missing_ok=True)
+        net["s2"].start()
+        net.wait_linked()
+        net.wait_converged()
+        u4.read_until("while s2 is down")                   # delivered after the rejoin
+        pid3 = net["s3"].pid()
+        os.kill(pid3, signal.SIGSTOP)
+        try:
+            wait_for(lambda: net.server_count("s1") == 4, timeout=20, what="s1 drops the frozen s3")
+            u4.send("PRIVMSG #t :while s3 is frozen")
+        finally:
+            os.kill(pid3, signal.SIGCONT)
+        net.wait_linked()
+        net.wait_converged()
+        u6.read_until("while s3 is frozen")
+        assert messages(u6, "#t").count("while s3 is frozen") == 1
+        assert not any(("QUIT" in l or "JOIN" in l) and "u6" in l for l in u4.lines[mark4:])
+    finally:
+        net.stop()
