@@ -125,7 +125,8 @@ class NetsplitPolicy:
             log.info("replayed %d message frames to %s", len(frames), s.peer_name)
 
     # ------------------------------------------------------------------ splits
-    def split(self, sid: str, reason: str, now: float, exclude: str | None) -> None:
+    def split(self, sid: str, reason: str, now: float, exclude: str | None) -> list[str]:
+        """Remove the subtree behind `sid` from the tree; hold (or quit) its users. Returns the lost ids."""
         links = self.links
         tree = links.tree
         far = tree.server(sid)
@@ -143,12 +144,13 @@ class NetsplitPolicy:
             self._quit_all(users, near, far.name, quit_reason, now)
             for x in lost:
                 self.net.server_names.pop(x, None)
-            return
+            return lost
         h = HeldSplit(sid, lost, users, quit_reason, near, far.name, now + self.hold_window)
         h.names = {x: self.net.server_name(x) for x in lost}
         for x in lost:
             self.held[x] = h
         h.timer = self.core.timers.call_at(h.until, lambda t, h=h: self.expire(h, t), owner="netsplit")
+        return lost
 
     def is_held(self, sid: str) -> bool:
         return sid in self.held

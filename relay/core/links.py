@@ -316,11 +316,18 @@ class LinkLayer:
         """A module's frame, in an ENCAP envelope, to `servers` (None: every server)."""
         target = "*" if servers is None else ",".join(sorted(servers))
         env = {"target": target, "type": ftype, "payload": payload}
+        # Numbered like messages: replayed after a short split, deduplicated, kept for held servers.
+        self.msg_seq += 1
+        frame = (self.me.id, self.msg_seq, "ENCAP", env)
+        if self.policy is not None:
+            self.policy.record(self.core.now(), *frame)
         if servers is None:
-            self.broadcast("ENCAP", env, exclude=exclude_link)
+            if self.policy is not None:
+                self.policy.keep_for_held(list(self.policy.held), *frame)
+            links = links_for_all(self.tree, exclude_link)
         else:
-            known = [sid for sid in servers if sid in self.tree]
-            self._out("ENCAP", self.me.id, env, links_for(known, self.tree, exclude_link))
+            links = self._links_to(servers, exclude_link, frame)
+        self._out("ENCAP", self.me.id, env, links, self.msg_seq)
 
     # ------------------------------------------------------------------ router interface (Network calls)
     @staticmethod
@@ -632,14 +639,21 @@ class LinkLayer:
 
     def _on_ENCAP(self, s, f, now):
         p = f.payload
+        if f.seq:
+            if not self.policy.accept(f.origin, f.seq):
+                return
+            self.policy.record(now, f.origin, f.seq, "ENCAP", p)
         target = p["target"]
         mine = target == "*" or self.me.id in target.split(",")
         if mine:
             self.core.hooks.run("link_extension", p["type"], f.origin, p["payload"], s.peer_id)
+        frame = (f.origin, f.seq, "ENCAP", p)
         if target == "*":
             links = links_for_all(self.tree, s.peer_id)
+            if f.seq:
+                self.policy.keep_for_held(list(self.policy.held), *frame)
         else:
-            links = links_for([x for x in target.split(",") if x in self.tree], self.tree, s.peer_id)
+            links = self._links_to([x for x in target.split(",") if x != self.me.id], s.peer_id, frame)
         self._out("ENCAP", f.origin, p, links, f.seq)
 
     def _on_unknown(self, s, f, now):
@@ -664,10 +678,10 @@ class LinkLayer:
         del self.peers[s.peer_id]
         log.warning("link with %s lost: %s", s.peer_name, reason)
         self.last_error[s.peer_name] = reason
-        self.policy.split(s.peer_id, reason, now, exclude=None)
+        lost = self.policy.split(s.peer_id, reason, now, exclude=None)
         if s.block is not None or self.block(s.peer_name) is not None:
             self._backoff(s.peer_name, now)
-        self.core.hooks.run("link_down", s.peer_id)
+        self.core.hooks.run("link_down", s.peer_id, lost)
 
     def unlink(self, name: str, reason: str, now: float) -> str:
         s = next((x for x in self.peers.values() if x.peer_name == name), None)
