@@ -6,7 +6,7 @@ happens, so a crash loses nothing that was acknowledged. QoS 0 traffic and clean
 sessions never touch the database. WAL with synchronous=NORMAL: a commit is an append
 to the log, not an fsync.
 
-Schema (user_version 1):
+Schema (PRAGMA user_version 1; MIGRATIONS below move older files forward):
 
     sessions(client_id PK, version, username, expiry, disconnected_at)
         one row per persistent session (session expiry > 0, or 3.1.1 clean session 0)
@@ -31,15 +31,16 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
+# Each migration takes the schema from version i to i+1 (PRAGMA user_version). Append only.
+MIGRATIONS: list[str] = ["""
+CREATE TABLE sessions (
     client_id TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
     username TEXT,
     expiry INTEGER NOT NULL,
     disconnected_at REAL
 );
-CREATE TABLE IF NOT EXISTS subscriptions (
+CREATE TABLE subscriptions (
     client_id TEXT NOT NULL REFERENCES sessions(client_id) ON DELETE CASCADE,
     filter TEXT NOT NULL,
     qos INTEGER NOT NULL,
@@ -49,7 +50,7 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     sub_id INTEGER,
     PRIMARY KEY (client_id, filter)
 );
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE messages (
     client_id TEXT NOT NULL REFERENCES sessions(client_id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
     state INTEGER NOT NULL,
@@ -63,15 +64,15 @@ CREATE TABLE IF NOT EXISTS messages (
     sub_ids TEXT,
     PRIMARY KEY (client_id, seq)
 );
-CREATE TABLE IF NOT EXISTS retained (
+CREATE TABLE retained (
     topic TEXT PRIMARY KEY,
     payload BLOB NOT NULL,
     qos INTEGER NOT NULL,
     props TEXT,
     expires REAL
 );
-PRAGMA user_version = 1;
-"""
+"""]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def props_to_json(props: dict[str, Any] | None) -> str | None:
@@ -113,8 +114,15 @@ class Store:
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.executescript(SCHEMA)
+        self.migrate()
         self.writes = 0
+
+    def migrate(self) -> None:
+        v = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if v > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: schema version {v} is newer than this code ({SCHEMA_VERSION})")
+        for i in range(v, SCHEMA_VERSION):
+            self.db.executescript("BEGIN;" + MIGRATIONS[i] + f"PRAGMA user_version = {i + 1}; COMMIT;")
 
     def close(self) -> None:
         try:

@@ -217,6 +217,18 @@ def cmd_dump_state(ctx: AdminContext, *flags: str) -> Reply:
     return Reply(json.dumps(st, indent=1, sort_keys=True), st)
 
 
+def cmd_kick(ctx: AdminContext, channel: str, nick: str, *reason: str) -> Reply:
+    """kick CHANNEL NICK [REASON]"""
+    net = ctx.core.net
+    ch, u = net.find_channel(channel), net.find_nick(nick)
+    if ch is None:
+        raise AdminError(f"no channel {channel}")
+    if u is None or u not in ch.members:
+        raise AdminError(f"{nick} is not on {ch.name}")
+    net.kick(ctx.core.config.server.name, ch, u, " ".join(reason) or "Kicked by an operator", ctx.now)
+    return Reply(f"kicked {u.nick} from {ch.name}", {"channel": ch.name, "nick": u.nick})
+
+
 # name, handler, min args, max args (None: any), help
 BUILTIN_COMMANDS = [
     ("status", cmd_status, 0, 0, "version, uptime, listeners, connections, links, memory"),
@@ -235,6 +247,7 @@ BUILTIN_COMMANDS = [
     ("group add", cmd_group_add, 2, 2, "put an account in a group (for acl: group matches)"),
     ("group remove", cmd_group_remove, 2, 2, "take an account out of a group"),
     ("group list", cmd_group_list, 1, 1, "list an account's groups"),
+    ("kick", cmd_kick, 2, None, "remove a member from a channel, network-wide"),
     ("link", cmd_link, 1, 1, "connect to a peer of the links: section"),
     ("unlink", cmd_unlink, 1, None, "drop the link with a peer (and stop autoconnecting to it)"),
     ("map", cmd_map, 0, 0, "the server tree, with each link's lag and uptime"),

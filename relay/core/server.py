@@ -65,7 +65,7 @@ class Core:
         self.storage = storage
         # The IRC-native network model and command table; imported here so tests can build a bare Core.
         from relay.core.network import Network
-        from relay.core.irc import oper_links  # noqa: F401  (registers CONNECT, SQUIT, LINKS, MAP)
+        from relay.core.irc import oper_links, register  # noqa: F401  (CONNECT, SQUIT, LINKS, MAP; REGISTER)
         from relay.core.irc.commands import IRC_COMMANDS
         self.irc_commands = IRC_COMMANDS.copy()
         self.irc_local: dict = {}  # IrcClient -> None, registered or not
