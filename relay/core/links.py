@@ -691,6 +691,11 @@ class LinkLayer:
         s.drop(reason or "unlinked by operator", now)
         return f"unlinked {name}"
 
+    def shutdown(self, reason: str, now: float) -> None:
+        """Tell every peer why we are leaving (they split us off at once, not after a timeout)."""
+        for sess in list(self.peers.values()) + list(self.pending):
+            sess.drop(reason, now)
+
     def oper_notice(self, text: str) -> None:
         line = f":{self.me.name} NOTICE * :*** {text}\r\n".encode()
         for u in self.net.users.values():

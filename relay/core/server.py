@@ -101,6 +101,7 @@ class Core:
     def stop(self, now: float, reason: str = "Server shutting down") -> None:
         self._now = now
         self.net.shutdown(reason, now)
+        self.links.shutdown(reason, now)
         self.modules.unload_all()
 
     # Listener protocols (irc is built in; modules add mqtt, link, ...).
