@@ -23,10 +23,22 @@ FAST_SHAPER = {"shapers": {"fast": {"bytes_per_second": 100_000_000, "messages_p
                "shaper_rules": [{"fast": "all"}]}
 
 
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw")
+_port_base = 12000 + 4000 * (int(_WORKER[2:]) if _WORKER[2:].isdigit() else 4) + (os.getpid() * 7) % 1500
+_next_port = iter(range(_port_base, _port_base + 2500))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range, from a range of this xdist worker's own:
+    the port-0 trick races when parallel tests start many servers."""
+    for port in _next_port:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port left in this worker's range")
 
 
 def relayctl(*args, check: bool = True, timeout: float = 30, **kw) -> subprocess.CompletedProcess:

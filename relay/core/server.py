@@ -70,7 +70,10 @@ class Core:
         self.irc_commands = IRC_COMMANDS.copy()
         self.irc_local: dict = {}  # IrcClient -> None, registered or not
         self.net = Network(self)
-        self.timers.every(IRC_SWEEP_INTERVAL, self._sweep_irc, now, owner="irc")
+        irc = config.irc
+        # Timeouts are enforced to within a quarter of the shortest one (5 s with the defaults).
+        sweep = min(IRC_SWEEP_INTERVAL, irc.registration_timeout / 4, irc.ping_interval / 4, irc.ping_timeout / 4)
+        self.timers.every(sweep, self._sweep_irc, now, owner="irc")
         from relay.core.links import LinkLayer
         self.links = LinkLayer(self)
         builtin_admin.install(self)

@@ -91,7 +91,9 @@ def _parse_tags(section: str) -> dict[str, str]:
 # -- parsing and serialising --------------------------------------------------
 
 def _valid_command(cmd: str) -> bool:
-    return cmd.isascii() and (cmd.isalpha() or (len(cmd) == 3 and cmd.isdigit()))
+    # RFC 1459 says letters or three digits, but today's servers answer any other word with
+    # 421 ERR_UNKNOWNCOMMAND rather than dropping the line, so any visible ASCII word parses.
+    return cmd.isascii() and cmd.isprintable() and cmd[0] != ":"
 
 
 def parse_line(line: str) -> Message:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import irc.client
 import irc.events
-from support import Server, relayctl, server_config
+from support import Server, server_config
 
 OPER_NAME = "oper"
 OPER_PASSWORD = "operpass"

@@ -102,9 +102,6 @@ def test_unknown_commands_get_421(irc):
         assert m.params[:2] == [c.nick, cmd.split()[0].upper()]
 
 
-@pytest.mark.xfail(strict=True, reason="relay/proto/irc.py (_valid_command) rejects a command word that is not all "
-                   "letters or 3 digits as MALFORMED, and MALFORMED lines are dropped without a reply; irctest "
-                   "(labeled_responses testUnknownCommand) and today's servers answer 421 to NONEXISTENT_COMMAND")
 def test_unknown_command_with_underscore_or_digits_gets_421(irc):
     c = irc.raw(uniq("u421"))
     for cmd in ("NONEXISTENT_COMMAND", "X2Y"):

@@ -3,7 +3,6 @@ KICK and MODE with channel modes b e I i k l m n o s t v; the creator gets @; ba
 
 from __future__ import annotations
 
-import pytest
 from ircsupport import chan, code_of, uniq
 
 

@@ -228,8 +228,12 @@ def test_lusers_exact_counts(start_server):
     srv.close_clients()
 
 
-def test_motd_version_time_admin_info(irc):
+def test_lusers_motd_version_time_admin_info(irc):
     c = irc.jaraco(uniq("mv"))
+    c.conn.lusers()
+    evs = c.collect("266")
+    assert codes(evs) == ["251", "252", "253", "254", "255", "265", "266"]
+    assert evs[0].arguments[0].startswith("There are ") and evs[-1].arguments[0].isdigit()
     c.conn.motd()
     evs = c.collect("376")
     assert codes(evs) == ["375", "372", "376"] and evs[1].arguments == ["- Welcome to relaynet."]

@@ -128,15 +128,17 @@ def test_user_errors_461_and_462(irc):
     c.send("USER onlytwo params")
     m = c.expect("461")
     assert m.params[:2] == ["*", "USER"]
-    c.send("NICK " + uniq("ue"))
+    nick = uniq("ue")
+    c.send(f"NICK {nick}")
     c.send("USER u 0 * :")  # empty realname: ERR_NEEDMOREPARAMS (Modern)
-    assert c.expect(lambda m: m.command in ("461", "001")).command == "461"
+    m = c.expect(lambda m: m.command in ("461", "001"))
+    assert m.command == "461" and m.params[:2] == [nick, "USER"]
     c.send("USER u 0 * :Real")
     c.expect("001")
     c.send("USER again 0 * :again")
-    assert c.expect("462").params[0] == c.nick or True
+    assert c.expect("462").params[0] == nick
     c.send("PASS late")
-    assert c.expect("462").command == "462"
+    assert c.expect("462").params[0] == nick
 
 
 def test_pass_before_nick_user_is_accepted(irc):
@@ -465,7 +467,7 @@ def test_nick_is_released_on_quit(irc):
     assert b.expect(lambda m: m.command in ("001", "433")).command == "001"
 
 
-def test_oper_name_constant_is_configured(irc):
+def test_oper_wrong_password_464_with_jaraco(irc):
     c = irc.jaraco(uniq("op"))
     c.conn.oper(OPER_NAME, "wrong")
     assert c.expect("464").type == "passwdmismatch"

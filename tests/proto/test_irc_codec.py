@@ -69,7 +69,7 @@ def test_parse_numeric():
     assert (m.command, m.params) == ("001", ["nick", "Welcome"])
 
 
-@pytest.mark.parametrize("cmd", ["01", "0001", "PR1VMSG", "PRIV-MSG", "ÉTÉ", "١٢٣"])
+@pytest.mark.parametrize("cmd", ["ÉTÉ", "١٢٣", "PING\x7f"])
 def test_parse_rejects_bad_command(cmd):
     with pytest.raises(ProtocolError):
         parse_line(f"{cmd} x")
@@ -393,7 +393,6 @@ def test_nul_byte_in_command_word():
     (b":only.a.source\r\n", None),
     (b"@only=tags\r\n", None),
     (b"@a=b :src\r\n", None),
-    (b"12 x\r\n", None),
     (b"PING a\rb\r\n", None),
 ])
 def test_malformed_lines(wire, command):
@@ -402,6 +401,13 @@ def test_malformed_lines(wire, command):
     assert isinstance(event, LineRejected)
     assert (event.code, event.command) == ("MALFORMED", command)
     assert messages(conn.receive_data(b"PING ok\r\n"))[0].params == ["ok"]
+
+
+@pytest.mark.parametrize("wire, command", [(b"12 x\r\n", "12"), (b"nonexistent_command\r\n", "NONEXISTENT_COMMAND")])
+def test_any_visible_word_is_a_command(wire, command):
+    # The server answers such words with 421, as today's servers do; the codec does not drop them.
+    [msg] = messages(IrcConnection().receive_data(wire))
+    assert msg.command == command
 
 
 def test_many_lines_one_chunk():
