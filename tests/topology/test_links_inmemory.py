@@ -297,3 +297,14 @@ def test_anti_entropy_verify_round(chain):
     w.pump()
     res = w.cores["a"].admin.dispatch(["verify", "result", str(rid)], ctx).data
     assert res["differ"] == ["c.test"] and not res["converged"]
+
+
+def test_kill_of_a_remote_user_closes_it_on_its_own_server(chain):
+    w = chain
+    alice, carol = w.client("a", "alice"), w.client("c", "carol")
+    alice.user.modes.add("o")
+    alice.send("KILL carol :spam")
+    assert carol.t.closed
+    assert any("ERROR" in l and "Killed (alice (spam))" in l for l in carol.t.lines())
+    assert all(c.net.find_nick("carol") is None for c in w.cores.values())
+    assert len(w.digests()) == 1

@@ -492,7 +492,9 @@ def kill(c: IrcClient, msg, now):
     if u.session is not None:
         u.session.quit_and_close(reason, now)
     else:
-        c.net.quit(u, reason, now)
+        # Every server removes the user; its own server also closes the connection.
+        c.net.router.user_killed(u, reason)
+        c.net.quit(u, reason, now, propagate=False)
 
 
 # ---------------------------------------------------------------- channels
