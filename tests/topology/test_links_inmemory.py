@@ -303,6 +303,8 @@ def test_kill_of_a_remote_user_closes_it_on_its_own_server(chain):
     w = chain
     alice, carol = w.client("a", "alice"), w.client("c", "carol")
     alice.user.modes.add("o")
+    w.cores["a"].net.update_user(alice.user, "modes", w.now)
+    w.pump()
     alice.send("KILL carol :spam")
     assert carol.t.closed
     assert any("ERROR" in l and "Killed (alice (spam))" in l for l in carol.t.lines())
