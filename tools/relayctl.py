@@ -65,15 +65,20 @@ def control_call(cfg, argv: list[str], timeout: float = 30.0) -> dict:
         s.close()
 
 
-def call_or_exit(cfg, argv: list[str], as_json: bool = False) -> dict:
+def reach(cfg, argv: list[str]) -> dict:
+    """control_call, or one line on stderr and a non-zero exit when the server cannot be reached."""
     try:
-        r = control_call(cfg, argv)
+        return control_call(cfg, argv)
     except NotRunning as e:
         click.echo(str(e), err=True)
         sys.exit(1)
     except PermissionError as e:
         click.echo(str(e), err=True)
         sys.exit(77)
+
+
+def call_or_exit(cfg, argv: list[str], as_json: bool = False) -> dict:
+    r = reach(cfg, argv)
     show(r, as_json)
     if not r.get("ok"):
         sys.exit(r.get("status") or 1)
@@ -234,11 +239,7 @@ def verify(config_path, as_json, timeout):
 
 
 def _quiet_call(cfg, argv):
-    try:
-        r = control_call(cfg, argv)
-    except NotRunning as e:
-        click.echo(str(e), err=True)
-        sys.exit(1)
+    r = reach(cfg, argv)
     if r.get("status") not in (0, 3):
         show(r, False)
         sys.exit(r.get("status") or 1)
@@ -258,14 +259,7 @@ def mkpasswd(password):
 def shell(config_path):
     """An interactive shell on the running server (history, completion, help)."""
     cfg = load_config(config_path)
-    try:
-        helpdata = control_call(cfg, ["help"]).get("data") or []
-    except NotRunning as e:
-        click.echo(str(e), err=True)
-        sys.exit(1)
-    except PermissionError as e:
-        click.echo(str(e), err=True)
-        sys.exit(77)
+    helpdata = reach(cfg, ["help"]).get("data") or []
     words = sorted({w for c in helpdata for w in c["name"].split()} | {"exit", "quit"})
     interactive = sys.stdin.isatty()
     if interactive:
@@ -295,11 +289,7 @@ def shell(config_path):
             break
         as_json = "--json" in argv
         argv = [a for a in argv if a != "--json"]
-        try:
-            r = control_call(cfg, argv)
-        except NotRunning as e:
-            click.echo(str(e), err=True)
-            sys.exit(1)
+        r = reach(cfg, argv)
         show(r, as_json)
         failures += not r.get("ok")
     sys.exit(1 if failures and not interactive else 0)
