@@ -65,6 +65,11 @@ def test_tree3_channel_messages_cross_each_needed_link_exactly_once(tree3):
 
 def test_tree3_map_links_and_status(tree3):
     net = tree3
+    client(net, "c", "carol", "#v")
+    net.wait_converged()
+    r = net["a"].ctl("verify")
+    assert r.returncode == 0 and r.stdout.strip().endswith("converged")
+    assert "c.relay.test" in r.stdout and "b.relay.test" in r.stdout
     m = json.loads(net["b"].ctl("map", "--json").stdout)
     assert m["name"] == "b.relay.test" and sorted(c["name"] for c in m["children"]) == ["a.relay.test", "c.relay.test"]
     assert all("uptime" in c for c in m["children"])
