@@ -126,6 +126,7 @@ class IrcSection(Strict):
     registration_timeout: PositiveFloat = 30.0
     whowas: Annotated[int, Field(ge=0)] = 100
     motd: str = "Welcome to relaynet."
+    password: str | None = None   # server password clients must send with PASS (none by default)
     admin_name: str = "relaynet operator"
     admin_email: str = "root@localhost"
     admin_location: str = "Earth"

@@ -56,3 +56,14 @@ def test_link_rule_refuses_servers_from_unlisted_addresses(tmp_path):
     w.link("a", "b")   # the in-memory peer address is 127.0.0.1
     assert not w.cores["b"].links.peers
     assert "access rule 'link'" in " ".join(w.cores["b"].links.last_error.values())
+
+
+def test_server_password(tmp_path):
+    w = Wire(tmp_path, ["a"], irc={"password": "letmein"})
+    bad = w.client("a", "bad")
+    assert bad.t.closed and any(" 464 " in l for l in bad.t.lines())
+    from support_net import FakeClientTransport
+    t = FakeClientTransport()
+    s = w.cores["a"].net.irc_factory(t, None, w.now)
+    s.data_received(b"PASS letmein\r\nNICK good\r\nUSER g 0 * :G\r\n", w.now)
+    assert any(" 001 good " in l for l in t.lines()) and not t.closed

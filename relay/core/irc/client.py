@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import logging
 import time as _time
 from collections import deque
@@ -237,6 +238,11 @@ class IrcClient:
         net = self.net
         if net.nick_in_use(self.nick):
             self.numeric("433", self.nick, "Nickname is already in use")
+            return
+        required = self.core.config.irc.password
+        if required is not None and not hmac.compare_digest((self.password or "").encode(), required.encode()):
+            self.numeric("464", "Password incorrect")
+            self.quit_and_close("Bad password", now)
             return
         self.user = net.introduce(self, self.nick, self.ident, self.host, self.realname, "irc", now,
                                   account=self.account, ip=self.t.peer_host)
