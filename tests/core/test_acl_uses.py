@@ -59,10 +59,11 @@ def test_link_rule_refuses_servers_from_unlisted_addresses(tmp_path):
 
 
 def test_server_password(tmp_path):
-    w = Wire(tmp_path, ["a"], irc={"password": "letmein"})
-    bad = w.client("a", "bad")
-    assert bad.t.closed and any(" 464 " in l for l in bad.t.lines())
     from support_net import FakeClientTransport
+    w = Wire(tmp_path, ["a"], irc={"password": "letmein"})
+    bad = FakeClientTransport()
+    w.cores["a"].net.irc_factory(bad, None, w.now).data_received(b"NICK bad\r\nUSER b 0 * :B\r\n", w.now)
+    assert bad.closed and any(" 464 " in l for l in bad.lines()) and any("ERROR" in l for l in bad.lines())
     t = FakeClientTransport()
     s = w.cores["a"].net.irc_factory(t, None, w.now)
     s.data_received(b"PASS letmein\r\nNICK good\r\nUSER g 0 * :G\r\n", w.now)
