@@ -204,9 +204,9 @@ class Broker:
         self.remote_rr: dict[tuple[str, str], int] = {}
         self.chan_prefix = opts.channel_prefix
         self.receive_maximum = opts.receive_maximum
-        self.qos0_backlog = opts.qos0_backlog or max(1, core.config.limits.sendq // 2)
+        self.qos0_backlog = opts.qos0_backlog or core.config.limits.sendq
         self.stats = dict.fromkeys((
-            "connections", "messages_received", "messages_sent", "publish_received", "dropped_qos0",
+            "connections", "messages_received", "messages_sent", "dropped_qos0",
             "dropped_offline", "dropped_overflow", "dropped_too_large", "dropped_expired", "refused_publish",
             "refused_subscribe", "invalid_utf8", "protocol_errors", "auth_failures", "takeovers",
             "wills_published", "keepalive_timeouts"), 0)
@@ -500,30 +500,31 @@ class Broker:
 
     def _pick_shared(self, g: SharedGroup, remote: tuple | list, exclude) -> tuple[str, Sub] | str | None:
         """Round robin over the local members and the remote servers with members; a connected
-        local member (or a remote server) is preferred over an offline one."""
-        slots: list = [cid for cid in g.members if not (exclude and cid in exclude)]
-        slots.extend(sorted(remote))
+        local member (or a remote server) is preferred over an offline one. Returns
+        (client id, sub) for a local member, a server id for a remote slot, or None."""
+        slots: list[tuple[bool, str]] = [(True, cid) for cid in g.members if not (exclude and cid in exclude)]
+        slots.extend((False, sid) for sid in sorted(remote))
         n = len(slots)
         if not n:
             return None
         fallback = None
         sessions = self.sessions
         for i in range(n):
-            k = slots[(g.rr + i) % n]
-            if k in g.members:
-                s = sessions.get(k)
-                if s is None:
-                    continue
-                if s.client is None:
-                    if fallback is None:
-                        fallback = (i, (k, g.members[k]))
-                    continue
-                g.rr = g.rr + i + 1
-                return k, g.members[k]
-            g.rr = g.rr + i + 1
-            return k  # a remote server id
+            local, k = slots[(g.rr + i) % n]
+            if not local:
+                g.rr += i + 1
+                return k
+            s = sessions.get(k)
+            if s is None:
+                continue
+            if s.client is None:
+                if fallback is None:
+                    fallback = (i, (k, g.members[k]))
+                continue
+            g.rr += i + 1
+            return k, g.members[k]
         if fallback is not None:
-            g.rr = g.rr + fallback[0] + 1
+            g.rr += fallback[0] + 1
             return fallback[1]
         return None
 

@@ -76,9 +76,6 @@ class Client:
         if self.closed:
             return False
         b = self.broker
-        if qos == 0 and getattr(self.t, "backlog", 0) > b.qos0_backlog:
-            b.stats["dropped_qos0"] += 1
-            return False
         v = self.version
         new_alias = None
         if self.alias_max and v == 5:
@@ -106,6 +103,10 @@ class Client:
                             subscription_ids=sub_ids if (sub_ids and v == 5) else ())
         if self.peer_max_packet is not None and len(data) > self.peer_max_packet:
             b.stats["dropped_too_large"] += 1
+            return False
+        if qos == 0 and getattr(self.t, "backlog", 0) + len(data) > b.qos0_backlog:
+            # A reader that cannot keep up: QoS 0 is shed (counted), never queued past the limit.
+            b.stats["dropped_qos0"] += 1
             return False
         if new_alias is not None:
             self.aliases[msg.topic] = new_alias
@@ -439,7 +440,7 @@ class Client:
         s = self.session
         if self.version == 5 and "session_expiry_interval" in p.properties:
             s.expiry = min(p.properties["session_expiry_interval"], self.broker.opts.max_session_expiry)
-        self.clean_exit = p.reason_code != 0x04
+        self.clean_exit = p.reason_code == 0   # only a normal disconnection discards the will (MQTT-3.14.4-3)
         if self.closed:
             return
         self.closed = True
@@ -501,7 +502,7 @@ class WsClient:
     def __init__(self, broker: "Broker", transport, now: float):
         self.broker = broker
         self.t = transport
-        self.ws = WsServer("mqtt", max_frame=broker.opts.max_packet_size + 16)
+        self.ws = WsServer("mqtt")   # frames are streamed to the codec, which bounds packet sizes
         self.client: Client | None = None
         self.closed = False
         self.opened = now

@@ -14,7 +14,9 @@ Frames:
         most every 0.2 s) and, on link_up, for every set this server knows (its own and
         the ones it learned), so both sides of a new link learn the whole network.
         `ver` orders a server's announcements (epoch = that server's start time), so a
-        relayed older set never replaces a newer one.
+        relayed older set never replaces a newer one. When the module starts on a server
+        that is already linked, its first announcement carries `hello: true` and every
+        server answers with its own set.
     MQTT_PUB {topic, payload_b64, qos, retain, props, expiry, shares: {server: [...]}}
         One application message. It goes only to the servers whose filter set matches
         the topic (a TopicTree keyed by server id), and a retained message to every
@@ -98,7 +100,8 @@ class Federation:
             return
         self.announce(filters, now)
 
-    def announce(self, filters: frozenset[str] | None = None, now: float | None = None) -> None:
+    def announce(self, filters: frozenset[str] | None = None, now: float | None = None,
+                 hello: bool = False) -> None:
         router = self.router
         if router is None:
             return
@@ -108,8 +111,10 @@ class Federation:
         self.sent = filters
         self.last_sent = now if now is not None else self.core.now()
         self.stats["sub_out"] += 1
-        router.send_extension(SUB_FRAME, {"server": self.me, "filters": sorted(filters),
-                                          "ver": [self.epoch, self.n]}, None)
+        payload = {"server": self.me, "filters": sorted(filters), "ver": [self.epoch, self.n]}
+        if hello:
+            payload["hello"] = True
+        router.send_extension(SUB_FRAME, payload, None)
 
     # ------------------------------------------------------------------ hooks
     def on_link_up(self, peer_id: str, *rest) -> None:
@@ -162,6 +167,9 @@ class Federation:
         filters = frozenset(f for f in p.get("filters") or () if isinstance(f, str))
         self._apply(sid, old[1] if old else frozenset(), filters)
         self.sets[sid] = (ver, filters)
+        if p.get("hello"):
+            # A server whose module just started: it does not know our set yet.
+            self.announce()
 
     def _apply(self, sid: str, old: frozenset[str], new: frozenset[str]) -> None:
         for f in old - new:

@@ -67,7 +67,7 @@ class Options(BaseModel):
     max_keepalive: Annotated[int, Field(ge=0, le=65535)] = 0           # 0: the client's value is kept
     max_session_expiry: Annotated[int, Field(ge=0, le=NEVER)] = NEVER
     max_queued: Annotated[int, Field(ge=1)] = 1000                     # queued QoS 1/2 messages per session
-    qos0_backlog: Annotated[int, Field(ge=0)] = 0                      # 0: half of limits.sendq
+    qos0_backlog: Annotated[int, Field(ge=0)] = 0                      # QoS 0 shed past this backlog; 0: limits.sendq
     connect_timeout: Annotated[float, Field(gt=0)] = 10.0
     sweep_interval: Annotated[float, Field(gt=0)] = 1.0
     sys_interval: Annotated[float, Field(ge=0)] = 10.0                 # 0: no $SYS topics
@@ -117,8 +117,7 @@ def setup(module) -> None:
         module.hook("link_up", fed.on_link_up)
         module.hook("link_down", fed.on_link_down)
         module.hook("netsplit", fed.on_netsplit)
-        if broker.filter_refs:
-            fed.filters_changed()
+        fed.announce(hello=True)     # a module loaded on a server that is already linked
 
     module.protocol("mqtt", lambda t, listener, now: Client(broker, t, now))
     module.protocol("mqtt-ws", lambda t, listener, now: WsClient(broker, t, now))

@@ -24,13 +24,18 @@ _WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK)
 class Connection:
     """The runtime's Transport: `write`, `close`, `backlog`."""
 
-    __slots__ = ("rt", "sock", "peer_host", "peer_port", "tls", "proto", "handler", "out", "out_bytes",
+    __slots__ = ("rt", "sock", "raw_send", "peer_host", "peer_port", "tls", "proto", "handler", "out", "out_bytes",
                  "sendq", "flush_scheduled", "writer", "closing", "closed", "close_reason", "reader",
                  "bytes_in", "bytes_out", "__weakref__")
 
     def __init__(self, rt, sock, addr, proto: str, tls: bool, sendq: int):
         self.rt = rt
         self.sock = sock
+        # Plain TCP is flushed from a loop callback with a non-blocking send on the OS socket
+        # (no greenlet for an idle or fast peer). TLS may need to read to write, so it always
+        # goes through a writer greenlet.
+        raw = None if tls else getattr(sock, "_sock", None)
+        self.raw_send = raw.send if raw is not None and raw.gettimeout() == 0.0 else None
         if isinstance(addr, tuple):
             self.peer_host, self.peer_port = addr[0], addr[1]
             if self.peer_host.startswith("::ffff:"):
@@ -62,9 +67,12 @@ class Connection:
         if self.out_bytes > self.sendq:
             self._overflow()
             return
-        if not self.flush_scheduled and self.writer is None:
-            self.flush_scheduled = True
-            self.rt.hub.loop.run_callback(self._flush)
+        if self.writer is None and not self.flush_scheduled:
+            if self.raw_send is None:
+                self.writer = gevent.spawn(self._write_loop)
+            else:
+                self.flush_scheduled = True
+                self.rt.hub.loop.run_callback(self._flush)
 
     def close(self, reason: str = "") -> None:
         """Flush what is queued, then close (bounded by the runtime's drain deadline)."""
@@ -72,8 +80,11 @@ class Connection:
             return
         self.closing = True
         self.close_reason = reason
-        if self.writer is None:
-            self._flush()
+        if self.writer is None and not self.flush_scheduled:
+            if self.raw_send is None:
+                self.writer = gevent.spawn(self._write_loop)
+            else:
+                self._flush()
 
     def _overflow(self) -> None:
         h = self.handler
@@ -103,7 +114,7 @@ class Connection:
             self.out.clear()
             self.out_bytes = 0
             try:
-                n = self.sock.send(data)  # the socket is non-blocking under gevent
+                n = self.raw_send(data)
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError as e:
@@ -185,6 +196,9 @@ class Connection:
                     log.exception("%s %s: handler raised; closing the connection", self.proto, self.peer_host)
                     self.close_reason = "Internal error"
                     break
+                # Let the loop run the flushes this read queued before reading more: a fast
+                # sender must not fill everyone's outbox while their bytes wait to be sent.
+                gevent.sleep(0)
         finally:
             rt.connections.discard(self)
             if self.handler is not None:
@@ -195,7 +209,10 @@ class Connection:
             if not self.closing:
                 self.closing = True
             if self.writer is None:
-                self._flush()
+                if self.raw_send is None:
+                    self._shutdown()
+                else:
+                    self._flush()
 
 
 def now() -> float:

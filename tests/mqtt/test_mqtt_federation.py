@@ -301,3 +301,21 @@ def test_stale_filter_sets_are_ignored(net):
     assert fed.sets["002"][1] == {"restarted/#"}
     assert fed.shared_candidates("x") == {}
     assert fed.on_extension("SOMETHING_ELSE", "002", {}) is None
+
+
+def test_module_loaded_on_a_linked_server_learns_the_network(net):
+    net.link("001", "002")
+    net.settle()
+    a = Conn(net.cores["001"], "a")
+    a.subscribe("news/#")
+    net.settle(0.3)
+    core = net.cores["002"]
+    core.modules.unload("mqtt")
+    net.settle()
+    core.modules.load("mqtt", {"persist": False, "sys_interval": 0})    # hello: A answers with its set
+    net.settle()
+    assert _fed(net, "002").sets["001"][1] == {"news/#"}
+    b = Conn(core, "b")
+    b.publish("news/today", b"extra", qos=1)
+    net.settle()
+    assert [p.payload for p in a.received()] == [b"extra"]

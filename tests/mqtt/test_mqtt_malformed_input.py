@@ -10,6 +10,11 @@ from mqttsupport import RawMqtt, uniq
 from bridges.mqtt.codec import Connack, Connect, Disconnect, Pingreq, Pingresp, encode_varint
 
 
+@pytest.fixture(scope="module")
+def srv(start_mqtt):
+    return start_mqtt({"connect_timeout": 0.5})
+
+
 def _publish_bytes(topic: bytes, payload: bytes = b"x", first: int = 0x30, v5: bool = True) -> bytes:
     body = len(topic).to_bytes(2, "big") + topic + (b"\x00" if v5 else b"") + payload
     return bytes((first,)) + encode_varint(len(body)) + body
@@ -33,8 +38,8 @@ CASES = [
 
 @pytest.mark.parametrize("version", [5, 4])
 @pytest.mark.parametrize("name,data,rc", CASES, ids=[c[0] for c in CASES])
-def test_malformed_packet_closes_connection(mqtt_server, version, name, data, rc):
-    c = RawMqtt(mqtt_server.mqtt_port)
+def test_malformed_packet_closes_connection(srv, version, name, data, rc):
+    c = RawMqtt(srv.mqtt_port)
     assert c.connect(uniq(), version=version).reason_code == 0
     if version == 4 and name in ("invalid UTF-8 topic", "U+0000 in topic", "wildcard in PUBLISH topic",
                                  "'#' in PUBLISH topic", "QoS 3"):
@@ -49,7 +54,7 @@ def test_malformed_packet_closes_connection(mqtt_server, version, name, data, rc
         assert [d.reason_code for d in disconnects] == [rc], name
     else:
         assert disconnects == []          # 3.1.1 has no server DISCONNECT: just closed
-    _server_alive(mqtt_server)
+    _server_alive(srv)
 
 
 def _server_alive(srv) -> None:
@@ -60,26 +65,25 @@ def _server_alive(srv) -> None:
     c.close()
 
 
-def test_garbage_before_connect(mqtt_server):
-    s = socket.create_connection(("127.0.0.1", mqtt_server.mqtt_port), timeout=10)
+def test_garbage_before_connect(srv):
+    s = socket.create_connection(("127.0.0.1", srv.mqtt_port), timeout=10)
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert s.recv(100) == b""
     s.close()
     # A truncated CONNECT followed by EOF, and a CONNECT with a malformed body (5.0: CONNACK 0x81).
-    s = socket.create_connection(("127.0.0.1", mqtt_server.mqtt_port), timeout=10)
+    s = socket.create_connection(("127.0.0.1", srv.mqtt_port), timeout=10)
     s.sendall(b"\x10\x20\x00\x04MQ")
     s.close()
-    c = RawMqtt(mqtt_server.mqtt_port)
+    c = RawMqtt(srv.mqtt_port)
     c.codec.send(Connect("x"))                 # the codec's state only; the bytes below go out
     # Protocol level 5 with a reserved CONNECT flag set.
     c.send_raw(b"\x10\x0e\x00\x04MQTT\x05\x03\x00\x3c\x00\x00\x01x")
     ack = c.expect(Connack)
     assert ack.reason_code == 0x81 and c.wait_closed()
-    _server_alive(mqtt_server)
+    _server_alive(srv)
 
 
-def test_packet_before_connect_and_connect_timeout(start_mqtt):
-    srv = start_mqtt({"connect_timeout": 0.5})
+def test_packet_before_connect_and_connect_timeout(srv):
     s = socket.create_connection(("127.0.0.1", srv.mqtt_port), timeout=10)
     s.sendall(b"\xc0\x00")                     # PINGREQ first
     assert s.recv(10) == b""
