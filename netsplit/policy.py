@@ -144,6 +144,7 @@ class NetsplitPolicy:
             self._quit_all(users, near, far.name, quit_reason, now)
             for x in lost:
                 self.net.server_names.pop(x, None)
+            self.core.hooks.run("servers_gone", lost)
             return lost
         h = HeldSplit(sid, lost, users, quit_reason, near, far.name, now + self.hold_window)
         h.names = {x: self.net.server_name(x) for x in lost}
@@ -164,6 +165,7 @@ class NetsplitPolicy:
                 self.net.server_names.pop(x, None)
         self.stats["held_expired"] += len(gone)
         self._quit_all(gone, h.near, h.far, h.reason, now)
+        self.core.hooks.run("servers_gone", sorted(h.servers))
 
     def _quit_all(self, users: list[User], near: str, far: str, reason: str, now: float) -> None:
         batch = f"NS{far.split('.')[0]}{int(now * 1000) % 10**6:x}"

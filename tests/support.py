@@ -215,7 +215,7 @@ def copy_configs(tree: str, dest: Path) -> Path:
 class TreeNetwork:
     """The servers of configs/<tree>, on free ports in a tmp dir, started with relayctl."""
 
-    def __init__(self, tree: str, dest: Path, **overrides):
+    def __init__(self, tree: str, dest: Path, extra_listen: tuple[str, ...] = (), **overrides):
         src = ROOT / "configs" / tree
         self.dir = dest / tree
         self.dir.mkdir(parents=True)
@@ -233,6 +233,8 @@ class TreeNetwork:
                 l["port"] = remap(l["port"])
             for b in cfg.get("links", []):
                 b["port"] = remap(b["port"])
+            for proto in extra_listen:
+                cfg["listen"].append({"proto": proto, "host": "127.0.0.1", "port": free_port()})
             cfg.update(FAST_SHAPER)
             for k, v in overrides.items():
                 cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
@@ -268,6 +270,9 @@ class TreeNetwork:
             d = set(self.digests().values())
             return next(iter(d)) if len(d) == 1 else None
         return wait_for(same, timeout=timeout, interval=0.1, what="equal state digests on every server")
+
+    def port(self, name: str, proto: str) -> int:
+        return next(l["port"] for l in self.servers[name].config["listen"] if l["proto"] == proto)
 
     def links(self, name: str) -> dict[str, dict]:
         return {l["name"]: l for l in self.servers[name].call("links")}

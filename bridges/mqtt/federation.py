@@ -126,17 +126,9 @@ class Federation:
             router.send_extension(SUB_FRAME, {"server": sid, "filters": sorted(filters), "ver": ver}, None)
         return None
 
-    def on_link_down(self, peer_id: str, lost=None, *rest) -> None:
-        if lost is None:
-            names = getattr(self.core.net, "server_names", None)
-            lost = [peer_id] + [s for s in self.sets if names is not None and s not in names]
-        for sid in lost:
+    def on_servers_gone(self, gone) -> None:
+        for sid in gone:
             self.forget(sid)
-        return None
-
-    def on_netsplit(self, sid: str, lost=(), *rest) -> None:
-        for x in list(lost or ()) + [sid]:
-            self.forget(x)
         return None
 
     def forget(self, sid: str) -> None:

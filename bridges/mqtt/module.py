@@ -115,8 +115,9 @@ def setup(module) -> None:
         broker.fed = fed
         module.hook("link_extension", fed.on_extension)
         module.hook("link_up", fed.on_link_up)
-        module.hook("link_down", fed.on_link_down)
-        module.hook("netsplit", fed.on_netsplit)
+        # Filters of servers behind a split are kept while they are held (messages for them are
+        # replayed when they return); they are forgotten once the servers are gone for good.
+        module.hook("servers_gone", fed.on_servers_gone)
         fed.announce(hello=True)     # a module loaded on a server that is already linked
 
     module.protocol("mqtt", lambda t, listener, now: Client(broker, t, now))

@@ -20,7 +20,7 @@ CORE_HOOKS = (
     "filter_packet", "user_send_packet", "user_receive_packet",
     "account_registered", "account_removed",
     "channel_created", "channel_destroyed", "member_joined", "member_left",
-    "link_up", "link_down", "netsplit", "netjoin",
+    "link_up", "link_down", "netsplit", "netjoin", "servers_gone", "link_extension",
     "config_reloaded", "module_loaded", "module_unloaded",
     "client_connected", "client_disconnected",
 )

@@ -49,14 +49,14 @@ class Hub:
         self.cores[b].hooks.run("link_up", a)
 
     def unlink(self, a: str, b: str) -> None:
-        """The link's two ends get link_down; every other server hears of the split (netsplit hook)."""
+        """A split whose hold window has ended: every server hears that the unreachable ones are gone."""
         self.links.discard(frozenset((a, b)))
         for x in self.cores:
             lost = sorted(set(self.cores) - self.reachable(x))
             if x in (a, b):
                 self.cores[x].hooks.run("link_down", b if x == a else a, lost)
-            elif lost:
-                self.cores[x].hooks.run("netsplit", lost[0], lost, f"{a} {b}")
+            if lost:
+                self.cores[x].hooks.run("servers_gone", lost)
 
     def settle(self, dt: float = 0.0) -> None:
         """Advance the clock by dt, run due timers everywhere, deliver frames until quiet."""
