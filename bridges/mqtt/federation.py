@@ -124,6 +124,16 @@ class Federation:
         self.announce()
         for sid, (ver, filters) in list(self.sets.items()):
             router.send_extension(SUB_FRAME, {"server": sid, "filters": sorted(filters), "ver": ver}, None)
+        # Retained messages: a server that joins learns the ones it lacks ("sync": stored where the
+        # topic has none, never delivered as a publish). Where both sides retained a different message
+        # on one topic during a split, each keeps its own until the next retained publish there.
+        now = self.core.now()
+        for topic, msg in list(self.b.retained.items()):
+            if topic.startswith("$SYS"):
+                continue
+            router.send_extension(PUB_FRAME, {
+                "topic": topic, "payload_b64": base64.b64encode(msg.payload).decode("ascii"), "qos": msg.qos,
+                "retain": True, "props": _props_json(msg.props), "expiry": msg.remaining(now), "sync": True}, None)
         return None
 
     def on_servers_gone(self, gone) -> None:
@@ -194,6 +204,10 @@ class Federation:
         now = self.core.now()
         expiry = p.get("expiry")
         msg = Message(topic, payload, min(max(qos, 0), 2), retain, props, now + expiry if expiry else None)
+        if p.get("sync"):
+            if self.b.retained.get(topic) is None:
+                self.b.set_retained(msg)
+            return
         shares = (p.get("shares") or {}).get(self.me)
         self.b.publish(msg, now, from_server=origin, shares=shares)
 

@@ -81,3 +81,23 @@ def test_qos1_across_a_short_split_is_not_lost(mqtt3):
     wait_for(lambda: got.extend(far.drain()) or sum(m.topic == "plant/valve" for m in got) >= 5, timeout=20,
              what="the messages published during the split")
     assert [m.payload for m in got if m.topic == "plant/valve"] == [f"v{i}".encode() for i in range(5)]
+
+
+def test_retained_messages_reach_a_server_that_joins_later(tmp_path):
+    net = TreeNetwork("tree-3", tmp_path, extra_listen=("mqtt",), modules={"mqtt": {}})
+    net["a"].start()
+    net["b"].start()
+    try:
+        wait_for(lambda: net.server_count("b") == 2, what="a and b linked")
+        pub = Paho(net.port("a", "mqtt"), client_id="retainer")
+        pub.publish("config/mode", b"eco", qos=1, retain=True)
+        pub.publish("config/mode", b"turbo", qos=1, retain=True)    # the newest one counts
+        net["c"].start()                                            # c was not there when they were published
+        net.wait_linked()
+        late = Paho(net.port("c", "mqtt"), client_id="late-sub")
+        got = []
+        wait_for(lambda: (late.subscribe("config/#", qos=1), got.extend(late.drain()), got)[2] or
+                 (late.c.unsubscribe("config/#"), False)[1], timeout=15, what="the retained message on c")
+        assert got[0].payload == b"turbo" and got[0].retain
+    finally:
+        net.stop()
