@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated scenarios: " +
                     ", ".join(n for n, *_ in SCENARIOS) + " (aliases: " + ", ".join(ALIASES) + ")")
     ap.add_argument("--runs", type=int, default=None, help="runs per scenario and system (default 3; 1 with --quick)")
-    ap.add_argument("--window", type=int, default=None, help="messages in flight per sender (default 64)")
+    ap.add_argument("--window", type=int, default=None, help="IRC messages in flight per sender (default 256; MQTT uses 128 per publisher)")
     ap.add_argument("--duration", type=float, default=None, help="saturation window in seconds")
     ap.add_argument("--profile", action="store_true",
                     help="also profile relaynet with py-spy during an IRC fan-out at saturation")
@@ -201,8 +201,6 @@ def main(argv=None) -> int:
             else:
                 ap.error(f"unknown scenario {w!r} (known: {', '.join(names + list(ALIASES))}, profile)")
         selected = [s for s in SCENARIOS if s[0] in want]
-        if "idle" in want and "idle-max" not in want and not a.quick and a.only:
-            pass
         if want == ["profile"]:
             p.profile = True
     else:
@@ -400,7 +398,7 @@ def _record(started, commit, info, a, runs, p, rows, cpu_lines, notes, results, 
         f.write(f"- references: {ngircd_version()}; {mosquitto_version()}\n")
         f.write(f"- servers pinned to CPU {SERVER_CPU} (all of a system's processes, e.g. the 3 of a tree), "
                 f"load generator to CPU {GEN_CPU}; {runs} run(s) per system, alternating which goes first; "
-                f"window {p.window} messages in flight per sender; saturation window {p.duration}s after "
+                f"closed-loop window {p.window} (IRC) / {p.mqtt_window} (MQTT) messages in flight per sender, counted at the slowest receiver; saturation window {p.duration}s after "
                 f"{p.warmup}s warm-up; paced latency at {p.paced_rate:g} msg/s for {p.paced_duration}s; "
                 f"total {total / 60:.1f} min\n")
         f.write(f"- command: `tools/bench/run {' '.join(sys.argv[1:])}`\n\n")
