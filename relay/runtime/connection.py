@@ -1,8 +1,14 @@
-"""One actor per connection: a reader greenlet, a bounded outbox flushed in batches.
+"""One actor per connection: read events in, a bounded outbox flushed in batches.
 
-Frames queued during one loop iteration leave in one send. A peer that stops
-reading fills its outbox; past `sendq` bytes its protocol handler decides
-(IRC: "SendQ exceeded"), so a slow reader never stalls anyone else.
+Plain TCP connections are driven by the event loop's I/O watchers, without a
+greenlet: readable -> one recv -> the protocol handler; everything queued
+during one loop iteration leaves in one non-blocking send per connection,
+once every ready socket has been read. An idle connection costs no stack.
+TLS may need to read to write, so a TLS connection keeps a reader greenlet
+and flushes through a writer greenlet.
+
+A peer that stops reading fills its outbox; past `sendq` bytes its protocol
+handler decides (IRC: "SendQ exceeded"), so a slow reader never stalls anyone.
 """
 
 from __future__ import annotations
@@ -13,33 +19,32 @@ import socket as _stdsocket
 import time
 
 import gevent
-from gevent import socket
 
 log = logging.getLogger("relay.conn")
 
 READ_SIZE = 65536
+_READ, _WRITE = 1, 2
 _WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK)
 
 
 class Connection:
-    """The runtime's Transport: `write`, `close`, `backlog`."""
+    """The runtime's Transport: `write`, `close`, `abort`, `backlog`, `peer_host`."""
 
-    __slots__ = ("rt", "sock", "raw_send", "peer_host", "peer_port", "tls", "proto", "handler", "out", "out_bytes",
-                 "sendq", "flush_scheduled", "writer", "closing", "closed", "close_reason", "reader",
-                 "bytes_in", "bytes_out", "__weakref__")
+    __slots__ = ("rt", "sock", "fd", "watched", "peer_host", "peer_port", "tls", "proto", "handler", "out",
+                 "out_bytes", "sendq", "flush_scheduled", "writer", "rwatch", "closing", "closed", "close_reason",
+                 "lost_told", "bytes_in", "bytes_out")
 
     def __init__(self, rt, sock, addr, proto: str, tls: bool, sendq: int):
         self.rt = rt
         self.sock = sock
-        # Plain TCP is flushed from a loop callback with a non-blocking send on the OS socket
-        # (no greenlet for an idle or fast peer). TLS may need to read to write, so it always
-        # goes through a writer greenlet.
-        raw = None if tls else getattr(sock, "_sock", None)
-        self.raw_send = raw.send if raw is not None and raw.gettimeout() == 0.0 else None
+        # `watched`: a non-blocking stdlib socket driven by loop watchers (plain TCP);
+        # otherwise a gevent socket with a reader and a writer greenlet (TLS).
+        self.watched = not tls
+        self.fd = sock.fileno()
         if isinstance(addr, tuple):
-            self.peer_host, self.peer_port = addr[0], addr[1]
-            if self.peer_host.startswith("::ffff:"):
-                self.peer_host = self.peer_host[7:]
+            host = addr[0]
+            self.peer_host = host[7:] if host.startswith("::ffff:") else host
+            self.peer_port = addr[1]
         else:
             self.peer_host, self.peer_port = "localhost", 0
         self.proto, self.tls, self.sendq = proto, tls, sendq
@@ -47,11 +52,12 @@ class Connection:
         self.out: list[bytes] = []
         self.out_bytes = 0
         self.flush_scheduled = False
-        self.writer = None
+        self.writer = None  # the write watcher (watched) or writer greenlet (TLS) while one is busy
+        self.rwatch = None
         self.closing = False
         self.closed = False
         self.close_reason = ""
-        self.reader = None
+        self.lost_told = False
         self.bytes_in = self.bytes_out = 0
 
     # ---------------------------------------------------------------- Transport
@@ -67,12 +73,12 @@ class Connection:
         if self.out_bytes > self.sendq:
             self._overflow()
             return
-        if self.writer is None and not self.flush_scheduled:
-            if self.raw_send is None:
-                self.writer = gevent.spawn(self._write_loop)
-            else:
+        if not self.flush_scheduled and self.writer is None:
+            if self.watched:
                 self.flush_scheduled = True
                 self.rt.hub.loop.run_callback(self._flush)
+            else:
+                self.writer = gevent.spawn(self._write_loop)
 
     def close(self, reason: str = "") -> None:
         """Flush what is queued, then close (bounded by the runtime's drain deadline)."""
@@ -80,20 +86,13 @@ class Connection:
             return
         self.closing = True
         self.close_reason = reason
+        if self.rwatch is not None:
+            self.rwatch.stop()  # nothing more is read from a closing connection
         if self.writer is None and not self.flush_scheduled:
-            if self.raw_send is None:
-                self.writer = gevent.spawn(self._write_loop)
-            else:
+            if self.watched:
                 self._flush()
-
-    def _overflow(self) -> None:
-        h = self.handler
-        over = getattr(h, "send_queue_full", None)
-        log.info("%s %s:%s: send queue over %d bytes", self.proto, self.peer_host, self.peer_port, self.sendq)
-        if over is not None:
-            over(self.rt.now())
-        else:
-            self.abort("SendQ exceeded")
+            else:
+                self.writer = gevent.spawn(self._write_loop)
 
     def abort(self, reason: str) -> None:
         """Drop the connection now, discarding the outbox."""
@@ -103,73 +102,114 @@ class Connection:
         self.close_reason = self.close_reason or reason
         self._shutdown()
 
-    # ---------------------------------------------------------------- writing
-    def _flush(self) -> None:
-        """Try to send everything without blocking; hand the rest to a writer greenlet."""
-        self.flush_scheduled = False
-        if self.closed:
+    def _overflow(self) -> None:
+        over = getattr(self.handler, "send_queue_full", None)
+        log.info("%s %s:%s: send queue over %d bytes", self.proto, self.peer_host, self.peer_port, self.sendq)
+        if over is not None:
+            over(self.rt.now())
+        else:
+            self.abort("SendQ exceeded")
+
+    # ---------------------------------------------------------------- watched: reading
+    def start(self, factory, listener) -> None:
+        """Plain TCP: create the protocol handler and watch the socket; returns at once."""
+        rt = self.rt
+        rt.connections.add(self)
+        try:
+            self.handler = factory(self, listener, rt.now())
+        except Exception:
+            log.exception("%s: protocol handler failed to start", self.proto)
+            self.abort("Internal error")
             return
-        if self.out:
-            data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
-            self.out.clear()
+        if not self.closing:
+            self.rwatch = rt.hub.loop.io(self.fd, _READ)
+            self.rwatch.start(self._on_readable)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._lost(f"Read error: {e.strerror or e}")
+            return
+        if not data:
+            # The peer is gone: what is still queued is sent if it can be, then the socket closes.
+            self.close_reason = self.close_reason or "Connection closed"
+            self.close(self.close_reason)
+            self._tell_lost()
+            return
+        self.bytes_in += len(data)
+        try:
+            self.handler.data_received(data, self.rt.now())
+        except Exception:
+            # A bug in a protocol handler costs that connection, never the server.
+            log.exception("%s %s: handler raised; closing the connection", self.proto, self.peer_host)
+            self.close_reason = "Internal error"
+            self.abort("Internal error")
+
+    # ---------------------------------------------------------------- watched: writing
+    def _flush(self) -> None:
+        """Send everything that can go without blocking; wait for writability for the rest."""
+        self.flush_scheduled = False
+        if self.closed or self.writer is not None:
+            return
+        out = self.out
+        if out:
+            data = b"".join(out) if len(out) > 1 else out[0]
+            out.clear()
             self.out_bytes = 0
-            try:
-                n = self.raw_send(data)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError as e:
-                if e.errno in _WOULD_BLOCK:
-                    n = 0
-                else:
-                    self._lost(f"Write error: {e.strerror or e}")
-                    return
-            self.bytes_out += n
+            n = self._send(data)
+            if n < 0:
+                return
             if n < len(data):
                 rest = data[n:]
-                self.out.insert(0, rest)
-                self.out_bytes += len(rest)
-                self.writer = gevent.spawn(self._write_loop)
+                out.append(rest)
+                self.out_bytes = len(rest)
+                self.writer = self.rt.hub.loop.io(self.fd, _WRITE)
+                self.writer.start(self._on_writable)
                 return
         if self.closing:
             self._shutdown()
 
-    def _write_loop(self) -> None:
-        try:
-            while self.out and not self.closed:
-                data = b"".join(self.out)
-                self.out.clear()
-                self.out_bytes = 0
-                self.sock.sendall(data)
-                self.bytes_out += len(data)
-        except OSError as e:
-            self.writer = None
-            self._lost(f"Write error: {e.strerror or e}")
-            return
-        self.writer = None
+    def _on_writable(self) -> None:
+        out = self.out
+        if out and not self.closed:
+            data = b"".join(out) if len(out) > 1 else out[0]
+            out.clear()
+            n = self._send(data)
+            if n < 0:
+                return
+            if n < len(data):
+                out.append(data[n:])
+                self.out_bytes = len(out[0])
+                return
+            self.out_bytes = 0
+        w, self.writer = self.writer, None
+        if w is not None:
+            w.stop()
+            w.close()
         if self.closing:
             self._shutdown()
 
-    def _shutdown(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
+    def _send(self, data: bytes) -> int:
+        """Bytes sent (0 when the socket is full), or -1 when the connection is lost."""
         try:
-            self.sock.shutdown(_stdsocket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        if self.writer is not None and self.writer is not gevent.getcurrent():
-            self.writer.kill(block=False)
+            n = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as e:
+            if e.errno in _WOULD_BLOCK:
+                return 0
+            self._lost(f"Write error: {e.strerror or e}")
+            return -1
+        self.bytes_out += n
+        return n
 
-    def _lost(self, reason: str) -> None:
-        self.close_reason = self.close_reason or reason
-        self.closing = True
-        self._shutdown()
-
-    # ---------------------------------------------------------------- reading
+    # ---------------------------------------------------------------- TLS: greenlets
     def run(self, factory, listener) -> None:
+        """TLS: the reader greenlet; returns when the connection ends."""
         rt = self.rt
-        self.reader = gevent.getcurrent()
         rt.connections.add(self)
         try:
             try:
@@ -192,40 +232,132 @@ class Connection:
                 try:
                     handler.data_received(data, rt.now())
                 except Exception:
-                    # A bug in a protocol handler costs that connection, never the server.
                     log.exception("%s %s: handler raised; closing the connection", self.proto, self.peer_host)
                     self.close_reason = "Internal error"
                     break
-                # Let the loop run the flushes this read queued before reading more: a fast
-                # sender must not fill everyone's outbox while their bytes wait to be sent.
+                # Let the loop send what this read queued before reading more.
                 gevent.sleep(0)
         finally:
-            rt.connections.discard(self)
-            if self.handler is not None:
-                try:
-                    self.handler.connection_lost(self.close_reason or "Connection closed", rt.now())
-                except Exception:
-                    log.exception("%s: connection_lost raised", self.proto)
+            self._tell_lost()
             if not self.closing:
                 self.closing = True
             if self.writer is None:
-                if self.raw_send is None:
-                    self._shutdown()
-                else:
-                    self._flush()
+                self._shutdown()
+
+    def _write_loop(self) -> None:
+        try:
+            while self.out and not self.closed:
+                data = b"".join(self.out)
+                self.out.clear()
+                self.out_bytes = 0
+                self.sock.sendall(data)
+                self.bytes_out += len(data)
+        except OSError as e:
+            self.writer = None
+            self._lost(f"Write error: {e.strerror or e}")
+            return
+        self.writer = None
+        if self.closing:
+            self._shutdown()
+
+    # ---------------------------------------------------------------- ending
+    def _shutdown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.watched:
+            for w in (self.rwatch, self.writer):
+                if w is not None:
+                    w.stop()
+                    w.close()
+            self.rwatch = self.writer = None
+        try:
+            self.sock.shutdown(_stdsocket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        if not self.watched and self.writer is not None and self.writer is not gevent.getcurrent():
+            self.writer.kill(block=False)
+        if self.watched and not self.lost_told:
+            # Told from the loop, never from inside the handler's own call that closed it.
+            self.rt.hub.loop.run_callback(self._tell_lost)
+        self.rt.connections.discard(self)
+
+    def _tell_lost(self) -> None:
+        if self.lost_told:
+            return
+        self.lost_told = True
+        if self.handler is not None:
+            try:
+                self.handler.connection_lost(self.close_reason or "Connection closed", self.rt.now())
+            except Exception:
+                log.exception("%s: connection_lost raised", self.proto)
+
+    def _lost(self, reason: str) -> None:
+        self.close_reason = self.close_reason or reason
+        self.closing = True
+        self._shutdown()
 
 
 def now() -> float:
     return time.time()
 
 
-def make_listen_socket(host: str, port: int, backlog: int = 1024):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+def make_listen_socket(host: str, port: int, backlog: int = 1024) -> _stdsocket.socket:
+    family = _stdsocket.AF_INET6 if ":" in host else _stdsocket.AF_INET
+    s = _stdsocket.socket(family, _stdsocket.SOCK_STREAM)
+    s.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_REUSEADDR, 1)
+    if family == _stdsocket.AF_INET6:
+        s.setsockopt(_stdsocket.IPPROTO_IPV6, _stdsocket.IPV6_V6ONLY, 0)
     s.bind((host, port))
     s.listen(backlog)
     s.setblocking(False)
     return s
+
+
+class Acceptor:
+    """A plain TCP listener driven by a read watcher: accepts without a greenlet per client."""
+
+    BATCH = 64  # connections accepted per wake-up before others get the loop
+
+    def __init__(self, rt, sock: _stdsocket.socket, on_accept):
+        self.rt, self.sock, self.on_accept = rt, sock, on_accept
+        self.watch = rt.hub.loop.io(sock.fileno(), _READ)
+        self.watch.start(self._on_readable)
+
+    def _on_readable(self) -> None:
+        accept = self.sock.accept
+        for _ in range(self.BATCH):
+            try:
+                s, addr = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                # EMFILE/ENFILE: out of descriptors. Say so and pause accepting (the watcher is
+                # level-triggered: left on, it would spin); the kernel queues clients meanwhile.
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    log.error("accept: %s (open-files limit reached); accepting again in 0.1 s", e.strerror)
+                    self.watch.stop()
+                    t = self.rt.hub.loop.timer(0.1)
+                    t.start(self._resume, t)
+                    return
+                log.warning("accept: %s", e.strerror or e)
+                return
+            s.setblocking(False)
+            try:
+                self.on_accept(s, addr)
+            except Exception:
+                log.exception("accept handler raised")
+                s.close()
+
+    def _resume(self, timer) -> None:
+        timer.close()
+        if self.watch is not None:
+            self.watch.start(self._on_readable)
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
+            self.watch.close()
+            self.watch = None
+            self.sock.close()

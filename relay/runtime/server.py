@@ -16,7 +16,6 @@ import socket as _stdsocket
 import ssl
 import struct
 import time
-import weakref
 from pathlib import Path
 
 import gevent
@@ -30,7 +29,7 @@ from relay.core.builtin_admin import AdminContext
 from relay.core.config import Config, ConfigError
 from relay.core.server import Core
 from relay.proto.control import ControlCodec, ControlError
-from relay.runtime.connection import Connection, make_listen_socket
+from relay.runtime.connection import Acceptor, Connection, make_listen_socket
 from relay.runtime.logs import set_level, setup_logging
 from relay.runtime.tlsutil import ensure_certificate
 
@@ -51,7 +50,7 @@ class Runtime:
         self.config_path = config_path
         self.foreground = foreground
         self.hub = gevent.get_hub()
-        self.connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self.connections: set[Connection] = set()
         self.servers: dict[int, tuple[StreamServer, dict]] = {}  # listen index -> (server, info)
         self.control: StreamServer | None = None
         self.stopped = gevent.event.Event()
@@ -145,21 +144,29 @@ class Runtime:
         proto, tls = l.proto, l.tls
         sendq = self.config.limits.link_sendq if l.proto == "link" else self.config.limits.sendq
 
-        def handle(client_sock, addr):
-            if len(self.connections) >= self.config.limits.max_connections or self.stopping:
-                client_sock.close()
-                return
-            client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        def accepted(client_sock, addr):
             factory = self.core.protocols.get(proto)
-            if factory is None:
+            if len(self.connections) >= self.config.limits.max_connections or self.stopping or factory is None:
                 client_sock.close()
-                return
-            conn = Connection(self, client_sock, addr, proto, tls, sendq)
-            conn.run(lambda t, lst, now: factory[0](t, lst, now), l)
+                return None
+            client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return Connection(self, client_sock, addr, proto, tls, sendq), factory[0]
 
-        srv = StreamServer(sock, handle, ssl_context=ctx) if ctx else StreamServer(sock, handle)
-        srv.start()
-        self.servers[i] = (srv, {"proto": l.proto, "host": l.host, "port": sock.getsockname()[1], "tls": l.tls})
+        port = sock.getsockname()[1]
+        if ctx is None:
+            def on_accept(client_sock, addr):
+                made = accepted(client_sock, addr)
+                if made is not None:
+                    made[0].start(lambda t, lst, now: made[1](t, lst, now), l)
+            srv = Acceptor(self, sock, on_accept)
+        else:
+            def handle(client_sock, addr):  # a greenlet per TLS client: the handshake blocks
+                made = accepted(client_sock, addr)
+                if made is not None:
+                    made[0].run(lambda t, lst, now: made[1](t, lst, now), l)
+            srv = StreamServer(socket.socket(fileno=sock.detach()), handle, ssl_context=ctx)
+            srv.start()
+        self.servers[i] = (srv, {"proto": l.proto, "host": l.host, "port": port, "tls": l.tls})
 
     def dial(self, block, factory, on_fail) -> None:
         """Connect to a link peer; the session starts (as the dialling side) once connected."""
@@ -183,8 +190,14 @@ class Runtime:
             on_fail(getattr(e, "strerror", None) or str(e))
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(self, sock, (block.host, block.port), "link", block.tls, self.config.limits.link_sendq)
-        conn.run(factory, None)
+        if block.tls:
+            conn = Connection(self, sock, (block.host, block.port), "link", True, self.config.limits.link_sendq)
+            conn.run(factory, None)
+        else:
+            raw = _stdsocket.socket(fileno=sock.detach())
+            raw.setblocking(False)
+            conn = Connection(self, raw, (block.host, block.port), "link", False, self.config.limits.link_sendq)
+            conn.start(factory, None)
 
     def _open_control(self) -> None:
         path = self.config.control_path
