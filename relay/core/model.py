@@ -51,7 +51,7 @@ class Ban:
 
 class Channel:
     __slots__ = ("name", "key_name", "ts", "modes", "key", "limit", "lists", "topic", "topic_by", "topic_ts",
-                 "members", "local", "servers")
+                 "members", "local", "servers", "fanout")
 
     def __init__(self, name: str, key_name: str, ts: float):
         self.name, self.key_name, self.ts = name, key_name, ts
@@ -67,11 +67,13 @@ class Channel:
         # local members, for delivery; servers -> member count, for routing
         self.local: dict[User, None] = {}
         self.servers: dict[str, int] = {}
+        self.fanout = None  # relay.core.fanout.ChannelFanout, built on the first message after a change
 
     def add(self, user: User, status: str = "") -> None:
         self.members[user] = status
         if user.session is not None:
             self.local[user] = None
+            self.fanout = None
         else:
             self.servers[user.server] = self.servers.get(user.server, 0) + 1
         user.channels[self.key_name] = self
@@ -80,6 +82,7 @@ class Channel:
         del self.members[user]
         if user.session is not None:
             self.local.pop(user, None)
+            self.fanout = None
         else:
             n = self.servers[user.server] - 1
             if n:

@@ -13,6 +13,7 @@ import string
 from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable
 
+from relay.core.fanout import ChannelFanout
 from relay.core.model import (Ban, Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
                               NickChanged, TopicChanged, User, UserInvited, UserQuit, UserUpdated)
 from relay.proto.irc import irc_lower, mask_match
@@ -324,9 +325,10 @@ class Network:
             if ev is None:
                 return None
         if type(target) is Channel:
-            for u in target.local:
-                if u is not source:
-                    u.session.deliver(ev)
+            fan = target.fanout
+            if fan is None:
+                fan = target.fanout = ChannelFanout(target.local)
+            fan.message(ev, source.session)
             if propagate and self.router and target.servers:
                 self.router.channel_message(ev)
         else:

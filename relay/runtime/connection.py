@@ -32,7 +32,7 @@ class Connection:
 
     __slots__ = ("rt", "sock", "fd", "watched", "peer_host", "peer_port", "tls", "proto", "handler", "out",
                  "out_bytes", "sendq", "flush_scheduled", "writer", "rwatch", "closing", "closed", "close_reason",
-                 "lost_told", "bytes_in", "bytes_out")
+                 "lost_told", "bytes_in", "bytes_out", "tail", "runs")
 
     def __init__(self, rt, sock, addr, proto: str, tls: bool, sendq: int):
         self.rt = rt
@@ -59,15 +59,25 @@ class Connection:
         self.close_reason = ""
         self.lost_told = False
         self.bytes_in = self.bytes_out = 0
+        self.tail = None  # the shared run at the end of the outbox, still open (relay.core.fanout)
+        self.runs = 0     # shared runs in the outbox
 
     # ---------------------------------------------------------------- Transport
     @property
     def backlog(self) -> int:
         return self.out_bytes
 
+    @property
+    def congested(self) -> bool:
+        """The socket took less than it was given: the rest waits for it to drain."""
+        return self.writer is not None
+
     def write(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.tail is not None:  # what follows must not overtake the run's later lines
+            self.tail.sealed = True
+            self.tail = None
         self.out.append(data)
         self.out_bytes += len(data)
         if self.out_bytes > self.sendq:
@@ -79,6 +89,35 @@ class Connection:
                 self.rt.hub.loop.run_callback(self._flush)
             else:
                 self.writer = gevent.spawn(self._write_loop)
+
+    def write_shared(self, run) -> None:
+        """Queue a run of lines shared with other connections; it may grow until it is sealed."""
+        if self.closing:
+            return
+        t = self.tail
+        if t is not None and t is not run:
+            t.sealed = True
+        self.tail = run
+        self.out.append(run)
+        self.runs += 1
+        if not self.flush_scheduled and self.writer is None:
+            if self.watched:
+                self.flush_scheduled = True
+                self.rt.hub.loop.run_callback(self._flush)
+            else:
+                self.writer = gevent.spawn(self._write_loop)
+
+    def _take(self) -> bytes:
+        """The outbox as one piece of bytes; shared runs in it are sealed and joined once."""
+        out = self.out
+        if self.runs:
+            self.runs = 0
+            self.tail = None
+            data = b"".join([p if type(p) is bytes else p.take() for p in out])
+        else:
+            data = b"".join(out) if len(out) > 1 else out[0]
+        out.clear()
+        return data
 
     def close(self, reason: str = "") -> None:
         """Flush what is queued, then close (bounded by the runtime's drain deadline)."""
@@ -97,6 +136,8 @@ class Connection:
     def abort(self, reason: str) -> None:
         """Drop the connection now, discarding the outbox."""
         self.out.clear()
+        self.runs = 0
+        self.tail = None
         self.out_bytes = 0
         self.closing = True
         self.close_reason = self.close_reason or reason
@@ -156,8 +197,7 @@ class Connection:
             return
         out = self.out
         if out:
-            data = b"".join(out) if len(out) > 1 else out[0]
-            out.clear()
+            data = self._take()
             self.out_bytes = 0
             n = self._send(data)
             if n < 0:
@@ -175,8 +215,7 @@ class Connection:
     def _on_writable(self) -> None:
         out = self.out
         if out and not self.closed:
-            data = b"".join(out) if len(out) > 1 else out[0]
-            out.clear()
+            data = self._take()
             n = self._send(data)
             if n < 0:
                 return
@@ -247,8 +286,7 @@ class Connection:
     def _write_loop(self) -> None:
         try:
             while self.out and not self.closed:
-                data = b"".join(self.out)
-                self.out.clear()
+                data = self._take()
                 self.out_bytes = 0
                 self.sock.sendall(data)
                 self.bytes_out += len(data)

@@ -194,6 +194,7 @@ class IrcClient:
         c = self.caps
         self.tagbits = ((T_TIME if "server-time" in c else 0) | (T_MSGTAGS if "message-tags" in c else 0)
                         | (T_ACCOUNT if "account-tag" in c else 0))
+        self._refan()
 
     def cap_list(self) -> list[str]:
         out = []
@@ -209,6 +210,7 @@ class IrcClient:
         # Like InspIRCd: only with batch too, since a batch must never reach a client without it.
         if label is not None and "labeled-response" in self.caps and "batch" in self.caps:
             self.label, self.label_buf = label, []
+            self._refan()  # lines caused by this command go to the label's batch, not to shared runs
 
     def end_label(self) -> None:
         if self.label_buf is None:
@@ -352,18 +354,49 @@ class IrcClient:
             self.send(data)
 
     def tags_for(self, ev, source: User | None) -> dict | None:
-        bits = self.tagbits
-        if not bits:
-            return None
-        tags = {}
-        if bits & T_MSGTAGS and type(ev) is MessageSent:
-            tags.update(ev.tags)
-            tags["msgid"] = ev.msgid
-        if bits & T_TIME:
-            tags["time"] = server_time(ev.time)
-        if bits & T_ACCOUNT and source is not None and source.account:
-            tags["account"] = source.account
-        return tags
+        return _tags(self.tagbits, ev, source)
+
+    # Channel messages: shared runs (relay.core.fanout). The profile is the tag bits.
+    shares_runs = True
+
+    @property
+    def profile(self) -> int:
+        return self.tagbits
+
+    def run_ready(self) -> bool:
+        return not self.closed and self.label_buf is None and not self.t.congested
+
+    @staticmethod
+    def render_shared(ev: MessageSent, bits: int) -> bytes | None:
+        k = ("m", bits)
+        data = ev.cache.get(k)
+        if data is None:
+            if ev.kind == "TAGMSG" and not bits & T_MSGTAGS:
+                return None
+            src = ev.source
+            data = ev.cache[k] = build(src.prefix, ev.kind, ev.target.name,
+                                       *((ev.text,) if ev.kind != "TAGMSG" else ()), tags=_tags(bits, ev, src))
+        return data
+
+    def _refan(self) -> None:
+        """This client's profile or readiness changed: its channels rebuild their fan-out."""
+        if self.user is not None:
+            for ch in self.user.channels.values():
+                ch.fanout = None
+
+
+def _tags(bits: int, ev, source: User | None) -> dict | None:
+    if not bits:
+        return None
+    tags = {}
+    if bits & T_MSGTAGS and type(ev) is MessageSent:
+        tags.update(ev.tags)
+        tags["msgid"] = ev.msgid
+    if bits & T_TIME:
+        tags["time"] = server_time(ev.time)
+    if bits & T_ACCOUNT and source is not None and source.account:
+        tags["account"] = source.account
+    return tags
 
 
 def _size(msg) -> int:
@@ -396,9 +429,7 @@ def _r_message(c: IrcClient, ev: MessageSent) -> bytes | None:
         return None
     src = ev.source
     if type(ev.target) is Channel:
-        return _cached(c, ev, "m", lambda: build(src.prefix, ev.kind, ev.target.name,
-                                                 *((ev.text,) if ev.kind != "TAGMSG" else ()),
-                                                 tags=c.tags_for(ev, src)))
+        return IrcClient.render_shared(ev, c.tagbits)
     params = (ev.target.nick, ev.text) if ev.kind != "TAGMSG" else (ev.target.nick,)
     return build(src.prefix, ev.kind, *params, tags=c.tags_for(ev, src))
 
