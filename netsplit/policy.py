@@ -33,7 +33,6 @@ class HeldSplit:
         self.names: dict[str, str] = {}
         self.returned: set[str] = set()
         self.seen_users: set[str] = set()
-        self.seen_members: set[tuple[str, str]] = set()
         self.timer = None
 
 
@@ -48,6 +47,9 @@ class NetsplitPolicy:
         # Message frames that could not be routed to held servers, resent when they return.
         self.backlog: deque[tuple[float, frozenset, str, int, str, dict]] = deque()
         self.seen: dict[str, SeenWindow] = {}
+        # (uid, channel) of held users that a burst showed still in their channels. One set for
+        # every returning split: a burst that brings back several splits lists them all at once.
+        self.seen_members: set[tuple[str, str]] = set()
         self.stats = {"splits": 0, "held_returned": 0, "held_expired": 0, "replayed_out": 0,
                       "duplicates_dropped": 0, "replay_gaps": 0, "replay_lost_frames": 0,
                       "backlog_resent": 0, "backlog_dropped": 0}
@@ -57,11 +59,8 @@ class NetsplitPolicy:
         return resolve_nick(self.net, nick, ts, uid, now)
 
     def merge_channel(self, p: dict, now: float) -> dict | None:
-        held = self._held_for_burst()
-        return merge_channel(self.net, self.links.me.name, p, now, held.seen_members if held else None)
-
-    def _held_for_burst(self) -> HeldSplit | None:
-        return next((h for h in set(self.held.values()) if h.returned), None)
+        returning = any(h.returned for h in self.held.values())
+        return merge_channel(self.net, self.links.me.name, p, now, self.seen_members if returning else None)
 
     # ------------------------------------------------------------------ replay and dedupe
     def record(self, now: float, origin: str, seq: int, ftype: str, payload: dict) -> None:
@@ -213,11 +212,14 @@ class NetsplitPolicy:
             back = [u for u in h.users.values() if u.server in h.returned and self.net.users.get(u.uid) is u]
             left = [u for u in back if u.uid not in h.seen_users]
             self._quit_all(left, h.near, h.far, h.reason, now)
+            seen = self.seen_members
             for u in back:
                 if u.uid in h.seen_users:
                     for ch in list(u.channels.values()):
-                        if (u.uid, ch.key_name) not in h.seen_members:
+                        if (u.uid, ch.key_name) not in seen:
                             self.net.part(u, ch, "Left during a netsplit", now, propagate=False)
+            done = {u.uid for u in back}
+            self.seen_members = {m for m in seen if m[0] not in done}
             self.stats["held_returned"] += len(back) - len(left)
             for x in h.returned:
                 if self.held.get(x) is h:
@@ -226,7 +228,6 @@ class NetsplitPolicy:
             self._resend_backlog(h.returned)
             h.returned.clear()
             h.seen_users.clear()
-            h.seen_members.clear()
             if not h.servers and h.timer is not None:
                 h.timer.cancel()
             log.info("netjoin with %s: %d held users returned, %d had left", s.peer_name,

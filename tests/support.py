@@ -269,7 +269,25 @@ class TreeNetwork:
         def same():
             d = set(self.digests().values())
             return next(iter(d)) if len(d) == 1 else None
-        return wait_for(same, timeout=timeout, interval=0.1, what="equal state digests on every server")
+        try:
+            return wait_for(same, timeout=timeout, interval=0.1, what="equal state digests on every server")
+        except AssertionError:
+            raise AssertionError("state digests still differ:\n" + self.state_differences()) from None
+
+    def state_differences(self) -> str:
+        """What the servers' dump-states disagree on, for a failing test's message."""
+        import json as _json
+        states = {n: s.call("dump-state") for n, s in self.servers.items()}
+        names = list(states)
+        out = []
+        for key in sorted(set().union(*(st.keys() for st in states.values()))):
+            vals = {n: _json.dumps(states[n].get(key), sort_keys=True, default=str) for n in names}
+            if len(set(vals.values())) > 1:
+                base = vals[names[0]]
+                for n in names:
+                    if vals[n] != base or n == names[0]:
+                        out.append(f"{n} {key}: {vals[n][:1500]}")
+        return "\n".join(out) or "(dump-states equal now)"
 
     def port(self, name: str, proto: str) -> int:
         return next(l["port"] for l in self.servers[name].config["listen"] if l["proto"] == proto)

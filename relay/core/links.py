@@ -290,13 +290,15 @@ class LinkLayer:
         self.send_to(s, "EOB", {})
 
     # ------------------------------------------------------------------ output
-    def _out(self, ftype: str, origin: str, payload: dict, links, seq: int | None = None) -> None:
+    def _out(self, ftype: str, origin: str, payload: dict, links, seq: int | None = None,
+             raw: bytes | None = None) -> None:
+        """`raw`: the received frame, when it is passed on unchanged."""
         if not links:
             return
         if seq is None:
             self.seq += 1
             seq = self.seq
-        data = self.codec.encode(ftype, origin, seq, payload)  # serialised once for every link
+        data = raw or self.codec.encode(ftype, origin, seq, payload)  # serialised once for every link
         peers = self.peers
         for lid in links:
             s = peers.get(lid)
@@ -623,7 +625,7 @@ class LinkLayer:
                                   p.get("msgid"), propagate=False)
             if ev is not None:
                 self._out(f.type, f.origin, p, self._links_to(ch.servers, s.peer_id, (f.origin, f.seq, f.type, p)),
-                          f.seq)
+                          f.seq, f.raw)
         else:
             u = self._user(t)
             if u is None:
@@ -633,7 +635,7 @@ class LinkLayer:
                                  p.get("msgid"), propagate=False)
             else:
                 self._out(f.type, f.origin, p, self._links_to((u.server,), s.peer_id, (f.origin, f.seq, f.type, p)),
-                          f.seq)
+                          f.seq, f.raw)
 
     _on_PRIVMSG = _on_NOTICE = _on_TAGMSG = _on_message
 
@@ -654,14 +656,14 @@ class LinkLayer:
                 self.policy.keep_for_held(list(self.policy.held), *frame)
         else:
             links = self._links_to([x for x in target.split(",") if x != self.me.id], s.peer_id, frame)
-        self._out("ENCAP", f.origin, p, links, f.seq)
+        self._out("ENCAP", f.origin, p, links, f.seq, f.raw)
 
     def _on_unknown(self, s, f, now):
         # A frame type this version does not know: pass it on to everyone else, unchanged.
         claimed = self.core.hooks.run("link_extension", f.type, f.origin, f.payload, s.peer_id)
         if claimed is None:
             log.debug("link %s: passing on unknown frame type %s", s.peer_name, f.type)
-        self._out(f.type, f.origin, f.payload, links_for_all(self.tree, s.peer_id), f.seq)
+        self._out(f.type, f.origin, f.payload, links_for_all(self.tree, s.peer_id), f.seq, f.raw)
 
     # ------------------------------------------------------------------ splits
     def lost(self, s: LinkSession, reason: str, now: float) -> None:

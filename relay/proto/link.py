@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 PROTOCOL_VERSION = 1
@@ -120,6 +120,7 @@ class Frame:
     seq: int
     payload: dict[str, Any]
     known: bool = True
+    raw: bytes | None = field(default=None, compare=False, repr=False)  # the frame as received (header included): forwarded unchanged, not re-encoded
 
 
 def _reject_constant(name: str) -> None:
@@ -149,12 +150,16 @@ def _check_payload(ftype: str, payload: dict[str, Any], schema: dict[str, type])
                 raise LinkProtocolError(f"{ftype} frame: {key} {value[:16]!r} is not a valid id")
 
 
-def _decode_body(body: bytearray) -> Frame:
+def _decode_body(body) -> Frame:
     try:
-        data = _decode_json(body.decode("utf-8"))
+        data = _decode_json(str(body, "utf-8"))
     except (ValueError, RecursionError) as e:
         # ValueError covers bad UTF-8 and bad JSON; RecursionError, absurd nesting.
         raise LinkProtocolError(f"frame body is not JSON: {str(e)[:80]}") from None
+    return _check_frame(data)
+
+
+def _check_frame(data) -> Frame:
     if type(data) is not list or len(data) != 4:
         raise LinkProtocolError("frame body must be a JSON array [type, origin, seq, payload]")
     ftype, origin, seq, payload = data
@@ -187,6 +192,7 @@ class LinkCodec:
         buf += data
         frames = []
         pos, size = 0, len(buf)
+        raws = []
         while size - pos >= 4:
             length = int.from_bytes(buf[pos:pos + 4], "big")
             # Checked on the header alone, so a hostile length never makes us buffer its body.
@@ -195,9 +201,26 @@ class LinkCodec:
             end = pos + 4 + length
             if end > size:
                 break
-            frames.append(_decode_body(buf[pos + 4:end]))
+            raws.append(bytes(buf[pos:end]))
             pos = end
         del buf[:pos]
+        if len(raws) > 1:
+            # One JSON parse for the whole read, when every body is well-formed JSON; otherwise
+            # frame by frame, so the bad one is named (and the good ones before it still count).
+            try:
+                bodies = _decode_json("[" + ",".join([str(memoryview(r)[4:], "utf-8") for r in raws]) + "]")
+            except (ValueError, RecursionError):
+                bodies = None
+            if bodies is not None and len(bodies) == len(raws):
+                for raw, data in zip(raws, bodies):
+                    f = _check_frame(data)
+                    f.raw = raw
+                    frames.append(f)
+                return frames
+        for raw in raws:
+            f = _decode_body(memoryview(raw)[4:])
+            f.raw = raw
+            frames.append(f)
         return frames
 
     def encode(self, type: str, origin: str, seq: int, payload: dict[str, Any]) -> bytes:

@@ -310,3 +310,27 @@ def test_kill_of_a_remote_user_closes_it_on_its_own_server(chain):
     assert any("ERROR" in l and "Killed (alice (spam))" in l for l in carol.t.lines())
     assert all(c.net.find_nick("carol") is None for c in w.cores.values())
     assert len(w.digests()) == 1
+
+
+def test_one_burst_returning_several_held_splits_keeps_every_membership(tmp_path):
+    # x sits behind y. y loses z, then w, then x itself, so x holds three splits; y relinks
+    # z and w, then x: one burst brings both held users back. Each keeps its channel.
+    w = Wire(tmp_path, ["x", "y", "z", "v"])
+    w.link("x", "y")
+    w.link("z", "y")
+    w.link("v", "y")
+    xu, zu, vu = w.client("x", "xu"), w.client("z", "zu"), w.client("v", "vu")
+    for c in (xu, zu, vu):
+        c.send("JOIN #t")
+    xu.t.out.clear()
+    w.unlink("y", "z")
+    w.unlink("y", "v")
+    w.unlink("y", "x")
+    assert len(w.cores["x"].links.policy.held) == 3 and w.cores["x"].net.find_nick("zu") is not None
+    w.link("z", "y")
+    w.link("v", "y")
+    w.link("x", "y")
+    assert len(w.digests()) == 1
+    ch = w.cores["x"].net.find_channel("#t")
+    assert sorted(u.nick for u in ch.members) == ["vu", "xu", "zu"]
+    assert not any("PART" in l or "QUIT" in l or "JOIN" in l for l in xu.t.take())

@@ -10,7 +10,7 @@ from relay import __version__
 from relay.core.irc.client import CAPS, IrcClient
 from relay.core.irc.table import CommandTable
 from relay.core.model import Channel, User
-from relay.core.network import JoinRefused
+from relay.core.network import JoinRefused, Network
 from relay.proto.irc import irc_lower, mask_match, normalize_mask, valid_channel, valid_nick
 
 IRC_COMMANDS = CommandTable()
@@ -82,6 +82,8 @@ def split_targets(s: str) -> list[str]:
 
 def fit(text: str, *line: str) -> str:
     """Cut text (UTF-8 safe) so the relayed line `:<line...> :<text>\r\n` stays within 512 bytes (Modern)."""
+    if len(text) * 4 + sum(map(len, line)) * 4 < 500:  # short enough whatever its encoding: the usual case
+        return text
     room = 512 - len((":" + " ".join(line) + " :\r\n").encode())
     data = text.encode()
     return text if len(data) <= room else data[:max(room, 0)].decode("utf-8", "ignore")
@@ -856,9 +858,12 @@ def can_send(ch: Channel, u: User) -> bool:
     return not _banned(ch, u)
 
 
+_matches = Network.matches_list
+
+
 def _banned(ch: Channel, u: User) -> bool:
-    from relay.core.network import Network
-    return Network.matches_list(None, ch, "b", u) and not Network.matches_list(None, ch, "e", u)
+    lists = ch.lists
+    return bool(lists["b"]) and _matches(None, ch, "b", u) and not _matches(None, ch, "e", u)
 
 
 def _message(c: IrcClient, msg, now, kind: str):
