@@ -400,7 +400,8 @@ def _tags(bits: int, ev, source: User | None) -> dict | None:
 
 
 def _size(msg) -> int:
-    return len(msg.command) + sum(len(p) + 1 for p in msg.params)
+    params = msg.params
+    return len(msg.command) + len(params) + sum(map(len, params))
 
 
 class _SaslState:
