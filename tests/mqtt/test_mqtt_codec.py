@@ -1047,3 +1047,18 @@ def test_paho_mqtt31_connect_is_recognised():
     srv = MqttConnection()
     assert srv.receive_data(out[0]) == [Connect("old", keepalive=30, protocol_level=3)]
     assert srv.version == 3
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_runs_of_bare_pubacks_decode_like_any_packet(version):
+    # The inline PUBACK path: many in one read, one split across reads, mixed with other packets.
+    srv = server(version)
+    acks = [Puback(i) for i in range(1, 300)]
+    data = b"".join(bytes([0x40, 2, i >> 8, i & 0xFF]) for i in range(1, 300)) + b"\xc0\x00"
+    assert srv.receive_data(data[:101]) + srv.receive_data(data[101:]) == acks + [Pingreq()]
+
+
+def test_a_bare_puback_with_packet_id_0_is_still_refused():
+    srv = server(4)
+    assert srv.receive_data(b"\x40\x02\x00\x01") == [Puback(1)]
+    raises(srv, b"\x40\x02\x00\x00", 0x82)
