@@ -40,7 +40,8 @@ def cmd_status(ctx: AdminContext) -> Reply:
         f"relaynet {s['version']} server {s['server']['name']} ({s['server']['id']}) pid {s['pid']}",
         f"uptime {s['uptime']:.0f}s, memory {_fmt_bytes(s['memory_rss'])}",
         f"listeners: {lst}",
-        f"connections: {conns}",
+        f"connections: {conns}" + (f" (open-files limit {s['open_files_limit']})"
+                                   if s.get("open_files_limit") else ""),
         f"links: {', '.join(l['name'] for l in s['links']) or 'none'}",
         f"users: {s['users']['users']} ({s['users']['local']} local), channels: {s['users']['channels']}",
         f"modules: {', '.join(s['modules']) or 'none'}",

@@ -149,6 +149,7 @@ class Core:
             "memory_rss": proc.memory_info().rss,
             "listeners": info.get("listeners", []),
             "connections": info.get("connections", {}),
+            "open_files_limit": info.get("open_files_limit"),
             "links": self.net.links_summary(),
             "users": self.net.counts(),
             "modules": sorted(self.modules.loaded),

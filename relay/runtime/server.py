@@ -83,6 +83,7 @@ class Runtime:
         except Exception as e:
             raise StartupError(str(e), 2) from None
         self._check_listeners()
+        self._raise_open_files()
         self._open_control()
         self._open_listeners()
         core.protocols_changed = self._sync_listeners
@@ -93,6 +94,23 @@ class Runtime:
         cfg.pid_path.write_text(f"{os.getpid()}\n")
         log.info("relaynet %s started: server %s (%s), pid %d", __version__, cfg.server.name, cfg.server.id,
                  os.getpid())
+
+    def _raise_open_files(self) -> None:
+        """Every connection is a descriptor: take the whole hard limit, and say if it caps max_connections."""
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and soft < hard:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                soft = hard
+            except (ValueError, OSError) as e:
+                log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, e)
+        self.open_files_limit = soft
+        want = self.config.limits.max_connections
+        if soft != resource.RLIM_INFINITY and want + 64 > soft:
+            log.warning("limits.max_connections is %d but this process may open only %d files: at most about "
+                        "%d connections will be accepted (raise the hard limit, e.g. LimitNOFILE= in systemd)",
+                        want, soft, max(soft - 64, 0))
 
     def _check_listeners(self) -> None:
         errors = [f"listen[{i}].proto: no loaded module provides {l.proto!r} (known: "
@@ -226,7 +244,8 @@ class Runtime:
         conns: dict[str, int] = {}
         for c in list(self.connections):
             conns[c.proto] = conns.get(c.proto, 0) + 1
-        return {"listeners": [info for _, (_srv, info) in sorted(self.servers.items())], "connections": conns}
+        return {"listeners": [info for _, (_srv, info) in sorted(self.servers.items())], "connections": conns,
+                "open_files_limit": getattr(self, "open_files_limit", None)}
 
     # ---------------------------------------------------------------- timers
     def _run_timers(self) -> None:

@@ -26,6 +26,8 @@ def test_detach_returns_once_listening_then_status_and_stop(make_server):
     assert st["listeners"][0]["port"] == srv.irc_port
     assert st["memory_rss"] > 0 and st["uptime"] >= 0
     assert "links" in st and "connections" in st
+    import resource
+    assert st["open_files_limit"] == resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # raised to the hard limit
     text = srv.ctl("status").stdout
     assert "relaynet" in text and "listeners: irc@127.0.0.1" in text
     pid = srv.pid()
