@@ -271,9 +271,10 @@ class IrcConnection:
             self._discarding = True
 
     def _line_event(self, raw: bytes | bytearray) -> MessageReceived | LineRejected:
-        reason = self._oversize(raw, len(raw))
-        if reason:
-            return LineRejected(reason, INPUT_TOO_LONG, _command_word(raw, complete=True))
+        if raw[0] == 0x40 or len(raw) + 2 > self.max_line:  # only then can a limit be broken
+            reason = self._oversize(raw, len(raw))
+            if reason:
+                return LineRejected(reason, INPUT_TOO_LONG, _command_word(raw, complete=True))
         if b"\0" in raw:
             return LineRejected("NUL byte in line", NUL_BYTE, _command_word(raw, complete=True))
         try:

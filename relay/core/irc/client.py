@@ -368,7 +368,7 @@ class IrcClient:
 
     @staticmethod
     def render_shared(ev: MessageSent, bits: int) -> bytes | None:
-        k = ("m", bits)
+        k = _MKEYS[bits]
         data = ev.cache.get(k)
         if data is None:
             if ev.kind == "TAGMSG" and not bits & T_MSGTAGS:
@@ -383,6 +383,9 @@ class IrcClient:
         if self.user is not None:
             for ch in self.user.channels.values():
                 ch.fanout = None
+
+
+_MKEYS = [("m", bits) for bits in range((T_TIME | T_MSGTAGS | T_ACCOUNT) + 1)]  # cache keys, made once
 
 
 def _tags(bits: int, ev, source: User | None) -> dict | None:
