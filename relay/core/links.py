@@ -511,7 +511,7 @@ class LinkLayer:
                                account=p.get("account"), ip=p.get("ip") or "0.0.0.0", uid=p["uid"], server=server,
                                nick_ts=p["ts"], propagate=False)
         u.away = p.get("away")
-        u.modes.update(p.get("modes") or "")
+        self.net.replace_user_modes(u, p.get("modes") or "")
         u.signon = p.get("signon", now)
         self._out("UID", f.origin, p, links_for_all(self.tree, s.peer_id), f.seq)
 
@@ -593,7 +593,7 @@ class LinkLayer:
             elif what == "realname":
                 u.realname = v
             elif what == "modes":
-                u.modes = set(v or "")
+                self.net.replace_user_modes(u, v or "")
             self.net.update_user(u, what, now, propagate=False)
         self._out("UPDATE", f.origin, p, links_for_all(self.tree, s.peer_id), f.seq)
 

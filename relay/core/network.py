@@ -58,6 +58,7 @@ class Network:
         self._msgid = itertools.count(1)
         self.router: Any = None  # link layer; None on a lone server
         self.server_names: dict[str, str] = {self.me.id: self.me.name}
+        self.mode_counts = {"i": 0, "o": 0}  # users with these modes, for LUSERS
 
     # ------------------------------------------------------------------ lookups
     def find_nick(self, nick: str) -> User | None:
@@ -68,8 +69,27 @@ class Network:
 
     def counts(self) -> dict:
         return {"users": len(self.users), "local": self.local_count, "channels": len(self.channels),
-                "invisible": sum(1 for u in self.users.values() if "i" in u.modes),
-                "opers": sum(1 for u in self.users.values() if "o" in u.modes)}
+                "invisible": self.mode_counts["i"], "opers": self.mode_counts["o"]}
+
+    # User modes change only through these, so LUSERS counts stay exact without a scan.
+    def set_user_mode(self, u: User, mode: str, on: bool) -> bool:
+        """Set or clear one user mode; True if it changed."""
+        if (mode in u.modes) == on:
+            return False
+        if on:
+            u.modes.add(mode)
+        else:
+            u.modes.discard(mode)
+        if mode in self.mode_counts:
+            self.mode_counts[mode] += 1 if on else -1
+        return True
+
+    def replace_user_modes(self, u: User, modes) -> None:
+        modes = set(modes)
+        for m in u.modes - modes:
+            self.set_user_mode(u, m, False)
+        for m in modes - u.modes:
+            self.set_user_mode(u, m, True)
 
     def links_summary(self) -> list[dict]:
         return self.router.summary() if self.router else []
@@ -140,6 +160,9 @@ class Network:
             self._maybe_destroy(ch)
         self.whowas.append(WhowasEntry(user, self.server_name(user.server), now))
         del self.users[user.uid]
+        for m in self.mode_counts:
+            if m in user.modes:
+                self.mode_counts[m] -= 1
         if self.nicks.get(irc_lower(user.nick)) is user:
             del self.nicks[irc_lower(user.nick)]
         if user.session is not None:

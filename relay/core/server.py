@@ -69,6 +69,7 @@ class Core:
         from relay.core.irc.commands import IRC_COMMANDS
         self.irc_commands = IRC_COMMANDS.copy()
         self.irc_local: dict = {}  # IrcClient -> None, registered or not
+        self.irc_registered = 0    # of those, registered (LUSERS' unknown connections are the rest)
         self.net = Network(self)
         irc = config.irc
         # Timeouts are enforced to within a quarter of the shortest one (5 s with the defaults).

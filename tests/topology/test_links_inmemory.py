@@ -334,3 +334,37 @@ def test_one_burst_returning_several_held_splits_keeps_every_membership(tmp_path
     ch = w.cores["x"].net.find_channel("#t")
     assert sorted(u.nick for u in ch.members) == ["vu", "xu", "zu"]
     assert not any("PART" in l or "QUIT" in l or "JOIN" in l for l in xu.t.take())
+
+
+def test_lusers_counts_stay_exact_across_mode_changes_links_and_quits(tmp_path):
+    # Network.counts() keeps running totals (LUSERS must not scan every user per registration).
+    w = Wire(tmp_path, ["a", "b"])
+    w.link("a", "b")
+    cs = [w.client("ab"[i % 2], f"u{i}") for i in range(8)]
+
+    def check():
+        for core in w.cores.values():
+            users = core.net.users.values()
+            k = core.net.counts()
+            assert k["invisible"] == sum("i" in u.modes for u in users)
+            assert k["opers"] == sum("o" in u.modes for u in users)
+            unknown = sum(1 for c in core.irc_local if not c.registered)
+            assert len(core.irc_local) - core.irc_registered == unknown
+
+    for i, c in enumerate(cs):
+        c.send(f"MODE u{i} +i" if i % 3 else f"MODE u{i} +iw")
+    check()
+    cs[1].send("MODE u1 -i")
+    cs[2].send("QUIT :bye")
+    check()
+    w.unlink("a", "b")          # remote users held, then relinked: bursts carry their modes
+    w.link("a", "b")
+    check()
+    pending = w.cores["a"].net.irc_factory(type(cs[0].t)(), None, w.now)
+    pending.data_received(b"NICK half\r\n", w.now)       # connected, not registered
+    check()
+    lines = cs[0].t.take()
+    cs[0].send("LUSERS")
+    text = "\n".join(cs[0].t.take())
+    assert " 253 u0 1 :unknown connection(s)" in text, text
+    assert f"and {w.cores['a'].net.counts()['invisible']} invisible" in text

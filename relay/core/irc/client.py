@@ -165,7 +165,11 @@ class IrcClient:
         self.t.close(reason)
 
     def _forget(self) -> None:
-        self.core.irc_local.pop(self, None)
+        local = self.core.irc_local
+        if self in local:
+            del local[self]
+            if self.user is not None:
+                self.core.irc_registered -= 1
         if self.held_timer is not None:
             self.held_timer.cancel()
         self.held.clear()
@@ -246,6 +250,7 @@ class IrcClient:
             self.numeric("464", "Password incorrect")
             self.quit_and_close("Bad password", now)
             return
+        self.core.irc_registered += 1
         self.user = net.introduce(self, self.nick, self.ident, self.host, self.realname, "irc", now,
                                   account=self.account, ip=self.t.peer_host)
         self.core.irc_commands.welcome(self, now)

@@ -230,7 +230,7 @@ def lusers(c: IrcClient, msg, now):
     c.numeric("251", f"There are {k['users'] - k['invisible']} users and {k['invisible']} invisible "
                      f"on {servers} servers")
     c.numeric("252", str(k["opers"]), "operator(s) online")
-    unknown = sum(1 for cl in c.core.irc_local if not cl.registered)
+    unknown = len(c.core.irc_local) - c.core.irc_registered
     c.numeric("253", str(unknown), "unknown connection(s)")
     c.numeric("254", str(k["channels"]), "channels formed")
     c.numeric("255", f"I have {net.local_count} clients and {servers - 1} servers")
@@ -456,7 +456,7 @@ def oper(c: IrcClient, msg, now):
     if not c.core.acl.allowed(block.rule, subject):
         c.numeric("491", "No O-lines for your host")
         return
-    u.modes.add("o")
+    c.net.set_user_mode(u, "o", True)
     u.oper_name = name
     c.numeric("381", "You are now an IRC operator")
     c.send(_mode_line(u, "+o"))
@@ -708,12 +708,11 @@ def user_mode(c: IrcClient, msg, now):
         if m in "+-":
             sign = m
         elif m in "iw":
-            if (m in u.modes) != (sign == "+"):
-                (u.modes.add if sign == "+" else u.modes.discard)(m)
+            if c.net.set_user_mode(u, m, sign == "+"):
                 changed.append(sign + m)
         elif m == "o":
             if sign == "-" and "o" in u.modes:  # one may drop +o, never take it
-                u.modes.discard("o")
+                c.net.set_user_mode(u, "o", False)
                 u.oper_name = None
                 changed.append("-o")
         else:
