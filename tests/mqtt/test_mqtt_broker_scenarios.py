@@ -450,7 +450,10 @@ def test_sys_topics(srv):
     deadline = time.monotonic() + 10
     want = {"$SYS/broker/clients/connected", "$SYS/broker/messages/received", "$SYS/broker/messages/sent",
             "$SYS/broker/subscriptions/count", "$SYS/broker/retained messages/count", "$SYS/broker/uptime"}
-    while not want <= set(seen) and time.monotonic() < deadline:
+    # The first values are the retained ones, possibly published before this client connected:
+    # wait for an update (every 0.5 s here) that counts it.
+    while not (want <= set(seen) and int(seen["$SYS/broker/clients/connected"]) >= 1) \
+            and time.monotonic() < deadline:
         m = c.get()
         seen[m.topic] = m.payload.decode()
     assert want <= set(seen)
