@@ -127,7 +127,9 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-_decode_json = json.JSONDecoder(parse_constant=_reject_constant).decode
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+_decode_json = _decoder.decode
+_scan_json = _decoder.scan_once
 _encode_json = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
 ).encode
@@ -221,21 +223,20 @@ class LinkCodec:
             raws.append(bytes(buf[pos:end]))
             pos = end
         del buf[:pos]
-        if len(raws) > 1:
-            # One JSON parse for the whole read, when every body is well-formed JSON; otherwise
-            # frame by frame, so the bad one is named (and the good ones before it still count).
-            try:
-                bodies = _decode_json("[" + ",".join([str(memoryview(r)[4:], "utf-8") for r in raws]) + "]")
-            except (ValueError, RecursionError):
-                bodies = None
-            if bodies is not None and len(bodies) == len(raws):
-                for raw, data in zip(raws, bodies):
-                    f = _check_frame(data)
-                    f.raw = raw
-                    frames.append(f)
-                return frames
         for raw in raws:
-            f = _decode_body(memoryview(raw)[4:])
+            # The C scanner straight on each body (no per-frame wrapper); a body it does not take
+            # whole (whitespace around it, bad UTF-8 or JSON) goes through the full decoder, which
+            # accepts or names the fault.
+            body, end = None, -1
+            try:
+                body = str(memoryview(raw)[4:], "utf-8")
+                data, end = _scan_json(body, 0)
+            except (ValueError, RecursionError, StopIteration):
+                pass
+            if body is None or end != len(body):
+                f = _decode_body(memoryview(raw)[4:])
+            else:
+                f = _check_frame(data)
             f.raw = raw
             frames.append(f)
         return frames

@@ -181,3 +181,14 @@ def test_auth_response_is_bound_to_direction_and_both_challenges():
     assert not verify_response("s3cret-pw", r, make_challenge(b"c" * 16), "002", "001", ca)
     assert r != auth_response("s3cret-pw", ca, "002", "001", cb)
     assert not verify_response("s3cret-pw", "ünicode", cb, "002", "001", ca)
+
+
+def test_each_frame_body_must_be_json_on_its_own():
+    # Two bodies that are JSON only when read together must not pass as two frames.
+    def frame(body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + body
+    with pytest.raises(LinkProtocolError, match="not JSON"):
+        LinkCodec().receive_data(frame(b'["EOB","001",1,{}],["EOB","001",2') + frame(b'{}]'))
+    # Whitespace around a body is still JSON, and still accepted.
+    got = LinkCodec().receive_data(frame(b' ["EOB","001",1,{}] ') + frame(b'["EOB","001",2,{}]'))
+    assert [(f.type, f.seq) for f in got] == [("EOB", 1), ("EOB", 2)]
