@@ -80,6 +80,55 @@ class ServerBase:
             return False
 
 
+class ForegroundServer(ServerBase):
+    """A reference server run as one foreground child, pinned, logging to a file in its dir.
+
+    Subclasses set `log_name`, `listen_port` (in __init__) and `argv()`, and may check their
+    configuration in `before_start()`.
+    """
+
+    log_name = "server.log"
+    proc: subprocess.Popen | None = None
+    logf = None
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def before_start(self) -> None:
+        pass
+
+    def start(self):
+        self.before_start()
+        self.logf = open(self.dir / self.log_name, "wb")
+        self.proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU), *self.argv()],
+                                     stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_port(self.listen_port, proc=self.proc)
+        pin(self.proc.pid)
+        return self
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc else []
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+        if self.logf:
+            self.logf.close()
+
+    def log_tail(self, n: int = 20) -> str:
+        p = self.dir / self.log_name
+        return "\n".join(p.read_text(errors="replace").splitlines()[-n:]) if p.exists() else ""
+
+
 # ====================================================================== relaynet
 class Relaynet(ServerBase):
     kind = "relaynet"
@@ -215,7 +264,7 @@ NG_PASSWORD = "benchlink"
 NG_OPER = ("bench", "benchoper")
 
 
-class Ngircd(ServerBase):
+class Ngircd(ForegroundServer):
     """One ngIRCd in the foreground (-n), config generated in its own dir.
 
     Flood control, relaxed as far as ngIRCd allows:
@@ -229,6 +278,7 @@ class Ngircd(ServerBase):
     """
 
     kind = "ngircd"
+    log_name = "ngircd.log"
 
     def __init__(self, directory: Path, name: str, port: int | None = None, links: list[dict] | None = None,
                  extra_limits: dict | None = None):
@@ -236,7 +286,7 @@ class Ngircd(ServerBase):
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o777)  # ngIRCd drops root for nobody and writes its pid file here
         self.name = name
-        self.irc_port = port or free_port()
+        self.irc_port = self.listen_port = port or free_port()
         self.links = links or []
         self.conf = self.dir / "ngircd.conf"
         inc = self.dir / "conf.d"
@@ -259,48 +309,18 @@ class Ngircd(ServerBase):
             if l.get("passive"):
                 lines.append("\tPassive = yes")
         self.conf.write_text("\n".join(lines) + "\n")
-        self.proc: subprocess.Popen | None = None
-        self.logf = None
 
-    def configtest(self) -> None:
+    def before_start(self) -> None:
         r = subprocess.run([NGIRCD, "--configtest", "-f", str(self.conf)], capture_output=True, text=True,
                            timeout=30)
         if r.returncode != 0:
             raise RuntimeError(f"ngircd --configtest failed for {self.conf}:\n{r.stdout[-2000:]}{r.stderr}")
 
-    def start(self) -> "Ngircd":
-        self.configtest()
-        self.logf = open(self.dir / "ngircd.log", "wb")
-        self.proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU), NGIRCD, "-n", "-f", str(self.conf)],
-                                     stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_port(self.irc_port, proc=self.proc)
-        pin(self.proc.pid)
-        return self
+    def argv(self) -> list[str]:
+        return [NGIRCD, "-n", "-f", str(self.conf)]
 
     def port(self, proto: str = "irc") -> int:
         return self.irc_port
-
-    def pids(self) -> list[int]:
-        return [self.proc.pid] if self.proc else []
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-        if self.logf:
-            self.logf.close()
-
-    def log_tail(self, n: int = 20) -> str:
-        p = self.dir / "ngircd.log"
-        return "\n".join(p.read_text(errors="replace").splitlines()[-n:]) if p.exists() else ""
 
 
 def ngircd_version() -> str:
@@ -312,7 +332,7 @@ def ngircd_version() -> str:
 
 
 # ====================================================================== Mosquitto
-class Mosquitto(ServerBase):
+class Mosquitto(ForegroundServer):
     """Debian's mosquitto on a free loopback port, anonymous, no persistence, default limits but one.
 
     max_queued_messages is raised from 1000 to 10000: with the default, Mosquitto 2.0.11 started
@@ -322,13 +342,14 @@ class Mosquitto(ServerBase):
     """
 
     kind = "mosquitto"
+    log_name = "mosquitto.log"
 
     def __init__(self, directory: Path):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o777)
         self.name = "mosquitto"
-        self.mqtt_port = free_port()
+        self.mqtt_port = self.listen_port = free_port()
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join([
             f"listener {self.mqtt_port} 127.0.0.1",
@@ -341,41 +362,12 @@ class Mosquitto(ServerBase):
             "max_queued_messages 10000",
             "",
         ]))
-        self.proc = None
-        self.logf = None
 
-    def start(self) -> "Mosquitto":
-        self.logf = open(self.dir / "mosquitto.log", "wb")
-        self.proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU), MOSQUITTO, "-c", str(self.conf)],
-                                     stdin=subprocess.DEVNULL, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_port(self.mqtt_port, proc=self.proc)
-        pin(self.proc.pid)
-        return self
+    def argv(self) -> list[str]:
+        return [MOSQUITTO, "-c", str(self.conf)]
 
     def port(self, proto: str = "mqtt") -> int:
         return self.mqtt_port
-
-    def pids(self) -> list[int]:
-        return [self.proc.pid] if self.proc else []
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-        if self.logf:
-            self.logf.close()
-
-    def log_tail(self, n: int = 20) -> str:
-        p = self.dir / "mosquitto.log"
-        return "\n".join(p.read_text(errors="replace").splitlines()[-n:]) if p.exists() else ""
 
 
 def mosquitto_version() -> str:
