@@ -276,12 +276,11 @@ class TreeNetwork:
 
     def state_differences(self) -> str:
         """What the servers' dump-states disagree on, for a failing test's message."""
-        import json as _json
         states = {n: s.call("dump-state") for n, s in self.servers.items()}
         names = list(states)
         out = []
         for key in sorted(set().union(*(st.keys() for st in states.values()))):
-            vals = {n: _json.dumps(states[n].get(key), sort_keys=True, default=str) for n in names}
+            vals = {n: json.dumps(states[n].get(key), sort_keys=True, default=str) for n in names}
             if len(set(vals.values())) > 1:
                 base = vals[names[0]]
                 for n in names:

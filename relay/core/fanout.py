@@ -41,10 +41,6 @@ class SharedRun:
             self.parts = []
         return d
 
-    @property
-    def size(self) -> int:
-        return len(self.data) if self.data is not None else sum(map(len, self.parts))
-
 
 class ChannelFanout:
     """Built from a channel's local members; dropped (`channel.fanout = None`) when they change."""

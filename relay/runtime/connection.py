@@ -84,11 +84,15 @@ class Connection:
             self._overflow()
             return
         if not self.flush_scheduled and self.writer is None:
-            if self.watched:
-                self.flush_scheduled = True
-                self.rt.hub.loop.run_callback(self._flush)
-            else:
-                self.writer = gevent.spawn(self._write_loop)
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """The first write since the last flush: send at the end of this loop iteration."""
+        if self.watched:
+            self.flush_scheduled = True
+            self.rt.hub.loop.run_callback(self._flush)
+        else:
+            self.writer = gevent.spawn(self._write_loop)
 
     def write_shared(self, run) -> None:
         """Queue a run of lines shared with other connections; it may grow until it is sealed."""
@@ -101,11 +105,7 @@ class Connection:
         self.out.append(run)
         self.runs += 1
         if not self.flush_scheduled and self.writer is None:
-            if self.watched:
-                self.flush_scheduled = True
-                self.rt.hub.loop.run_callback(self._flush)
-            else:
-                self.writer = gevent.spawn(self._write_loop)
+            self._schedule_flush()
 
     def _take(self) -> bytes:
         """The outbox as one piece of bytes; shared runs in it are sealed and joined once."""
