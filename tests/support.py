@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from tools.relayctl import control_request
+
 ROOT = Path(__file__).resolve().parents[1]
 RELAYCTL = str(Path(sys.executable).parent / "relayctl")
 
@@ -75,18 +77,7 @@ class Server:
 
     def call(self, *argv: str) -> dict:
         """An operator command over the control socket, in-process (fast enough to poll)."""
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(30)
-        s.connect(str(self.data_dir / "control.sock"))
-        s.sendall(json.dumps({"argv": list(argv)}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        s.close()
-        reply = json.loads(buf)
+        reply = control_request(str(self.data_dir / "control.sock"), list(argv), timeout=30)
         if not reply.get("ok"):
             raise AssertionError(f"{' '.join(argv)}: {reply.get('text')}")
         return reply["data"]

@@ -39,7 +39,11 @@ def load_config(path: str | None):
 
 
 def control_call(cfg, argv: list[str], timeout: float = 30.0) -> dict:
-    path = str(cfg.control_path)
+    return control_request(str(cfg.control_path), argv, timeout)
+
+
+def control_request(path: str, argv: list[str], timeout: float = 30.0) -> dict:
+    """One operator command over the control socket at `path`: the server's reply."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:

@@ -7,7 +7,6 @@ directory under the run's tmp dir, free loopback ports and a generated config.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import psutil
 import yaml
+
+from tools.relayctl import control_request
 
 ROOT = Path(__file__).resolve().parents[2]
 RELAYCTL = str(Path(sys.executable).parent / "relayctl")
@@ -181,18 +182,7 @@ class Relaynet(ServerBase):
 
     def call(self, *argv: str, timeout: float = 60.0) -> dict:
         """An operator command over the control socket (JSON lines), in-process."""
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(timeout)
-        s.connect(str(self.data_dir / "control.sock"))
-        s.sendall(json.dumps({"argv": list(argv)}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            buf += chunk
-        s.close()
-        reply = json.loads(buf)
+        reply = control_request(str(self.data_dir / "control.sock"), list(argv), timeout)
         if not reply.get("ok"):
             raise RuntimeError(f"{' '.join(argv)}: {reply.get('text')}")
         return reply.get("data")
