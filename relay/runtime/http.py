@@ -144,6 +144,9 @@ class HttpConnection:
     def _on_request(self, req: h11.Request, now: float) -> None:
         self.since = now
         self.request, self.body, self.action = req, bytearray(), None
+        # h11 bounds only a head still incomplete; one that arrived whole in a read is measured here.
+        if len(req.target) + sum(len(k) + len(v) + 4 for k, v in req.headers) > self.server.limits.max_header_bytes:
+            return self._fail(431, "request header fields too large")
         headers = {}
         for k, v in req.headers:
             k = k.decode("latin-1")
