@@ -180,8 +180,8 @@ def test_every_split_point_gives_the_same_result():
     (b"\x89\xfe\x00\x80" + b"m" * 4, 1002),                 # control frame over 125 bytes
     (b"\x80\x80mask", 1002),                                # continuation without a message
     (b"\x83\x80mask", 1002),                                # reserved opcode
-    (frame(b"text", 1), 1003),                              # a text frame on MQTT's binary route
-    (frame(b"\xff\xfe", 1), 1007),                          # text that is not UTF-8
+    (frame(b"text", 1, mask=b"abcd"), 1003),                # a text frame on MQTT's binary route
+    (frame(b"\xff\xfe", 1, mask=b"abcd"), 1007),            # text that is not UTF-8
 ])
 def test_protocol_errors_close_with_their_code(bad, code):
     h = make_conn()
