@@ -432,12 +432,13 @@ def web_server(tmp_path, monkeypatch):
     dialled = socket.socket()
     dialled.bind(("127.0.0.1", 0))
     dialled.listen(4)
-    http_port, udp_port = free_port(), free_port()
+    http_port, https_port, udp_port = free_port(), free_port(), free_port()
     cfg = server_config(modules={"mods.web_sample": {"dial_port": dialled.getsockname()[1]}})
     cfg["listen"] += [{"proto": "http", "host": "127.0.0.1", "port": http_port},
+                      {"proto": "http", "host": "127.0.0.1", "port": https_port, "tls": True},
                       {"proto": "udp-echo", "host": "127.0.0.1", "port": udp_port, "transport": "udp"}]
     srv = Server(tmp_path / "web", cfg).start()
-    srv.http_port, srv.udp_port, srv.dialled = http_port, udp_port, dialled
+    srv.http_port, srv.https_port, srv.udp_port, srv.dialled = http_port, https_port, udp_port, dialled
     yield srv
     srv.stop()
     dialled.close()
@@ -484,6 +485,26 @@ def test_irc_over_websocket_talks_to_a_tcp_client(web_server, subprotocol, opcod
     assert tcp.read_until(" QUIT ").endswith(":Quit: done")
     tcp.close()
     ws.close()
+
+
+def test_wss_and_https_on_a_tls_http_listener(web_server):
+    import ssl
+    ws = websocket.create_connection(f"wss://127.0.0.1:{web_server.https_port}/irc", subprotocols=["text.ircv3.net"],
+                                     sslopt={"cert_reqs": ssl.CERT_NONE, "check_hostname": False}, timeout=10)
+    ws.send("NICK secure")
+    ws.send("USER secure 0 * :s")
+    _ws_read_until(ws, " 376 ")
+    ws.send("WHOIS secure")
+    assert "is using a secure connection" in _ws_read_until(ws, " 671 ")[1]     # the Transport says tls
+    ws.close()
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", web_server.https_port), timeout=10)) as s:
+        s.sendall(b"GET /hello/tls HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out = b""
+        while (d := s.recv(65536)):
+            out += d
+    assert out.startswith(b"HTTP/1.1 200 ") and b"hello GET /hello/tls" in out
 
 
 def test_bad_http_on_a_live_server(web_server):
