@@ -20,6 +20,7 @@ import base64
 import binascii
 import logging
 from http import HTTPStatus
+from typing import NamedTuple
 
 import h11
 from wsproto.connection import Connection as WsConnection
@@ -38,6 +39,16 @@ CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_UNSUPPORTED, CLOSE_TOO_BIG = 1000, 1001, 1
 
 def _tokens(value: str | None) -> list[str]:
     return [t.strip().lower() for t in (value or "").split(",") if t.strip()]
+
+
+class Upgrade(NamedTuple):
+    """A valid WebSocket handshake, answered with 101 once the request has ended."""
+    route: WebSocketRoute
+    subprotocol: str | None
+    framing: Framing
+    key: str
+    headers: dict
+    target: str
 
 
 class HttpServer:
@@ -79,7 +90,7 @@ class HttpConnection:
         self.since = now          # start of the current request, or of the idle wait before it
         self.request: h11.Request | None = None
         self.body = bytearray()
-        self.action = None        # what the request's end triggers: ("http", route) or ("ws", route, ...)
+        self.action = None        # what the request's end triggers: an HttpRoute's handler, or an Upgrade
         self.session: WebSocketSession | None = None
         self.done = False
         self.started = False      # bytes of a request have arrived since the last response
@@ -164,7 +175,9 @@ class HttpConnection:
                                   "not a WebSocket endpoint" if http_route is not None else f"no route for {path}")
             self.action = self._check_handshake(req, headers, ws_route)
         elif http_route is not None:
-            self.action = ("http", http_route)
+            self.action = http_route
+            if self.h11.they_are_waiting_for_100_continue:
+                self.t.write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
         elif ws_route is not None:
             self._fail(426, "this path speaks WebSocket only", [(b"Upgrade", b"websocket")])
         else:
@@ -189,14 +202,14 @@ class HttpConnection:
             want = ", ".join(sorted(p for p in route.subprotocols if p))
             return self._fail(400, f"subprotocol required: {want}" if not offered
                               else f"none of the offered subprotocols is spoken here (want {want})")
-        return ("ws", route, chosen[0], chosen[1], key, headers, req.target.decode("latin-1"))
+        return Upgrade(route, chosen[0], chosen[1], key, headers, req.target.decode("latin-1"))
 
     def _on_end(self, now: float) -> None:
         action, self.action = self.action, None
         if action is None:
             return
-        if action[0] == "ws":
-            self._upgrade(now, *action[1:])
+        if type(action) is Upgrade:
+            self._upgrade(action, now)
             return
         req = self.request
         target = req.target.decode("latin-1")
@@ -206,9 +219,9 @@ class HttpConnection:
                               bytes(self.body), self.t.peer_host, getattr(self.t, "tls", False))
         self.body = bytearray()
         try:
-            resp = action[1].handler(request, now)
+            resp = action.handler(request, now)
         except Exception:
-            log.exception("HTTP route %s (%s) raised on %s %s", action[1].prefix, action[1].owner,
+            log.exception("HTTP route %s (%s) raised on %s %s", action.prefix, action.owner,
                           request.method, path)
             resp = HttpResponse(500, body=b"internal error\n")
         self._respond(resp, head=request.method == "HEAD")
@@ -255,17 +268,16 @@ class HttpConnection:
         self.t.close(reason)
 
     # ---------------------------------------------------------------- WebSocket
-    def _upgrade(self, now: float, route: WebSocketRoute, subprotocol: str | None, framing: Framing, key: str,
-                 headers: dict, target: str) -> None:
+    def _upgrade(self, up: Upgrade, now: float) -> None:
         resp_headers = [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"),
-                        (b"Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii")))]
-        if subprotocol:
-            resp_headers.append((b"Sec-WebSocket-Protocol", subprotocol.encode("ascii")))
+                        (b"Sec-WebSocket-Accept", generate_accept_token(up.key.encode("ascii")))]
+        if up.subprotocol:
+            resp_headers.append((b"Sec-WebSocket-Protocol", up.subprotocol.encode("ascii")))
         self.t.write(self.h11.send(h11.InformationalResponse(status_code=101, headers=resp_headers)))
         trailing, _closed = self.h11.trailing_data
         self.h11 = None   # the HTTP part is over; an idle WebSocket keeps no parser
         self.server.waiting.pop(self, None)
-        self.session = WebSocketSession(self, route, subprotocol, framing, headers, target, now)
+        self.session = WebSocketSession(self, up.route, up.subprotocol, up.framing, up.headers, up.target, now)
         if trailing and self.session.handler is not None:
             self.session.data_received(bytes(trailing), now)
 

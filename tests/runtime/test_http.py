@@ -343,6 +343,14 @@ def test_http_errors(request_bytes, status):
     assert h.t.take().startswith(f"HTTP/1.1 {status} ".encode()) and h.t.closed
 
 
+def test_expect_100_continue_is_answered_before_the_body():
+    h = make_conn()
+    h.conn.data_received(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n", 0.0)
+    assert h.t.take().startswith(b"HTTP/1.1 100 ")
+    h.conn.data_received(b"ok", 0.0)
+    assert h.t.take().startswith(b"HTTP/1.1 200 ") and h.requests[-1].body == b"ok"
+
+
 def test_a_failing_route_is_a_500_and_the_connection_goes_on():
     h = make_conn()
     h.conn.data_received(b"GET /api/boom HTTP/1.1\r\nHost: x\r\n\r\nGET /api HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
