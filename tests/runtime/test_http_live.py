@@ -170,6 +170,7 @@ def test_module_routes_udp_and_dial_then_unload_removes_them(web_server):
     assert srv.call("web_sample", "status")["dial"] == "connected"
     listeners = {(l["proto"], l["port"]) for l in srv.status()["listeners"]}
     assert ("udp-echo", srv.udp_port) in listeners
+    assert f"udp-echo/udp@127.0.0.1:{srv.udp_port}" in srv.ctl("status").stdout
 
     srv.ctl("module", "unload", "mods.web_sample")
     # Routes gone (404), its WebSocket closed going away, its dial closed, its UDP listener closed.
