@@ -17,6 +17,8 @@ setup(
         "psutil>=5.9",
         "prompt_toolkit>=3.0",
         "cryptography>=42",
+        "h11>=0.14",
+        "wsproto>=1.2",
     ],
     extras_require={
         "base": [],
@@ -28,6 +30,7 @@ setup(
             "irc>=20.0",
             "paho-mqtt>=2.0",
             "hypothesis>=6.100",
+            "websocket-client>=1.7",
         ],
         "bench": ["py-spy>=0.3"],
     },

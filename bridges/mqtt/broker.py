@@ -195,7 +195,6 @@ class Broker:
         self.sessions: dict[str, Session] = {}
         self.offline: dict[str, Session] = {}      # sessions without a connection (expiry, wills)
         self.clients: dict["Client", None] = {}    # every open connection, CONNECT seen or not
-        self.ws_pending: dict = {}                 # WebSocket connections still in their handshake
         self.tree = TopicTree()
         self.shared: dict[tuple[str, str], SharedGroup] = {}
         self.retained = RetainedStore()
@@ -626,8 +625,6 @@ class Broker:
         """The one periodic check: connect timeouts, keep-alives, will delays, session expiry."""
         for c in list(self.clients):
             c.check(now)
-        for w in list(self.ws_pending):
-            w.check(now)
         heap = self.retained_expiry
         while heap and heap[0][0] <= now:
             _, topic = heapq.heappop(heap)
@@ -677,5 +674,3 @@ class Broker:
     def close_all(self, reason: str, now: float) -> None:
         for c in list(self.clients):
             c.disconnect(0x8B, reason, now, will=False)
-        for w in list(self.ws_pending):
-            w.close(reason)

@@ -1,4 +1,4 @@
-"""One MQTT network connection (TCP, or WebSocket through `WsClient`): packets in, broker calls out.
+"""One MQTT network connection (TCP, or WebSocket through the `http` listener): packets in, broker calls out.
 
 The runtime gives the handler `data_received(data, now)`, `connection_lost(reason, now)`
 and `send_queue_full(now)`; the handler writes through its transport (`write`, `close`,
@@ -18,7 +18,6 @@ from relay.core.accounts import check_password
 from .broker import FORWARD_PROPS, NEVER, Message, Session, Sub
 from .codec import (Connack, Connect, Disconnect, MqttConnection, MqttError, Pingreq, Pingresp, Puback, Pubcomp,
                     Publish, PublishTemplate, Pubrec, Pubrel, Suback, Subscribe, Unsuback, Unsubscribe, Auth)
-from .websocket import WsAccept, WsClose, WsData, WsPing, WsReject, WsServer
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -466,100 +465,3 @@ _HANDLERS = {
     Unsubscribe: Client.on_unsubscribe, Pingreq: Client.on_pingreq, Disconnect: Client.on_disconnect,
     Auth: Client.on_auth,
 }
-
-
-class WsTransport:
-    """The MQTT client's view of a WebSocket connection: writes become binary frames."""
-
-    def __init__(self, ws: "WsClient"):
-        self._ws = ws
-        t = ws.t
-        self.peer_host, self.peer_port = t.peer_host, getattr(t, "peer_port", 0)
-        self.tls = getattr(t, "tls", False)
-        self.proto = "mqtt-ws"
-
-    @property
-    def backlog(self) -> int:
-        return getattr(self._ws.t, "backlog", 0)
-
-    @property
-    def closing(self) -> bool:
-        return self._ws.closed
-
-    def write(self, data: bytes) -> None:
-        if not self._ws.closed:
-            self._ws.t.write(WsServer.frame(data))
-
-    def close(self, reason: str = "") -> None:
-        self._ws.close(reason)
-
-
-class WsClient:
-    """MQTT over WebSocket (subprotocol `mqtt`): a WebSocket server wrapping a `Client`."""
-
-    proto = "mqtt-ws"
-
-    def __init__(self, broker: "Broker", transport, now: float):
-        self.broker = broker
-        self.t = transport
-        self.ws = WsServer("mqtt")   # frames are streamed to the codec, which bounds packet sizes
-        self.client: Client | None = None
-        self.closed = False
-        self.opened = now
-        broker.ws_pending[self] = None
-
-    def data_received(self, data: bytes, now: float) -> None:
-        if self.closed:
-            return
-        for ev in self.ws.receive_data(data):
-            if self.closed:
-                return
-            tev = type(ev)
-            if tev is WsData:
-                if self.client is not None:
-                    self.client.data_received(ev.data, now)
-            elif tev is WsAccept:
-                self.t.write(ev.response)
-                self.broker.ws_pending.pop(self, None)
-                self.client = Client(self.broker, WsTransport(self), now)
-            elif tev is WsPing:
-                self.t.write(self.ws.pong(ev.payload))
-            elif tev is WsClose:
-                self.t.write(self.ws.close(1000 if ev.by_peer else ev.code))
-                self._lost(f"WebSocket closed ({ev.code})", now)
-            elif tev is WsReject:
-                self.t.write(ev.response)
-                self.closed = True
-                self.broker.ws_pending.pop(self, None)
-                self.t.close(ev.reason)
-
-    def close(self, reason: str = "") -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.broker.ws_pending.pop(self, None)
-        self.t.write(self.ws.close(1000))
-        self.t.close(reason)
-
-    def _lost(self, reason: str, now: float) -> None:
-        c = self.client
-        self.closed = True
-        self.t.close(reason)
-        if c is not None:
-            c.connection_lost(reason, now)
-
-    def connection_lost(self, reason: str, now: float) -> None:
-        self.broker.ws_pending.pop(self, None)
-        if self.client is not None:
-            self.client.connection_lost(reason, now)
-        self.closed = True
-
-    def send_queue_full(self, now: float) -> None:
-        if self.client is not None:
-            self.client.send_queue_full(now)
-
-    def check(self, now: float) -> None:
-        if self.client is None and not self.closed and now - self.opened > self.broker.opts.connect_timeout:
-            self.closed = True
-            self.broker.ws_pending.pop(self, None)
-            self.t.close("WebSocket handshake timeout")

@@ -10,9 +10,11 @@
           - {action: all, topic: "users/#", allow: false}
     listen:
       - {proto: mqtt, port: 1883}
-      - {proto: mqtt-ws, port: 8080}     # MQTT over WebSocket, subprotocol "mqtt"
+      - {proto: http, port: 8080}        # MQTT over WebSocket at /mqtt, subprotocol "mqtt"
 
-Listener protocols `mqtt` (TCP) and `mqtt-ws`. Persistent sessions (their
+Listener protocol `mqtt` (TCP); MQTT over WebSocket is the `/mqtt` route of the
+`http` listener (binary frames; a text frame closes with 1003, MQTT-6.0.0-1).
+`proto: mqtt-ws` still works: a listener serving that route alone, at any path. Persistent sessions (their
 subscriptions and queued QoS 1/2 messages) and retained messages are kept in
 `<data_dir>/mqtt.db` and survive a restart. See broker.py (routing), channels.py
 (channels and the one-path rule), federation.py (across server links), store.py (schema).
@@ -25,9 +27,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from relay.core.http_routes import BINARY_STREAM
+
 from .acl import TopicAcl
 from .broker import NEVER, Broker
-from .client import Client, WsClient
+from .client import Client
 from .topics import valid_topic_filter
 
 
@@ -121,7 +125,11 @@ def setup(module) -> None:
         fed.announce(hello=True)     # a module loaded on a server that is already linked
 
     module.protocol("mqtt", lambda t, listener, now: Client(broker, t, now))
-    module.protocol("mqtt-ws", lambda t, listener, now: WsClient(broker, t, now))
+    # MQTT over WebSocket: frames are a byte stream to the codec, which bounds packet sizes. A client
+    # offering no subprotocol is served too (older clients), one offering only others is refused.
+    module.websocket_route("/mqtt", {"mqtt": BINARY_STREAM, None: BINARY_STREAM},
+                           lambda t, listener, now: Client(broker, t, now))
+    module.protocol("mqtt-ws", core.http.listener(only="/mqtt"))   # the old own-port listener
     module.hook("filter_packet", broker.channels.tap, priority=-1000)
     module.hook("member_left", broker.channels.on_member_left)
     module.every(opts.sweep_interval, broker.sweep)

@@ -34,7 +34,8 @@ def cmd_status(ctx: AdminContext) -> Reply:
     """status"""
     s = ctx.core.status(ctx.now)
     conns = ", ".join(f"{p}={n}" for p, n in sorted(s["connections"].items())) or "none"
-    lst = ", ".join(f"{l['proto']}{'+tls' if l.get('tls') else ''}@{l['host']}:{l['port']}"
+    lst = ", ".join(f"{l['proto']}{'+tls' if l.get('tls') else ''}{'/udp' if l.get('transport') == 'udp' else ''}"
+                    f"@{l['host']}:{l['port']}"
                     for l in s["listeners"]) or "none"
     text = "\n".join([
         f"relaynet {s['version']} server {s['server']['name']} ({s['server']['id']}) pid {s['pid']}",

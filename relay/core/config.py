@@ -89,6 +89,21 @@ class Listener(Strict):
     # Per-listener TLS files; fall back to the tls: section.
     cert: str | None = None
     key: str | None = None
+    # udp: a datagram protocol (a module's `datagram_protocol`); no TLS (DTLS is not supported).
+    transport: Literal["tcp", "udp"] = "tcp"
+
+    @model_validator(mode="after")
+    def _udp_without_tls(self) -> "Listener":
+        if self.transport == "udp" and self.tls:
+            raise ValueError("tls: a udp listener cannot use TLS")
+        return self
+
+
+class HttpSection(Strict):
+    """Limits of the `http` listener (plain HTTP routes and WebSocket protocols)."""
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 16384     # request line and headers: 431 past it
+    max_body_bytes: Annotated[int, Field(ge=0)] = 1024 * 1024    # request body: 413 past it
+    max_message_bytes: Annotated[int, Field(ge=512)] = 65536     # one message of a line protocol: close 1009
 
 
 class LimitsSection(Strict):
@@ -169,7 +184,9 @@ class Config(Strict):
     data_dir: str = "data"
     control_socket: str | None = None
     log: LogSection = LogSection()
-    listen: list[Listener] = [Listener(proto="irc", port=6667), Listener(proto="irc", port=6697, tls=True)]
+    listen: list[Listener] = [Listener(proto="irc", port=6667), Listener(proto="irc", port=6697, tls=True),
+                              Listener(proto="http", port=8080)]
+    http: HttpSection = HttpSection()
     limits: LimitsSection = LimitsSection()
     tls: TlsSection = TlsSection()
     irc: IrcSection = IrcSection()
@@ -192,9 +209,9 @@ class Config(Strict):
     @field_validator("listen")
     @classmethod
     def _distinct_listeners(cls, v: list[Listener]) -> list[Listener]:
-        seen: dict[tuple[str, int], int] = {}
+        seen: dict[tuple[str, str, int], int] = {}
         for i, l in enumerate(v):
-            key = (l.host, l.port)
+            key = (l.transport, l.host, l.port)  # a UDP and a TCP listener may share a port (SIP: 5060 both)
             if key in seen:
                 raise ValueError(f"listen[{i}] uses {l.host}:{l.port} already used by listen[{seen[key]}]")
             seen[key] = i

@@ -47,6 +47,9 @@ class Module:
         self._commands: list[str] = []
         self._irc_commands: list[str] = []
         self._protocols: list[str] = []
+        self._datagram_protocols: list[str] = []
+        self._routes: list = []      # HTTP and WebSocket routes (relay.core.http_routes)
+        self._dials: list = []       # outbound connections' handles (cancel() closes them)
         self._cleanups: list[Callable[[], None]] = []
 
     def hook(self, hook: str, fn: Callable, priority: int = 0):
@@ -80,6 +83,36 @@ class Module:
         self.core.add_protocol(proto, factory, owner=self.name)
         self._protocols.append(proto)
 
+    def datagram_protocol(self, proto: str, factory: Callable):
+        """Provide a UDP listener protocol: `listen: [{proto: NAME, transport: udp, ...}]` entries use
+        `factory(endpoint, listener, now) -> handler`; the handler gets `datagram_received(data, addr, now)`
+        and answers with `endpoint.send_to(data, addr)`."""
+        self.core.add_datagram_protocol(proto, factory, owner=self.name)
+        self._datagram_protocols.append(proto)
+
+    def http_route(self, path_prefix: str, handler: Callable):
+        """Serve plain HTTP under `path_prefix` on the `http` listener: `handler(request, now) -> HttpResponse`."""
+        route = self.core.http.add_http(path_prefix, handler, owner=self.name)
+        self._routes.append(route)
+        return route
+
+    def websocket_route(self, path: str, subprotocols, factory: Callable):
+        """Serve a WebSocket protocol at `path` on the `http` listener; `subprotocols` maps each name (None:
+        none offered) to a Framing. `factory(transport, listener, now)` sees the same Transport as on TCP."""
+        route = self.core.http.add_websocket(path, subprotocols, factory, owner=self.name)
+        self._routes.append(route)
+        return route
+
+    def dial(self, host: str, port: int, factory: Callable, tls: bool = False,
+             on_fail: Callable[[str], None] | None = None):
+        """Connect out; once connected `factory(transport, None, now)` makes the handler, as for a listener.
+        `on_fail(reason)` is told if the connection cannot be made. Unloading the module closes it."""
+        if self.core.dialer is None:
+            raise ModuleError("outbound connections need the runtime (no dialer in this process)")
+        handle = self.core.dialer(host, port, factory, proto=self.name, tls=tls, on_fail=on_fail)
+        self._dials = [d for d in self._dials if not d.done] + [handle]
+        return handle
+
     def on_unload(self, fn: Callable[[], None]):
         self._cleanups.append(fn)
 
@@ -88,7 +121,8 @@ class Module:
             "hooks": sum(1 for h in self._hooks if h in self.core.hooks.handlers(h.hook)),
             "timers": sum(1 for t in self._timers if not t.cancelled),
             "commands": len(self._commands), "irc_commands": len(self._irc_commands),
-            "protocols": len(self._protocols),
+            "protocols": len(self._protocols), "datagram_protocols": len(self._datagram_protocols),
+            "routes": len(self._routes), "dials": sum(1 for d in self._dials if not d.done),
         }
 
     def _teardown(self) -> None:
@@ -107,8 +141,15 @@ class Module:
             self.core.irc_commands.remove(c, owner=self.name)
         for p in self._protocols:
             self.core.remove_protocol(p, owner=self.name)
+        for p in self._datagram_protocols:
+            self.core.remove_datagram_protocol(p, owner=self.name)
+        for r in self._routes:
+            self.core.http.remove(r, owner=self.name)
+        for d in self._dials:
+            d.cancel("Module unloaded")
         self._hooks.clear(); self._timers.clear(); self._commands.clear()
         self._irc_commands.clear(); self._protocols.clear(); self._cleanups.clear()
+        self._datagram_protocols.clear(); self._routes.clear(); self._dials.clear()
 
 
 def resolve(name: str) -> str:

@@ -19,6 +19,7 @@ from relay.core.acl import Acl, Subject
 from relay.core.admin import AdminTable
 from relay.core.config import Config
 from relay.core.hooks import HookBus
+from relay.core.http_routes import ANY_LINES, BINARY_LINES, TEXT_LINES, HttpRoutes
 from relay.core.modules import ModuleManager
 from relay.core.timers import TimerQueue
 
@@ -54,6 +55,10 @@ class Core:
         self.modules = ModuleManager(self)
         self.protocols: dict[str, tuple[Callable, str]] = {}
         self.protocols_changed: Callable[[], None] | None = None  # runtime: open/close listeners
+        self.datagram_protocols: dict[str, tuple[Callable, str]] = {}  # `transport: udp` listeners
+        self.http = HttpRoutes()  # routes of the `http` listener (relay/core/http_routes.py)
+        # Set by the runtime: dialer(host, port, factory, proto, tls=, on_fail=) -> handle with cancel().
+        self.dialer: Callable | None = None
         self.runtime_info: Callable[[], dict] | None = None
         self.shutdown_requested: Callable[[str], None] | None = None
         self.set_log_level: Callable[[str], None] | None = None
@@ -79,6 +84,11 @@ class Core:
         self.links = LinkLayer(self)
         builtin_admin.install(self)
         self.add_protocol("irc", self.net.irc_factory, owner="core")
+        # IRC over WebSocket (IRCv3 websocket); `/` too, where web IRC clients connect by default.
+        irc_ws = {"binary.ircv3.net": BINARY_LINES, "text.ircv3.net": TEXT_LINES, None: ANY_LINES}
+        for path in ("/irc", "/"):
+            self.http.add_websocket(path, irc_ws, self.net.irc_factory, owner="core")
+        self.add_protocol("http", self.http.listener(), owner="core")
         self.add_protocol("link", self.links.accept, owner="core")
 
     def _sweep_irc(self, now: float) -> None:
@@ -119,6 +129,21 @@ class Core:
     def remove_protocol(self, proto: str, owner: str) -> None:
         if self.protocols.get(proto, (None, None))[1] == owner:
             del self.protocols[proto]
+            if self.protocols_changed:
+                self.protocols_changed()
+
+    # Datagram protocols (`listen` entries with `transport: udp`).
+    def add_datagram_protocol(self, proto: str, factory: Callable, owner: str) -> None:
+        if proto in self.datagram_protocols:
+            raise ValueError(f"datagram protocol {proto!r} is already provided by "
+                             f"{self.datagram_protocols[proto][1]}")
+        self.datagram_protocols[proto] = (factory, owner)
+        if self.protocols_changed:
+            self.protocols_changed()
+
+    def remove_datagram_protocol(self, proto: str, owner: str) -> None:
+        if self.datagram_protocols.get(proto, (None, None))[1] == owner:
+            del self.datagram_protocols[proto]
             if self.protocols_changed:
                 self.protocols_changed()
 

@@ -30,6 +30,8 @@ from relay.core.config import Config, ConfigError
 from relay.core.server import Core
 from relay.proto.control import ControlCodec, ControlError
 from relay.runtime.connection import Acceptor, Connection, make_listen_socket
+from relay.runtime.http import HttpServer
+from relay.runtime.udp import DatagramEndpoint, make_udp_socket
 from relay.runtime.logs import set_level, setup_logging
 from relay.runtime.tlsutil import ensure_certificate
 
@@ -42,6 +44,35 @@ class StartupError(Exception):
     def __init__(self, text: str, status: int = 1):
         super().__init__(text)
         self.status = status
+
+
+class Dial:
+    """An outbound connection in progress or made; `cancel` stops it or closes it (module unload)."""
+
+    __slots__ = ("rt", "host", "port", "proto", "greenlet", "conn", "cancelled", "_done")
+
+    def __init__(self, rt, host: str, port: int, proto: str):
+        self.rt, self.host, self.port, self.proto = rt, host, port, proto
+        self.greenlet = None
+        self.conn: Connection | None = None
+        self.cancelled = False
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        """Failed, cancelled, or connected and since closed."""
+        return self._done or self.cancelled or (self.conn is not None and self.conn.closed)
+
+    @done.setter
+    def done(self, value: bool) -> None:
+        self._done = value
+
+    def cancel(self, reason: str = "Cancelled") -> None:
+        if self.cancelled:
+            return
+        self.cancelled = True
+        if self.conn is not None:
+            self.conn.close(reason)
 
 
 class Runtime:
@@ -78,6 +109,8 @@ class Runtime:
         core.reload_requested = self.reload_config if self.config_path else None
         core.timers.wakeup = self._timer_wake.set
         core.links.dial = self.dial
+        core.dialer = self.connect
+        self.http = HttpServer(core)
         try:
             core.start(now)
         except Exception as e:
@@ -112,16 +145,21 @@ class Runtime:
                         "%d connections will be accepted (raise the hard limit, e.g. LimitNOFILE= in systemd)",
                         want, soft, max(soft - 64, 0))
 
+    def _protocols_for(self, l) -> dict:
+        """The protocol table a listen entry draws from: stream (TCP) or datagram (UDP) protocols."""
+        return self.core.datagram_protocols if l.transport == "udp" else self.core.protocols
+
     def _check_listeners(self) -> None:
-        errors = [f"listen[{i}].proto: no loaded module provides {l.proto!r} (known: "
-                  f"{', '.join(sorted(self.core.protocols))})"
-                  for i, l in enumerate(self.config.listen) if l.proto not in self.core.protocols]
+        errors = [f"listen[{i}].proto: no loaded module provides {l.proto!r}"
+                  f"{' over udp' if l.transport == 'udp' else ''} (known: "
+                  f"{', '.join(sorted(self._protocols_for(l)))})"
+                  for i, l in enumerate(self.config.listen) if l.proto not in self._protocols_for(l)]
         if errors:
             raise StartupError("\n".join(errors), 2)
 
     def _open_listeners(self) -> None:
         for i, l in enumerate(self.config.listen):
-            if i not in self.servers and l.proto in self.core.protocols:
+            if i not in self.servers and l.proto in self._protocols_for(l):
                 self._open_listener(i)
 
     def _sync_listeners(self) -> None:
@@ -129,13 +167,13 @@ class Runtime:
         if self.stopping:
             return
         for i, (srv, info) in list(self.servers.items()):
-            if info["proto"] not in self.core.protocols:
+            if info["proto"] not in self._protocols_for(self.config.listen[i]):
                 srv.close()
                 del self.servers[i]
                 log.info("listener %s:%s (%s) closed: its module was unloaded", info["host"], info["port"],
                          info["proto"])
         for i, l in enumerate(self.config.listen):
-            if i not in self.servers and l.proto in self.core.protocols:
+            if i not in self.servers and l.proto in self._protocols_for(l):
                 try:
                     self._open_listener(i)
                 except OSError as e:
@@ -143,6 +181,9 @@ class Runtime:
 
     def _open_listener(self, i: int) -> None:
         l = self.config.listen[i]
+        if l.transport == "udp":
+            self._open_udp_listener(i)
+            return
         try:
             sock = make_listen_socket(l.host, l.port)
         except OSError as e:
@@ -186,35 +227,75 @@ class Runtime:
             srv.start()
         self.servers[i] = (srv, {"proto": l.proto, "host": l.host, "port": port, "tls": l.tls})
 
+    def _open_udp_listener(self, i: int) -> None:
+        l = self.config.listen[i]
+        try:
+            sock = make_udp_socket(l.host, l.port)
+        except OSError as e:
+            raise StartupError(f"listen[{i}]: cannot bind udp {l.host}:{l.port}: {e.strerror}", 1) from None
+        factory = self.core.datagram_protocols[l.proto][0]
+        try:
+            ep = DatagramEndpoint(self, sock, l.proto, factory, l)
+        except Exception:
+            sock.close()
+            log.exception("listen[%d]: %s protocol handler failed to start", i, l.proto)
+            raise StartupError(f"listen[{i}]: the {l.proto} datagram protocol failed to start", 1) from None
+        self.servers[i] = (ep, {"proto": l.proto, "host": l.host, "port": ep.port, "tls": False,
+                                "transport": "udp"})
+
     def dial(self, block, factory, on_fail) -> None:
         """Connect to a link peer; the session starts (as the dialling side) once connected."""
-        gevent.spawn(self._dial, block, factory, on_fail)
+        self.connect(block.host, block.port, factory, "link", tls=block.tls, on_fail=on_fail,
+                     fingerprint=block.fingerprint, verify=False, sendq=self.config.limits.link_sendq)
 
-    def _dial(self, block, factory, on_fail) -> None:
+    def connect(self, host: str, port: int, factory, proto: str, tls: bool = False, on_fail=None,
+                fingerprint: str | None = None, verify: bool | None = None, sendq: int | None = None) -> "Dial":
+        """Connect out (links and modules share this path); `factory(transport, None, now)` makes the
+        handler once connected, `on_fail(reason)` is told otherwise. TLS checks the certificate against
+        the system's CAs and `host` unless `verify` is False (a link pins its peer's fingerprint instead)."""
+        d = Dial(self, host, port, proto)
+        d.greenlet = gevent.spawn(self._dial, d, factory, tls, on_fail, fingerprint,
+                                  (fingerprint is None) if verify is None else verify,
+                                  sendq or self.config.limits.sendq)
+        return d
+
+    def _dial(self, d: "Dial", factory, tls: bool, on_fail, fingerprint, verify: bool, sendq: int) -> None:
+        host, port = d.host, d.port
         try:
-            sock = socket.create_connection((block.host, block.port), timeout=10)
+            sock = socket.create_connection((host, port), timeout=10)
             sock.settimeout(None)
-            if block.tls:
+            if tls:
                 ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE  # the peer is authenticated by its pinned fingerprint
-                sock = ctx.wrap_socket(sock, server_hostname=block.host)
-                if block.fingerprint:
+                if not verify:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE  # the peer is authenticated by its pinned fingerprint
+                sock = ctx.wrap_socket(sock, server_hostname=host)
+                if fingerprint:
                     got = hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest()
-                    if not hmac.compare_digest(got, block.fingerprint.replace(":", "").lower()):
+                    if not hmac.compare_digest(got, fingerprint.replace(":", "").lower()):
                         sock.close()
                         raise OSError(f"certificate fingerprint mismatch (got {got})")
         except (OSError, ssl.SSLError) as e:
-            on_fail(getattr(e, "strerror", None) or str(e))
+            d.done = True
+            if on_fail is not None and not d.cancelled:
+                on_fail(getattr(e, "strerror", None) or str(e))
+            return
+        if d.cancelled:
+            sock.close()
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if block.tls:
-            conn = Connection(self, sock, (block.host, block.port), "link", True, self.config.limits.link_sendq)
-            conn.run(factory, None)
+        if tls:
+            d.conn = conn = Connection(self, sock, (host, port), d.proto, True, sendq)
+            d.greenlet = None
+            try:
+                conn.run(factory, None)
+            finally:
+                d.done = True
         else:
             raw = _stdsocket.socket(fileno=sock.detach())
             raw.setblocking(False)
-            conn = Connection(self, raw, (block.host, block.port), "link", False, self.config.limits.link_sendq)
+            d.conn = conn = Connection(self, raw, (host, port), d.proto, False, sendq)
+            d.greenlet = None
             conn.start(factory, None)
 
     def _open_control(self) -> None:

@@ -24,7 +24,8 @@ def snapshot(core):
 def test_load_registers_and_unload_removes_everything(core):
     before = snapshot(core)
     mod = core.modules.load("mods.sample_mod", {"greeting": "hey"})
-    assert mod.registrations() == {"hooks": 1, "timers": 1, "commands": 1, "irc_commands": 1, "protocols": 1}
+    assert mod.registrations() == {"hooks": 1, "timers": 1, "commands": 1, "irc_commands": 1, "protocols": 1,
+                                   "datagram_protocols": 0, "routes": 0, "dials": 0}
     assert "sample hello" in core.admin.commands and "SAMPLE" in core.irc_commands.commands
     assert "sample" in core.protocols
     for t in (1001.0, 1002.0, 1003.5):

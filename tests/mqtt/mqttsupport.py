@@ -30,13 +30,13 @@ def uniq(prefix: str = "t") -> str:
 
 
 class MqttServer(Server):
-    """A server process with irc, mqtt and mqtt-ws listeners and the mqtt module."""
+    """A server process with irc, mqtt and http listeners (MQTT over WebSocket at /mqtt) and the mqtt module."""
 
     def __init__(self, directory, mqtt_options: dict | None = None, **overrides):
         self.mqtt_port, self.ws_port = free_port(), free_port()
         cfg = server_config(**overrides)
         cfg["listen"] += [{"proto": "mqtt", "host": "127.0.0.1", "port": self.mqtt_port},
-                          {"proto": "mqtt-ws", "host": "127.0.0.1", "port": self.ws_port}]
+                          {"proto": "http", "host": "127.0.0.1", "port": self.ws_port}]
         cfg.setdefault("modules", {})["mqtt"] = {"sys_interval": 0.5, "sweep_interval": 0.2,
                                                  **(mqtt_options or {})}
         super().__init__(directory, cfg)

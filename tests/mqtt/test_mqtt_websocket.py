@@ -1,4 +1,5 @@
-"""MQTT over WebSocket: paho's websockets transport against the `mqtt-ws` listener, and the sans-IO codec."""
+"""MQTT over WebSocket: paho's websockets transport against `/mqtt` on the http listener, the frames on
+the wire, and the `mqtt-ws` alias listener kept for existing configs."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import socket
 import struct
 
 import pytest
-from mqttsupport import Paho, uniq
-
-from bridges.mqtt.websocket import (WsAccept, WsClose, WsData, WsPing, WsReject, WsServer, accept_key)
+from mqttsupport import MqttServer, Paho, uniq
+from support import free_port
 
 
 @pytest.mark.parametrize("version", [4, 5])
@@ -30,10 +30,11 @@ def test_paho_over_websocket_talks_to_tcp_clients(mqtt_server, version):
     tcp.close()
 
 
-def _handshake(port: int, protocol: str | None = "mqtt", extra: str = "") -> tuple[socket.socket, bytes]:
+def _handshake(port: int, protocol: str | None = "mqtt", extra: str = "", path: str = "/mqtt"
+               ) -> tuple[socket.socket, bytes]:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()
-    req = (f"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    req = (f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
            + (f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else "") + extra + "\r\n")
     s.sendall(req.encode())
@@ -59,84 +60,67 @@ def _frame(payload: bytes, opcode: int = 2, fin: bool = True) -> bytes:
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-def test_websocket_handshake_and_framing_on_the_wire(mqtt_server):
-    s, resp = _handshake(mqtt_server.ws_port)
+def _recv_exactly(s: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _wire_checks(port: int, plain_path: str) -> None:
+    s, resp = _handshake(port)
     assert resp.startswith(b"HTTP/1.1 101") and b"Sec-WebSocket-Protocol: mqtt" in resp
     # A CONNECT split across two frames (fragmented message), then PINGREQ in the same read.
     connect = b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01w"
     s.sendall(_frame(connect[:5], fin=False) + _frame(connect[5:], opcode=0) + _frame(b"\xc0\x00"))
-    data = b""
-    while len(data) < 8:
-        data += s.recv(100)
+    data = _recv_exactly(s, 10)
     assert data == b"\x82\x04\x20\x02\x00\x00" + b"\x82\x02\xd0\x00"   # CONNACK, PINGRESP as binary frames
     s.sendall(_frame(b"hi", opcode=9))                                  # ping -> pong
-    assert s.recv(100) == b"\x8a\x02hi"
+    assert _recv_exactly(s, 4) == b"\x8a\x02hi"
     s.sendall(_frame(b"text", opcode=1))                                # text frames are refused
-    assert s.recv(100)[:4] == b"\x88\x02\x03\xeb"                       # close 1003
+    assert _recv_exactly(s, 4)[:4] == b"\x88\x02\x03\xeb"               # close 1003
     s.close()
     # Not a WebSocket request, or a subprotocol other than mqtt: HTTP errors.
-    s = socket.create_connection(("127.0.0.1", mqtt_server.ws_port), timeout=10)
-    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(f"GET {plain_path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     assert s.recv(100).startswith(b"HTTP/1.1 426")
     s.close()
-    s, resp = _handshake(mqtt_server.ws_port, protocol="chat")
+    s, resp = _handshake(port, protocol="chat")
     assert resp.startswith(b"HTTP/1.1 400")
     s.close()
 
 
-# ---------------------------------------------------------------------- the sans-IO codec
-
-def _request(key: str = "dGhlIHNhbXBsZSBub25jZQ==", proto: str = "mqtt") -> bytes:
-    return (f"GET /mqtt HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n"
-            f"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Protocol: {proto}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
-
-
-def test_accept_key_rfc6455_example():
-    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+def test_websocket_handshake_and_framing_on_the_wire(mqtt_server):
+    _wire_checks(mqtt_server.ws_port, "/")         # `/` is IRC's WebSocket route: a plain GET there is 426
+    _wire_checks(mqtt_server.ws_port, "/mqtt")
+    # No subprotocol offered (older clients): accepted, without the header.
+    s, resp = _handshake(mqtt_server.ws_port, protocol=None)
+    assert resp.startswith(b"HTTP/1.1 101") and b"Sec-WebSocket-Protocol" not in resp
+    s.close()
 
 
-def test_codec_handshake_byte_by_byte_then_frames_in_pieces():
-    ws = WsServer()
-    evs = []
-    req = _request(proto="mqttv3.1, mqtt")
-    for i in range(len(req)):
-        evs += ws.receive_data(req[i:i + 1])
-    assert len(evs) == 1 and type(evs[0]) is WsAccept and evs[0].subprotocol == "mqtt"
-    assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in evs[0].response
-    payload = bytes(range(256)) * 300                       # 64-bit length form
-    wire = _frame(payload) + _frame(b"", opcode=9) + _frame(b"\x03\xe8bye", opcode=8)
-    out = []
-    for i in range(0, len(wire), 7):
-        out += ws.receive_data(wire[i:i + 7])
-    data = b"".join(e.data for e in out if type(e) is WsData)
-    assert data == payload
-    assert [type(e) for e in out if type(e) is not WsData] == [WsPing, WsClose]
-    assert out[-1].code == 1000 and out[-1].reason == "bye"
-
-
-@pytest.mark.parametrize("frame,code", [
-    (b"\x82\x02ab", 1002),                                  # unmasked
-    (b"\xc2\x80abcd", 1002),                                # RSV1 set
-    (b"\x89\xfe\x00\x80" + b"m" * 4, 1002),                 # control frame over 125 bytes
-    (b"\x80\x80mask", 1002),                                # continuation without a message
-    (b"\x83\x80mask", 1002),                                # reserved opcode
-])
-def test_codec_protocol_errors(frame, code):
-    ws = WsServer()
-    ws.receive_data(_request())
-    evs = ws.receive_data(frame)
-    assert type(evs[-1]) is WsClose and evs[-1].code == code
-    assert ws.receive_data(b"more") == []
-
-
-def test_codec_rejects_bad_handshakes():
-    assert type(WsServer().receive_data(b"POST / HTTP/1.1\r\n\r\n")[0]) is WsReject
-    assert type(WsServer().receive_data(_request(key="short"))[0]) is WsReject
-    bad_version = _request().replace(b"Version: 13", b"Version: 8")
-    assert b"426" in WsServer().receive_data(bad_version)[0].response
-    assert type(WsServer().receive_data(b"G" * 20000)[0]) is WsReject
-    # No subprotocol offered: accepted without one.
-    req = _request().replace(b"Sec-WebSocket-Protocol: mqtt\r\n", b"")
-    ev = WsServer().receive_data(req)[0]
-    assert type(ev) is WsAccept and ev.subprotocol is None and b"Sec-WebSocket-Protocol" not in ev.response
+def test_mqtt_ws_alias_listener_serves_the_route_at_any_path(tmp_path):
+    """Configs written for the old `proto: mqtt-ws` listener keep working: the /mqtt route on its own port."""
+    srv = MqttServer(tmp_path / "alias")
+    alias_port = free_port()
+    srv.config["listen"].append({"proto": "mqtt-ws", "host": "127.0.0.1", "port": alias_port})
+    srv.path.write_text(__import__("yaml").safe_dump(srv.config))
+    srv.start()
+    try:
+        _wire_checks(alias_port, "/")
+        s, resp = _handshake(alias_port, path="/anything")
+        assert resp.startswith(b"HTTP/1.1 101")
+        s.close()
+        topic = f"alias/{uniq()}"
+        ws = Paho(alias_port, uniq("ws"), version=5, transport="websockets")
+        tcp = Paho(srv.mqtt_port, uniq("tcp"), version=5)
+        ws.subscribe(topic, qos=1)
+        tcp.publish(topic, b"via alias", qos=1)
+        assert ws.get().payload == b"via alias"
+        ws.close()
+        tcp.close()
+    finally:
+        srv.stop()
