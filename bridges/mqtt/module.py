@@ -81,9 +81,18 @@ class Options(BaseModel):
         return _prefix(v)
 
 
+# What `module load mqtt` (and the log) says when nothing would serve MQTT clients.
+NO_LISTENER = ("no MQTT listener is configured, so MQTT clients cannot connect here. To serve MQTT, add this "
+               "under `listen:` in the config file and restart the server:\n"
+               "  - {proto: mqtt, host: 127.0.0.1, port: 1883}\n"
+               "  - {proto: mqtt-ws, host: 127.0.0.1, port: 8080}    # optional: MQTT over WebSocket")
+
+
 def setup(module) -> None:
     core = module.core
     opts: Options = module.options
+    if not any(l.proto in ("mqtt", "mqtt-ws") for l in core.config.listen):
+        module.note(NO_LISTENER)
     store = None
     if opts.persist:
         from .store import Store
