@@ -857,6 +857,13 @@ def can_send(ch: Channel, u: User) -> bool:
     return not _banned(ch, u)
 
 
+def _undeliverable(target: User) -> str | None:
+    """Why a local bridged member cannot receive a direct message now (an MQTT client with no inbox
+    subscription), or None. Its session says so through `direct_refusal()`; remote ones answer at home."""
+    refusal = getattr(target.session, "direct_refusal", None)
+    return refusal() if refusal is not None else None
+
+
 _matches = Network.matches_list
 
 
@@ -904,6 +911,12 @@ def _message(c: IrcClient, msg, now, kind: str):
             if target is None:
                 if not quiet:
                     c.numeric("401", t, "No such nick/channel")
+                continue
+            why = _undeliverable(target)
+            if why:
+                # A server NOTICE (not 401: the nick exists, and clients show a 401's nick, not its text).
+                if kind == "PRIVMSG":
+                    c.reply("NOTICE", u.nick, f"*** Message to {target.nick} not delivered: {why}")
                 continue
             if target is u and echo and c.label_buf is not None:
                 # labeled-response: to oneself, only the echo is the labeled reply, not the delivery.
