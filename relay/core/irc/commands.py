@@ -526,7 +526,7 @@ def send_names(c: IrcClient, ch: Channel) -> None:
 def send_topic(c: IrcClient, ch: Channel, empty_reply: bool) -> None:
     if ch.topic:
         c.numeric("332", ch.name, ch.topic)
-        c.numeric("333", ch.name, ch.topic_by.split("!")[0], str(int(ch.topic_ts)))
+        c.numeric("333", ch.name, ch.topic_by, str(int(ch.topic_ts)))   # the setter's nick!ident@host
     elif empty_reply:
         c.numeric("331", ch.name, "No topic is set")
 
