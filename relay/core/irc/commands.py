@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time as _time
 
 from relay import __version__
@@ -12,6 +13,8 @@ from relay.core.irc.table import CommandTable
 from relay.core.model import Channel, User
 from relay.core.network import JoinRefused, Network
 from relay.proto.irc import irc_lower, mask_match, normalize_mask, valid_channel, valid_nick
+
+log = logging.getLogger("relay.irc")
 
 IRC_COMMANDS = CommandTable()
 command = IRC_COMMANDS.command
@@ -217,6 +220,23 @@ def quit_(c: IrcClient, msg, now):
     if reason and c.user is not None:
         reason = fit(reason, c.user.prefix, "QUIT", "Quit:")
     c.quit_and_close("Quit: " + reason if reason else "Client Quit", now)
+
+
+# A web client (or a scanner) that reached the IRC port: told so and closed before it registers.
+HTTP_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "PRI"))
+
+
+def not_registered(c: IrcClient, msg, now):
+    """A command sent before registration that needs it: 451, or an HTTP request line (GET / HTTP/1.1)"""
+    if msg.command not in HTTP_METHODS:
+        c.numeric("451", "You have not registered")
+        return
+    target = msg.params[0][:100] if msg.params else ""
+    log.info("IRC connection from %s refused: it sent an HTTP request (%s %r)", c.host, msg.command, target)
+    c.quit_and_close("This is an IRC server, not a web server: connect with an IRC client", now)
+
+
+IRC_COMMANDS.not_registered = not_registered
 
 
 # ---------------------------------------------------------------- information
