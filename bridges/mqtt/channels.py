@@ -275,18 +275,14 @@ class ChannelBridge:
         b.publish(Message(topic, ev.text.encode("utf-8", "replace"), 2, False, _text_props(src.nick)), ev.time)
         return None
 
-    def inbox_sub(self, s: Session) -> bool:
-        topic = self.direct_topic(s.username) if s.username else None
-        return topic is not None and any(sub.group is None and topic_matches(sub.filter, topic)
-                                         for sub in s.subs.values())
-
     def direct_refusal(self, s: Session) -> str | None:
         """Why a direct message to member `s` would be dropped: no subscription to its inbox topic."""
-        if self.inbox_sub(s):
+        topic = self.direct_topic(s.username or s.cid)
+        if s.username and any(sub.group is None and topic_matches(sub.filter, topic) for sub in s.subs.values()):
             return None
         nick = s.user.nick if s.user is not None else s.cid
-        return (f"{nick} is an MQTT client that receives direct messages only on "
-                f"{self.direct_topic(s.username or s.cid)}, and it has not subscribed to it")
+        return (f"{nick} is an MQTT client that receives direct messages only on {topic}, "
+                "and it has not subscribed to it")
 
     def deliver(self, s: Session, ev) -> None:
         """A network event for a member: channel and direct messages become PUBLISHes."""
@@ -325,7 +321,6 @@ class ChannelBridge:
             msg = ev.cache[key] = Message(topic, ev.text.encode("utf-8", "replace"), 2, False,
                                           _text_props(ev.source.nick))
         self.b.deliver_to(s, msg, qos, False, ids, self.core.now())
-
 
     def _undelivered(self, s: Session, ev) -> None:
         """A direct PRIVMSG the member has no inbox subscription for. A local sender's protocol asked

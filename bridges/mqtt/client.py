@@ -357,8 +357,7 @@ class Client:
             except MqttError:
                 ack.properties = {}
             else:
-                if not self.closed:
-                    self.t.write(data)
+                self.t.write(data)
                 return
         self.send(ack)
 
