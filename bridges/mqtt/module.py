@@ -12,6 +12,9 @@
       - {proto: mqtt, port: 1883}
       - {proto: mqtt-ws, port: 8080}     # MQTT over WebSocket, subprotocol "mqtt"
 
+The built-in default loads it and listens `{proto: mqtt, port: 1883}` on loopback
+(MQTT over WebSocket stays a listener of its own until there is an HTTP listener);
+loaded with no MQTT listener, it says what to add (NO_LISTENER).
 Listener protocols `mqtt` (TCP) and `mqtt-ws`. Persistent sessions (their
 subscriptions and queued QoS 1/2 messages) and retained messages are kept in
 `<data_dir>/mqtt.db` and survive a restart. See broker.py (routing), channels.py
