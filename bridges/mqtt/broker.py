@@ -147,6 +147,7 @@ class Session:
         self.will: Will | None = None
         self.will_due: float | None = None
         self.overflow_logged = -1e9
+        self.refusal_logged = -1e9            # last refused channel publish logged
         self.stored = False                   # has a row in the store
 
     @property
@@ -168,6 +169,10 @@ class Session:
 
     def deliver(self, ev) -> None:
         self.broker.channels.deliver(self, ev)
+
+    def direct_refusal(self) -> str | None:
+        """Why a direct message to this member would be dropped (asked by the sender's protocol)."""
+        return self.broker.channels.direct_refusal(self)
 
     def server_closing(self, reason: str, now: float) -> None:
         if self.client is not None:
@@ -208,7 +213,7 @@ class Broker:
             "connections", "messages_received", "messages_sent", "dropped_qos0",
             "dropped_offline", "dropped_overflow", "dropped_too_large", "dropped_expired", "refused_publish",
             "refused_subscribe", "invalid_utf8", "protocol_errors", "auth_failures", "takeovers",
-            "wills_published", "keepalive_timeouts"), 0)
+            "wills_published", "keepalive_timeouts", "refused_channel_publish"), 0)
         from .channels import ChannelBridge
         self.channels = ChannelBridge(self)
         self.fed = None          # federation.Federation, set by the module

@@ -10,8 +10,10 @@ subscribers of the topic tree.
 
 Speaking. A PUBLISH on `chan/NAME` by a member is `core.net.message(user, #NAME,
 "PRIVMSG", text)`: the payload must be UTF-8 (else 5.0: 0x99, 3.1.1: dropped and
-counted) and the member must be allowed to speak (+m). A non-member may not publish
-there (0x87), like IRC's +n.
+counted) and the member must be allowed to speak (+m, bans). A non-member may not publish
+there, like IRC's +n. A refused publish is counted (`refused_channel_publish` in `mqtt
+stats`), logged at info (at most every 10 s per session) and, at QoS 1/2, acked 0x87 with
+a 5.0 reason string that says why ("subscribe to chan/NAME to be a member of #NAME").
 
 The one-path rule (no double delivery). Each channel message reaches each MQTT
 subscriber exactly once:
@@ -32,7 +34,9 @@ any MQTT broker) unless its subscription has No Local.
 
 Direct messages to a member (`MessageSent` whose target is its user) are delivered on
 `<direct_prefix><username>/inbox` (default `users/<username>/inbox`) when the session
-has a subscription matching that topic, at that subscription's QoS.
+has a subscription matching that topic, at that subscription's QoS. Without one the message
+is not dropped silently: an IRC sender on this server is told by a server NOTICE ("*** Message
+to carol not delivered: ..."), a sender on another server by a NOTICE from the member.
 """
 
 from __future__ import annotations
@@ -197,28 +201,38 @@ class ChannelBridge:
         s.chan_subs.pop(ch.key_name, None)
 
     # ------------------------------------------------------------------ speaking
-    def route(self, s: Session, msg: Message, now: float) -> int:
-        """A client's PUBLISH (already allowed by the ACL): a channel message or a plain publish."""
+    def route(self, s: Session, msg: Message, now: float) -> tuple[int, str]:
+        """A client's PUBLISH (already allowed by the ACL): a channel message or a plain publish.
+        Returns the reason code and, for a refusal, why (the 5.0 ack's reason string)."""
         b = self.b
         name = self.channel_for(msg.topic)
         if name is None:
             b.publish(msg, now)
-            return 0
+            return 0, ""
         u = s.user
         ch = self.net.find_channel(name)
         if u is None or ch is None or u not in ch.members:
-            return 0x87
+            if s.account is None:
+                why = (f"anonymous clients cannot speak in {name}: connect with a username and password "
+                       f"and subscribe to {msg.topic} to be a member")
+            else:
+                why = f"subscribe to {msg.topic} to be a member of {name}"
+            return self.refused(s, msg.topic, why, now)
         try:
             text = msg.payload.decode("utf-8")
         except UnicodeDecodeError:
             b.stats["invalid_utf8"] += 1
-            return 0x99
+            return 0x99, "a channel message must be UTF-8 text"
         if "\0" in text:
             b.stats["invalid_utf8"] += 1
-            return 0x99
+            return 0x99, "a channel message must not contain NUL"
         text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
         if not can_send(ch, u):
-            return 0x87
+            if "m" in ch.modes and not ch.members[u]:
+                why = f"{name} is moderated (+m): only members with voice or ops may speak"
+            else:
+                why = f"you are banned from {name}"
+            return self.refused(s, msg.topic, why, now)
         u.last_active = now
         self.current = (u, msg)
         try:
@@ -233,7 +247,17 @@ class ChannelBridge:
         if ev.text != text:
             msg = Message(msg.topic, ev.text.encode(), msg.qos, msg.retain, msg.props, msg.expires, msg.origin)
         b.publish(msg, now)       # non-member subscribers, here and on other servers
-        return 0
+        return 0, ""
+
+    def refused(self, s: Session, topic: str, why: str, now: float) -> tuple[int, str]:
+        """A channel publish the client may not make: counted always, logged at most every 10 s per
+        session (a client that floods at QoS 0 gets no ack, and must not flood the log either)."""
+        self.b.stats["refused_channel_publish"] += 1
+        if now - s.refusal_logged >= 10.0:
+            s.refusal_logged = now
+            self.b.log.info("mqtt: channel publish on %s refused for client %s (user %s): %s",
+                            topic, s.cid, s.username or "anonymous", why)
+        return 0x87, why
 
     def tap(self, ev):
         """filter_packet at the lowest priority: channel messages from local non-MQTT users enter the tree."""
@@ -250,6 +274,15 @@ class ChannelBridge:
             return None
         b.publish(Message(topic, ev.text.encode("utf-8", "replace"), 2, False, _text_props(src.nick)), ev.time)
         return None
+
+    def direct_refusal(self, s: Session) -> str | None:
+        """Why a direct message to member `s` would be dropped: no subscription to its inbox topic."""
+        topic = self.direct_topic(s.username or s.cid)
+        if s.username and any(sub.group is None and topic_matches(sub.filter, topic) for sub in s.subs.values()):
+            return None
+        nick = s.user.nick if s.user is not None else s.cid
+        return (f"{nick} is an MQTT client that receives direct messages only on {topic}, "
+                "and it has not subscribed to it")
 
     def deliver(self, s: Session, ev) -> None:
         """A network event for a member: channel and direct messages become PUBLISHes."""
@@ -278,6 +311,7 @@ class ChannelBridge:
                     if sub.sub_id:
                         ids = (ids or []) + [sub.sub_id]
             if qos < 0:
+                self._undelivered(s, ev)
                 return
         else:
             return
@@ -287,6 +321,16 @@ class ChannelBridge:
             msg = ev.cache[key] = Message(topic, ev.text.encode("utf-8", "replace"), 2, False,
                                           _text_props(ev.source.nick))
         self.b.deliver_to(s, msg, qos, False, ids, self.core.now())
+
+    def _undelivered(self, s: Session, ev) -> None:
+        """A direct PRIVMSG the member has no inbox subscription for. A local sender's protocol asked
+        first (direct_refusal) and told its user; a remote sender gets an automatic NOTICE from the
+        member (the network has no server-to-user notice frame), never for a NOTICE (no reply loops)."""
+        src = ev.source
+        if ev.kind != "PRIVMSG" or src.server == self.me or s.user is None:
+            return
+        self.net.message(s.user, src, "NOTICE", f"*** Message to {s.user.nick} not delivered: "
+                         f"{self.direct_refusal(s)}", self.core.now())
 
 
 def _text_props(nick: str) -> dict:

@@ -324,6 +324,7 @@ class Client:
         if qos == 2 and self.version == 5 and len(s.qos2_in) >= b.receive_maximum:
             return self.disconnect(0x93, "Receive Maximum exceeded", now)
         rc = self.check_publish(p)
+        why = ""
         if rc == 0:
             props = p.properties
             fwd = {k: v for k, v in props.items() if k in FORWARD_PROPS} if props else {}
@@ -333,17 +334,31 @@ class Client:
                 b.stats["invalid_utf8"] += 1
                 rc = 0x99
             else:
-                rc = b.channels.route(s, msg, now)
+                rc, why = b.channels.route(s, msg, now)
         if rc:
             b.stats["refused_publish"] += 1
         if self.closed:
             return
         if qos == 1:
-            self.send(Puback(pid, rc))
+            self.send_ack(Puback(pid, rc), why)
         elif qos == 2:
             if rc < 0x80 or self.version != 5:
                 s.qos2_in.add(pid)
-            self.send(Pubrec(pid, rc))
+            self.send_ack(Pubrec(pid, rc), why)
+
+    def send_ack(self, ack, why: str) -> None:
+        """An ack with a 5.0 reason string, left out if it would pass the client's maximum packet size
+        (MQTT-3.1.2-25): the ack itself is always sent."""
+        if why and self.version == 5:
+            ack.properties = {"reason_string": why[:200]}
+            try:
+                data = self.codec.send(ack)
+            except MqttError:
+                ack.properties = {}
+            else:
+                self.t.write(data)
+                return
+        self.send(ack)
 
     def check_publish(self, p: Publish) -> int:
         s = self.session

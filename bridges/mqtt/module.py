@@ -12,6 +12,8 @@
       - {proto: mqtt, port: 1883}
       - {proto: http, port: 8080}        # MQTT over WebSocket at /mqtt, subprotocol "mqtt"
 
+The built-in default loads it and listens `{proto: mqtt, port: 1883}` on loopback;
+loaded with no MQTT listener, it says what to add (NO_LISTENER).
 Listener protocol `mqtt` (TCP); MQTT over WebSocket is the `/mqtt` route of the
 `http` listener (binary frames; a text frame closes with 1003, MQTT-6.0.0-1).
 `proto: mqtt-ws` still works: a listener serving that route alone, at any path. Persistent sessions (their
@@ -85,9 +87,18 @@ class Options(BaseModel):
         return _prefix(v)
 
 
+# What `module load mqtt` (and the log) says when nothing would serve MQTT clients.
+NO_LISTENER = ("no MQTT listener is configured, so MQTT clients cannot connect here. To serve MQTT, add this "
+               "under `listen:` in the config file and restart the server:\n"
+               "  - {proto: mqtt, host: 127.0.0.1, port: 1883}\n"
+               "  - {proto: http, host: 127.0.0.1, port: 8080}    # optional: MQTT over WebSocket at /mqtt")
+
+
 def setup(module) -> None:
     core = module.core
     opts: Options = module.options
+    if not any(l.proto in ("mqtt", "mqtt-ws", "http") for l in core.config.listen):
+        module.note(NO_LISTENER)
     store = None
     if opts.persist:
         from .store import Store

@@ -135,8 +135,8 @@ def _module_call(fn, *args) -> Any:
 
 def cmd_module_load(ctx: AdminContext, name: str) -> Reply:
     """module load NAME"""
-    _module_call(ctx.core.modules.load, name, ctx.core.config.modules.get(name))
-    return Reply(f"module {name} loaded", {"module": name})
+    mod = _module_call(ctx.core.modules.load, name, ctx.core.config.modules.get(name))
+    return Reply("\n".join([f"module {name} loaded", *mod.notes]), {"module": name, "notes": mod.notes})
 
 
 def cmd_module_unload(ctx: AdminContext, name: str) -> Reply:

@@ -185,7 +185,7 @@ class Config(Strict):
     control_socket: str | None = None
     log: LogSection = LogSection()
     listen: list[Listener] = [Listener(proto="irc", port=6667), Listener(proto="irc", port=6697, tls=True),
-                              Listener(proto="http", port=8080)]
+                              Listener(proto="mqtt", port=1883), Listener(proto="http", port=8080)]
     http: HttpSection = HttpSection()
     limits: LimitsSection = LimitsSection()
     tls: TlsSection = TlsSection()
@@ -196,7 +196,7 @@ class Config(Strict):
     hub: bool = True
     split_hold: Annotated[float, Field(ge=0)] = 30.0
     replay: ReplaySection = ReplaySection()
-    modules: dict[str, dict[str, Any] | None] = {}
+    modules: dict[str, dict[str, Any] | None] = {"mqtt": {}}
     acl: dict[str, Any] = {"local": {"ip": ["127.0.0.0/8", "::1/128"]}}
     access_rules: dict[str, Any] = {"oper": [{"allow": "all"}], "register": [{"allow": "all"}],
                                     "create_channel": [{"allow": "all"}], "link": [{"allow": "all"}]}

@@ -51,6 +51,13 @@ class Module:
         self._routes: list = []      # HTTP and WebSocket routes (relay.core.http_routes)
         self._dials: list = []       # outbound connections' handles (cancel() closes them)
         self._cleanups: list[Callable[[], None]] = []
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        """Something the operator should know about this load (e.g. a missing listener): logged, and
+        shown by `module load`."""
+        self.notes.append(text)
+        self.log.info("%s", text.replace("\n", " "))
 
     def hook(self, hook: str, fn: Callable, priority: int = 0):
         h = self.core.hooks.add(hook, fn, priority, owner=self.name)

@@ -221,7 +221,8 @@ def test_topic_set_query_unset_and_t_mode(irc):
     member.conn.topic(ch)
     assert member.expect("332").arguments == [ch, "the topic"]
     info = member.expect("333")
-    assert info.arguments[:2] == [ch, op.nick] and info.arguments[2].isdigit()
+    assert info.arguments[:2] == [ch, str(ev.source)] and info.arguments[2].isdigit()   # the full mask
+    assert str(ev.source).startswith(f"{op.nick}!") and "@" in str(ev.source)
     # +t is on by default: a plain member may not set it; a voiced one neither
     member.conn.topic(ch, "mine")
     assert member.expect("482").arguments[0] == ch

@@ -176,10 +176,12 @@ class Paho:
         self.connacks: queue.Queue = queue.Queue()
         self.disconnects: queue.Queue = queue.Queue()
         self.subacks: queue.Queue = queue.Queue()
+        self.pubacks: queue.Queue = queue.Queue()      # (mid, reason code, properties) of our QoS 1/2 publishes
         self.c.on_connect = lambda c, u, flags, rc, props: self.connacks.put((flags, rc, props))
         self.c.on_message = lambda c, u, m: self.messages.put(m)
         self.c.on_disconnect = lambda c, u, flags, rc, props: self.disconnects.put((rc, props))
         self.c.on_subscribe = lambda c, u, mid, rcs, props: self.subacks.put((mid, rcs, props))
+        self.c.on_publish = lambda c, u, mid, rc, props: self.pubacks.put((mid, rc, props))
         self.host, self.port, self.keepalive, self.clean = host, port, keepalive, clean
         self.properties = properties
         self.connack = None
@@ -227,6 +229,14 @@ class Paho:
         if wait and qos:
             info.wait_for_publish(10)
         return info
+
+    def publish_acked(self, topic: str, payload, qos: int = 1):
+        """Publish at QoS 1 or 2 and return the server's (reason code, 5.0 reason string or None)."""
+        info = self.c.publish(topic, payload, qos)
+        while True:
+            mid, rc, props = self.pubacks.get(timeout=10)
+            if mid == info.mid:
+                return rc.value, getattr(props, "ReasonString", None)
 
     def get(self, timeout: float = 10.0):
         try:

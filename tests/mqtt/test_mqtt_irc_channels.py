@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+
 import pytest
 from mqttsupport import PASSWORD, Paho, RawMqtt, uniq, user_props
-from support import RawClient
+from support import RawClient, wait_for
 
-from bridges.mqtt.codec import Puback, Publish, Suback
+from bridges.mqtt.codec import Puback, Publish, Pubrec, Suback
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "irc"))
+from ircsupport import JIrc  # noqa: E402  (the jaraco `irc` client wrapper of the IRC tests)
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +196,90 @@ def test_suback_for_refused_channel_creation(srv):
     c.connect(uniq(), username="dave", password=PASSWORD)
     s = c.subscribe("chan/ok" + uniq(), "chan/a/b", qos=0)
     assert isinstance(s, Suback) and s.reason_codes == [0, 0]   # chan/a/b is a plain topic
+
+
+def test_refused_channel_publishes_are_counted_logged_and_explained(srv):
+    room = uniq("q")
+    topic = f"chan/{room}"
+    irc = RawClient(srv.irc_port).register(uniq("i"))
+    irc.send(f"JOIN #{room}")
+    irc.read_until(" 366 ")
+    before = srv.stats()["refused_channel_publish"]
+    # MQTT 5, authenticated, not subscribed: 0x87 and how to become a member.
+    outsider = Paho(srv.mqtt_port, uniq("o"), username="dave", password=PASSWORD)
+    assert outsider.publish_acked(topic, b"hello?", qos=1) == (
+        0x87, f"subscribe to {topic} to be a member of #{room}")
+    # MQTT 5, anonymous: it cannot become a member at all, and is told so.
+    anon = Paho(srv.mqtt_port, uniq("a"))
+    rc, why = anon.publish_acked(topic, b"hi", qos=1)
+    assert rc == 0x87 and why.startswith(f"anonymous clients cannot speak in #{room}")
+    # QoS 2: PUBREC 0x87 with the reason string.
+    raw = RawMqtt(srv.mqtt_port)
+    raw.connect(uniq("r"), username="dave", password=PASSWORD)
+    raw.send(Publish(topic, b"qos2", 2, packet_id=7))
+    rec = raw.expect(Pubrec)
+    assert (rec.reason_code, rec.properties.get("reason_string")) == (
+        0x87, f"subscribe to {topic} to be a member of #{room}")
+    # MQTT 3.1.1 has no reason codes in PUBACK: acked, counted, logged. QoS 0: no ack at all.
+    old = Paho(srv.mqtt_port, uniq("v"), version=4, username="dave", password=PASSWORD)
+    assert old.publish_acked(topic, b"old", qos=1)[0] == 0
+    old.publish(topic, b"qos0")
+    # A member of a moderated channel without voice; a banned member.
+    member = Paho(srv.mqtt_port, uniq("m"), username="carol", password=PASSWORD)
+    member.subscribe(topic, qos=1)
+    join = irc.read_until(lambda l: " JOIN " in l and l.startswith(":carol"))
+    nick = join[1:].split("!")[0]
+    irc.send(f"MODE #{room} +m")
+    irc.read_until(" MODE ")
+    rc, why = member.publish_acked(topic, b"muted", qos=1)
+    assert rc == 0x87 and why == f"#{room} is moderated (+m): only members with voice or ops may speak"
+    irc.send(f"MODE #{room} -m+b {nick}!*@*")
+    irc.read_until(" MODE ")
+    assert member.publish_acked(topic, b"banned", qos=1) == (0x87, f"you are banned from #{room}")
+    irc.send(f"MODE #{room} -b {nick}!*@*")
+    irc.read_until(" MODE ")
+    assert member.publish_acked(topic, b"allowed", qos=1) == (0, None)
+    assert irc.read_until("PRIVMSG").endswith(" allowed")
+    assert not any(w in " ".join(irc.lines) for w in ("hello?", "qos2", "old", "muted", "banned"))
+    # Seven refusals counted (the QoS 0 one too, though it is acked by no one)...
+    wait_for(lambda: srv.stats()["refused_channel_publish"] == before + 7, what="7 refusals counted")
+    # ... and one info line per refused client (at most one per 10 s each: a QoS 0 flood stays out of the log).
+    log = srv.log()
+    for cid, why in ((outsider.c._client_id.decode(), f"subscribe to {topic} to be a member of #{room}"),
+                     (old.c._client_id.decode(), f"subscribe to {topic} to be a member of #{room}"),
+                     (member.c._client_id.decode(), f"#{room} is moderated (+m)")):
+        lines = [l for l in log.splitlines() if f"refused for client {cid} " in l]
+        assert len(lines) == 1 and " INFO " in lines[0] and f"on {topic} " in lines[0] and why in lines[0], lines
+    for c in (outsider, anon, old, member):
+        c.close()
+    raw.close()
+    irc.close()
+
+
+@pytest.mark.parametrize("version", [5, 4])
+def test_direct_message_to_a_member_without_inbox_subscription_tells_the_irc_sender(srv, version):
+    name = srv.register(uniq("k"))
+    room = uniq("dm")
+    m = Paho(srv.mqtt_port, uniq(), version=version, username=name, password=PASSWORD)
+    m.subscribe(f"chan/{room}", qos=0)             # a member, but no users/<name>/inbox subscription
+    sender = JIrc(srv.irc_port, uniq("j"))          # a real IRC client library
+    sender.conn.join(f"#{room}")
+    sender.expect(lambda ev: ev.type == "endofnames")
+    nick = next(s["nick"] for s in json.loads(srv.ctl("mqtt", "--json", "sessions").stdout)
+                if s["username"] == name)
+    sender.conn.privmsg(nick, "are you there?")
+    ev = sender.expect("privnotice")
+    assert ev.source == "test.relay.local"
+    assert ev.arguments[0] == (f"*** Message to {nick} not delivered: {nick} is an MQTT client that receives "
+                               f"direct messages only on users/{name}/inbox, and it has not subscribed to it")
+    # A NOTICE never triggers an automatic reply.
+    sender.conn.notice(nick, "fyi")
+    assert not [e for e in sender.sync() if e.type == "privnotice"]
+    # Subscribed to its inbox, it receives the next one; the sender is told nothing.
+    m.subscribe(f"users/{name}/inbox", qos=1)
+    sender.conn.privmsg(nick, "now?")
+    got = m.get()
+    assert (got.topic, got.payload) == (f"users/{name}/inbox", b"now?")
+    assert not [e for e in sender.sync() if e.type == "privnotice"]
+    m.close()
+    sender.close()

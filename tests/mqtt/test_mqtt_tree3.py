@@ -61,6 +61,15 @@ def test_irc_client_and_mqtt_client_talk_in_one_channel_across_servers(mqtt3):
     assert line.startswith(":mqttuser!") and "PRIVMSG #talk" in line
     irc.send("WHOIS mqttuser")
     assert "mqtt." in irc.read_until(" 311 ")   # its host shows the protocol
+    # A direct message it cannot receive (no users/mqttuser/inbox subscription) is answered from c.
+    irc.send("PRIVMSG mqttuser :psst")
+    notice = irc.read_until(" NOTICE ircuser :")
+    assert notice.startswith(":mqttuser!") and notice.endswith(
+        ":*** Message to mqttuser not delivered: mqttuser is an MQTT client that receives direct messages "
+        "only on users/mqttuser/inbox, and it has not subscribed to it")
+    m.subscribe("users/mqttuser/inbox", qos=1)
+    irc.send("PRIVMSG mqttuser :psst again")
+    assert m.until("users/mqttuser/inbox")[-1].payload == b"psst again"
     assert len(set(net.digests().values())) == 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time as _time
 
 from relay import __version__
@@ -12,6 +13,8 @@ from relay.core.irc.table import CommandTable
 from relay.core.model import Channel, User
 from relay.core.network import JoinRefused, Network
 from relay.proto.irc import irc_lower, mask_match, normalize_mask, valid_channel, valid_nick
+
+log = logging.getLogger("relay.irc")
 
 IRC_COMMANDS = CommandTable()
 command = IRC_COMMANDS.command
@@ -217,6 +220,23 @@ def quit_(c: IrcClient, msg, now):
     if reason and c.user is not None:
         reason = fit(reason, c.user.prefix, "QUIT", "Quit:")
     c.quit_and_close("Quit: " + reason if reason else "Client Quit", now)
+
+
+# A web client (or a scanner) that reached the IRC port: told so and closed before it registers.
+HTTP_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "PRI"))
+
+
+def not_registered(c: IrcClient, msg, now):
+    """A command sent before registration that needs it: 451, or an HTTP request line (GET / HTTP/1.1)"""
+    if msg.command not in HTTP_METHODS:
+        c.numeric("451", "You have not registered")
+        return
+    target = msg.params[0][:100] if msg.params else ""
+    log.info("IRC connection from %s refused: it sent an HTTP request (%s %r)", c.host, msg.command, target)
+    c.quit_and_close("This is an IRC server, not a web server: connect with an IRC client", now)
+
+
+IRC_COMMANDS.not_registered = not_registered
 
 
 # ---------------------------------------------------------------- information
@@ -526,7 +546,7 @@ def send_names(c: IrcClient, ch: Channel) -> None:
 def send_topic(c: IrcClient, ch: Channel, empty_reply: bool) -> None:
     if ch.topic:
         c.numeric("332", ch.name, ch.topic)
-        c.numeric("333", ch.name, ch.topic_by.split("!")[0], str(int(ch.topic_ts)))
+        c.numeric("333", ch.name, ch.topic_by, str(int(ch.topic_ts)))   # the setter's nick!ident@host
     elif empty_reply:
         c.numeric("331", ch.name, "No topic is set")
 
@@ -857,6 +877,13 @@ def can_send(ch: Channel, u: User) -> bool:
     return not _banned(ch, u)
 
 
+def _undeliverable(target: User) -> str | None:
+    """Why a local bridged member cannot receive a direct message now (an MQTT client with no inbox
+    subscription), or None. Its session says so through `direct_refusal()`; remote ones answer at home."""
+    refusal = getattr(target.session, "direct_refusal", None)
+    return refusal() if refusal is not None else None
+
+
 _matches = Network.matches_list
 
 
@@ -904,6 +931,12 @@ def _message(c: IrcClient, msg, now, kind: str):
             if target is None:
                 if not quiet:
                     c.numeric("401", t, "No such nick/channel")
+                continue
+            why = _undeliverable(target)
+            if why:
+                # A server NOTICE (not 401: the nick exists, and clients show a 401's nick, not its text).
+                if kind == "PRIVMSG":
+                    c.reply("NOTICE", u.nick, f"*** Message to {target.nick} not delivered: {why}")
                 continue
             if target is u and echo and c.label_buf is not None:
                 # labeled-response: to oneself, only the echo is the labeled reply, not the delivery.

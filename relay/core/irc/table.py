@@ -28,12 +28,15 @@ class CommandTable:
     def __init__(self) -> None:
         self.commands: dict[str, IrcCommand] = {}
         self.welcome: Callable = lambda client, now: None
+        # A command that needs registration, before it (451; commands.py also refuses HTTP requests here).
+        self.not_registered: Callable = lambda client, msg, now: client.numeric("451", "You have not registered")
         self.calls: dict[str, int] = {}
 
     def copy(self) -> "CommandTable":
         t = CommandTable()
         t.commands = dict(self.commands)
         t.welcome = self.welcome
+        t.not_registered = self.not_registered
         return t
 
     def add(self, name: str, handler: Callable, owner: str = "core", **spec) -> None:
@@ -70,10 +73,10 @@ class CommandTable:
             if client.registered:
                 client.numeric("421", msg.command, "Unknown command")
             else:
-                client.numeric("451", "You have not registered")
+                self.not_registered(client, msg, now)
             return
         if cmd.registered and not client.registered:
-            client.numeric("451", "You have not registered")
+            self.not_registered(client, msg, now)
             return
         if len(msg.params) < cmd.min_params:
             client.numeric("461", msg.command, "Not enough parameters")
