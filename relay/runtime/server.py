@@ -31,7 +31,7 @@ from relay.core.server import Core
 from relay.proto.control import ControlCodec, ControlError
 from relay.runtime.connection import Acceptor, Connection, make_listen_socket
 from relay.runtime.logs import set_level, setup_logging
-from relay.runtime.tlsutil import ensure_certificate
+from relay.runtime.tlsutil import ensure_certificate, link_client_context, server_context, tls_handshake
 
 log = logging.getLogger("relay.runtime")
 
@@ -51,7 +51,7 @@ class Runtime:
         self.foreground = foreground
         self.hub = gevent.get_hub()
         self.connections: set[Connection] = set()
-        self.servers: dict[int, tuple[StreamServer, dict]] = {}  # listen index -> (server, info)
+        self.servers: dict[int, tuple[Acceptor, dict]] = {}  # listen index -> (server, info)
         self.control: StreamServer | None = None
         self.stopped = gevent.event.Event()
         self._timer_wake = gevent.event.Event()
@@ -154,57 +154,56 @@ class Runtime:
                 cert, key = ensure_certificate(self.config.data_path / "tls", self.config.server.name)
             else:
                 cert, key = self.config.path(cert), self.config.path(key or cert)
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             try:
-                ctx.load_cert_chain(str(cert), str(key))
+                ctx = server_context(cert, key)
             except (OSError, ssl.SSLError) as e:
                 raise StartupError(f"listen[{i}]: cannot load TLS certificate {cert}: {e}", 2) from None
         proto, tls = l.proto, l.tls
         sendq = self.config.limits.link_sendq if l.proto == "link" else self.config.limits.sendq
 
-        def accepted(client_sock, addr):
+        def on_accept(client_sock, addr):
             factory = self.core.protocols.get(proto)
             if len(self.connections) >= self.config.limits.max_connections or self.stopping or factory is None:
                 client_sock.close()
-                return None
+                return
             client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return Connection(self, client_sock, addr, proto, tls, sendq), factory[0]
+            conn = Connection(self, client_sock, addr, proto, tls, sendq)
+            start = lambda t, lst, now: factory[0](t, lst, now)
+            if ctx is None:
+                conn.start(start, l)
+            else:  # a greenlet per TLS client: its handshake and reads wait on the loop
+                gevent.spawn(conn.run, start, l, ctx, self.handshake_timeout)
 
         port = sock.getsockname()[1]
-        if ctx is None:
-            def on_accept(client_sock, addr):
-                made = accepted(client_sock, addr)
-                if made is not None:
-                    made[0].start(lambda t, lst, now: made[1](t, lst, now), l)
-            srv = Acceptor(self, sock, on_accept)
-        else:
-            def handle(client_sock, addr):  # a greenlet per TLS client: the handshake blocks
-                made = accepted(client_sock, addr)
-                if made is not None:
-                    made[0].run(lambda t, lst, now: made[1](t, lst, now), l)
-            srv = StreamServer(socket.socket(fileno=sock.detach()), handle, ssl_context=ctx)
-            srv.start()
+        srv = Acceptor(self, sock, on_accept)
         self.servers[i] = (srv, {"proto": l.proto, "host": l.host, "port": port, "tls": l.tls})
 
     def dial(self, block, factory, on_fail) -> None:
         """Connect to a link peer; the session starts (as the dialling side) once connected."""
         gevent.spawn(self._dial, block, factory, on_fail)
 
+    @property
+    def handshake_timeout(self) -> float:
+        """Seconds a TLS handshake (or a control-socket request) may take: never past registration."""
+        return min(self.config.limits.handshake_timeout, self.config.irc.registration_timeout)
+
     def _dial(self, block, factory, on_fail) -> None:
         try:
             sock = socket.create_connection((block.host, block.port), timeout=10)
             sock.settimeout(None)
             if block.tls:
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE  # the peer is authenticated by its pinned fingerprint
-                sock = ctx.wrap_socket(sock, server_hostname=block.host)
+                sock = link_client_context().wrap_socket(sock, server_hostname=block.host,
+                                                         do_handshake_on_connect=False)
+                failed = tls_handshake(sock, self.handshake_timeout)
+                if failed:
+                    sock.close()
+                    raise OSError(f"TLS handshake failed: {failed}")
                 if block.fingerprint:
                     got = hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest()
                     if not hmac.compare_digest(got, block.fingerprint.replace(":", "").lower()):
                         sock.close()
                         raise OSError(f"certificate fingerprint mismatch (got {got})")
-        except (OSError, ssl.SSLError) as e:
+        except OSError as e:
             on_fail(getattr(e, "strerror", None) or str(e))
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -271,13 +270,8 @@ class Runtime:
             log.warning("control socket: refused a client with uid %d", uid)
         try:
             while True:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                try:
-                    requests = codec.receive_data(data)
-                except ControlError as e:
-                    sock.sendall(codec.send({"ok": False, "status": 2, "text": f"bad request: {e}"}))
+                requests = self._control_read(sock, codec)
+                if requests is None:
                     return
                 for req in requests:
                     if not allowed:
@@ -290,6 +284,32 @@ class Runtime:
             return
         finally:
             sock.close()
+
+    def _control_read(self, sock, codec: ControlCodec) -> list[dict] | None:
+        """The next request(s), complete within the handshake timeout; None once the client is gone
+        (or was told why it is closed: bad input, or too slow)."""
+        limit = self.handshake_timeout
+        deadline = gevent.Timeout(limit)
+        deadline.start()
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return None
+                requests = codec.receive_data(data)
+                if requests:
+                    return requests
+        except ControlError as e:
+            log.info("control socket: client refused: %s", e)
+            sock.sendall(codec.send({"ok": False, "status": 2, "text": f"bad request: {e}"}))
+            return None
+        except gevent.Timeout as e:
+            if e is not deadline:
+                raise
+            sock.sendall(codec.send({"ok": False, "status": 2, "text": f"no complete request within {limit:g} s"}))
+            return None
+        finally:
+            deadline.close()
 
     def run_command(self, argv) -> dict:
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):

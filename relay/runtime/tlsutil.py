@@ -1,10 +1,53 @@
-"""A self-signed certificate for TLS listeners when none is configured."""
+"""TLS for listeners and links: cooperative contexts, a bounded handshake, and a
+self-signed certificate for TLS listeners when none is configured."""
 
 from __future__ import annotations
 
 import datetime
 import os
+import ssl
 from pathlib import Path
+
+import gevent
+import gevent.ssl
+
+
+# gevent's SSLContext makes gevent SSLSockets, which wait on the loop; the stdlib's
+# (ssl.create_default_context) would block the whole process in the handshake and every read.
+def server_context(cert: Path, key: Path) -> gevent.ssl.SSLContext:
+    ctx = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+def link_client_context() -> gevent.ssl.SSLContext:
+    """For dialling links: the peer is authenticated by its pinned fingerprint, not by a CA."""
+    ctx = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def tls_handshake(sock, timeout: float) -> str | None:
+    """Do the handshake of a gevent SSLSocket within `timeout` seconds in all (a socket timeout
+    would restart at every byte a slow peer sends); None when done, else why it failed."""
+    deadline = gevent.Timeout(timeout)
+    deadline.start()
+    try:
+        sock.do_handshake()
+        return None
+    except gevent.Timeout as e:
+        if e is not deadline:
+            raise
+        return f"no handshake within {timeout:g} s"
+    except ssl.SSLEOFError:
+        return "closed by the peer during the handshake"
+    except ssl.SSLError as e:
+        return e.reason or e.strerror or str(e)
+    except OSError as e:
+        return e.strerror or str(e) or type(e).__name__
+    finally:
+        deadline.close()
 
 
 def ensure_certificate(directory: Path, hostname: str) -> tuple[Path, Path]:
