@@ -235,7 +235,7 @@ class Runtime:
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
-        s.listen(16)
+        s.listen(1024)  # a burst of clients (or attackers) waits in the kernel, not in EAGAIN
         self.control = StreamServer(s, self._control_client)
         self.control.start()
 
