@@ -15,6 +15,7 @@ import signal
 import socket as _stdsocket
 import ssl
 import struct
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,10 @@ from relay.runtime.logs import set_level, setup_logging
 from relay.runtime.tlsutil import ensure_certificate, link_client_context, server_context, tls_handshake
 
 log = logging.getLogger("relay.runtime")
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class StartupError(Exception):
@@ -58,6 +63,7 @@ class Runtime:
         self._timer_loop = None
         self.core: Core | None = None
         self.stopping = False
+        self.logging = False  # relay.log is set up (a start refused before that only prints)
 
     @staticmethod
     def now() -> float:
@@ -69,7 +75,10 @@ class Runtime:
         data = cfg.data_path
         data.mkdir(parents=True, exist_ok=True)
         os.chmod(data, 0o700)
+        # Before logging is set up: a refused second start must not write into the running one's log.
+        self._refuse_if_running()
         setup_logging(cfg, data, self.foreground)
+        self.logging = True
         now = self.now()
         self.core = core = Core(cfg, now, clock=self.now)
         core.runtime_info = self.info
@@ -92,25 +101,40 @@ class Runtime:
             gevent.signal_handler(sig, lambda s=sig: gevent.spawn(self.shutdown, f"Received {signal.Signals(s).name}"))
         gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self._sighup))
         cfg.pid_path.write_text(f"{os.getpid()}\n")
-        log.info("relaynet %s started: server %s (%s), pid %d", __version__, cfg.server.name, cfg.server.id,
-                 os.getpid())
+        log.info("relaynet %s started: server %s (%s), pid %d; listening on %s", __version__, cfg.server.name,
+                 cfg.server.id, os.getpid(), self.listening())
+
+    def listening(self) -> str:
+        """Every listener address, for the start-up line: `irc 127.0.0.1:6667, irc 127.0.0.1:6697 tls, ...`."""
+        parts = [f"{info['proto']} {_hostport(info['host'], info['port'])}{' tls' if info['tls'] else ''}"
+                 for _, (_srv, info) in sorted(self.servers.items())]
+        return ", ".join(parts + [f"control {self.config.control_path}"])
 
     def _raise_open_files(self) -> None:
-        """Every connection is a descriptor: take the whole hard limit, and say if it caps max_connections."""
+        """Every connection is a descriptor: take the whole hard limit, and say once if it caps
+        max_connections (a warning only when the limit could not be raised to the machine's)."""
         import resource
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        failed = None
         if hard != resource.RLIM_INFINITY and soft < hard:
             try:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
                 soft = hard
             except (ValueError, OSError) as e:
-                log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, e)
+                failed = e
         self.open_files_limit = soft
         want = self.config.limits.max_connections
-        if soft != resource.RLIM_INFINITY and want + 64 > soft:
-            log.warning("limits.max_connections is %d but this process may open only %d files: at most about "
-                        "%d connections will be accepted (raise the hard limit, e.g. LimitNOFILE= in systemd)",
-                        want, soft, max(soft - 64, 0))
+        if soft == resource.RLIM_INFINITY or want + 64 <= soft:
+            return
+        about = max(soft - 64, 0)
+        if failed is None:
+            log.info("open files: this machine's limit is %d, so about %d connections are possible, fewer than "
+                     "limits.max_connections (%d); for more, raise the hard limit (LimitNOFILE= in systemd, "
+                     "ulimit -Hn as root)", soft, about, want)
+        else:
+            log.warning("open files: cannot raise the limit from %d to the hard limit %d (%s), so about %d "
+                        "connections are possible, fewer than limits.max_connections (%d); start the server "
+                        "with `ulimit -n %d`", soft, hard, failed, about, want, hard)
 
     def _check_listeners(self) -> None:
         errors = [f"listen[{i}].proto: no loaded module provides {l.proto!r} (known: "
@@ -151,7 +175,8 @@ class Runtime:
         if l.tls:
             cert, key = l.cert or self.config.tls.cert, l.key or self.config.tls.key
             if cert is None:
-                cert, key = ensure_certificate(self.config.data_path / "tls", self.config.server.name)
+                cert, key = ensure_certificate(self.config.data_path / "tls", self.config.server.name,
+                                               [x.host for x in self.config.listen])
             else:
                 cert, key = self.config.path(cert), self.config.path(key or cert)
             try:
@@ -216,18 +241,23 @@ class Runtime:
             conn = Connection(self, raw, (block.host, block.port), "link", False, self.config.limits.link_sendq)
             conn.start(factory, None)
 
-    def _open_control(self) -> None:
+    def _refuse_if_running(self) -> None:
+        """Another server answering on our control socket: refuse; a stale socket file is removed."""
         path = self.config.control_path
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             probe = _stdsocket.socket(_stdsocket.AF_UNIX)
             try:
                 probe.connect(str(path))
                 raise StartupError(f"another server is running here (control socket {path} answers)", 1)
             except (ConnectionRefusedError, FileNotFoundError):
-                path.unlink()
+                path.unlink(missing_ok=True)
             finally:
                 probe.close()
+
+    def _open_control(self) -> None:
+        path = self.config.control_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._refuse_if_running()  # again: one may have started while the core started
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # the socket is created 0600: only this user (and root) may connect
         try:
@@ -399,7 +429,10 @@ def run(config: Config, config_path: str | None, foreground: bool = True, ready=
     try:
         rt.start()
     except StartupError as e:
-        logging.getLogger("relay").error("%s", e)
+        if rt.logging:
+            logging.getLogger("relay").error("%s", e)
+        elif foreground:
+            print(f"cannot start: {e}", file=sys.stderr)
         if ready:
             ready(f"error {e.status} {e}")
         if rt.core is not None:
