@@ -1,9 +1,13 @@
 """IRC over TLS: a self-signed certificate is made on first start when none is configured."""
 
+import re
+import signal
 import socket
 import ssl
+import subprocess
+import time
 
-from support import free_port
+from support import RELAYCTL, Server, free_port, server_config, wait_for
 
 
 def test_tls_listener_with_generated_certificate(make_server):
@@ -120,3 +124,112 @@ def test_an_operators_certificate_is_never_replaced(tmp_path):
     before = (swapped / "cert.pem").read_bytes()
     ensure_certificate(swapped, "relay.example", ["127.0.0.1"])
     assert (swapped / "cert.pem").read_bytes() == before
+
+
+# ------------------------------------------------------------------ failed handshakes
+
+
+def _served_within_a_second(port: int, nick: str) -> None:
+    """A plain IRC client gets its 001 within a second (a liveness probe's deadline)."""
+    deadline = time.monotonic() + 1.0
+    with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+        s.sendall(f"NICK {nick}\r\nUSER {nick} 0 * :p\r\n".encode())
+        buf = b""
+        while f" 001 {nick} ".encode() not in buf:
+            s.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = s.recv(65536)  # socket.timeout past the deadline fails the test
+            assert chunk, buf
+            buf += chunk
+
+
+def test_failed_tls_handshakes_are_one_info_line_each_and_nothing_on_the_console(tmp_path):
+    tls_port, irc_port = free_port(), free_port()
+    srv = Server(tmp_path / "s", server_config(
+        listen=[{"proto": "irc", "host": "127.0.0.1", "port": irc_port},
+                {"proto": "irc", "host": "127.0.0.1", "port": tls_port, "tls": True}],
+        limits={"handshake_timeout": 1}))
+    proc = subprocess.Popen([RELAYCTL, "start", "-c", str(srv.path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: " started: " in srv.log(), what="the server to start")
+        ports = []
+        closed = socket.create_connection(("127.0.0.1", tls_port))  # closes before the handshake
+        ports.append(closed.getsockname()[1])
+        closed.close()
+        http = socket.create_connection(("127.0.0.1", tls_port))    # speaks something else
+        ports.append(http.getsockname()[1])
+        http.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        idle = socket.create_connection(("127.0.0.1", tls_port))    # says nothing
+        ports.append(idle.getsockname()[1])
+        _served_within_a_second(irc_port, "probe1")
+        wait_for(lambda: srv.log().count("TLS handshake failed") >= 3, what="three handshake failures logged")
+        assert idle.recv(100) == b""  # closed by the server
+        http.close()
+        idle.close()
+        _served_within_a_second(irc_port, "probe2")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    lines = [l for l in srv.log().splitlines() if "TLS handshake failed" in l]
+    assert len(lines) == 3, lines
+    for port, line, reason in zip(ports, lines, ("closed by the peer", "HTTP_REQUEST", "no handshake within 1 s")):
+        assert re.search(rf" INFO +relay\.conn: irc 127\.0\.0\.1:{port} on 127\.0\.0\.1:{tls_port} \(tls\): "
+                         rf"TLS handshake failed: {reason}", line), line
+    assert "Traceback" not in srv.log()
+    assert "Traceback" not in err and "Greenlet failed" not in err and "SSLEOFError" not in err, err
+
+
+# ------------------------------------------------------------------ links over TLS
+
+
+def _link_pair(tmp_path, b_link_port: int, **a_link):
+    """a dials b over TLS (b's link listener is TLS); `a_link` overrides a's link block."""
+    secret = "tls-link-secret-123"
+    b = Server(tmp_path / "b", server_config(
+        server={"id": "002", "name": "b.relay.test"},
+        listen=[{"proto": "irc", "host": "127.0.0.1", "port": free_port()},
+                {"proto": "link", "host": "127.0.0.1", "port": b_link_port, "tls": True}],
+        links=[{"name": "a.relay.test", "id": "001", "port": free_port(), "secret": secret}]))
+    a = Server(tmp_path / "a", server_config(
+        server={"id": "001", "name": "a.relay.test"},
+        irc={"registration_timeout": 5}, limits={"handshake_timeout": 1},
+        links=[{"name": "b.relay.test", "id": "002", "port": b_link_port, "secret": secret, "autoconnect": True,
+                "tls": True, **a_link}]))
+    return a, b
+
+
+def test_link_over_tls_with_a_pinned_fingerprint(tmp_path):
+    from relay.runtime.tlsutil import ensure_certificate, fingerprint
+    a, b = _link_pair(tmp_path, free_port())
+    # b's certificate is made before b starts, so a can pin it.
+    cert, _key = ensure_certificate(b.data_dir / "tls", "b.relay.test", ["127.0.0.1"])
+    a.config["links"][0]["fingerprint"] = fingerprint(cert)
+    a.path.write_text(__import__("yaml").safe_dump(a.config))
+    try:
+        b.start()
+        a.start()
+        wait_for(lambda: len(a.call("dump-state")["servers"]) == 2, timeout=30, interval=0.1, what="a linked to b")
+        assert len(b.call("dump-state")["servers"]) == 2
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_link_dial_to_a_peer_that_never_handshakes_does_not_freeze_the_server(tmp_path):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts (in the kernel) and never answers the ClientHello
+    silent.settimeout(30)
+    a, _b = _link_pair(tmp_path, silent.getsockname()[1])
+    try:
+        a.start()
+        wait_for(lambda: silent.accept(), what="a to dial")
+        _served_within_a_second(a.irc_port, "probe1")
+        wait_for(lambda: "TLS handshake failed: no handshake within 1 s" in a.log(), what="the dial to give up")
+        assert re.search(r"link b\.relay\.test: cannot connect: TLS handshake failed: no handshake within 1 s",
+                         a.log())
+        _served_within_a_second(a.irc_port, "probe2")
+        assert "Traceback" not in a.log()
+    finally:
+        a.stop()
+        silent.close()
