@@ -528,6 +528,8 @@ class WsClient:
                 self.t.write(self.ws.close(1000 if ev.by_peer else ev.code))
                 self._lost(f"WebSocket closed ({ev.code})", now)
             elif tev is WsReject:
+                log.info("mqtt-ws %s:%s: WebSocket handshake refused: %s", self.t.peer_host, self.t.peer_port,
+                         ev.reason)
                 self.t.write(ev.response)
                 self.closed = True
                 self.broker.ws_pending.pop(self, None)
