@@ -22,6 +22,7 @@ import time
 
 import gevent
 from gevent import socket as _gsocket
+from gevent.exceptions import ConcurrentObjectUseError
 
 from relay.runtime.tlsutil import tls_handshake
 
@@ -30,6 +31,10 @@ log = logging.getLogger("relay.conn")
 READ_SIZE = 65536
 _READ, _WRITE = 1, 2
 _WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK)
+# What a gevent SSLSocket raises when the connection fails, or was closed by the other greenlet
+# (ValueError: "Read on closed or unwrapped SSL socket"), or when its read must wait to write
+# while the writer greenlet waits to write (a renegotiation; ConcurrentObjectUseError).
+_TLS_IO_ERRORS = (OSError, ValueError, ConcurrentObjectUseError)
 
 
 class Connection:
@@ -271,8 +276,8 @@ class Connection:
             while not self.closing:
                 try:
                     data = recv(READ_SIZE)
-                except OSError as e:
-                    self.close_reason = self.close_reason or f"Read error: {e.strerror or e}"
+                except _TLS_IO_ERRORS as e:
+                    self.close_reason = self.close_reason or f"Read error: {getattr(e, 'strerror', None) or e}"
                     break
                 if not data:
                     self.close_reason = self.close_reason or "Connection closed"
@@ -316,9 +321,9 @@ class Connection:
                 self.out_bytes = 0
                 self.sock.sendall(data)
                 self.bytes_out += len(data)
-        except OSError as e:
+        except _TLS_IO_ERRORS as e:
             self.writer = None
-            self._lost(f"Write error: {e.strerror or e}")
+            self._lost(f"Write error: {getattr(e, 'strerror', None) or e}")
             return
         self.writer = None
         if self.closing:

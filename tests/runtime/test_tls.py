@@ -233,3 +233,26 @@ def test_a_link_dial_to_a_peer_that_never_handshakes_does_not_freeze_the_server(
     finally:
         a.stop()
         silent.close()
+
+
+def test_tls_client_reading_and_writing_at_once(make_server):
+    """The server reads a TLS client while its writer waits on a full socket (the client reads
+    nothing until it has sent everything): both greenlets use one TLS connection."""
+    tls_port = free_port()
+    make_server(listen=[{"proto": "irc", "host": "127.0.0.1", "port": free_port()},
+                        {"proto": "irc", "host": "127.0.0.1", "port": tls_port, "tls": True}],
+                limits={"sendq": 64 << 20})  # the replies wait for the client, they are not a slow reader
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    n = 20000
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=30) as raw, ctx.wrap_socket(raw) as s:
+        s.sendall(b"NICK busy\r\nUSER b 0 * :B\r\n")
+        s.sendall(b"".join(b"PING :%d-%s\r\n" % (i, b"x" * 100) for i in range(n)))
+        buf = b""
+        last = f" {n - 1}-".encode()  # the replies come in order: the last one ends them
+        while last not in buf[-1000:]:
+            chunk = s.recv(1 << 20)
+            assert chunk, buf[-300:]
+            buf += chunk
+    assert buf.count(b" PONG ") == n
