@@ -193,11 +193,10 @@ class Runtime:
                 return
             client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Connection(self, client_sock, addr, proto, tls, sendq)
-            start = lambda t, lst, now: factory[0](t, lst, now)
             if ctx is None:
-                conn.start(start, l)
+                conn.start(factory[0], l)
             else:  # a greenlet per TLS client: its handshake and reads wait on the loop
-                gevent.spawn(conn.run, start, l, ctx, self.handshake_timeout)
+                gevent.spawn(conn.run, factory[0], l, ctx, self.handshake_timeout)
 
         port = sock.getsockname()[1]
         srv = Acceptor(self, sock, on_accept)
