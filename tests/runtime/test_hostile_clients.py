@@ -3,7 +3,7 @@ garbage, and a thousand of them at once. Meanwhile a normal client on another li
 served within a second, the server stays up, and the server closes every attacker itself
 (the test config makes the registration and handshake timeouts short).
 
-A new listener type is one line in TARGETS.
+A new listener type is one line in TARGETS (and its module's short timeouts in MODULES).
 """
 
 from __future__ import annotations
@@ -56,20 +56,26 @@ _WS_UPGRADE = (b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnecti
 @dataclass(frozen=True)
 class Target:
     """A listener under attack. `opening`: what a real client sends first (attacks cut it);
-    a TLS listener's opening is a ClientHello. `probe`: the normal client served meanwhile."""
+    a TLS listener's opening is a ClientHello. `module`: the module that serves `proto`.
+    `probe`: the normal client served meanwhile."""
     name: str
     proto: str | None  # the listener's proto; None: the control socket
     tls: bool = False
     opening: bytes = b""
+    module: str | None = None
     probe: str = "irc"
+
+
+# Modules the targets need, with their connect timeouts short (mqtt also serves the probe).
+MODULES = {"mqtt": {"connect_timeout": TIMEOUT, "sweep_interval": 0.2, "sys_interval": 0, "persist": False}}
 
 
 TARGETS = [
     Target("irc", "irc", opening=b"NICK hostile\r\nUSER h 0 * :h\r\n", probe="mqtt"),
     Target("irc-tls", "irc", tls=True),
-    Target("mqtt", "mqtt", opening=_mqtt_connect("hostile")),
-    Target("mqtt-tls", "mqtt", tls=True),
-    Target("mqtt-ws", "mqtt-ws", opening=_WS_UPGRADE),
+    Target("mqtt", "mqtt", opening=_mqtt_connect("hostile"), module="mqtt"),
+    Target("mqtt-tls", "mqtt", tls=True, module="mqtt"),
+    Target("mqtt-ws", "mqtt-ws", opening=_WS_UPGRADE, module="mqtt"),
     Target("link", "link", opening=len(_LINK_BODY).to_bytes(4, "big") + _LINK_BODY),
     Target("link-tls", "link", tls=True),
     Target("control", None, opening=b'{"argv": ["status"]}\n'),
@@ -89,8 +95,7 @@ class Battery:
                    for t in TARGETS if t.proto is not None]
         cfg = server_config(listen=listen, irc={"registration_timeout": TIMEOUT},
                             limits={"handshake_timeout": TIMEOUT}, linking={"handshake_timeout": TIMEOUT},
-                            modules={"mqtt": {"connect_timeout": TIMEOUT, "sweep_interval": 0.2,
-                                              "sys_interval": 0, "persist": False}})
+                            modules={m: MODULES[m] for m in {"mqtt", *(t.module for t in TARGETS if t.module)}})
         self.server = Server(directory, cfg)
         self.hello = _client_hello()
 
