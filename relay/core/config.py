@@ -111,6 +111,9 @@ class LimitsSection(Strict):
     link_sendq: PositiveInt = 64 * 1024 * 1024
     max_connections: PositiveInt = 60000
     shutdown_grace: PositiveFloat = 5.0
+    # A TLS handshake, or a control-socket request, must be done within this (at most
+    # irc.registration_timeout is used), so an idle or slow peer is closed.
+    handshake_timeout: PositiveFloat = 10.0
 
 
 class TlsSection(Strict):

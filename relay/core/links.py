@@ -82,6 +82,8 @@ class LinkSession:
         try:
             frames = self.codec.receive_data(data)
         except LinkProtocolError as e:
+            log.info("link %s (%s:%s) refused: protocol error: %s", self.describe(), self.t.peer_host,
+                     self.t.peer_port, e.reason)
             self.drop(f"protocol error: {e.reason}", now)
             return
         layer = self.layer

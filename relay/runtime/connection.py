@@ -5,7 +5,9 @@ greenlet: readable -> one recv -> the protocol handler; everything queued
 during one loop iteration leaves in one non-blocking send per connection,
 once every ready socket has been read. An idle connection costs no stack.
 TLS may need to read to write, so a TLS connection keeps a reader greenlet
-and flushes through a writer greenlet.
+and flushes through a writer greenlet; that greenlet first does the TLS
+handshake, cooperatively and bounded by a timeout, so a peer that never
+finishes one costs only its own greenlet.
 
 A peer that stops reading fills its outbox; past `sendq` bytes its protocol
 handler decides (IRC: "SendQ exceeded"), so a slow reader never stalls anyone.
@@ -19,12 +21,20 @@ import socket as _stdsocket
 import time
 
 import gevent
+from gevent import socket as _gsocket
+from gevent.exceptions import ConcurrentObjectUseError
+
+from relay.runtime.tlsutil import tls_handshake
 
 log = logging.getLogger("relay.conn")
 
 READ_SIZE = 65536
 _READ, _WRITE = 1, 2
 _WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK)
+# What a gevent SSLSocket raises when the connection fails, or was closed by the other greenlet
+# (ValueError: "Read on closed or unwrapped SSL socket"), or when its read must wait to write
+# while the writer greenlet waits to write (a renegotiation; ConcurrentObjectUseError).
+_TLS_IO_ERRORS = (OSError, ValueError, ConcurrentObjectUseError)
 
 
 class Connection:
@@ -246,11 +256,16 @@ class Connection:
         return n
 
     # ---------------------------------------------------------------- TLS: greenlets
-    def run(self, factory, listener) -> None:
-        """TLS: the reader greenlet; returns when the connection ends."""
+    def run(self, factory, listener, tls_context=None, handshake_timeout: float = 10.0) -> None:
+        """TLS: the reader greenlet; returns when the connection ends.
+
+        With `tls_context`, `sock` is the accepted plain socket and the server side of the
+        handshake is done here first; a failed one is one info line, and no handler is made."""
         rt = self.rt
         rt.connections.add(self)
         try:
+            if tls_context is not None and not self._handshake(tls_context, listener, handshake_timeout):
+                return
             try:
                 self.handler = factory(self, listener, rt.now())
             except Exception:
@@ -261,8 +276,8 @@ class Connection:
             while not self.closing:
                 try:
                     data = recv(READ_SIZE)
-                except OSError as e:
-                    self.close_reason = self.close_reason or f"Read error: {e.strerror or e}"
+                except _TLS_IO_ERRORS as e:
+                    self.close_reason = self.close_reason or f"Read error: {getattr(e, 'strerror', None) or e}"
                     break
                 if not data:
                     self.close_reason = self.close_reason or "Connection closed"
@@ -283,6 +298,22 @@ class Connection:
             if self.writer is None:
                 self._shutdown()
 
+    def _handshake(self, ctx, listener, timeout: float) -> bool:
+        if self.closing:  # the server stopped before this greenlet ran
+            return False
+        raw = self.sock
+        sock = _gsocket.socket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+        self.sock = sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        reason = tls_handshake(sock, timeout)
+        if reason is None:
+            return True
+        if not self.closing:  # not our own shutdown
+            where = f" on {listener.host}:{listener.port}" if listener is not None else ""
+            log.info("%s %s:%s%s (tls): TLS handshake failed: %s", self.proto, self.peer_host, self.peer_port,
+                     where, reason)
+        self.close_reason = self.close_reason or "TLS handshake failed"
+        return False
+
     def _write_loop(self) -> None:
         try:
             while self.out and not self.closed:
@@ -290,9 +321,9 @@ class Connection:
                 self.out_bytes = 0
                 self.sock.sendall(data)
                 self.bytes_out += len(data)
-        except OSError as e:
+        except _TLS_IO_ERRORS as e:
             self.writer = None
-            self._lost(f"Write error: {e.strerror or e}")
+            self._lost(f"Write error: {getattr(e, 'strerror', None) or e}")
             return
         self.writer = None
         if self.closing:

@@ -15,6 +15,7 @@ import signal
 import socket as _stdsocket
 import ssl
 import struct
+import sys
 import time
 from pathlib import Path
 
@@ -33,9 +34,14 @@ from relay.runtime.connection import Acceptor, Connection, make_listen_socket
 from relay.runtime.http import HttpServer
 from relay.runtime.udp import DatagramEndpoint, make_udp_socket
 from relay.runtime.logs import set_level, setup_logging
-from relay.runtime.tlsutil import ensure_certificate
+from relay.runtime.tlsutil import (client_context, ensure_certificate, link_client_context, server_context,
+                                   tls_handshake)
 
 log = logging.getLogger("relay.runtime")
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class StartupError(Exception):
@@ -82,13 +88,14 @@ class Runtime:
         self.foreground = foreground
         self.hub = gevent.get_hub()
         self.connections: set[Connection] = set()
-        self.servers: dict[int, tuple[StreamServer, dict]] = {}  # listen index -> (server, info)
+        self.servers: dict[int, tuple[Acceptor, dict]] = {}  # listen index -> (server, info)
         self.control: StreamServer | None = None
         self.stopped = gevent.event.Event()
         self._timer_wake = gevent.event.Event()
         self._timer_loop = None
         self.core: Core | None = None
         self.stopping = False
+        self.logging = False  # relay.log is set up (a start refused before that only prints)
 
     @staticmethod
     def now() -> float:
@@ -100,7 +107,10 @@ class Runtime:
         data = cfg.data_path
         data.mkdir(parents=True, exist_ok=True)
         os.chmod(data, 0o700)
+        # Before logging is set up: a refused second start must not write into the running one's log.
+        self._refuse_if_running()
         setup_logging(cfg, data, self.foreground)
+        self.logging = True
         now = self.now()
         self.core = core = Core(cfg, now, clock=self.now)
         core.runtime_info = self.info
@@ -125,25 +135,40 @@ class Runtime:
             gevent.signal_handler(sig, lambda s=sig: gevent.spawn(self.shutdown, f"Received {signal.Signals(s).name}"))
         gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self._sighup))
         cfg.pid_path.write_text(f"{os.getpid()}\n")
-        log.info("relaynet %s started: server %s (%s), pid %d", __version__, cfg.server.name, cfg.server.id,
-                 os.getpid())
+        log.info("relaynet %s started: server %s (%s), pid %d; listening on %s", __version__, cfg.server.name,
+                 cfg.server.id, os.getpid(), self.listening())
+
+    def listening(self) -> str:
+        """Every listener address, for the start-up line: `irc 127.0.0.1:6667, irc 127.0.0.1:6697 tls, ...`."""
+        parts = [f"{info['proto']} {_hostport(info['host'], info['port'])}{' tls' if info['tls'] else ''}"
+                 for _, (_srv, info) in sorted(self.servers.items())]
+        return ", ".join(parts + [f"control {self.config.control_path}"])
 
     def _raise_open_files(self) -> None:
-        """Every connection is a descriptor: take the whole hard limit, and say if it caps max_connections."""
+        """Every connection is a descriptor: take the whole hard limit, and say once if it caps
+        max_connections (a warning only when the limit could not be raised to the machine's)."""
         import resource
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        failed = None
         if hard != resource.RLIM_INFINITY and soft < hard:
             try:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
                 soft = hard
             except (ValueError, OSError) as e:
-                log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, e)
+                failed = e
         self.open_files_limit = soft
         want = self.config.limits.max_connections
-        if soft != resource.RLIM_INFINITY and want + 64 > soft:
-            log.warning("limits.max_connections is %d but this process may open only %d files: at most about "
-                        "%d connections will be accepted (raise the hard limit, e.g. LimitNOFILE= in systemd)",
-                        want, soft, max(soft - 64, 0))
+        if soft == resource.RLIM_INFINITY or want + 64 <= soft:
+            return
+        about = max(soft - 64, 0)
+        if failed is None:
+            log.info("open files: this machine's limit is %d, so about %d connections are possible, fewer than "
+                     "limits.max_connections (%d); for more, raise the hard limit (LimitNOFILE= in systemd, "
+                     "ulimit -Hn as root)", soft, about, want)
+        else:
+            log.warning("open files: cannot raise the limit from %d to the hard limit %d (%s), so about %d "
+                        "connections are possible, fewer than limits.max_connections (%d); start the server "
+                        "with `ulimit -n %d`", soft, hard, failed, about, want, hard)
 
     def _protocols_for(self, l) -> dict:
         """The protocol table a listen entry draws from: stream (TCP) or datagram (UDP) protocols."""
@@ -192,39 +217,31 @@ class Runtime:
         if l.tls:
             cert, key = l.cert or self.config.tls.cert, l.key or self.config.tls.key
             if cert is None:
-                cert, key = ensure_certificate(self.config.data_path / "tls", self.config.server.name)
+                cert, key = ensure_certificate(self.config.data_path / "tls", self.config.server.name,
+                                               [x.host for x in self.config.listen])
             else:
                 cert, key = self.config.path(cert), self.config.path(key or cert)
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             try:
-                ctx.load_cert_chain(str(cert), str(key))
+                ctx = server_context(cert, key)
             except (OSError, ssl.SSLError) as e:
                 raise StartupError(f"listen[{i}]: cannot load TLS certificate {cert}: {e}", 2) from None
         proto, tls = l.proto, l.tls
         sendq = self.config.limits.link_sendq if l.proto == "link" else self.config.limits.sendq
 
-        def accepted(client_sock, addr):
+        def on_accept(client_sock, addr):
             factory = self.core.protocols.get(proto)
             if len(self.connections) >= self.config.limits.max_connections or self.stopping or factory is None:
                 client_sock.close()
-                return None
+                return
             client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return Connection(self, client_sock, addr, proto, tls, sendq), factory[0]
+            conn = Connection(self, client_sock, addr, proto, tls, sendq)
+            if ctx is None:
+                conn.start(factory[0], l)
+            else:  # a greenlet per TLS client: its handshake and reads wait on the loop
+                gevent.spawn(conn.run, factory[0], l, ctx, self.handshake_timeout)
 
         port = sock.getsockname()[1]
-        if ctx is None:
-            def on_accept(client_sock, addr):
-                made = accepted(client_sock, addr)
-                if made is not None:
-                    made[0].start(lambda t, lst, now: made[1](t, lst, now), l)
-            srv = Acceptor(self, sock, on_accept)
-        else:
-            def handle(client_sock, addr):  # a greenlet per TLS client: the handshake blocks
-                made = accepted(client_sock, addr)
-                if made is not None:
-                    made[0].run(lambda t, lst, now: made[1](t, lst, now), l)
-            srv = StreamServer(socket.socket(fileno=sock.detach()), handle, ssl_context=ctx)
-            srv.start()
+        srv = Acceptor(self, sock, on_accept)
         self.servers[i] = (srv, {"proto": l.proto, "host": l.host, "port": port, "tls": l.tls})
 
     def _open_udp_listener(self, i: int) -> None:
@@ -248,6 +265,11 @@ class Runtime:
         self.connect(block.host, block.port, factory, "link", tls=block.tls, on_fail=on_fail,
                      fingerprint=block.fingerprint, verify=False, sendq=self.config.limits.link_sendq)
 
+    @property
+    def handshake_timeout(self) -> float:
+        """Seconds a TLS handshake (or a control-socket request) may take: never past registration."""
+        return min(self.config.limits.handshake_timeout, self.config.irc.registration_timeout)
+
     def connect(self, host: str, port: int, factory, proto: str, tls: bool = False, on_fail=None,
                 fingerprint: str | None = None, verify: bool | None = None, sendq: int | None = None) -> "Dial":
         """Connect out (links and modules share this path); `factory(transport, None, now)` makes the
@@ -265,17 +287,18 @@ class Runtime:
             sock = socket.create_connection((host, port), timeout=10)
             sock.settimeout(None)
             if tls:
-                ctx = ssl.create_default_context()
-                if not verify:
-                    ctx.check_hostname = False
-                    ctx.verify_mode = ssl.CERT_NONE  # the peer is authenticated by its pinned fingerprint
-                sock = ctx.wrap_socket(sock, server_hostname=host)
+                ctx = link_client_context() if not verify else client_context()
+                sock = ctx.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+                failed = tls_handshake(sock, self.handshake_timeout)
+                if failed:
+                    sock.close()
+                    raise OSError(f"TLS handshake failed: {failed}")
                 if fingerprint:
                     got = hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest()
                     if not hmac.compare_digest(got, fingerprint.replace(":", "").lower()):
                         sock.close()
                         raise OSError(f"certificate fingerprint mismatch (got {got})")
-        except (OSError, ssl.SSLError) as e:
+        except OSError as e:
             d.done = True
             if on_fail is not None and not d.cancelled:
                 on_fail(getattr(e, "strerror", None) or str(e))
@@ -298,18 +321,23 @@ class Runtime:
             d.greenlet = None
             conn.start(factory, None)
 
-    def _open_control(self) -> None:
+    def _refuse_if_running(self) -> None:
+        """Another server answering on our control socket: refuse; a stale socket file is removed."""
         path = self.config.control_path
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             probe = _stdsocket.socket(_stdsocket.AF_UNIX)
             try:
                 probe.connect(str(path))
                 raise StartupError(f"another server is running here (control socket {path} answers)", 1)
             except (ConnectionRefusedError, FileNotFoundError):
-                path.unlink()
+                path.unlink(missing_ok=True)
             finally:
                 probe.close()
+
+    def _open_control(self) -> None:
+        path = self.config.control_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._refuse_if_running()  # again: one may have started while the core started
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # the socket is created 0600: only this user (and root) may connect
         try:
@@ -317,7 +345,7 @@ class Runtime:
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
-        s.listen(16)
+        s.listen(1024)  # a burst of clients (or attackers) waits in the kernel, not in EAGAIN
         self.control = StreamServer(s, self._control_client)
         self.control.start()
 
@@ -352,13 +380,8 @@ class Runtime:
             log.warning("control socket: refused a client with uid %d", uid)
         try:
             while True:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                try:
-                    requests = codec.receive_data(data)
-                except ControlError as e:
-                    sock.sendall(codec.send({"ok": False, "status": 2, "text": f"bad request: {e}"}))
+                requests = self._control_read(sock, codec)
+                if requests is None:
                     return
                 for req in requests:
                     if not allowed:
@@ -371,6 +394,32 @@ class Runtime:
             return
         finally:
             sock.close()
+
+    def _control_read(self, sock, codec: ControlCodec) -> list[dict] | None:
+        """The next request(s), complete within the handshake timeout; None once the client is gone
+        (or was told why it is closed: bad input, or too slow)."""
+        limit = self.handshake_timeout
+        deadline = gevent.Timeout(limit)
+        deadline.start()
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return None
+                requests = codec.receive_data(data)
+                if requests:
+                    return requests
+        except ControlError as e:
+            log.info("control socket: client refused: %s", e)
+            sock.sendall(codec.send({"ok": False, "status": 2, "text": f"bad request: {e}"}))
+            return None
+        except gevent.Timeout as e:
+            if e is not deadline:
+                raise
+            sock.sendall(codec.send({"ok": False, "status": 2, "text": f"no complete request within {limit:g} s"}))
+            return None
+        finally:
+            deadline.close()
 
     def run_command(self, argv) -> dict:
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
@@ -460,7 +509,10 @@ def run(config: Config, config_path: str | None, foreground: bool = True, ready=
     try:
         rt.start()
     except StartupError as e:
-        logging.getLogger("relay").error("%s", e)
+        if rt.logging:
+            logging.getLogger("relay").error("%s", e)
+        elif foreground:
+            print(f"cannot start: {e}", file=sys.stderr)
         if ready:
             ready(f"error {e.status} {e}")
         if rt.core is not None:

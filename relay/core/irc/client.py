@@ -119,6 +119,7 @@ class IrcClient:
     def _hold(self, msg, size: int, now: float) -> None:
         """Fakelag: commands past the shaper's rate wait; too many waiting is a flood."""
         if len(self.held) >= FLOOD_QUEUE:
+            log.info("irc %s:%s: refused: Excess Flood", self.t.peer_host, self.t.peer_port)
             self.quit_and_close("Excess Flood", now)
             return
         self.held.append((msg, size))
