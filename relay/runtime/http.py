@@ -179,29 +179,29 @@ class HttpConnection:
             if self.h11.they_are_waiting_for_100_continue:
                 self.t.write(self.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
         elif ws_route is not None:
-            self._fail(426, "this path speaks WebSocket only", [(b"Upgrade", b"websocket")])
+            self._fail(426, "this path speaks WebSocket only", [(b"Upgrade", b"websocket")], websocket=True)
         else:
             self._fail(404, f"no route for {path}")
 
     def _check_handshake(self, req: h11.Request, headers: dict, route: WebSocketRoute):
         if req.method != b"GET" or req.http_version != b"1.1":
-            return self._fail(400, "a WebSocket handshake is an HTTP/1.1 GET")
+            return self._fail(400, "a WebSocket handshake is an HTTP/1.1 GET", websocket=True)
         if "upgrade" not in _tokens(headers.get("connection")):
-            return self._fail(400, "Connection: Upgrade missing")
+            return self._fail(400, "Connection: Upgrade missing", websocket=True)
         if headers.get("sec-websocket-version") != "13":
-            return self._fail(426, "WebSocket version 13 only", [(b"Sec-WebSocket-Version", b"13")])
+            return self._fail(426, "WebSocket version 13 only", [(b"Sec-WebSocket-Version", b"13")], websocket=True)
         key = headers.get("sec-websocket-key", "")
         try:
             if len(base64.b64decode(key, validate=True)) != 16:
                 raise ValueError
         except (ValueError, binascii.Error):
-            return self._fail(400, "bad Sec-WebSocket-Key")
+            return self._fail(400, "bad Sec-WebSocket-Key", websocket=True)
         offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
         chosen = route.choose(offered)
         if chosen is None:
             want = ", ".join(sorted(p for p in route.subprotocols if p))
             return self._fail(400, f"subprotocol required: {want}" if not offered
-                              else f"none of the offered subprotocols is spoken here (want {want})")
+                              else f"none of the offered subprotocols is spoken here (want {want})", websocket=True)
         return Upgrade(route, chosen[0], chosen[1], key, headers, req.target.decode("latin-1"))
 
     def _on_end(self, now: float) -> None:
@@ -253,10 +253,13 @@ class HttpConnection:
                    + b"Connection: close\r\n\r\n" + (b"" if head else body))
         self.t.write(out)
 
-    def _fail(self, status: int, text: str, extra: list | None = None) -> None:
+    def _fail(self, status: int, text: str, extra: list | None = None, websocket: bool = False) -> None:
         """An error response, then close: the request cannot be trusted to frame what follows."""
         if self.done:
             return None
+        t = self.t
+        log.info("%s %s:%s: %s refused (HTTP %d): %s", t.proto, t.peer_host, t.peer_port,
+                 "WebSocket handshake" if websocket else "request", status, text)
         self._respond(HttpResponse(status, body=text.encode() + b"\n"),
                       extra=[(b"Connection", b"close")] + (extra or []))
         self._finish(f"HTTP {status}: {text}")

@@ -76,6 +76,8 @@ TARGETS = [
     Target("mqtt", "mqtt", opening=_mqtt_connect("hostile"), module="mqtt"),
     Target("mqtt-tls", "mqtt", tls=True, module="mqtt"),
     Target("mqtt-ws", "mqtt-ws", opening=_WS_UPGRADE, module="mqtt"),
+    Target("http", "http", opening=b"GET /irc HTTP/1.1\r\nHost: x\r\n"),
+    Target("https", "http", tls=True),
     Target("link", "link", opening=len(_LINK_BODY).to_bytes(4, "big") + _LINK_BODY),
     Target("link-tls", "link", tls=True),
     Target("control", None, opening=b'{"argv": ["status"]}\n'),

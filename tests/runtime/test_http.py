@@ -29,7 +29,7 @@ class FakeTransport:
         self.out = bytearray()
         self.closed: str | None = None
         self.aborted: str | None = None
-        self.peer_host, self.peer_port, self.tls = "127.0.0.1", 5555, False
+        self.peer_host, self.peer_port, self.tls, self.proto = "127.0.0.1", 5555, False, "http"
         self.backlog, self.congested = 0, False
 
     def write(self, data: bytes) -> None:
