@@ -28,6 +28,7 @@ setup(
             "irc>=20.0",
             "paho-mqtt>=2.0",
             "hypothesis>=6.100",
+            "pyte>=0.8",
         ],
         "bench": ["py-spy>=0.3"],
     },

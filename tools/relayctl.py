@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import socket
 import subprocess
 import sys
@@ -428,49 +427,10 @@ def mkpasswd(password):
 @main.command()
 @command_config_option
 def shell(config_path):
-    """An interactive shell on the running server (history, completion, help)."""
+    """An interactive shell on the running server (history, Tab completion, help)."""
+    from tools.shell import run_shell
     cfg = load_config(resolve_config(config_path))
-    helpdata = reach(cfg, ["help"]).get("data") or []
-    words = sorted({w for c in helpdata for w in c["name"].split()} | {"exit", "quit"})
-    interactive = sys.stdin.isatty()
-    if interactive:
-        from prompt_toolkit import PromptSession
-        from prompt_toolkit.completion import WordCompleter
-        from prompt_toolkit.history import FileHistory
-        hist = os.path.expanduser("~/.relayctl_history")
-        session = PromptSession(history=FileHistory(hist), completer=WordCompleter(words))
-        prompt = f"{cfg.server.name}> "
-        read = lambda: session.prompt(prompt)  # noqa: E731
-    else:
-        read = lambda: _read_stdin_line()  # noqa: E731
-    failures = 0
-    while True:
-        try:
-            line = read()
-        except (EOFError, KeyboardInterrupt):
-            break
-        try:
-            argv = shlex.split(line)
-        except ValueError as e:
-            click.echo(f"error: {e}", err=True)
-            continue
-        if not argv:
-            continue
-        if argv[0] in ("exit", "quit"):
-            break
-        as_json = "--json" in argv
-        argv = [a for a in argv if a != "--json"]
-        r = reach(cfg, argv)
-        show(r, as_json)
-        failures += not r.get("ok")
-    sys.exit(1 if failures and not interactive else 0)
-
-
-def _read_stdin_line() -> str:
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError
-    return line
+    sys.exit(run_shell(cfg))
 
 
 if __name__ == "__main__":
