@@ -289,9 +289,10 @@ class Relayctl(click.Group):
 def main(config_path, reply_timeout):
     """Operate a relaynet server.
 
-    Every command takes -c CONFIG, before or after the command's name. Arguments
-    that start with '-' go after '--'. `relayctl help` lists the running server's
-    commands, `relayctl COMMAND -h` describes one.
+    Every command takes -c CONFIG, before or after the command's name. A word
+    that would be read as one of relayctl's options (-c, -h, --json, --timeout)
+    goes after '--'. `relayctl help` lists the running server's commands,
+    `relayctl COMMAND -h` describes one.
     """
 
 

@@ -336,19 +336,44 @@ def test_slow_reader_is_dropped_without_stalling_others(make_server):
     talker.read_until("still-alive")
 
 
+def readme_commands(section: str) -> list[str]:
+    """The lines of the first sh block under a README.md heading, comments dropped."""
+    from support import ROOT
+    text = (ROOT / "README.md").read_text().split(f"## {section}\n", 1)[1]
+    block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
 def test_tree3_servers_start_detached_side_by_side_and_stop(tmp_path):
-    d = copy_configs("tree-3", tmp_path)
-    servers = []
+    # README's own commands, as a user runs them from a clone with the virtual environment active.
+    copy_configs("tree-3", tmp_path / "configs")
+    d = tmp_path / "configs" / "tree-3"
+    env = dict(os.environ, PATH=os.path.dirname(RELAYCTL) + os.pathsep + os.environ["PATH"])
+    sh = lambda line: subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True,  # noqa: E731
+                                     text=True, timeout=60)
+    start, map_, verify, unlink, link, stop = readme_commands("A network of three servers")
+    assert "start" in start and "stop" in stop
     try:
-        for name in ("a", "b", "c"):
-            relayctl("start", "-c", str(d / f"{name}.yaml"), "--detach")
-            servers.append(name)
+        r = sh(start)
+        assert r.returncode == 0 and r.stdout.count("relaynet started") == 3, r.stderr
         for name, port in (("a", 6701), ("b", 6702), ("c", 6703)):
             st = json.loads(relayctl("status", "--json", "-c", str(d / f"{name}.yaml")).stdout)
             assert st["server"]["name"] == f"{name}.relay.test"
             assert any(l["port"] == port for l in st["listeners"])
+        wait_for(lambda: "c.relay.test" in sh(map_).stdout, what="a map that reaches c")
+        lines = sh(map_).stdout.splitlines()
+        assert [l.split("[")[0].strip(" |`-") for l in lines] == ["a.relay.test", "b.relay.test", "c.relay.test"]
+        def converged():
+            r = sh(verify)
+            return r if r.returncode == 0 else None
+        r = wait_for(converged, what="verify: converged")
+        assert r.stdout.splitlines()[-1] == "converged"
+        assert sh(unlink).stdout.strip() == "unlinked b.relay.test"
+        wait_for(lambda: "c.relay.test" not in sh(map_).stdout, what="c split off")
+        assert "connecting to b.relay.test" in sh(link).stdout
+        wait_for(lambda: "c.relay.test" in sh(map_).stdout, what="c back")
     finally:
-        for name in servers:
-            relayctl("stop", "-c", str(d / f"{name}.yaml"), check=False)
+        r = sh(stop)
+    assert r.returncode == 0 and r.stdout.split().count("stopped") == 3, r.stdout + r.stderr
     for name in ("a", "b", "c"):
         assert not (d / "data" / name / "relay.pid").exists()
