@@ -348,6 +348,12 @@ def test_tree3_servers_start_detached_side_by_side_and_stop(tmp_path):
     # README's own commands, as a user runs them from a clone with the virtual environment active.
     copy_configs("tree-3", tmp_path / "configs")
     d = tmp_path / "configs" / "tree-3"
+    ports: dict[int, int] = {}  # the shipped ports, moved to free ones (other test runs share this machine)
+    for name in ("a", "b", "c"):
+        cfg = yaml.safe_load((d / f"{name}.yaml").read_text())
+        for entry in cfg["listen"] + cfg["links"]:
+            entry["port"] = ports.setdefault(entry["port"], free_port())
+        (d / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, PATH=os.path.dirname(RELAYCTL) + os.pathsep + os.environ["PATH"])
     sh = lambda line: subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True,  # noqa: E731
                                      text=True, timeout=60)
@@ -359,7 +365,7 @@ def test_tree3_servers_start_detached_side_by_side_and_stop(tmp_path):
         for name, port in (("a", 6701), ("b", 6702), ("c", 6703)):
             st = json.loads(relayctl("status", "--json", "-c", str(d / f"{name}.yaml")).stdout)
             assert st["server"]["name"] == f"{name}.relay.test"
-            assert any(l["port"] == port for l in st["listeners"])
+            assert any(l["port"] == ports[port] for l in st["listeners"])
         wait_for(lambda: "c.relay.test" in sh(map_).stdout, what="a map that reaches c")
         lines = sh(map_).stdout.splitlines()
         assert [l.split("[")[0].strip(" |`-") for l in lines] == ["a.relay.test", "b.relay.test", "c.relay.test"]
