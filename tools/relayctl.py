@@ -242,7 +242,7 @@ class RemoteCommand(click.Command):
         else:
             super().format_help_text(ctx, formatter)
 
-    def forward(self, args, config_path, as_json, reply_timeout):
+    def forward(self, args, config_path, as_json, reply_timeout):  # reply_timeout: read by control_call
         cfg = load_config(resolve_config(config_path))
         call_or_exit(cfg, [self.name, *args], as_json)
 

@@ -98,7 +98,7 @@ class ServerNames:
         self.cache.clear()
 
 
-def run_shell(cfg, read_line: Callable[[], str] | None = None) -> int:
+def run_shell(cfg) -> int:
     """The shell's loop: 0 when left, 1 when a scripted (non-tty) run had a failed command."""
     from tools.relayctl import NoAnswer, NotRunning, control_call, reach, show
 
@@ -109,7 +109,7 @@ def run_shell(cfg, read_line: Callable[[], str] | None = None) -> int:
             return None
 
     table = reach(cfg, ["help"]).get("data") or []
-    interactive = read_line is None and sys.stdin.isatty()
+    interactive = sys.stdin.isatty()
     names = ServerNames(ask)
     completer = CommandCompleter(table, names)
     if interactive:
@@ -121,7 +121,7 @@ def run_shell(cfg, read_line: Callable[[], str] | None = None) -> int:
         session = PromptSession(history=FileHistory(os.path.expanduser("~/.relayctl_history")),
                                 completer=completer, complete_while_typing=False)
         read_line = lambda: session.prompt(f"{cfg.server.name}> ")  # noqa: E731
-    elif read_line is None:
+    else:
         read_line = _read_stdin_line
     failures = 0
     while True:
