@@ -31,6 +31,7 @@ setup(
             "paho-mqtt>=2.0",
             "hypothesis>=6.100",
             "websocket-client>=1.7",
+            "pyte>=0.8",
         ],
         "bench": ["py-spy>=0.3"],
     },

@@ -9,6 +9,13 @@ from __future__ import annotations
 from netsplit.policy import NetsplitPolicy
 from netsplit.verify import Verifier
 
+# Operator commands, syntax: help (read by relayctl without a server; setup() binds the handlers).
+COMMANDS = {
+    "netsplit stats": "splits, held users, replay counters",
+    "verify start": "ask every server for its state digest (relayctl verify waits for the answers)",
+    "verify result ROUND": "the answers of a verification round",
+}
+
 
 def setup(module) -> None:
     core = module.core
@@ -22,7 +29,7 @@ def setup(module) -> None:
         d = dict(policy.stats, buffered=len(policy.replay), held_servers=sorted(policy.held))
         return Reply("\n".join(f"{k}: {v}" for k, v in d.items()), d)
 
-    module.command("netsplit stats", stats, syntax="netsplit stats", help="splits, held users, replay counters")
+    module.command("netsplit stats", stats)
 
     verifier = Verifier(core)
     module.hook("link_extension", verifier.on_frame)
@@ -48,7 +55,5 @@ def setup(module) -> None:
                      ("differs: " + ", ".join(res["differ"]) if res["differ"] else "incomplete"))
         return Reply("\n".join(lines), res, status=0 if res["converged"] or not res["complete"] else 3)
 
-    module.command("verify start", verify_start, syntax="verify start",
-                   help="ask every server for its state digest (relayctl verify waits for the answers)")
-    module.command("verify result", verify_result, syntax="verify result ROUND", min_args=1, max_args=1,
-                   help="the answers of a verification round")
+    module.command("verify start", verify_start)
+    module.command("verify result", verify_result)

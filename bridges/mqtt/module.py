@@ -36,6 +36,12 @@ from .broker import NEVER, Broker
 from .client import Client
 from .topics import valid_topic_filter
 
+# Operator commands, syntax: help (read by relayctl without a server; setup() binds the handlers).
+COMMANDS = {
+    "mqtt stats": "MQTT broker counters: sessions, messages, drops",
+    "mqtt sessions": "MQTT sessions: client id, user, connected, subscriptions, queued",
+}
+
 
 class AclRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -147,10 +153,8 @@ def setup(module) -> None:
     if opts.sys_interval:
         module.every(opts.sys_interval, broker.publish_sys)
         broker.publish_sys(now)
-    module.command("mqtt stats", lambda ctx: _stats(broker, ctx), syntax="mqtt stats",
-                   help="MQTT broker counters: sessions, messages, drops")
-    module.command("mqtt sessions", lambda ctx: _sessions(broker, ctx), syntax="mqtt sessions",
-                   help="MQTT sessions: client id, user, connected, subscriptions, queued")
+    module.command("mqtt stats", lambda ctx: _stats(broker, ctx))
+    module.command("mqtt sessions", lambda ctx: _sessions(broker, ctx))
 
     def unload():
         for t in pending_timers:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from relay.core.accounts import AccountError
-from relay.core.admin import AdminError, Reply
-from relay.core.modules import ModuleError
+from relay.core.admin import AdminError, CommandSpec, Reply, parse_syntax
+from relay.core.modules import ModuleError, shipped_modules
 
 if TYPE_CHECKING:
     from relay.core.server import Core
@@ -51,7 +51,7 @@ def cmd_status(ctx: AdminContext) -> Reply:
 
 
 def cmd_stop(ctx: AdminContext, *reason: str) -> Reply:
-    """stop [REASON]"""
+    """stop [REASON...]"""
     msg = " ".join(reason) or "Server shutting down"
     if ctx.core.shutdown_requested is None:
         raise AdminError("this server cannot be stopped from here")
@@ -115,7 +115,7 @@ def cmd_reload_config(ctx: AdminContext) -> Reply:
 
 
 def cmd_help(ctx: AdminContext, *topic: str) -> Reply:
-    """help [COMMAND]"""
+    """help [COMMAND...]"""
     return ctx.core.admin.help_text(list(topic))
 
 
@@ -183,7 +183,7 @@ def cmd_link(ctx: AdminContext, peer: str) -> Reply:
 
 
 def cmd_unlink(ctx: AdminContext, peer: str, *reason: str) -> Reply:
-    """unlink PEER [REASON]"""
+    """unlink PEER [REASON...]"""
     try:
         text = ctx.core.links.unlink(peer, " ".join(reason), ctx.now)
     except KeyError as e:
@@ -220,7 +220,7 @@ def cmd_dump_state(ctx: AdminContext, *flags: str) -> Reply:
 
 
 def cmd_kick(ctx: AdminContext, channel: str, nick: str, *reason: str) -> Reply:
-    """kick CHANNEL NICK [REASON]"""
+    """kick CHANNEL NICK [REASON...]"""
     net = ctx.core.net
     ch, u = net.find_channel(channel), net.find_nick(nick)
     if ch is None:
@@ -231,33 +231,82 @@ def cmd_kick(ctx: AdminContext, channel: str, nick: str, *reason: str) -> Reply:
     return Reply(f"kicked {u.nick} from {ch.name}", {"channel": ch.name, "nick": u.nick})
 
 
-# name, handler, min args, max args (None: any), help
+def cmd_complete(ctx: AdminContext, kind: str, prefix: str = "") -> Reply:
+    """complete KIND [PREFIX]"""
+    names = ctx.core.admin.names(kind, prefix, ctx)
+    return Reply("\n".join(names), names)
+
+
+# handler (its docstring is the syntax line), help, kinds of arguments not named by their placeholder
 BUILTIN_COMMANDS = [
-    ("status", cmd_status, 0, 0, "version, uptime, listeners, connections, links, memory"),
-    ("stop", cmd_stop, 0, None, "stop the server cleanly (tell peers, drain, close)"),
-    ("register", cmd_register, 2, 2, "create an account usable from every protocol"),
-    ("unregister", cmd_unregister, 1, 1, "delete an account"),
-    ("passwd", cmd_passwd, 2, 2, "change an account's password"),
-    ("accounts", cmd_accounts, 0, 0, "list accounts"),
-    ("log-level", cmd_log_level, 1, 1, "change the log level at runtime"),
-    ("reload-config", cmd_reload_config, 0, 0, "re-read the config file and apply what can change at runtime"),
-    ("help", cmd_help, 0, 2, "list commands, or describe one"),
-    ("module list", cmd_module_list, 0, 0, "list loaded modules"),
-    ("module load", cmd_module_load, 1, 1, "load a module (options from the config's modules: section)"),
-    ("module unload", cmd_module_unload, 1, 1, "unload a module and everything it registered"),
-    ("module reload", cmd_module_reload, 1, 1, "reload a module's code, keeping its saved state"),
-    ("group add", cmd_group_add, 2, 2, "put an account in a group (for acl: group matches)"),
-    ("group remove", cmd_group_remove, 2, 2, "take an account out of a group"),
-    ("group list", cmd_group_list, 1, 1, "list an account's groups"),
-    ("kick", cmd_kick, 2, None, "remove a member from a channel, network-wide"),
-    ("link", cmd_link, 1, 1, "connect to a peer of the links: section"),
-    ("unlink", cmd_unlink, 1, None, "drop the link with a peer (and stop autoconnecting to it)"),
-    ("map", cmd_map, 0, 0, "the server tree, with each link's lag and uptime"),
-    ("links", cmd_links, 0, 0, "this server's links with frame and byte counters by type"),
-    ("dump-state", cmd_dump_state, 0, 1, "the network state as this server sees it, or its --digest"),
+    (cmd_status, "version, uptime, listeners, connections, links, memory"),
+    (cmd_stop, "stop the server cleanly (tell peers, drain, close)"),
+    (cmd_register, "create an account usable from every protocol", {"USER": None}),
+    (cmd_unregister, "delete an account"),
+    (cmd_passwd, "change an account's password"),
+    (cmd_accounts, "list accounts"),
+    (cmd_log_level, "change the log level at runtime"),
+    (cmd_reload_config, "re-read the config file and apply what can change at runtime"),
+    (cmd_help, "list commands, or describe one"),
+    (cmd_complete, "the names of one argument kind that start with PREFIX (what the shell's Tab offers)"),
+    (cmd_module_list, "list loaded modules"),
+    (cmd_module_load, "load a module (options from the config's modules: section)", {"NAME": "module-available"}),
+    (cmd_module_unload, "unload a module and everything it registered", {"NAME": "module-loaded"}),
+    (cmd_module_reload, "reload a module's code, keeping its saved state", {"NAME": "module-loaded"}),
+    (cmd_group_add, "put an account in a group (for acl: group matches)"),
+    (cmd_group_remove, "take an account out of a group"),
+    (cmd_group_list, "list an account's groups"),
+    (cmd_kick, "remove a member from a channel, network-wide"),
+    (cmd_link, "connect to a peer of the links: section"),
+    (cmd_unlink, "drop the link with a peer (and stop autoconnecting to it)", {"PEER": "linked-peer"}),
+    (cmd_map, "the server tree, with each link's lag and uptime"),
+    (cmd_links, "this server's links with frame and byte counters by type"),
+    (cmd_dump_state, "the network state as this server sees it, or its --digest"),
 ]
 
 
+def builtin_specs() -> list[CommandSpec]:
+    """The built-in commands as declared (relayctl lists them without a server)."""
+    return [parse_syntax(fn.__doc__.strip(), text, *kinds) for fn, text, *kinds in BUILTIN_COMMANDS]
+
+
+def _loaded(ctx: AdminContext):
+    return ctx.core.modules.loaded
+
+
+def _available(ctx: AdminContext):
+    """Modules that could be loaded now: those that ship, and those the config names."""
+    return (set(shipped_modules()) | set(ctx.core.config.modules)) - set(ctx.core.modules.loaded)
+
+
+def _linked(ctx: AdminContext):
+    return [s.peer_name for s in ctx.core.links.peers.values() if s.peer_name]
+
+
+def _servers(ctx: AdminContext):
+    tree = ctx.core.links.tree
+    return [tree.server(sid).name for sid in tree.servers()]
+
+
+# kind -> the names of that kind, for the shell's completion and `complete KIND`
+ARGUMENT_KINDS = {
+    "module-loaded": _loaded,
+    "module-available": _available,
+    "account": lambda ctx: ctx.core.storage.list_accounts(),
+    "channel": lambda ctx: [ch.name for ch in ctx.core.net.channels.values()],
+    "nick": lambda ctx: [u.nick for u in ctx.core.net.nicks.values()],
+    "log-level": lambda ctx: LOG_LEVELS,
+    "peer": lambda ctx: [b.name for b in ctx.core.config.links],
+    "linked-peer": _linked,
+    "server": _servers,
+    "command": lambda ctx: {c.words[0] for c in ctx.core.admin.commands.values()},
+    "kind": lambda ctx: ctx.core.admin.kinds,
+}
+
+
 def install(core: "Core") -> None:
-    for name, fn, lo, hi, text in BUILTIN_COMMANDS:
-        core.admin.add(name, fn, syntax=fn.__doc__.strip(), help=text, min_args=lo, max_args=hi)
+    for kind, names in ARGUMENT_KINDS.items():
+        core.admin.kind(kind, names)
+    for fn, text, *kinds in BUILTIN_COMMANDS:
+        spec = parse_syntax(fn.__doc__.strip(), text, *kinds)
+        core.admin.add(spec.name, fn, syntax=spec.syntax, help=text, kinds=kinds[0] if kinds else None)

@@ -12,13 +12,17 @@ dotted import path. The core imports them by name only: it never imports a bridg
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
+from relay.core.admin import specs_of
 from relay.core.config import format_errors
 
 if TYPE_CHECKING:
@@ -74,11 +78,17 @@ class Module:
         self._timers.append(t)
         return t
 
-    def command(self, name: str, handler: Callable, syntax: str = "", help: str = "",
-                min_args: int = 0, max_args: int | None = None):
-        """An operator command, available in the shell and as `relayctl NAME ...`."""
-        self.core.admin.add(name, handler, syntax=syntax, help=help, min_args=min_args,
-                            max_args=max_args, owner=self.name)
+    def command(self, name: str, handler: Callable, syntax: str = "", help: str = "", **counts):
+        """An operator command, available in the shell and as `relayctl NAME ...`.
+
+        Its syntax and help default to the module's static `COMMANDS = {syntax: help}`
+        (which relayctl reads without a server); the syntax gives the argument counts."""
+        if not syntax:
+            declared = {spec.name: spec for spec in specs_of(getattr(self.pymod, "COMMANDS", {}))}
+            if name not in declared:
+                raise ModuleError(f"module {self.name}: command {name!r} is not declared in its COMMANDS")
+            syntax, help = declared[name].syntax, help or declared[name].help
+        self.core.admin.add(name, handler, syntax=syntax, help=help, owner=self.name, **counts)
         self._commands.append(name)
 
     def irc_command(self, name: str, handler: Callable, **spec):
@@ -167,6 +177,41 @@ def resolve(name: str) -> str:
         except (ImportError, ValueError):
             continue
     raise ModuleError(f"no module named {name!r} (looked for relay.modules.{name}, bridges.{name}.module, {name})")
+
+
+def shipped_modules() -> dict[str, Path]:
+    """The modules that ship with relaynet, by name: their source files (nothing is imported)."""
+    found: dict[str, Path] = {}
+    for pkg, pattern in (("relay.modules", "*.py"), ("bridges", "*/module.py")):
+        spec = importlib.util.find_spec(pkg)
+        for d in (spec.submodule_search_locations or []) if spec else []:
+            for f in sorted(Path(d).glob(pattern)):
+                name = f.parent.name if f.name == "module.py" else f.stem
+                if not name.startswith("_"):
+                    found.setdefault(name, f)
+    for name in CORE_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec and spec.submodule_search_locations:
+            found.setdefault(name, Path(next(iter(spec.submodule_search_locations))) / "module.py")
+    return dict(sorted(found.items()))
+
+
+def declared_commands(source: Path) -> dict[str, str]:
+    """A module file's `COMMANDS = {syntax: help}`, read as a literal (the module is not imported)."""
+    try:
+        tree = ast.parse(source.read_text(), str(source))
+    except (OSError, SyntaxError):
+        return {}
+    for node in tree.body:
+        if (isinstance(node, (ast.Assign, ast.AnnAssign)) and
+                any(isinstance(t, ast.Name) and t.id == "COMMANDS"
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return {}
+            return value if isinstance(value, dict) else {}
+    return {}
 
 
 def validate_options(name: str, pymod, options: dict | None) -> Any:

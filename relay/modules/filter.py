@@ -21,6 +21,8 @@ from relay.core.hooks import Stop
 from relay.core.model import Channel, MessageSent
 from relay.proto.irc import mask_match
 
+COMMANDS = {"filter stats": "messages dropped and rewritten by the filter module"}  # syntax: help
+
 
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -66,8 +68,7 @@ def setup(module) -> None:
         return None
 
     module.hook("filter_packet", on_packet, priority=module.options.priority)
-    module.command("filter stats", lambda ctx: _stats(module), syntax="filter stats",
-                   help="messages dropped and rewritten by the filter module")
+    module.command("filter stats", lambda ctx: _stats(module))
 
 
 def _stats(module):

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from relay.core.model import User
 from relay.proto.irc import irc_lower
 
+COMMANDS = {"welcome stats": "how many members the welcome module has greeted"}  # syntax: help
+
 
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -40,8 +42,7 @@ def setup(module) -> None:
         return None
 
     module.hook("member_joined", on_join)
-    module.command("welcome stats", lambda ctx: _stats(module), syntax="welcome stats",
-                   help="how many members the welcome module has greeted")
+    module.command("welcome stats", lambda ctx: _stats(module))
 
 
 def _stats(module):
