@@ -43,7 +43,7 @@ PLACEHOLDER_KINDS = {
     "LEVEL": "log-level", "PEER": "peer", "SERVER": "server", "COMMAND": "command", "KIND": "kind",
 }
 _PLACEHOLDER = re.compile(r"\[?(--[a-z0-9-]+|[A-Z][A-Z0-9_-]*)(\.\.\.)?\]?")
-_WORD = re.compile(r"[a-z][a-z0-9-]*")
+_WORD = re.compile(r"[a-z][a-z0-9_-]*")  # command words: lower case, like module names (web_sample)
 
 
 @dataclass(frozen=True, slots=True)
