@@ -10,6 +10,7 @@ window ends ("<near> <far>", in an IRCv3 netsplit batch for clients with batch).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from typing import TYPE_CHECKING
@@ -50,6 +51,10 @@ class NetsplitPolicy:
         # (uid, channel) of held users that a burst showed still in their channels. One set for
         # every returning split: a burst that brings back several splits lists them all at once.
         self.seen_members: set[tuple[str, str]] = set()
+        # Servers whose netjoin is in progress -> (root of the joining subtree, near, far): until the
+        # root's EOB, the joins and modes their bursts cause are shown in a netjoin batch.
+        self.joining: dict[str, tuple[str, str, str]] = {}
+        self._batch_ids = itertools.count(1)
         self.stats = {"splits": 0, "held_returned": 0, "held_expired": 0, "replayed_out": 0,
                       "duplicates_dropped": 0, "replay_gaps": 0, "replay_lost_frames": 0,
                       "backlog_resent": 0, "backlog_dropped": 0}
@@ -60,7 +65,27 @@ class NetsplitPolicy:
 
     def merge_channel(self, p: dict, now: float) -> dict | None:
         returning = any(h.returned for h in self.held.values())
-        return merge_channel(self.net, self.links.me.name, p, now, self.seen_members if returning else None)
+        users, joining = self.net.users, self.joining
+        netjoin = next((joining[u.server] for u in (users.get(uid) for uid, _ in p["members"])
+                        if u is not None and u.server in joining), None)
+        opener = None if netjoin is None else (lambda ch: self._open_netjoin_batch(ch, netjoin))
+        return merge_channel(self.net, self.links.me.name, p, now, self.seen_members if returning else None,
+                             opener)
+
+    def _open_netjoin_batch(self, ch, netjoin: tuple[str, str, str]):
+        """BATCH +id netjoin <near> <far> to the channel's local clients with `batch`; returns (id, close)."""
+        ref = f"NJ{next(self._batch_ids):x}"
+        _, near, far = netjoin
+        to = [u for u in ch.local if "batch" in getattr(u.session, "caps", ())]
+        me = self.links.me.name
+        self._send_lines(to, f":{me} BATCH +{ref} netjoin {near} {far}\r\n".encode())
+        return ref, lambda: self._send_lines(to, f":{me} BATCH -{ref}\r\n".encode())
+
+    @staticmethod
+    def _send_lines(users, line: bytes) -> None:
+        for u in users:
+            if u.session is not None:
+                u.session.send(line)
 
     # ------------------------------------------------------------------ replay and dedupe
     def record(self, now: float, origin: str, seq: int, ftype: str, payload: dict) -> None:
@@ -134,6 +159,8 @@ class NetsplitPolicy:
         links.broadcast("SQUIT", {"id": sid, "reason": reason[:400]}, exclude=exclude or sid)
         lost = tree.remove_subtree(sid)
         lost_set = set(lost)
+        for x in lost:
+            self.joining.pop(x, None)
         users = [u for u in self.net.users.values() if u.server in lost_set]
         self.stats["splits"] += 1
         log.info("netsplit %s (%s): %d servers and %d users %s", quit_reason, reason, len(lost), len(users),
@@ -187,9 +214,12 @@ class NetsplitPolicy:
 
     # ------------------------------------------------------------------ netjoin
     def server_returned(self, sid: str) -> None:
+        """`sid` (just added to the tree) joins: its netjoin lasts until the EOB of the subtree's root."""
         h = self.held.get(sid)
         if h is not None:
             h.returned.add(sid)
+        sv = self.links.tree.server(sid)
+        self.joining[sid] = self.joining.get(sv.parent) or (sid, self.net.server_name(sv.parent), sv.name)
 
     def user_returned(self, u: User, p: dict, now: float) -> bool:
         """A UID for a held user: update what changed; True if it was held."""
@@ -206,8 +236,9 @@ class NetsplitPolicy:
                 self.net.update_user(u, what, now, propagate=False)
         return True
 
-    def burst_ended(self, s: "LinkSession", now: float) -> None:
+    def burst_ended(self, s: "LinkSession", now: float, root: str) -> None:
         """Reconcile held users of the servers that came back: only what changed is shown."""
+        self.joining = {x: j for x, j in self.joining.items() if j[0] != root}
         for h in {h for h in self.held.values() if h.returned}:
             back = [u for u in h.users.values() if u.server in h.returned and self.net.users.get(u.uid) is u]
             left = [u for u in back if u.uid not in h.seen_users]

@@ -251,8 +251,8 @@ class LinkLayer:
             return
         s.peer_id, s.peer_name, s.caps, s.established_at = ev.peer_id, ev.peer_name, ev.caps, now
         self.retry.pop(ev.peer_name, None)
-        self.policy.server_returned(ev.peer_id)
         self.tree.add_server(ev.peer_id, ev.peer_name, self.me.id, 1, "")
+        self.policy.server_returned(ev.peer_id)
         self.net.server_names[ev.peer_id] = ev.peer_name
         self.burst_started[ev.peer_id] = now
         # The peer's burst will include what we missed from each origin; it learns that first.
@@ -462,7 +462,7 @@ class LinkLayer:
         # after every burst frame it follows.
         self._out("EOB", f.origin, {"server": f.payload.get("server", s.peer_id)},
                   links_for_all(self.tree, s.peer_id), 0)
-        self.policy.burst_ended(s, now)
+        self.policy.burst_ended(s, now, f.payload.get("server", s.peer_id))
         if "server" in f.payload:
             return
         s.burst_done = True
@@ -477,7 +477,6 @@ class LinkLayer:
         if parent not in self.tree or (parent != s.peer_id and self.tree.link_of(parent) != s.peer_id):
             s.drop(f"SERVER {p['name']}: unknown parent {parent}", now)
             return
-        self.policy.server_returned(p["id"])
         try:
             self.tree.add_server(p["id"], p["name"], parent, self.tree.server(parent).hops + 1, p["description"])
         except LoopDetected as e:
@@ -486,6 +485,7 @@ class LinkLayer:
             self.oper_notice(f"Loop: {reason}; dropped the link with {s.peer_name}")
             s.drop(reason, now)
             return
+        self.policy.server_returned(p["id"])
         self.net.server_names[p["id"]] = p["name"]
         self._out("SERVER", f.origin, p, links_for_all(self.tree, s.peer_id), f.seq)
 
