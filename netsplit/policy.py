@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
+from netsplit.backlog import SplitBacklog
 from netsplit.merge import merge_channel, resolve_nick
 from netsplit.replay import ReplayBuffer, SeenWindow
 from relay.core.model import User
@@ -46,7 +46,7 @@ class NetsplitPolicy:
         self.held: dict[str, HeldSplit] = {}   # held server id -> its split
         self.replay = ReplayBuffer(replay_frames, replay_age)
         # Message frames that could not be routed to held servers, resent when they return.
-        self.backlog: deque[tuple[float, frozenset, str, int, str, dict]] = deque()
+        self.backlog = SplitBacklog(replay_frames, replay_age)
         self.seen: dict[str, SeenWindow] = {}
         # (uid, channel) of held users that a burst showed still in their channels. One set for
         # every returning split: a burst that brings back several splits lists them all at once.
@@ -54,6 +54,7 @@ class NetsplitPolicy:
         # Servers whose netjoin is in progress -> (root of the joining subtree, near, far): until the
         # root's EOB, the joins and modes their bursts cause are shown in a netjoin batch.
         self.joining: dict[str, tuple[str, str, str]] = {}
+        self.names: dict[str, str] = {}  # names of servers split off, for the log once they are gone
         self._batch_ids = itertools.count(1)
         self.stats = {"splits": 0, "held_returned": 0, "held_expired": 0, "replayed_out": 0,
                       "duplicates_dropped": 0, "replay_gaps": 0, "replay_lost_frames": 0,
@@ -104,27 +105,28 @@ class NetsplitPolicy:
         held = frozenset(x for x in servers if x in self.held)
         if not held:
             return
-        bl = self.backlog
-        bl.append((self.core.now(), held, origin, seq, ftype, payload))
-        limit, oldest = self.replay.max_frames, self.core.now() - self.replay.max_age
-        while bl and (len(bl) > limit or bl[0][0] < oldest):
-            _, lost, o, sq, _, _ = bl.popleft()
-            self.stats["backlog_dropped"] += 1
-            log.warning("split backlog full or too old: frame %s/%d for %s dropped", o, sq, ",".join(sorted(lost)))
+        now = self.core.now()
+        self.backlog.keep(now, held, origin, seq, ftype, payload)
+        if len(self.backlog) > self.backlog.max_frames:
+            self.prune_backlog(now)
 
-    def _resend_backlog(self, returned: set[str]) -> None:
-        keep = deque()
-        links = self.links
-        for entry in self.backlog:
-            t, servers, origin, seq, ftype, payload = entry
-            now_back = servers & returned
-            if now_back:
-                links._out(ftype, origin, payload, links._links_to(now_back), seq)
-                self.stats["backlog_resent"] += 1
-                servers = servers - now_back
-            if servers:
-                keep.append((t, servers, origin, seq, ftype, payload))
-        self.backlog = keep
+    def prune_backlog(self, now: float) -> None:
+        """Frames for servers that did not return within the replay window: dropped, logged, counted."""
+        lost = self.backlog.prune(now)
+        for sid, frames in sorted(lost.items()):
+            self.stats["backlog_dropped"] += len(frames)
+            log.warning("split backlog: %d message frames for %s (%s) dropped, not delivered: it did not return "
+                        "within the replay window (%d frames, %gs); first %s/%d, last %s/%d", len(frames),
+                        self.names.get(sid, sid), sid, self.backlog.max_frames, self.backlog.max_age,
+                        *frames[0], *frames[-1])
+
+    def _resend_backlog(self, now: float) -> None:
+        """Frames kept for servers that are back (in the tree, netjoin over): resent towards them."""
+        self.prune_backlog(now)
+        tree, joining, links = self.links.tree, self.joining, self.links
+        for servers, origin, seq, ftype, payload in self.backlog.take(lambda x: x in tree and x not in joining):
+            links._out(ftype, origin, payload, links._links_to(servers), seq)
+            self.stats["backlog_resent"] += 1
 
     def vector(self) -> dict[str, int]:
         """What we delivered of each origin we knew before: held servers count, even if silent so far.
@@ -174,6 +176,7 @@ class NetsplitPolicy:
             return lost
         h = HeldSplit(sid, lost, users, quit_reason, near, far.name, now + self.hold_window)
         h.names = {x: self.net.server_name(x) for x in lost}
+        self.names.update(h.names)
         for x in lost:
             self.held[x] = h
         h.timer = self.core.timers.call_at(h.until, lambda t, h=h: self.expire(h, t), owner="netsplit")
@@ -256,10 +259,10 @@ class NetsplitPolicy:
                 if self.held.get(x) is h:
                     del self.held[x]
             h.servers -= h.returned
-            self._resend_backlog(h.returned)
             h.returned.clear()
             h.seen_users.clear()
             if not h.servers and h.timer is not None:
                 h.timer.cancel()
             log.info("netjoin with %s: %d held users returned, %d had left", s.peer_name,
                      len(back) - len(left), len(left))
+        self._resend_backlog(now)
