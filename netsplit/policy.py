@@ -129,12 +129,36 @@ class NetsplitPolicy:
             self.stats["backlog_resent"] += 1
 
     def vector(self) -> dict[str, int]:
-        """What we delivered of each origin we knew before: held servers count, even if silent so far.
-        A server never seen before gets no replay: its history was never ours."""
+        """What we delivered of each origin we know (from where we learnt of it), and our own count.
+        A server never known gets no replay: its history was never ours."""
         v = {o: w.low for o, w in self.seen.items()}
         for sid in self.held:
             v.setdefault(sid, 0)
+        v[self.links.me.id] = self.links.msg_seq
         return v
+
+    def numbering(self, sid: str) -> int:
+        """Where `sid`'s message numbering stands for us (what a server learning of it from us skips)."""
+        if sid == self.links.me.id:
+            return self.links.msg_seq
+        w = self.seen.get(sid)
+        return w.low if w is not None else 0
+
+    def learn_numbering(self, sid: str, seq: int) -> None:
+        """A server we learn of: its frames numbered up to `seq` predate us. Without this, the first
+        frame we saw of it would set the start, and an earlier one arriving later (a backlog resent
+        by another server) would pass for a duplicate."""
+        if sid != self.links.me.id and sid not in self.seen and seq >= 0:
+            self.seen[sid] = SeenWindow(seq)
+
+    def peer_numbering(self, sid: str, seq: int) -> None:
+        """A neighbour's own count, from its VECTOR. Below what we saw of it: it restarted, and its
+        numbering starts again."""
+        w = self.seen.get(sid)
+        if w is not None and (seq < w.low or any(x > seq for x in w.above)):
+            log.info("server %s numbers its messages from %d again (restarted)", sid, seq)
+            del self.seen[sid]
+        self.learn_numbering(sid, seq)
 
     def replay_to(self, s: "LinkSession", vector: dict[str, int], now: float) -> None:
         self.replay.expire(now)

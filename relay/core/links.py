@@ -264,14 +264,18 @@ class LinkLayer:
             return
         self.peers[s.peer_id] = s
         log.info("link with %s (%s) established; bursting", s.peer_name, s.peer_id)
+        seen = f.payload.get("seen")
+        if isinstance(seen, dict) and type(seen.get(s.peer_id)) is int:
+            self.policy.peer_numbering(s.peer_id, seen[s.peer_id])
         self._out("SERVER", self.me.id, self._server_payload(s.peer_id), links_for_all(self.tree, s.peer_id))
         self._burst(s, f.payload.get("seen") or {}, now)
         self.core.hooks.run("link_up", s.peer_id)
 
     def _server_payload(self, sid: str) -> dict:
         sv = self.tree.server(sid)
+        # seq: where its message numbering stands for us; a server learning of it starts there.
         return {"id": sv.id, "name": sv.name, "parent": sv.parent or self.me.id, "hops": sv.hops,
-                "description": sv.description}
+                "description": sv.description, "seq": self.policy.numbering(sid)}
 
     def _burst(self, s: LinkSession, vector: dict, now: float) -> None:
         me, tree = self.me.id, self.tree
@@ -487,6 +491,8 @@ class LinkLayer:
             return
         self.policy.server_returned(p["id"])
         self.net.server_names[p["id"]] = p["name"]
+        if type(p.get("seq")) is int:
+            self.policy.learn_numbering(p["id"], p["seq"])
         self._out("SERVER", f.origin, p, links_for_all(self.tree, s.peer_id), f.seq)
 
     def _on_SQUIT(self, s, f, now):

@@ -104,3 +104,69 @@ def test_a_backlog_kept_before_an_earlier_split_does_not_linger(tmp_path, caplog
     carol.t.out.clear()
     w.link("c", "b")
     assert said(carol) == ["kept"]
+
+
+def test_frames_for_a_held_server_arriving_by_two_paths_are_all_delivered(tmp_path):
+    # a's first message frames ever, sent during the split: #y only to c (kept on a), #x to b and
+    # c (kept on b too). b's copy of x1 reaches c before a's y1: neither b nor c may take the
+    # first frame they see of an origin as where its numbering starts.
+    w = chain(tmp_path)
+    alice, bob, carol = w.client("a", "alice"), w.client("b", "bob"), w.client("c", "carol")
+    alice.send("JOIN #x,#y")
+    bob.send("JOIN #x")
+    carol.send("JOIN #x,#y")
+    w.unlink("c", "b")
+    alice.send("PRIVMSG #y :y1", "PRIVMSG #x :x1")
+    w.tick(5.0)
+    carol.t.out.clear()
+    w.link("c", "b")
+    assert said(carol, "#x") == ["x1"] and said(carol, "#y") == ["y1"]
+
+
+def test_frames_lost_in_flight_are_replayed_after_the_hold_expired(tmp_path):
+    # c stops reading; what b sends it meanwhile is lost with the link. c relinks after its hold
+    # of a and b expired: b's replay still gives it a's message, though c had never had one of
+    # a's frames before.
+    w = chain(tmp_path, linking={"timeout": 10.0, "ping_interval": 5.0})
+    alice, carol = w.client("a", "alice"), w.client("c", "carol")
+    alice.send("JOIN #h")
+    carol.send("JOIN #h")
+    b_end = next(s for s in w.cores["b"].links.peers.values() if s.peer_name == "c.test").t.other
+    c_session, b_end.session = b_end.session, None    # c reads nothing more
+    alice.send("PRIVMSG #h :in flight")
+    for _ in range(12):
+        w.tick(1.0)
+    assert w.cores["b"].links.tree.by_name("c.test") is None
+    c_session.connection_lost("Connection reset", w.now)
+    w.pump()
+    for _ in range(35):
+        w.tick(1.0)
+    assert w.cores["c"].net.find_nick("alice") is None      # the hold expired on c
+    carol.t.out.clear()
+    w.link("c", "b")
+    assert said(carol) == ["in flight"]
+    assert len(w.digests()) == 1
+
+
+def test_a_restarted_server_numbers_its_messages_from_1_again(tmp_path):
+    from relay.core.server import Core
+    w = Wire(tmp_path, ["a", "b"])
+    w.link("b", "a")
+    alice, bob = w.client("a", "alice"), w.client("b", "bob")
+    alice.send("JOIN #r")
+    bob.send("JOIN #r")
+    for i in range(5):
+        bob.send(f"PRIVMSG #r :before {i}")
+    old = w.cores["b"]
+    old.stop(w.now)                                  # b goes away (its clients with it) ...
+    w.pump()
+    w.tick(40.0)
+    new = w.cores["b"] = Core(old.config, w.now)     # ... and starts again, counting from 1
+    new.start(w.now)
+    new.links.dial = w._dialer("b")
+    w.link("b", "a")
+    bob = w.client("b", "bob")
+    bob.send("JOIN #r")
+    alice.t.out.clear()
+    bob.send("PRIVMSG #r :after restart")
+    assert said(alice, "#r") == ["after restart"]
