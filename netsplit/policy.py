@@ -89,8 +89,8 @@ class NetsplitPolicy:
                 u.session.send(line)
 
     # ------------------------------------------------------------------ replay and dedupe
-    def record(self, now: float, origin: str, seq: int, ftype: str, payload: dict) -> None:
-        self.replay.record(now, origin, seq, ftype, payload)
+    def record(self, now: float, origin: str, seq: int, ftype: str, payload: dict, links) -> None:
+        self.replay.record(now, origin, seq, ftype, payload, frozenset(links))
 
     def accept(self, origin: str, seq: int) -> bool:
         w = self.seen.get(origin)
@@ -162,7 +162,7 @@ class NetsplitPolicy:
 
     def replay_to(self, s: "LinkSession", vector: dict[str, int], now: float) -> None:
         self.replay.expire(now)
-        frames, gaps = self.replay.since(vector)
+        frames, gaps = self.replay.since(vector, s.peer_id)
         for origin, upto in gaps.items():
             self.stats["replay_gaps"] += 1
             self.stats["replay_lost_frames"] += upto - vector[origin]

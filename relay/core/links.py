@@ -325,14 +325,14 @@ class LinkLayer:
         # Numbered like messages: replayed after a short split, deduplicated, kept for held servers.
         self.msg_seq += 1
         frame = (self.me.id, self.msg_seq, "ENCAP", env)
-        if self.policy is not None:
-            self.policy.record(self.core.now(), *frame)
         if servers is None:
             if self.policy is not None:
                 self.policy.keep_for_held(list(self.policy.held), *frame)
             links = links_for_all(self.tree, exclude_link)
         else:
             links = self._links_to(servers, exclude_link, frame)
+        if self.policy is not None:
+            self.policy.record(self.core.now(), *frame, links)
         self._out("ENCAP", self.me.id, env, links, self.msg_seq)
 
     # ------------------------------------------------------------------ router interface (Network calls)
@@ -406,14 +406,16 @@ class LinkLayer:
         self._originate(ev, ev.target.uid, (ev.target.server,))
 
     def _originate(self, ev, target: str, servers) -> None:
-        """A message frame of ours: numbered per origin and kept for replay, even with no route now."""
+        """A message frame of ours: numbered per origin, kept for replay on the links it goes out on and,
+        for held servers, in the split backlog."""
         self.msg_seq += 1
         p = {"source": ev.source.uid, "target": target, "text": ev.text, "tags": ev.tags,
              "msgid": ev.msgid, "time": ev.time}
+        frame = (self.me.id, self.msg_seq, ev.kind, p)
+        links = self._links_to(servers, None, frame)
         if self.policy is not None:
-            self.policy.record(ev.time, self.me.id, self.msg_seq, ev.kind, p)
-        self._out(ev.kind, self.me.id, p, self._links_to(servers, None, (self.me.id, self.msg_seq, ev.kind, p)),
-                  self.msg_seq)
+            self.policy.record(ev.time, *frame, links)
+        self._out(ev.kind, self.me.id, p, links, self.msg_seq)
 
     def _links_to(self, servers, exclude: str | None = None, frame: tuple | None = None) -> set[str]:
         try:
@@ -617,40 +619,42 @@ class LinkLayer:
         p = f.payload
         if f.seq and not self.policy.accept(f.origin, f.seq):
             return  # already delivered (a replay overlapping live traffic)
+        links = self._deliver_message(s, f, now)
         if f.seq:
-            self.policy.record(now, f.origin, f.seq, f.type, p)
+            self.policy.record(now, f.origin, f.seq, f.type, p, links)
+        self._out(f.type, f.origin, p, links, f.seq, f.raw)
+
+    def _deliver_message(self, s, f, now) -> set[str]:
+        """Deliver a message frame to its local recipients; returns the links to pass it on to (a
+        frame for held servers is kept for them)."""
+        p = f.payload
         src = self._user(p["source"])
         if src is None:
-            return
+            return set()
+        frame = (f.origin, f.seq, f.type, p)
         t = p["target"]
         if t.startswith("#"):
             ch = self.net.find_channel(t)
             if ch is None:
-                return
+                return set()
             ev = self.net.message(src, ch, f.type, p["text"], p.get("time", now), p.get("tags") or {},
                                   p.get("msgid"), propagate=False)
-            if ev is not None:
-                self._out(f.type, f.origin, p, self._links_to(ch.servers, s.peer_id, (f.origin, f.seq, f.type, p)),
-                          f.seq, f.raw)
-        else:
-            u = self._user(t)
-            if u is None:
-                return
-            if u.session is not None:
-                self.net.message(src, u, f.type, p["text"], p.get("time", now), p.get("tags") or {},
-                                 p.get("msgid"), propagate=False)
-            else:
-                self._out(f.type, f.origin, p, self._links_to((u.server,), s.peer_id, (f.origin, f.seq, f.type, p)),
-                          f.seq, f.raw)
+            return set() if ev is None else self._links_to(ch.servers, s.peer_id, frame)
+        u = self._user(t)
+        if u is None:
+            return set()
+        if u.session is not None:
+            self.net.message(src, u, f.type, p["text"], p.get("time", now), p.get("tags") or {},
+                             p.get("msgid"), propagate=False)
+            return set()
+        return self._links_to((u.server,), s.peer_id, frame)
 
     _on_PRIVMSG = _on_NOTICE = _on_TAGMSG = _on_message
 
     def _on_ENCAP(self, s, f, now):
         p = f.payload
-        if f.seq:
-            if not self.policy.accept(f.origin, f.seq):
-                return
-            self.policy.record(now, f.origin, f.seq, "ENCAP", p)
+        if f.seq and not self.policy.accept(f.origin, f.seq):
+            return
         target = p["target"]
         mine = target == "*" or self.me.id in target.split(",")
         if mine:
@@ -662,6 +666,8 @@ class LinkLayer:
                 self.policy.keep_for_held(list(self.policy.held), *frame)
         else:
             links = self._links_to([x for x in target.split(",") if x != self.me.id], s.peer_id, frame)
+        if f.seq:
+            self.policy.record(now, f.origin, f.seq, "ENCAP", p, links)
         self._out("ENCAP", f.origin, p, links, f.seq, f.raw)
 
     def _on_unknown(self, s, f, now):

@@ -170,3 +170,26 @@ def test_a_restarted_server_numbers_its_messages_from_1_again(tmp_path):
     alice.t.out.clear()
     bob.send("PRIVMSG #r :after restart")
     assert said(alice, "#r") == ["after restart"]
+
+
+@pytest.mark.parametrize("direction", ["c dials b", "b dials c"])
+def test_messages_sent_after_the_hold_expired_are_alike_in_both_directions(tmp_path, direction):
+    # Once the hold expired, each side's clients saw the other side QUIT: what they say then is
+    # not for the other side, whichever side unlinked. (b, with bob, is where alice's message
+    # is buffered: replaying it to c would deliver one side's messages only.)
+    w = chain(tmp_path, split_hold=2)
+    alice, bob, carol = w.client("a", "alice"), w.client("b", "bob"), w.client("c", "carol")
+    for c in (alice, bob, carol):
+        c.send("JOIN #h")
+    w.unlink("c", "b")
+    w.tick(3.0)
+    assert w.cores["a"].net.find_nick("carol") is None and w.cores["c"].net.find_nick("alice") is None
+    alice.send("PRIVMSG #h :alone on a")
+    carol.send("PRIVMSG #h :alone on c")
+    alice.t.out.clear()
+    carol.t.out.clear()
+    relink(w, direction)
+    assert said(alice) == [] and said(carol) == []
+    assert said(bob) == ["alone on a"]
+    alice.send("PRIVMSG #h :back")
+    assert said(carol) == ["back"]
