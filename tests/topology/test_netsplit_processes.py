@@ -200,9 +200,12 @@ class ChannelView(irc.bot.SingleServerIRCBot):
 
     def __init__(self, port: int, nick: str):
         super().__init__([("127.0.0.1", port)], nick, nick)
+        self.welcomed = False
         self._connect()
-        self.until(lambda: self.connection.is_connected() and self.connection.real_nickname == nick
-                   and self.connection.features.prefix, what="registered")
+        self.until(lambda: self.welcomed, what="registered")
+
+    def on_welcome(self, connection, event):
+        self.welcomed = True
 
     def until(self, pred, timeout: float = 30.0, what: str = "condition"):
         def step():
@@ -253,7 +256,7 @@ def sync(c: RawClient, token: str) -> None:
     c.read_until(token)
 
 
-@pytest.mark.parametrize("hold", [30, 3], ids=["split-shorter-than-hold", "split-longer-than-hold"])
+@pytest.mark.parametrize("hold", [30, 5], ids=["split-shorter-than-hold", "split-longer-than-hold"])
 def test_messages_sent_during_a_split_arrive_once_in_both_directions(tmp_path, hold):
     net = TreeNetwork("tree-3", tmp_path, split_hold=hold, **FAST_LINKS).start()
     try:
@@ -292,7 +295,7 @@ def test_messages_sent_during_a_split_arrive_once_in_both_directions(tmp_path, h
 
 
 def test_past_the_replay_window_the_loss_is_logged_and_counted(tmp_path):
-    net = TreeNetwork("tree-3", tmp_path, split_hold=5, replay={"max_age": 6}, **FAST_LINKS).start()
+    net = TreeNetwork("tree-3", tmp_path, split_hold=6, replay={"max_age": 8}, **FAST_LINKS).start()
     try:
         alice = client(net, "a", "alice", "#w")
         carol = client(net, "c", "carol", "#w")
@@ -306,7 +309,7 @@ def test_past_the_replay_window_the_loss_is_logged_and_counted(tmp_path):
         sync(alice, "sent-a")
         sync(carol, "sent-c")
         assert net["a"].call("netsplit", "stats")["backlog"] == 3
-        for side in ("a", "c"):   # the periodic sweep drops them once they are 6 s old
+        for side in ("a", "c"):   # the periodic sweep drops them once they are 8 s old
             wait_for(lambda: net[side].call("netsplit", "stats")["backlog_dropped"] == 3, timeout=30,
                      what=f"{side} drops its backlog past the window")
         assert "split backlog: 3 message frames for c.relay.test (003) dropped" in net["a"].log()
