@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from relay.core.model import Channel, User
 from relay.proto.irc import irc_lower
-from relay.proto.link import Frame, LinkCodec, LinkProtocolError
+from relay.proto.link import MAX_SEQ, Frame, LinkCodec, LinkProtocolError, valid_server_id
 from topology.fanout import links_for, links_for_all
 from topology.link import LinkAuthenticated, LinkHandshake, LinkRefused, SendFrame
 from topology.tree import LoopDetected, Tree, UnknownServer, render_map
@@ -36,6 +36,10 @@ log = logging.getLogger("relay.links")
 STATE_FRAMES = ("SERVER", "SQUIT", "UID", "NICK", "QUIT", "KILL", "SJOIN", "PART", "KICK", "MODE", "TOPIC",
                 "UPDATE", "INVITE")
 MESSAGE_FRAMES = ("PRIVMSG", "NOTICE", "TAGMSG")
+
+
+def _valid_seq(v) -> bool:
+    return type(v) is int and 0 <= v <= MAX_SEQ
 
 
 class LinkSession:
@@ -262,13 +266,16 @@ class LinkLayer:
         """The peer's vector arrived: it is a neighbour now; burst to it, then live traffic flows."""
         if s.peer_id in self.peers:
             return
+        seen = f.payload.get("seen", {})
+        if not isinstance(seen, dict) or not all(valid_server_id(k) and _valid_seq(v) for k, v in seen.items()):
+            s.drop("VECTOR: seen must map server ids to sequence numbers", now)
+            return
         self.peers[s.peer_id] = s
         log.info("link with %s (%s) established; bursting", s.peer_name, s.peer_id)
-        seen = f.payload.get("seen")
-        if isinstance(seen, dict) and type(seen.get(s.peer_id)) is int:
+        if s.peer_id in seen:
             self.policy.peer_numbering(s.peer_id, seen[s.peer_id])
         self._out("SERVER", self.me.id, self._server_payload(s.peer_id), links_for_all(self.tree, s.peer_id))
-        self._burst(s, f.payload.get("seen") or {}, now)
+        self._burst(s, seen, now)
         self.core.hooks.run("link_up", s.peer_id)
 
     def _server_payload(self, sid: str) -> dict:
@@ -480,6 +487,9 @@ class LinkLayer:
     def _on_SERVER(self, s, f, now):
         p = f.payload
         parent = p["parent"]
+        if "seq" in p and not _valid_seq(p["seq"]):
+            s.drop(f"SERVER {p['name']}: seq must be a sequence number", now)
+            return
         if parent not in self.tree or (parent != s.peer_id and self.tree.link_of(parent) != s.peer_id):
             s.drop(f"SERVER {p['name']}: unknown parent {parent}", now)
             return
@@ -493,7 +503,7 @@ class LinkLayer:
             return
         self.policy.server_returned(p["id"])
         self.net.server_names[p["id"]] = p["name"]
-        if type(p.get("seq")) is int:
+        if "seq" in p:
             self.policy.learn_numbering(p["id"], p["seq"])
         self._out("SERVER", f.origin, p, links_for_all(self.tree, s.peer_id), f.seq)
 

@@ -193,3 +193,23 @@ def test_messages_sent_after_the_hold_expired_are_alike_in_both_directions(tmp_p
     assert said(bob) == ["alone on a"]
     alice.send("PRIVMSG #h :back")
     assert said(carol) == ["back"]
+
+
+def test_a_vector_that_is_not_sequence_numbers_is_refused_with_a_reason(tmp_path):
+    w = Wire(tmp_path, ["a", "b"])
+    w.cores["a"].links.policy.vector = lambda: {"001": "many", "002": -1}
+    w.link("a", "b")
+    assert not w.cores["b"].links.peers and len(w.cores["b"].links.tree) == 1
+    assert "VECTOR: seen must map server ids to sequence numbers" in w.cores["a"].links.last_error["b.test"]
+    del w.cores["a"].links.policy.vector
+    w.link("a", "b")                                   # b kept running and links normally
+    assert len(w.digests()) == 1 and len(w.cores["b"].links.tree) == 2
+
+
+def test_a_server_frame_with_a_bad_seq_drops_the_link(tmp_path):
+    w = Wire(tmp_path, ["a", "b", "c"])
+    w.link("a", "b")
+    w.cores["b"].links.policy.numbering = lambda sid: 2**64 if sid == "001" else 0
+    w.link("c", "b")
+    assert "SERVER a.test: seq must be a sequence number" in w.cores["b"].links.last_error["c.test"]
+    assert len(w.cores["c"].links.tree) == 1 and len(w.cores["a"].links.tree) == 2
