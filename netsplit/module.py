@@ -22,11 +22,16 @@ def setup(module) -> None:
     cfg = core.config
     policy = NetsplitPolicy(core, cfg.split_hold, cfg.replay.max_frames, cfg.replay.max_age)
     core.links.policy = policy
-    module.every(5.0, lambda now: policy.replay.expire(now))
+    def expire(now: float) -> None:
+        policy.replay.expire(now)
+        policy.prune_backlog(now)
+
+    module.every(5.0, expire)
 
     def stats(ctx):
         from relay.core.admin import Reply
-        d = dict(policy.stats, buffered=len(policy.replay), held_servers=sorted(policy.held))
+        d = dict(policy.stats, buffered=len(policy.replay), backlog=len(policy.backlog),
+                 held_servers=sorted(policy.held))
         return Reply("\n".join(f"{k}: {v}" for k, v in d.items()), d)
 
     module.command("netsplit stats", stats)

@@ -10,10 +10,11 @@ window ends ("<near> <far>", in an IRCv3 netsplit batch for clients with batch).
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
+from netsplit.backlog import SplitBacklog
 from netsplit.merge import merge_channel, resolve_nick
 from netsplit.replay import ReplayBuffer, SeenWindow
 from relay.core.model import User
@@ -45,11 +46,16 @@ class NetsplitPolicy:
         self.held: dict[str, HeldSplit] = {}   # held server id -> its split
         self.replay = ReplayBuffer(replay_frames, replay_age)
         # Message frames that could not be routed to held servers, resent when they return.
-        self.backlog: deque[tuple[float, frozenset, str, int, str, dict]] = deque()
+        self.backlog = SplitBacklog(replay_frames, replay_age)
         self.seen: dict[str, SeenWindow] = {}
         # (uid, channel) of held users that a burst showed still in their channels. One set for
         # every returning split: a burst that brings back several splits lists them all at once.
         self.seen_members: set[tuple[str, str]] = set()
+        # Servers whose netjoin is in progress -> (root of the joining subtree, near, far): until the
+        # root's EOB, the joins and modes their bursts cause are shown in a netjoin batch.
+        self.joining: dict[str, tuple[str, str, str]] = {}
+        self.names: dict[str, str] = {}  # names of servers split off, for the log once they are gone
+        self._batch_ids = itertools.count(1)
         self.stats = {"splits": 0, "held_returned": 0, "held_expired": 0, "replayed_out": 0,
                       "duplicates_dropped": 0, "replay_gaps": 0, "replay_lost_frames": 0,
                       "backlog_resent": 0, "backlog_dropped": 0}
@@ -60,11 +66,31 @@ class NetsplitPolicy:
 
     def merge_channel(self, p: dict, now: float) -> dict | None:
         returning = any(h.returned for h in self.held.values())
-        return merge_channel(self.net, self.links.me.name, p, now, self.seen_members if returning else None)
+        users, joining = self.net.users, self.joining
+        netjoin = next((joining[u.server] for u in (users.get(uid) for uid, _ in p["members"])
+                        if u is not None and u.server in joining), None)
+        opener = None if netjoin is None else (lambda ch: self._open_netjoin_batch(ch, netjoin))
+        return merge_channel(self.net, self.links.me.name, p, now, self.seen_members if returning else None,
+                             opener)
+
+    def _open_netjoin_batch(self, ch, netjoin: tuple[str, str, str]):
+        """BATCH +id netjoin <near> <far> to the channel's local clients with `batch`; returns (id, close)."""
+        ref = f"NJ{next(self._batch_ids):x}"
+        _, near, far = netjoin
+        to = [u for u in ch.local if "batch" in getattr(u.session, "caps", ())]
+        me = self.links.me.name
+        self._send_lines(to, f":{me} BATCH +{ref} netjoin {near} {far}\r\n".encode())
+        return ref, lambda: self._send_lines(to, f":{me} BATCH -{ref}\r\n".encode())
+
+    @staticmethod
+    def _send_lines(users, line: bytes) -> None:
+        for u in users:
+            if u.session is not None:
+                u.session.send(line)
 
     # ------------------------------------------------------------------ replay and dedupe
-    def record(self, now: float, origin: str, seq: int, ftype: str, payload: dict) -> None:
-        self.replay.record(now, origin, seq, ftype, payload)
+    def record(self, now: float, origin: str, seq: int, ftype: str, payload: dict, links) -> None:
+        self.replay.record(now, origin, seq, ftype, payload, frozenset(links))
 
     def accept(self, origin: str, seq: int) -> bool:
         w = self.seen.get(origin)
@@ -79,39 +105,64 @@ class NetsplitPolicy:
         held = frozenset(x for x in servers if x in self.held)
         if not held:
             return
-        bl = self.backlog
-        bl.append((self.core.now(), held, origin, seq, ftype, payload))
-        limit, oldest = self.replay.max_frames, self.core.now() - self.replay.max_age
-        while bl and (len(bl) > limit or bl[0][0] < oldest):
-            _, lost, o, sq, _, _ = bl.popleft()
-            self.stats["backlog_dropped"] += 1
-            log.warning("split backlog full or too old: frame %s/%d for %s dropped", o, sq, ",".join(sorted(lost)))
+        now = self.core.now()
+        self.backlog.keep(now, held, origin, seq, ftype, payload)
+        if len(self.backlog) > self.backlog.max_frames:
+            self.prune_backlog(now)
 
-    def _resend_backlog(self, returned: set[str]) -> None:
-        keep = deque()
-        links = self.links
-        for entry in self.backlog:
-            t, servers, origin, seq, ftype, payload = entry
-            now_back = servers & returned
-            if now_back:
-                links._out(ftype, origin, payload, links._links_to(now_back), seq)
-                self.stats["backlog_resent"] += 1
-                servers = servers - now_back
-            if servers:
-                keep.append((t, servers, origin, seq, ftype, payload))
-        self.backlog = keep
+    def prune_backlog(self, now: float) -> None:
+        """Frames for servers that did not return within the replay window: dropped, logged, counted."""
+        lost = self.backlog.prune(now)
+        for sid, frames in sorted(lost.items()):
+            self.stats["backlog_dropped"] += len(frames)
+            log.warning("split backlog: %d message frames for %s (%s) dropped, not delivered: it did not return "
+                        "within the replay window (%d frames, %gs); first %s/%d, last %s/%d", len(frames),
+                        self.names.get(sid, sid), sid, self.backlog.max_frames, self.backlog.max_age,
+                        *frames[0], *frames[-1])
+
+    def _resend_backlog(self, now: float) -> None:
+        """Frames kept for servers that are back (in the tree, netjoin over): resent towards them."""
+        self.prune_backlog(now)
+        tree, joining, links = self.links.tree, self.joining, self.links
+        for servers, origin, seq, ftype, payload in self.backlog.take(lambda x: x in tree and x not in joining):
+            links._out(ftype, origin, payload, links._links_to(servers), seq)
+            self.stats["backlog_resent"] += 1
 
     def vector(self) -> dict[str, int]:
-        """What we delivered of each origin we knew before: held servers count, even if silent so far.
-        A server never seen before gets no replay: its history was never ours."""
+        """What we delivered of each origin we know (from where we learnt of it), and our own count.
+        A server never known gets no replay: its history was never ours."""
         v = {o: w.low for o, w in self.seen.items()}
         for sid in self.held:
             v.setdefault(sid, 0)
+        v[self.links.me.id] = self.links.msg_seq
         return v
+
+    def numbering(self, sid: str) -> int:
+        """Where `sid`'s message numbering stands for us (what a server learning of it from us skips)."""
+        if sid == self.links.me.id:
+            return self.links.msg_seq
+        w = self.seen.get(sid)
+        return w.low if w is not None else 0
+
+    def learn_numbering(self, sid: str, seq: int) -> None:
+        """A server we learn of: its frames numbered up to `seq` predate us. Without this, the first
+        frame we saw of it would set the start, and an earlier one arriving later (a backlog resent
+        by another server) would pass for a duplicate."""
+        if sid != self.links.me.id and sid not in self.seen and seq >= 0:
+            self.seen[sid] = SeenWindow(seq)
+
+    def peer_numbering(self, sid: str, seq: int) -> None:
+        """A neighbour's own count, from its VECTOR. Below what we saw of it: it restarted, and its
+        numbering starts again."""
+        w = self.seen.get(sid)
+        if w is not None and (seq < w.low or any(x > seq for x in w.above)):
+            log.info("server %s numbers its messages from %d again (restarted)", sid, seq)
+            del self.seen[sid]
+        self.learn_numbering(sid, seq)
 
     def replay_to(self, s: "LinkSession", vector: dict[str, int], now: float) -> None:
         self.replay.expire(now)
-        frames, gaps = self.replay.since(vector)
+        frames, gaps = self.replay.since(vector, s.peer_id)
         for origin, upto in gaps.items():
             self.stats["replay_gaps"] += 1
             self.stats["replay_lost_frames"] += upto - vector[origin]
@@ -134,6 +185,8 @@ class NetsplitPolicy:
         links.broadcast("SQUIT", {"id": sid, "reason": reason[:400]}, exclude=exclude or sid)
         lost = tree.remove_subtree(sid)
         lost_set = set(lost)
+        for x in lost:
+            self.joining.pop(x, None)
         users = [u for u in self.net.users.values() if u.server in lost_set]
         self.stats["splits"] += 1
         log.info("netsplit %s (%s): %d servers and %d users %s", quit_reason, reason, len(lost), len(users),
@@ -147,6 +200,7 @@ class NetsplitPolicy:
             return lost
         h = HeldSplit(sid, lost, users, quit_reason, near, far.name, now + self.hold_window)
         h.names = {x: self.net.server_name(x) for x in lost}
+        self.names.update(h.names)
         for x in lost:
             self.held[x] = h
         h.timer = self.core.timers.call_at(h.until, lambda t, h=h: self.expire(h, t), owner="netsplit")
@@ -187,9 +241,12 @@ class NetsplitPolicy:
 
     # ------------------------------------------------------------------ netjoin
     def server_returned(self, sid: str) -> None:
+        """`sid` (just added to the tree) joins: its netjoin lasts until the EOB of the subtree's root."""
         h = self.held.get(sid)
         if h is not None:
             h.returned.add(sid)
+        sv = self.links.tree.server(sid)
+        self.joining[sid] = self.joining.get(sv.parent) or (sid, self.net.server_name(sv.parent), sv.name)
 
     def user_returned(self, u: User, p: dict, now: float) -> bool:
         """A UID for a held user: update what changed; True if it was held."""
@@ -206,8 +263,9 @@ class NetsplitPolicy:
                 self.net.update_user(u, what, now, propagate=False)
         return True
 
-    def burst_ended(self, s: "LinkSession", now: float) -> None:
+    def burst_ended(self, s: "LinkSession", now: float, root: str) -> None:
         """Reconcile held users of the servers that came back: only what changed is shown."""
+        self.joining = {x: j for x, j in self.joining.items() if j[0] != root}
         for h in {h for h in self.held.values() if h.returned}:
             back = [u for u in h.users.values() if u.server in h.returned and self.net.users.get(u.uid) is u]
             left = [u for u in back if u.uid not in h.seen_users]
@@ -225,10 +283,10 @@ class NetsplitPolicy:
                 if self.held.get(x) is h:
                     del self.held[x]
             h.servers -= h.returned
-            self._resend_backlog(h.returned)
             h.returned.clear()
             h.seen_users.clear()
             if not h.servers and h.timer is not None:
                 h.timer.cancel()
             log.info("netjoin with %s: %d held users returned, %d had left", s.peer_name,
                      len(back) - len(left), len(left))
+        self._resend_backlog(now)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from relay.core.model import Channel, User
 from relay.proto.irc import irc_lower
-from relay.proto.link import Frame, LinkCodec, LinkProtocolError
+from relay.proto.link import MAX_SEQ, Frame, LinkCodec, LinkProtocolError, valid_server_id
 from topology.fanout import links_for, links_for_all
 from topology.link import LinkAuthenticated, LinkHandshake, LinkRefused, SendFrame
 from topology.tree import LoopDetected, Tree, UnknownServer, render_map
@@ -36,6 +36,10 @@ log = logging.getLogger("relay.links")
 STATE_FRAMES = ("SERVER", "SQUIT", "UID", "NICK", "QUIT", "KILL", "SJOIN", "PART", "KICK", "MODE", "TOPIC",
                 "UPDATE", "INVITE")
 MESSAGE_FRAMES = ("PRIVMSG", "NOTICE", "TAGMSG")
+
+
+def _valid_seq(v) -> bool:
+    return type(v) is int and 0 <= v <= MAX_SEQ
 
 
 class LinkSession:
@@ -253,8 +257,8 @@ class LinkLayer:
             return
         s.peer_id, s.peer_name, s.caps, s.established_at = ev.peer_id, ev.peer_name, ev.caps, now
         self.retry.pop(ev.peer_name, None)
-        self.policy.server_returned(ev.peer_id)
         self.tree.add_server(ev.peer_id, ev.peer_name, self.me.id, 1, "")
+        self.policy.server_returned(ev.peer_id)
         self.net.server_names[ev.peer_id] = ev.peer_name
         self.burst_started[ev.peer_id] = now
         # The peer's burst will include what we missed from each origin; it learns that first.
@@ -264,16 +268,23 @@ class LinkLayer:
         """The peer's vector arrived: it is a neighbour now; burst to it, then live traffic flows."""
         if s.peer_id in self.peers:
             return
+        seen = f.payload.get("seen", {})
+        if not isinstance(seen, dict) or not all(valid_server_id(k) and _valid_seq(v) for k, v in seen.items()):
+            s.drop("VECTOR: seen must map server ids to sequence numbers", now)
+            return
         self.peers[s.peer_id] = s
         log.info("link with %s (%s) established; bursting", s.peer_name, s.peer_id)
+        if s.peer_id in seen:
+            self.policy.peer_numbering(s.peer_id, seen[s.peer_id])
         self._out("SERVER", self.me.id, self._server_payload(s.peer_id), links_for_all(self.tree, s.peer_id))
-        self._burst(s, f.payload.get("seen") or {}, now)
+        self._burst(s, seen, now)
         self.core.hooks.run("link_up", s.peer_id)
 
     def _server_payload(self, sid: str) -> dict:
         sv = self.tree.server(sid)
+        # seq: where its message numbering stands for us; a server learning of it starts there.
         return {"id": sv.id, "name": sv.name, "parent": sv.parent or self.me.id, "hops": sv.hops,
-                "description": sv.description}
+                "description": sv.description, "seq": self.policy.numbering(sid)}
 
     def _burst(self, s: LinkSession, vector: dict, now: float) -> None:
         me, tree = self.me.id, self.tree
@@ -323,14 +334,14 @@ class LinkLayer:
         # Numbered like messages: replayed after a short split, deduplicated, kept for held servers.
         self.msg_seq += 1
         frame = (self.me.id, self.msg_seq, "ENCAP", env)
-        if self.policy is not None:
-            self.policy.record(self.core.now(), *frame)
         if servers is None:
             if self.policy is not None:
                 self.policy.keep_for_held(list(self.policy.held), *frame)
             links = links_for_all(self.tree, exclude_link)
         else:
             links = self._links_to(servers, exclude_link, frame)
+        if self.policy is not None:
+            self.policy.record(self.core.now(), *frame, links)
         self._out("ENCAP", self.me.id, env, links, self.msg_seq)
 
     # ------------------------------------------------------------------ router interface (Network calls)
@@ -404,14 +415,16 @@ class LinkLayer:
         self._originate(ev, ev.target.uid, (ev.target.server,))
 
     def _originate(self, ev, target: str, servers) -> None:
-        """A message frame of ours: numbered per origin and kept for replay, even with no route now."""
+        """A message frame of ours: numbered per origin, kept for replay on the links it goes out on and,
+        for held servers, in the split backlog."""
         self.msg_seq += 1
         p = {"source": ev.source.uid, "target": target, "text": ev.text, "tags": ev.tags,
              "msgid": ev.msgid, "time": ev.time}
+        frame = (self.me.id, self.msg_seq, ev.kind, p)
+        links = self._links_to(servers, None, frame)
         if self.policy is not None:
-            self.policy.record(ev.time, self.me.id, self.msg_seq, ev.kind, p)
-        self._out(ev.kind, self.me.id, p, self._links_to(servers, None, (self.me.id, self.msg_seq, ev.kind, p)),
-                  self.msg_seq)
+            self.policy.record(ev.time, *frame, links)
+        self._out(ev.kind, self.me.id, p, links, self.msg_seq)
 
     def _links_to(self, servers, exclude: str | None = None, frame: tuple | None = None) -> set[str]:
         try:
@@ -464,7 +477,7 @@ class LinkLayer:
         # after every burst frame it follows.
         self._out("EOB", f.origin, {"server": f.payload.get("server", s.peer_id)},
                   links_for_all(self.tree, s.peer_id), 0)
-        self.policy.burst_ended(s, now)
+        self.policy.burst_ended(s, now, f.payload.get("server", s.peer_id))
         if "server" in f.payload:
             return
         s.burst_done = True
@@ -476,10 +489,12 @@ class LinkLayer:
     def _on_SERVER(self, s, f, now):
         p = f.payload
         parent = p["parent"]
+        if "seq" in p and not _valid_seq(p["seq"]):
+            s.drop(f"SERVER {p['name']}: seq must be a sequence number", now)
+            return
         if parent not in self.tree or (parent != s.peer_id and self.tree.link_of(parent) != s.peer_id):
             s.drop(f"SERVER {p['name']}: unknown parent {parent}", now)
             return
-        self.policy.server_returned(p["id"])
         try:
             self.tree.add_server(p["id"], p["name"], parent, self.tree.server(parent).hops + 1, p["description"])
         except LoopDetected as e:
@@ -488,7 +503,10 @@ class LinkLayer:
             self.oper_notice(f"Loop: {reason}; dropped the link with {s.peer_name}")
             s.drop(reason, now)
             return
+        self.policy.server_returned(p["id"])
         self.net.server_names[p["id"]] = p["name"]
+        if "seq" in p:
+            self.policy.learn_numbering(p["id"], p["seq"])
         self._out("SERVER", f.origin, p, links_for_all(self.tree, s.peer_id), f.seq)
 
     def _on_SQUIT(self, s, f, now):
@@ -613,40 +631,42 @@ class LinkLayer:
         p = f.payload
         if f.seq and not self.policy.accept(f.origin, f.seq):
             return  # already delivered (a replay overlapping live traffic)
+        links = self._deliver_message(s, f, now)
         if f.seq:
-            self.policy.record(now, f.origin, f.seq, f.type, p)
+            self.policy.record(now, f.origin, f.seq, f.type, p, links)
+        self._out(f.type, f.origin, p, links, f.seq, f.raw)
+
+    def _deliver_message(self, s, f, now) -> set[str]:
+        """Deliver a message frame to its local recipients; returns the links to pass it on to (a
+        frame for held servers is kept for them)."""
+        p = f.payload
         src = self._user(p["source"])
         if src is None:
-            return
+            return set()
+        frame = (f.origin, f.seq, f.type, p)
         t = p["target"]
         if t.startswith("#"):
             ch = self.net.find_channel(t)
             if ch is None:
-                return
+                return set()
             ev = self.net.message(src, ch, f.type, p["text"], p.get("time", now), p.get("tags") or {},
                                   p.get("msgid"), propagate=False)
-            if ev is not None:
-                self._out(f.type, f.origin, p, self._links_to(ch.servers, s.peer_id, (f.origin, f.seq, f.type, p)),
-                          f.seq, f.raw)
-        else:
-            u = self._user(t)
-            if u is None:
-                return
-            if u.session is not None:
-                self.net.message(src, u, f.type, p["text"], p.get("time", now), p.get("tags") or {},
-                                 p.get("msgid"), propagate=False)
-            else:
-                self._out(f.type, f.origin, p, self._links_to((u.server,), s.peer_id, (f.origin, f.seq, f.type, p)),
-                          f.seq, f.raw)
+            return set() if ev is None else self._links_to(ch.servers, s.peer_id, frame)
+        u = self._user(t)
+        if u is None:
+            return set()
+        if u.session is not None:
+            self.net.message(src, u, f.type, p["text"], p.get("time", now), p.get("tags") or {},
+                             p.get("msgid"), propagate=False)
+            return set()
+        return self._links_to((u.server,), s.peer_id, frame)
 
     _on_PRIVMSG = _on_NOTICE = _on_TAGMSG = _on_message
 
     def _on_ENCAP(self, s, f, now):
         p = f.payload
-        if f.seq:
-            if not self.policy.accept(f.origin, f.seq):
-                return
-            self.policy.record(now, f.origin, f.seq, "ENCAP", p)
+        if f.seq and not self.policy.accept(f.origin, f.seq):
+            return
         target = p["target"]
         mine = target == "*" or self.me.id in target.split(",")
         if mine:
@@ -658,6 +678,8 @@ class LinkLayer:
                 self.policy.keep_for_held(list(self.policy.held), *frame)
         else:
             links = self._links_to([x for x in target.split(",") if x != self.me.id], s.peer_id, frame)
+        if f.seq:
+            self.policy.record(now, f.origin, f.seq, "ENCAP", p, links)
         self._out("ENCAP", f.origin, p, links, f.seq, f.raw)
 
     def _on_unknown(self, s, f, now):

@@ -126,11 +126,11 @@ class MessageSent(Event):
 
 
 class MemberJoined(Event):
-    __slots__ = ("user", "channel")
+    __slots__ = ("user", "channel", "batch")
 
-    def __init__(self, time, user: User, channel: Channel):
+    def __init__(self, time, user: User, channel: Channel, batch: str | None = None):
         super().__init__(time)
-        self.user, self.channel = user, channel
+        self.user, self.channel, self.batch = user, channel, batch
 
 
 class MemberLeft(Event):
@@ -166,11 +166,12 @@ class NickChanged(Event):
 
 
 class ModeChanged(Event):
-    __slots__ = ("source", "channel", "changes")
+    __slots__ = ("source", "channel", "changes", "batch")
 
-    def __init__(self, time, source: User | str, channel: Channel, changes: list[tuple[str, str, str | None]]):
+    def __init__(self, time, source: User | str, channel: Channel, changes: list[tuple[str, str, str | None]],
+                 batch: str | None = None):
         super().__init__(time)
-        self.source, self.channel, self.changes = source, channel, changes
+        self.source, self.channel, self.changes, self.batch = source, channel, changes, batch
 
 
 class TopicChanged(Event):

@@ -224,7 +224,7 @@ class Network:
         return False
 
     def join(self, user: User, name: str, now: float, status: str | None = None,
-             ts: float | None = None, propagate: bool = True) -> Channel:
+             ts: float | None = None, propagate: bool = True, batch: str | None = None) -> Channel:
         key = irc_lower(name)
         ch = self.channels.get(key)
         created = ch is None
@@ -238,7 +238,7 @@ class Network:
             status = "o" if created else ""
         ch.add(user, status)
         user.invites.discard(key)
-        self.tell(ch.local, MemberJoined(now, user, ch))
+        self.tell(ch.local, MemberJoined(now, user, ch, batch))
         self.core.hooks.run("member_joined", user, ch)
         if propagate and self.router:
             self.router.member_joined(user, ch, created)
@@ -287,8 +287,9 @@ class Network:
             self.router.user_invited(source, target, ch)
 
     def apply_modes(self, source: User | str, ch: Channel, changes: list[tuple[str, str, str | None]], now: float,
-                    propagate: bool = True) -> list[tuple[str, str, str | None]]:
-        """Apply already-validated channel mode changes; returns those that changed something."""
+                    propagate: bool = True, batch: str | None = None) -> list[tuple[str, str, str | None]]:
+        """Apply already-validated channel mode changes; returns those that changed something.
+        `batch`: the (netjoin) batch that the clients' lines belong to."""
         done = []
         for sign, m, arg in changes:
             add = sign == "+"
@@ -332,7 +333,7 @@ class Network:
                 (ch.modes.add if add else ch.modes.discard)(m)
                 done.append((sign, m, None))
         if done:
-            self.tell(ch.local, ModeChanged(now, source, ch, done))
+            self.tell(ch.local, ModeChanged(now, source, ch, done, batch))
             if propagate and self.router:
                 self.router.modes_changed(source, ch, done)
         return done

@@ -6,6 +6,7 @@ import subprocess
 import threading
 import time
 
+import irc.bot
 import pytest
 from support import RawClient, TreeNetwork, relayctl, wait_for
 
@@ -187,5 +188,140 @@ def test_tree7_kill_9_a_middle_server_and_freeze_another(tmp_path):
         u6.read_until("while s3 is frozen")
         assert messages(u6, "#t").count("while s3 is frozen") == 1
         assert not any(("QUIT" in l or "JOIN" in l) and "u6" in l for l in u4.lines[mark4:])
+    finally:
+        net.stop()
+
+
+# ---------------------------------------------------------------- netjoin: what clients see (issue 12, items 2 and 3)
+
+class ChannelView(irc.bot.SingleServerIRCBot):
+    """A jaraco `irc` bot: its `channels` are a real client's view of members and their @/+ statuses,
+    kept from NAMES, JOIN, MODE, PART, QUIT as the server sends them."""
+
+    def __init__(self, port: int, nick: str):
+        super().__init__([("127.0.0.1", port)], nick, nick)
+        self.welcomed = False
+        self._connect()
+        self.until(lambda: self.welcomed, what="registered")
+
+    def on_welcome(self, connection, event):
+        self.welcomed = True
+
+    def until(self, pred, timeout: float = 30.0, what: str = "condition"):
+        def step():
+            self.reactor.process_once(0.05)
+            return pred()
+        return wait_for(step, timeout=timeout, interval=0, what=what)
+
+    def sees(self, channel: str, nick: str, oper: bool | None = None) -> bool:
+        ch = self.channels.get(channel)
+        return ch is not None and ch.has_user(nick) and (oper is None or ch.is_oper(nick) == oper)
+
+    def close(self):
+        self.connection.close()
+
+
+def test_ops_keep_their_at_in_a_real_clients_view_after_a_relink(tmp_path):
+    net = TreeNetwork("tree-3", tmp_path, split_hold=2, **FAST_LINKS).start()
+    view = None
+    try:
+        view = ChannelView(net["a"].irc_port, "onA")
+        view.connection.join("#ops")
+        view.until(lambda: view.sees("#ops", "onA", oper=True), what="onA @ in #ops")
+        on_c = client(net, "c", "onC", "#ops")
+        view.until(lambda: view.sees("#ops", "onC"), what="onC's JOIN")
+        view.connection.mode("#ops", "+o onC")
+        view.until(lambda: view.sees("#ops", "onC", oper=True), what="onC @")
+        net["c"].ctl("unlink", "b.relay.test")
+        view.until(lambda: not view.sees("#ops", "onC"), what="onC's QUIT once the 2 s hold expired")
+        on_c.read_until(lambda l: "QUIT" in l and l.startswith(":onA!"))
+        net["c"].ctl("link", "b.relay.test")
+        net.wait_linked()
+        net.wait_converged()
+        view.until(lambda: view.sees("#ops", "onC", oper=True), what="onC back, with its @")
+        on_c.read_until(lambda l: l.endswith(" MODE #ops +o onA"))
+        # What the client was told line by line agrees with NAMES.
+        assert sorted(view.channels["#ops"].opers()) == ["onA", "onC"]
+        on_c.send("NAMES #ops")
+        assert sorted(on_c.read_until(" 353 ").rsplit(":", 1)[1].split()) == ["@onA", "@onC"]
+    finally:
+        if view is not None:
+            view.close()
+        net.stop()
+
+
+def sync(c: RawClient, token: str) -> None:
+    """Every line c sent before has been handled by its server (it answers in order)."""
+    c.send(f"PING :{token}")
+    c.read_until(token)
+
+
+@pytest.mark.parametrize("hold", [30, 5], ids=["split-shorter-than-hold", "split-longer-than-hold"])
+def test_messages_sent_during_a_split_arrive_once_in_both_directions(tmp_path, hold):
+    net = TreeNetwork("tree-3", tmp_path, split_hold=hold, **FAST_LINKS).start()
+    try:
+        alice = client(net, "a", "alice", "#r")
+        carol = client(net, "c", "carol", "#r")
+        alice.read_until("carol!")
+        net.wait_converged()
+        net["c"].ctl("unlink", "b.relay.test")
+        wait_for(lambda: net.server_count("a") == 2 and net.server_count("c") == 1, what="split seen")
+        for i in range(5):
+            alice.send(f"PRIVMSG #r :from a {i}")
+            carol.send(f"PRIVMSG #r :from c {i}")
+        sync(alice, "sent-a")
+        sync(carol, "sent-c")
+        held = net["a"].call("netsplit", "stats")["held_servers"]
+        assert held == ["003"], held                             # all 10 were said while carol was held
+        if hold < 30:   # outlast the hold: each side sees the other QUIT
+            alice.read_until(lambda l: l.startswith(":carol!") and " QUIT " in l, timeout=20)
+            carol.read_until(lambda l: l.startswith(":alice!") and " QUIT " in l, timeout=20)
+        net["c"].ctl("link", "b.relay.test")
+        net.wait_linked()
+        net.wait_converged()
+        carol.read_until("from a 4", timeout=20)
+        alice.read_until("from c 4", timeout=20)
+        alice.send("PRIVMSG #r :marker a")
+        carol.send("PRIVMSG #r :marker c")
+        carol.read_until("marker a")
+        alice.read_until("marker c")
+        assert [m for m in messages(carol, "#r") if m.startswith("from a")] == [f"from a {i}" for i in range(5)]
+        assert [m for m in messages(alice, "#r") if m.startswith("from c")] == [f"from c {i}" for i in range(5)]
+        if hold < 30:   # rejoined first, then the messages
+            first = next(i for i, l in enumerate(carol.lines) if l.endswith("from a 0"))
+            assert any(l.startswith(":alice!") and " JOIN " in l for l in carol.lines[:first])
+    finally:
+        net.stop()
+
+
+def test_past_the_replay_window_the_loss_is_logged_and_counted(tmp_path):
+    net = TreeNetwork("tree-3", tmp_path, split_hold=6, replay={"max_age": 8}, **FAST_LINKS).start()
+    try:
+        alice = client(net, "a", "alice", "#w")
+        carol = client(net, "c", "carol", "#w")
+        alice.read_until("carol!")
+        net.wait_converged()
+        net["c"].ctl("unlink", "b.relay.test")
+        wait_for(lambda: net.server_count("a") == 2 and net.server_count("c") == 1, what="split seen")
+        for i in range(3):
+            alice.send(f"PRIVMSG #w :late a {i}")
+            carol.send(f"PRIVMSG #w :late c {i}")
+        sync(alice, "sent-a")
+        sync(carol, "sent-c")
+        assert net["a"].call("netsplit", "stats")["backlog"] == 3
+        for side in ("a", "c"):   # the periodic sweep drops them once they are 8 s old
+            wait_for(lambda: net[side].call("netsplit", "stats")["backlog_dropped"] == 3, timeout=30,
+                     what=f"{side} drops its backlog past the window")
+        assert "split backlog: 3 message frames for c.relay.test (003) dropped" in net["a"].log()
+        assert "split backlog: 3 message frames for a.relay.test (001) dropped" in net["c"].log()
+        net["c"].ctl("link", "b.relay.test")
+        net.wait_linked()
+        net.wait_converged()
+        alice.send("PRIVMSG #w :marker a")
+        carol.read_until("marker a", timeout=20)
+        carol.send("PRIVMSG #w :marker c")
+        alice.read_until("marker c", timeout=20)
+        assert not [m for m in messages(carol, "#w") if m.startswith("late")]
+        assert not [m for m in messages(alice, "#w") if m.startswith("late")]
     finally:
         net.stop()

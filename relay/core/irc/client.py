@@ -444,14 +444,23 @@ def _r_message(c: IrcClient, ev: MessageSent) -> bytes | None:
     return build(src.prefix, ev.kind, *params, tags=c.tags_for(ev, src))
 
 
+def _batch_tags(c: IrcClient, ev, source: User | None) -> dict | None:
+    """The event's tags for this client, plus its batch (a netjoin's) where the client has `batch`."""
+    tags = c.tags_for(ev, source)
+    if ev.batch and "batch" in c.caps:
+        tags = dict(tags or {}, batch=ev.batch)
+    return tags
+
+
 def _r_join(c: IrcClient, ev: MemberJoined) -> bytes:
     u = ev.user
     ext = "extended-join" in c.caps
-    data = _cached(c, ev, ("j", ext), lambda: build(
+    batched = bool(ev.batch) and "batch" in c.caps
+    data = _cached(c, ev, ("j", ext, batched), lambda: build(
         u.prefix, "JOIN", ev.channel.name, *((u.account or "*", u.realname) if ext else ()),
-        tags=c.tags_for(ev, u)))
+        tags=_batch_tags(c, ev, u)))
     if u.away and "away-notify" in c.caps and u is not c.user:
-        data += build(u.prefix, "AWAY", u.away, tags=c.tags_for(ev, u))
+        data += build(u.prefix, "AWAY", u.away, tags=_batch_tags(c, ev, u))
     return data
 
 
@@ -486,8 +495,9 @@ def _r_nick(c: IrcClient, ev: NickChanged) -> bytes:
 def _r_mode(c: IrcClient, ev: ModeChanged) -> bytes:
     src = ev.source if isinstance(ev.source, User) else None
     flags, args = format_changes(ev.changes)
-    return _cached(c, ev, "mo", lambda: build(source_prefix(ev.source), "MODE", ev.channel.name, flags, *args,
-                                              tags=c.tags_for(ev, src)))
+    batched = bool(ev.batch) and "batch" in c.caps
+    return _cached(c, ev, ("mo", batched), lambda: build(source_prefix(ev.source), "MODE", ev.channel.name, flags,
+                                                         *args, tags=_batch_tags(c, ev, src)))
 
 
 def _r_topic(c: IrcClient, ev: TopicChanged) -> bytes:
