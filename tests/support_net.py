@@ -79,8 +79,9 @@ class Wire:
         for i, n in enumerate(names, 1):
             links = [{"name": f"{m}.test", "id": f"{j:03d}", "port": 7000 + j, "secret": SECRET}
                      for j, m in enumerate(names, 1) if m != n]
+            # Only the core modules unless a test asks for more (the built-in default also loads mqtt).
             cfg = parse({"server": {"id": f"{i:03d}", "name": f"{n}.test"}, "data_dir": str(tmp_path / n),
-                         "links": links, "shapers": {}, "shaper_rules": [], **overrides})
+                         "links": links, "shapers": {}, "shaper_rules": [], "modules": {}, **overrides})
             core = Core(cfg, now)
             core.start(now)
             core.links.dial = self._dialer(n)
