@@ -257,6 +257,7 @@ class SipStreamConnection:
         self._buffer = bytearray()
         self._scanned = 0  # bytes of the buffer known to hold no blank line yet
         self._head: _Head | None = None
+        self._head_bytes = b""  # the raw head of a message whose body is still arriving
         self._body_length = 0
         self.awaiting_pong = False
         self.closed = False
@@ -284,7 +285,10 @@ class SipStreamConnection:
         if self.closed:
             return []
         self.closed = True
-        rest = bytes(self._buffer).lstrip(b"\r\n")
+        rest = bytes(self._buffer)
+        if self._head is not None:
+            rest = self._head_bytes + b"\r\n\r\n" + rest
+        rest = rest.lstrip(b"\r\n")
         self._buffer.clear()
         if not rest:
             return []
@@ -317,7 +321,8 @@ class SipStreamConnection:
                     start = bytes(buf[:200]).split(b"\r\n", 1)[0].decode("utf-8", "surrogateescape")
                     return self._lose_framing(_Head(start, [], None), SipParseError("Message Too Large", 513))
                 return None
-            head = _split_head(bytes(buf[:end]))
+            head_bytes = bytes(buf[:end])
+            head = _split_head(head_bytes)
             del buf[:end + 4]
             self._scanned = 0
             try:
@@ -328,7 +333,7 @@ class SipStreamConnection:
                     raise SipParseError("Message Too Large", 513)
             except SipParseError as e:
                 return self._lose_framing(head, e)
-            self._head, self._body_length = head, length
+            self._head, self._head_bytes, self._body_length = head, head_bytes, length
         if len(buf) < self._body_length:
             return None
         body = bytes(buf[:self._body_length])
