@@ -238,11 +238,13 @@ def parse_datagram(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> Event:
 
 
 def _build_failure(head: _Head, error: SipParseError, framing_lost: bool = False) -> MessageRejected:
-    # A fault in the start line outranks one in the framing (a SIP/7.0 request gets 505 whatever else).
-    try:
-        _start_line(head, b"")
-    except SipParseError as e:
-        error = e
+    # A fault in the start line outranks one in the framing (a SIP/7.0 request gets 505 whatever else),
+    # except the size limit, which says why the rest was never read.
+    if error.status != 513:
+        try:
+            _start_line(head, b"")
+        except SipParseError as e:
+            error = e
     if head.is_response:
         return MessageRejected(f"response dropped: {error.reason}", None, framing_lost)
     return _reject(head, error.status, error.reason, framing_lost)
@@ -319,7 +321,7 @@ class SipStreamConnection:
                 self._scanned = len(buf)
                 if len(buf) > self.max_size:
                     start = bytes(buf[:200]).split(b"\r\n", 1)[0].decode("utf-8", "surrogateescape")
-                    return self._lose_framing(_Head(start, [], None), SipParseError("Message Too Large", 513))
+                    return self._lose_framing(_Head(start, [], None), SipParseError("larger than the maximum message size", 513))
                 return None
             head_bytes = bytes(buf[:end])
             head = _split_head(head_bytes)
@@ -330,7 +332,7 @@ class SipStreamConnection:
                 if length is None:
                     raise SipParseError("missing Content-Length")
                 if end + 4 + length > self.max_size:
-                    raise SipParseError("Message Too Large", 513)
+                    raise SipParseError("larger than the maximum message size", 513)
             except SipParseError as e:
                 return self._lose_framing(head, e)
             self._head, self._head_bytes, self._body_length = head, head_bytes, length
