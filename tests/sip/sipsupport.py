@@ -55,3 +55,89 @@ def stream_events(chunks, eof: bool = True) -> list:
     if eof:
         events += conn.receive_eof()
     return events
+
+
+class DigestResponder:
+    """A test-only UDP registrar stand-in built from the codec and digest modules: REGISTER is
+    challenged (401) and, with good credentials, answered 200 with its Contacts; anything else 200.
+    Runs in a thread on a loopback port; `results` records every digest verdict."""
+
+    def __init__(self, users: dict[str, str], realm: str = "relaynet.test", algorithms=("MD5",)):
+        import socket
+        import threading
+
+        from bridges.sip.digest import DigestVerifier, registration_ha1s
+        from support import free_port
+
+        self.realm = realm
+        self.ha1s = {u: registration_ha1s(u, realm, pw) for u, pw in users.items()}
+        self.verifier = DigestVerifier(os.urandom(16), realm, algorithms=algorithms)
+        self.results: list = []
+        self.requests: list = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.port = free_port()
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def _run(self):
+        import socket
+        import time
+
+        from bridges.sip.codec import parse_datagram, serialise
+        from bridges.sip.transaction import response_destination, stamp_via
+
+        while not self._stop.is_set():
+            try:
+                data, source = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            event = parse_datagram(data)
+            if isinstance(event, MessageRejected):
+                response = event.response
+            elif isinstance(event, RequestReceived):
+                self.requests.append(event.request)
+                response = self._answer(event.request, time.time())
+            else:
+                continue
+            if response is None:
+                continue
+            destination = response_destination(stamp_via(response.top_via, source), source)
+            if destination is not None:
+                self.sock.sendto(serialise(response), (destination.host, destination.port))
+
+    def _answer(self, request, now):
+        from bridges.sip.codec import validate_request
+        from bridges.sip.digest import parse_credentials
+        from bridges.sip.message import make_response
+
+        refusal = validate_request(request, for_us=True)
+        if refusal is not None:
+            return refusal
+        if request.method != "REGISTER":
+            return make_response(request, 200)
+        credentials = request.headers.get("Authorization")
+        creds = parse_credentials(credentials) if credentials else None
+        if creds is None:
+            return make_response(request, 401, extra=[("WWW-Authenticate", c) for c in self.verifier.challenges(now)])
+        result = self.verifier.verify(creds, request.method, self._lookup, now, request.uri_text)
+        self.results.append(result)
+        if result.stale:
+            return make_response(request, 401, extra=[("WWW-Authenticate", c)
+                                                      for c in self.verifier.challenges(now, stale=True)])
+        if not result.ok:
+            return make_response(request, 403, "Forbidden: " + result.reason)
+        return make_response(request, 200, extra=[("Contact", c) for c in request.headers.values("Contact")])
+
+    def _lookup(self, user, algorithm):
+        return self.ha1s.get(user, {}).get(algorithm)
