@@ -8,6 +8,7 @@ run on demand. Each raises SipParseError naming the fault.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from bridges.sip.errors import SipParseError
 from bridges.sip.uri import SipUri, Uri, parse_host, parse_uri
@@ -50,10 +51,17 @@ MAX_CSEQ = 2**31 - 1
 MAX_DELTA_SECONDS = 2**32 - 1
 
 
+@lru_cache(maxsize=4096)
 def canonical_name(name: str) -> str:
     """Full canonical spelling of a known header (compact forms expanded); unknown names as given."""
     lower = name.lower()
     return COMPACT.get(lower) or CANONICAL.get(lower) or name
+
+
+@lru_cache(maxsize=4096)
+def header_key(name: str) -> str:
+    """The lookup key of a header name in any spelling or form."""
+    return canonical_name(name).lower()
 
 
 def is_token(text: str) -> bool:
@@ -100,7 +108,11 @@ class Headers:
         if self._map is None:
             index: dict[str, list[str]] = {}
             for name, value in self._fields:
-                index.setdefault(name.lower(), []).append(value)
+                key = header_key(name)
+                if key in index:
+                    index[key].append(value)
+                else:
+                    index[key] = [value]
             self._map = index
         return self._map
 
@@ -111,14 +123,14 @@ class Headers:
         return len(self._fields)
 
     def __contains__(self, name: str) -> bool:
-        return canonical_name(name).lower() in self._index()
+        return header_key(name) in self._index()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Headers) and self._fields == other._fields
 
     def fields(self, name: str) -> list[str]:
         """The field lines of this header, unsplit."""
-        return self._index().get(canonical_name(name).lower(), [])
+        return self._index().get(header_key(name), [])
 
     def get(self, name: str, default: str | None = None) -> str | None:
         found = self.fields(name)
@@ -127,7 +139,7 @@ class Headers:
     def values(self, name: str) -> list[str]:
         """Every value of a header: field lines in order, list-valued headers split at their commas."""
         found = self.fields(name)
-        if canonical_name(name).lower() not in MULTI_VALUED:
+        if header_key(name) not in MULTI_VALUED:
             return list(found)
         out = []
         for line in found:
@@ -143,16 +155,16 @@ class Headers:
         self._map = None
 
     def remove(self, name: str) -> None:
-        key = canonical_name(name).lower()
-        self._fields = [f for f in self._fields if f[0].lower() != key]
+        key = header_key(name)
+        self._fields = [f for f in self._fields if header_key(f[0]) != key]
         self._map = None
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of this header by one, at the place of the first (or at the end)."""
-        key, name = canonical_name(name).lower(), canonical_name(name)
+        key, name = header_key(name), canonical_name(name)
         out, done = [], False
         for field in self._fields:
-            if field[0].lower() == key:
+            if header_key(field[0]) == key:
                 if not done:
                     out.append((name, value))
                     done = True
@@ -194,9 +206,13 @@ def read_quoted(s: str, i: int) -> int:
     raise SipParseError("unterminated quoted string")
 
 
+_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
+
+
 def unquote(text: str) -> str:
     if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", text[1:-1], flags=re.S)
+        inner = text[1:-1]
+        return _QUOTED_PAIR.sub(r"\1", inner) if "\\" in inner else inner
     return text
 
 

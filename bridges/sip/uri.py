@@ -11,7 +11,8 @@ import re
 from bridges.sip.errors import SipParseError
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*\Z")
-_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?\Z")
+# Labels of letters, digits and inner hyphens, dot-separated (IPv4 addresses match too).
+_HOSTNAME = re.compile(r"(?!.*\.\.)(?!.*-\.)(?!.*\.-)[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?\.?\Z")
 _IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+\]\Z")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 # What may appear unescaped in a URI (no LWS, no controls, no quotes or angle brackets).
