@@ -212,7 +212,7 @@ def _check_routing_headers(message: Message) -> None:
 
 def parse_datagram(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> Event:
     """One UDP datagram, one message (RFC 3261 §18.3): bytes past Content-Length are ignored; without
-    Content-Length the body runs to the end of the datagram."""
+    Content-Length the body runs to the end of the datagram. A datagram of CRLFs only is a KeepalivePing."""
     if len(data) > max_size:
         return MessageRejected("message too large", None)
     start = 0
@@ -224,7 +224,8 @@ def parse_datagram(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> Event:
     else:
         head, body = data[start:end], data[end + 4:]
     if not head:
-        return MessageRejected("empty datagram", None)
+        # Only CRLFs: a NAT keepalive some agents send over UDP too; answering it is optional.
+        return KeepalivePing() if start >= 4 else MessageRejected("empty datagram", None)
     parsed = _split_head(head)
     try:
         length = _content_length(parsed.fields)

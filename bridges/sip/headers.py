@@ -45,6 +45,7 @@ _PARAM_VALUE = re.compile(f"[{TOKEN_CHARS}:\\[\\]]+")
 _VIA = re.compile(
     f"[ \\t]*([{TOKEN_CHARS}]+)[ \\t]*/[ \\t]*([{TOKEN_CHARS}]+)[ \\t]*/[ \\t]*([{TOKEN_CHARS}]+)[ \\t]+"
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?")
+_IPV6_BARE = re.compile(r"[0-9A-Fa-f]*:[0-9A-Fa-f:.]*\Z")
 _CSEQ = re.compile(f"[ \\t]*([0-9]+)[ \\t]+([{TOKEN_CHARS}]+)[ \\t]*\\Z")
 
 MAX_CSEQ = 2**31 - 1
@@ -475,7 +476,9 @@ def parse_via(value: str) -> Via:
         raise SipParseError("bad Via port")
     params = parse_params(value, m.end(), "Via")
     for key, val in params:
-        if key.lower() in ("received", "maddr") and val is not None:
+        if key.lower() == "received" and val is not None and not _IPV6_BARE.match(val):
+            parse_host(val)  # RFC 3261 writes an IPv6 received= without brackets
+        elif key.lower() == "maddr" and val is not None:
             parse_host(val)
         elif key.lower() == "rport" and val is not None and not (val.isdigit() and int(val) <= 65535):
             raise SipParseError("bad Via rport")

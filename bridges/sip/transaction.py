@@ -6,6 +6,10 @@ the caller to carry out): `SendMessage`, `DeliverResponse` (to the transaction u
 `TransactionTerminated`. Retransmissions happen only over unreliable transports (UDP); over reliable
 ones the timers that absorb retransmissions are zero, so those states are left at once.
 
+The ACK for a non-2xx final response belongs to the INVITE transaction (the client transaction sends
+it, the server transaction absorbs it); the ACK for a 2xx is the transaction user's: the UAC sends it
+itself, and at the UAS it matches no transaction (it has a branch of its own) and goes to the TU.
+
 Also here: matching requests, CANCELs and responses to transactions (§17.1.3, §17.2.3 with the RFC 2543
 fallback, §9.2), building the ACK for a non-2xx final response (§17.1.1.3) and a CANCEL (§9.1), and where
 a response goes (§18.2.2 with rport, RFC 3581) as the pure function `response_destination`.
@@ -59,6 +63,14 @@ class DeliverResponse:
     """Pass this response up to the transaction user (the UAC core or the proxy)."""
     key: tuple
     response: Response
+
+
+@dataclass(slots=True)
+class DeliverRequest:
+    """Pass this request up to the transaction user: an ACK for a 2xx that matched an INVITE server
+    transaction in the Accepted state (RFC 6026 §7.1; only RFC 2543 peers' ACKs match it)."""
+    key: tuple
+    request: Request
 
 
 @dataclass(slots=True)
@@ -341,6 +353,8 @@ class InviteServerTransaction(ServerTransaction):
                 self.state = "confirmed"
                 self._clear("G", "H")
                 return self._linger("I", now, self.timers.t4)
+            if self.state == "accepted":
+                return [DeliverRequest(self.key, request)]
             return []
         if self.state in ("proceeding", "completed"):
             return self._resend()

@@ -271,3 +271,10 @@ def test_stream_response():
                    "To: <sip:b@example.com>;tag=2", "Call-ID: c", "CSeq: 1 INVITE", "Content-Length: 0")
     (event,) = stream_events([response], eof=False)
     assert isinstance(event, ResponseReceived) and (event.response.status, event.response.reason) == (180, "Ringing")
+
+
+def test_datagram_of_crlf_is_a_keepalive_and_unbracketed_ipv6_received_is_accepted():
+    assert isinstance(parse_datagram(b"\r\n\r\n"), KeepalivePing)
+    assert isinstance(parse_datagram(b"\r\n"), MessageRejected) and parse_datagram(b"\r\n").response is None
+    v = parse_via("SIP/2.0/UDP [2001:db8::9]:5060;branch=z9hG4bK1;received=2001:db8::9")
+    assert v.received == "2001:db8::9" and v.host == "[2001:db8::9]"

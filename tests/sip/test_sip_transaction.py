@@ -9,7 +9,7 @@ from bridges.sip.codec import RequestReceived, ResponseReceived, parse_datagram,
 from bridges.sip.headers import parse_via
 from bridges.sip.message import make_response
 from bridges.sip.transaction import (
-    DeliverResponse, Destination, InviteClientTransaction, InviteServerTransaction, NonInviteClientTransaction,
+    DeliverRequest, DeliverResponse, Destination, InviteClientTransaction, InviteServerTransaction, NonInviteClientTransaction,
     NonInviteServerTransaction, SendMessage, TimeoutOccurred, Timers, TransactionTable, TransactionTerminated,
     cancel_target_key, client_transaction_for, make_cancel, response_destination, server_key,
     server_transaction_for, stamp_via,
@@ -330,3 +330,13 @@ def test_stamp_via_adds_received_and_rport():
         "SIP/2.0/UDP h.example.com;branch=z9hG4bK1;received=192.0.2.1"
     assert str(stamp_via(parse_via("SIP/2.0/UDP 10.0.0.5:5062;rport;branch=z9hG4bK1"), ("203.0.113.7", 40000))) == \
         "SIP/2.0/UDP 10.0.0.5:5062;rport=40000;branch=z9hG4bK1;received=203.0.113.7"
+
+
+def test_invite_server_accepted_passes_a_matching_ack_up():
+    invite = request("INVITE", branch="oldstyle2")  # RFC 2543 peer: its 2xx ACK matches the INVITE's key
+    tx = InviteServerTransaction(invite, UDP)
+    tx.start(0.0)
+    tx.send(make_response(invite, 200), 0.1)
+    ack = request("ACK", branch="oldstyle2")
+    assert server_key(ack) == tx.key
+    assert tx.receive(ack, 0.2) == [DeliverRequest(tx.key, ack)]
