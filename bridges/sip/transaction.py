@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridges.sip.errors import SipParseError
 from bridges.sip.headers import Headers, Via
 from bridges.sip.message import Message, Request, Response, make_response
 
@@ -116,10 +117,11 @@ def client_key(message: Message) -> tuple:
     return (message.top_via.branch, message.cseq.method)
 
 
-def response_destination(via: Via, source: tuple[str, int]) -> Destination | None:
+def response_destination(via: Via, source: tuple[str, int], force_rport: bool = False) -> Destination | None:
     """Where a response to a request that arrived from `source` with this top Via goes (§18.2.2):
     back over the same connection for a reliable transport; to maddr if present; otherwise to the
-    address the request came from and the Via port (or, with rport, the port it came from, RFC 3581).
+    address the request came from and the Via port (or, with rport, the port it came from, RFC 3581;
+    `force_rport` treats every Via so, for clients behind NATs that do not ask).
     None for an address no response should go to (broadcast, unspecified): no amplifying."""
     host, port = source
     transport = via.transport
@@ -128,11 +130,26 @@ def response_destination(via: Via, source: tuple[str, int]) -> Destination | Non
     maddr = via.param("maddr")
     if maddr:
         host, port = maddr, via.port or 5060
-    elif not via.has_param("rport"):
+    elif not (force_rport or via.has_param("rport")):
         port = via.port or 5060
     if host in _NOWHERE or not port:
         return None
     return Destination(transport, host, port)
+
+
+def reply_destination(response: Response, source: tuple[str, int], transport: str = "UDP",
+                      force_rport: bool = False) -> Destination | None:
+    """Where to send a response to a request that came from `source`: per its top Via as the server
+    recorded it (stamp_via, response_destination), or straight back to `source` over the transport it
+    came on when that Via is the fault (an error response is no bigger than the request: no
+    amplification)."""
+    try:
+        via = response.top_via
+    except SipParseError:
+        via = None
+    if via is None:
+        return Destination(transport, *source)
+    return response_destination(stamp_via(via, source), source, force_rport)
 
 
 def stamp_via(via: Via, source: tuple[str, int]) -> Via:

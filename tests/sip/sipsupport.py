@@ -62,7 +62,8 @@ class DigestResponder:
     challenged (401) and, with good credentials, answered 200 with its Contacts; anything else 200.
     Runs in a thread on a loopback port; `results` records every digest verdict."""
 
-    def __init__(self, users: dict[str, str], realm: str = "relaynet.test", algorithms=("MD5",)):
+    def __init__(self, users: dict[str, str], realm: str = "relaynet.test", algorithms=("MD5",),
+                 force_rport: bool = False):
         import socket
         import threading
 
@@ -70,6 +71,7 @@ class DigestResponder:
         from support import free_port
 
         self.realm = realm
+        self.force_rport = force_rport
         self.ha1s = {u: registration_ha1s(u, realm, pw) for u, pw in users.items()}
         self.verifier = DigestVerifier(os.urandom(16), realm, algorithms=algorithms)
         self.results: list = []
@@ -78,24 +80,74 @@ class DigestResponder:
         self.port = free_port()
         self.sock.bind(("127.0.0.1", self.port))
         self.sock.settimeout(0.2)
+        self.listener = socket.create_server(("127.0.0.1", self.port))  # TCP on the same port
+        self.listener.settimeout(0.2)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.errors: list[str] = []
+        self._threads = [threading.Thread(target=self._guarded, args=(self._run,), daemon=True),
+                         threading.Thread(target=self._guarded, args=(self._accept,), daemon=True)]
 
     def __enter__(self):
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join(5)
+        for thread in self._threads:
+            thread.join(5)
         self.sock.close()
+        self.listener.close()
+        assert not self.errors, self.errors  # the codec must not have raised in the responder
+
+    def _guarded(self, fn, *args):
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - reported by __exit__
+            self.errors.append(repr(e))
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            threading.Thread(target=self._guarded, args=(self._serve_stream, conn), daemon=True).start()
+
+    def _serve_stream(self, conn):
+        """One TCP connection through SipStreamConnection; closed after a framing fault or at EOF."""
+        import time
+
+        from bridges.sip.codec import PONG, KeepalivePing, SipStreamConnection, serialise
+
+        stream = SipStreamConnection()
+        with conn:
+            while True:
+                data = conn.recv(65536)
+                events = stream.receive_data(data) if data else stream.receive_eof()
+                for event in events:
+                    if isinstance(event, KeepalivePing):
+                        conn.sendall(PONG)
+                        continue
+                    if isinstance(event, RequestReceived):
+                        self.requests.append(event.request)
+                        response = self._answer(event.request, time.time())
+                    else:
+                        response = getattr(event, "response", None) if isinstance(event, MessageRejected) else None
+                    if response is not None:
+                        conn.sendall(serialise(response))
+                if not data or stream.closed:
+                    return
 
     def _run(self):
         import socket
         import time
 
         from bridges.sip.codec import parse_datagram, serialise
-        from bridges.sip.transaction import response_destination, stamp_via
+        from bridges.sip.transaction import reply_destination
 
         while not self._stop.is_set():
             try:
@@ -112,7 +164,7 @@ class DigestResponder:
                 continue
             if response is None:
                 continue
-            destination = response_destination(stamp_via(response.top_via, source), source)
+            destination = reply_destination(response, source, "UDP", self.force_rport)
             if destination is not None:
                 self.sock.sendto(serialise(response), (destination.host, destination.port))
 

@@ -307,3 +307,87 @@ def test_stream_split_at_every_byte(name):
     for cut in range(1, len(data)):
         assert [summary(e) for e in stream_events([data[:cut], data[cut:]])] == whole, cut
     assert [summary(e) for e in stream_events([data[i:i + 1] for i in range(len(data))])] == whole
+
+
+# --- through real sockets -----------------------------------------------------------------------------------
+
+PROBE = (b"OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKprobe;rport\r\n"
+         b"From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:probe@127.0.0.1>\r\nCall-ID: probe\r\n"
+         b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+
+
+def _expected_statuses(responder, events) -> list[int]:
+    """What the responder answers for these codec events (the same code on both sides of the socket)."""
+    out = []
+    for event in events:
+        if isinstance(event, RequestReceived):
+            out.append(responder._answer(event.request, 0.0).status)
+        elif isinstance(event, MessageRejected) and event.response is not None:
+            out.append(event.response.status)
+    return out
+
+
+def _statuses(data: bytes) -> list[int]:
+    """Status codes of the responses in a byte stream, read from their status lines only: a response
+    to a malformed request repeats its malformed To, so it need not parse as a whole."""
+    import re
+
+    statuses = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"SIP/2.0 "), data[:80]
+        statuses.append(int(head.split(b" ", 2)[1]))
+        length = re.search(rb"\r\nContent-Length: ([0-9]+)", head)
+        data = rest[int(length.group(1)) if length else 0:]
+    return statuses
+
+
+def test_every_message_over_udp_through_a_real_socket():
+    import socket
+
+    from sipsupport import DigestResponder
+
+    if RFC4475_DIR is None:
+        pytest.skip("RFC 4475 messages not found")
+    # The messages' Vias name hosts of example.com without rport: answering to the source port instead
+    # of their Via ports (force_rport) brings every response back to this test's socket.
+    with DigestResponder({"alice": "pw"}, force_rport=True) as responder, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(30)
+        s.bind(("127.0.0.1", 0))
+        for name in NAMES:
+            data = load_rfc4475(name)
+            expected = _expected_statuses(responder, [parse_datagram(data)])
+            if isinstance(EXPECT[name], (Refused, Answered)):
+                assert expected == [EXPECT[name].status], name
+            if isinstance(EXPECT[name], Dropped) or isinstance(parse_datagram(data), ResponseReceived):
+                assert expected == [], name
+            s.sendto(data, ("127.0.0.1", responder.port))
+            s.sendto(PROBE, ("127.0.0.1", responder.port))
+            got = []
+            while True:  # replies come in order; the probe's 200 closes this message's replies
+                reply = s.recv(65535)
+                if b"\r\nCall-ID: probe\r\n" in reply:
+                    break
+                got += _statuses(reply)
+            assert got == expected, name
+
+
+def test_every_message_over_tcp_through_a_real_socket():
+    import socket
+
+    from sipsupport import DigestResponder
+
+    if RFC4475_DIR is None:
+        pytest.skip("RFC 4475 messages not found")
+    with DigestResponder({"alice": "pw"}) as responder:
+        for name in NAMES:
+            data = load_rfc4475(name)
+            expected = _expected_statuses(responder, stream_events([data]))
+            with socket.create_connection(("127.0.0.1", responder.port), timeout=30) as s:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                received = b""
+                while chunk := s.recv(65536):  # the responder closes after end of stream
+                    received += chunk
+            assert _statuses(received) == expected, name

@@ -11,7 +11,7 @@ from bridges.sip.message import make_response
 from bridges.sip.transaction import (
     DeliverRequest, DeliverResponse, Destination, InviteClientTransaction, InviteServerTransaction, NonInviteClientTransaction,
     NonInviteServerTransaction, SendMessage, TimeoutOccurred, Timers, TransactionTable, TransactionTerminated,
-    cancel_target_key, client_transaction_for, make_cancel, response_destination, server_key,
+    cancel_target_key, client_transaction_for, make_cancel, reply_destination, response_destination, server_key,
     server_transaction_for, stamp_via,
 )
 
@@ -321,6 +321,23 @@ def test_make_cancel():
 def test_response_destination(via, source, expected):
     destination = response_destination(parse_via(via), source)
     assert (destination and (destination.transport, destination.host, destination.port)) == expected
+
+
+def test_force_rport_answers_to_the_source_port():
+    via = parse_via("SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bK1")
+    assert response_destination(via, ("203.0.113.7", 40000), force_rport=True).port == 40000
+    assert response_destination(via, ("203.0.113.7", 40000)).port == 5062
+
+
+def test_reply_destination_falls_back_to_the_source_when_the_via_is_the_fault():
+    from bridges.sip.codec import MessageRejected
+
+    bad = serialise(request()).replace(b"192.0.2.1:5060;branch=z9hG4bKt1", b"192.0.2.1;;,;,,")
+    event = parse_datagram(bad)
+    assert isinstance(event, MessageRejected) and event.response.status == 400
+    assert reply_destination(event.response, ("198.51.100.2", 40000)) == Destination("UDP", "198.51.100.2", 40000)
+    good = make_response(request(), 200)
+    assert reply_destination(good, ("198.51.100.2", 40000)) == Destination("UDP", "198.51.100.2", 5060)
 
 
 def test_stamp_via_adds_received_and_rport():
