@@ -144,29 +144,33 @@ class DigestResponder:
 
     def _run(self):
         import socket
-        import time
-
-        from bridges.sip.codec import parse_datagram, serialise
-        from bridges.sip.transaction import reply_destination
 
         while not self._stop.is_set():
             try:
                 data, source = self.sock.recvfrom(65535)
             except socket.timeout:
                 continue
-            event = parse_datagram(data)
-            if isinstance(event, MessageRejected):
-                response = event.response
-            elif isinstance(event, RequestReceived):
-                self.requests.append(event.request)
-                response = self._answer(event.request, time.time())
-            else:
-                continue
-            if response is None:
-                continue
-            destination = reply_destination(response, source, "UDP", self.force_rport)
-            if destination is not None:
-                self.sock.sendto(serialise(response), (destination.host, destination.port))
+            self._guarded(self._datagram, data, source)  # one bad datagram must not stop the service
+
+    def _datagram(self, data, source):
+        import time
+
+        from bridges.sip.codec import parse_datagram, serialise
+        from bridges.sip.transaction import reply_destination
+
+        event = parse_datagram(data)
+        if isinstance(event, MessageRejected):
+            response = event.response
+        elif isinstance(event, RequestReceived):
+            self.requests.append(event.request)
+            response = self._answer(event.request, time.time())
+        else:
+            return
+        if response is None:
+            return
+        destination = reply_destination(response, source, "UDP", self.force_rport)
+        if destination is not None:
+            self.sock.sendto(serialise(response), (destination.host, destination.port))
 
     def _answer(self, request, now):
         from bridges.sip.codec import validate_request
