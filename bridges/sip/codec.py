@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from bridges.sip.errors import SipParseError
 from bridges.sip.headers import Headers, is_token, split_commas
@@ -74,6 +75,9 @@ class KeepalivePong:
 Event = RequestReceived | ResponseReceived | MessageRejected | KeepalivePing | KeepalivePong
 
 
+_is_header_name = lru_cache(maxsize=4096)(is_token)  # names repeat: check each spelling once
+
+
 class _Head:
     """A message head split into its start line and fields, with the first fault found (if any)."""
 
@@ -104,7 +108,7 @@ def _split_head(head: bytes) -> _Head:
             continue
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
-        if not colon or not is_token(name):
+        if not colon or not _is_header_name(name):
             fault = fault or "malformed header line"
             continue
         fields.append((name, value.strip(" \t")))
@@ -190,13 +194,16 @@ def _start_line(head: _Head, body: bytes) -> Message:
     return Request(method, uri, headers, body, "SIP/2.0")
 
 
+_ROUTING = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
 def _check_routing_headers(message: Message) -> None:
     headers = message.headers
-    missing = [n for n in ("Via", "From", "To", "Call-ID", "CSeq") if not headers.fields(n)]
-    if missing:
-        raise SipParseError(f"missing {', '.join(missing)}")
-    for name in ("From", "To", "Call-ID", "CSeq"):
-        if len(headers.fields(name)) > 1:
+    counts = [len(headers.fields(n)) for n in _ROUTING]
+    if 0 in counts:
+        raise SipParseError(f"missing {', '.join(n for n, c in zip(_ROUTING, counts) if not c)}")
+    for name, count in zip(_ROUTING[1:], counts[1:]):
+        if count > 1:
             raise SipParseError(f"multiple {name} headers")
     call_id = message.call_id
     if not call_id or " " in call_id or "\t" in call_id:
