@@ -42,6 +42,7 @@ _TOKEN_FULL = re.compile(f"[{TOKEN_CHARS}]+\\Z")
 _WS = re.compile(r"[ \t]*")
 _DISPLAY_TOKENS = re.compile(f"[{TOKEN_CHARS}]+(?:[ \\t]+[{TOKEN_CHARS}]+)*\\Z")
 _PARAM_VALUE = re.compile(f"[{TOKEN_CHARS}:\\[\\]]+")
+_SIMPLE_PARAMS = re.compile(f"(?:;[{TOKEN_CHARS}]+(?:=[{TOKEN_CHARS}:\\[\\]]+)?)*\\Z")
 _VIA = re.compile(
     f"[ \\t]*([{TOKEN_CHARS}]+)[ \\t]*/[ \\t]*([{TOKEN_CHARS}]+)[ \\t]*/[ \\t]*([{TOKEN_CHARS}]+)[ \\t]+"
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?")
@@ -223,6 +224,11 @@ def quote(text: str) -> str:
 
 def parse_params(s: str, i: int, what: str) -> list[tuple[str, str | None]]:
     """`*( SEMI name [EQUAL value] )` from s[i] to the end; values kept raw (quotes included)."""
+    if _SIMPLE_PARAMS.match(s, i):  # the usual case: no LWS, no quotes
+        if i == len(s):
+            return []
+        return [(name, value if eq else None) for name, eq, value in
+                (item.partition("=") for item in s[i + 1:].split(";"))]
     params = []
     n = len(s)
     while True:
