@@ -243,7 +243,8 @@ class DigestVerifier:
         if stored is None:
             return DigestResult(False, reason="unknown user")
         expected = compute_response(algorithm, stored, creds.nonce, method, creds.uri, "auth", creds.nc, creds.cnonce)
-        if not hmac.compare_digest(expected, creds.response.lower()):
+        given = creds.response.lower().encode("utf-8", "surrogateescape")  # bytes: any octets compare
+        if not hmac.compare_digest(expected.encode("ascii"), given):
             return DigestResult(False, reason="wrong response")
         self.counts.expire(int(now - self.nonce_lifetime))
         if now - issued > self.nonce_lifetime:

@@ -96,6 +96,20 @@ def test_wrong_password_user_method_uri_realm_and_forged_nonce_are_refused():
         creds_for(nonce, "MD5"), "REGISTER", lookup, 1001).ok
 
 
+def test_hostile_credentials_are_refused_not_raised():
+    verifier = DigestVerifier(SECRET, "relaynet.test")
+    nonce = make_nonce(SECRET, 1000.0)
+    for response in ("ünïcödé", "\udcff" * 32, "", "0" * 10000):
+        creds = creds_for(nonce)
+        creds.response = response
+        assert verifier.verify(creds, "REGISTER", lookup, 1001).reason == "wrong response"
+    for nonce_text in ("ü", "", "=" * 50, "A" * 10000):
+        assert verifier.verify(creds_for(nonce_text), "REGISTER", lookup, 1001).reason == "unknown nonce"
+    bad_nc = creds_for(nonce)
+    bad_nc.nc = "zzzzzzzz"
+    assert not verifier.verify(bad_nc, "REGISTER", lookup, 1001).ok
+
+
 def test_expired_nonce_is_stale_not_wrong():
     verifier = DigestVerifier(SECRET, "relaynet.test", nonce_lifetime=300)
     nonce = make_nonce(SECRET, 1000.0)
