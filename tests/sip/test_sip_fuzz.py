@@ -116,3 +116,74 @@ def test_pathological_header_values_fail_fast(value):
             f"To: {value}\r\nContact: {value}\r\nAuthorization: {value}\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
             "Content-Length: 0\r\n\r\n").encode()
     exercise(parse_datagram(data))
+
+
+@FUZZ
+@given(st.text(alphabet=st.sampled_from(list('Digest username=realm,nonce"\\ \tqop=auth,nc=0001 ü')), max_size=300))
+def test_credentials_parser_raises_only_its_error(text):
+    from bridges.sip.digest import DigestVerifier
+
+    try:
+        creds = parse_credentials(text)
+    except SipParseError:
+        return
+    if creds is not None:
+        result = DigestVerifier(b"s", "r").verify(creds, "REGISTER", lambda u, a: "0" * 32, 1000.0)
+        assert not result.ok
+
+
+_STEP = st.one_of(
+    st.tuples(st.just("receive"), st.sampled_from([100, 180, 200, 302, 486, 503])),
+    st.tuples(st.just("retransmit"), st.just(0)),
+    st.tuples(st.just("ack"), st.just(0)),
+    st.tuples(st.just("send"), st.sampled_from([100, 180, 200, 404, 500])),
+    st.tuples(st.just("wait"), st.floats(0, 40)),
+)
+
+
+@FUZZ
+@given(st.sampled_from(["INVITE", "OPTIONS"]), st.sampled_from(["UDP", "TCP"]), st.lists(_STEP, max_size=25))
+def test_transactions_take_any_sequence_and_always_end(method, transport, steps):
+    """Whatever arrives in whatever order, a transaction never raises (but for the TU sending in a state
+    that forbids it) and, once the TU has answered, ends within its longest timer."""
+    from bridges.sip.message import make_response
+    from bridges.sip.transaction import (
+        Destination, TransactionTerminated, client_transaction_for, make_ack, server_transaction_for,
+    )
+
+    data = (f"{method} sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/{transport} 192.0.2.1;branch=z9hG4bKf\r\n"
+            f"From: <sip:a@x>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: fz\r\nCSeq: 1 {method}\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+    request = parse_datagram(data).request
+    destination = Destination(transport, "192.0.2.9", 5060)
+    client, server = client_transaction_for(request, destination), server_transaction_for(request, destination)
+    now = 0.0
+    effects = client.start(now) + server.start(now)
+    answered = False
+    for kind, value in steps:
+        if kind == "wait":
+            now += value
+            effects += client.timeout(now) + server.timeout(now)
+        elif kind == "receive":
+            effects += client.receive(make_response(request, value, to_tag="t"), now)
+        elif kind == "retransmit":
+            effects += server.receive(request, now)
+        elif kind == "ack":
+            effects += server.receive(make_ack(request, make_response(request, 486, to_tag="t")), now)
+        else:
+            try:
+                effects += server.send(make_response(request, value, to_tag="t"), now)
+                answered = answered or value >= 200
+            except ValueError:
+                assert server.state not in ("trying", "proceeding")
+    end = now + 64 * 0.5 + 32.0 + 1  # past every timer (B, D, F, H, J, K, L, M, I)
+    effects += client.timeout(end) + server.timeout(end)
+    if method == "INVITE" and client.state == "proceeding":
+        assert client.next_deadline() is None  # waits for a final response or the TU's CANCEL
+    else:
+        assert client.terminated and client.next_deadline() is None, (client.state, steps)
+    if answered:
+        assert server.terminated and server.next_deadline() is None, (server.state, steps)
+    else:
+        assert server.state in ("trying", "proceeding") and server.next_deadline() is None  # waits for its TU
+    assert sum(isinstance(e, TransactionTerminated) and e.key == client.key for e in effects) <= 1
