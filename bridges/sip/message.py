@@ -181,7 +181,9 @@ def to_tag_for(request: Request) -> str:
     return hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
-def _has_tag(to_value: str) -> bool:
+def _has_tag(request: Request, to_value: str) -> bool:
+    if request._to is not None:  # parsed already when the codec accepted the request
+        return request._to.tag is not None
     try:
         return parse_name_addr(to_value, "To").tag is not None
     except SipParseError:
@@ -197,7 +199,7 @@ def make_response(request: Request, status: int, reason: str | None = None,
     headers = Headers()
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         for value in request.headers.fields(name):
-            if name == "To" and status != 100 and not _has_tag(value):
+            if name == "To" and status != 100 and not _has_tag(request, value):
                 value = f"{value};tag={to_tag or to_tag_for(request)}"
             headers.add(name, value)
     for name, value in extra or ():
