@@ -123,7 +123,8 @@ def _rejection_target(head: _Head) -> Request | None:
     if head.is_response:
         return None
     method = head.start.split(" ", 1)[0]
-    headers = Headers(head.fields)
+    # Copied values must not carry a bare CR or LF into our response (header injection).
+    headers = Headers([(n, v.replace("\r", " ").replace("\n", " ")) for n, v in head.fields])
     if method == "ACK" or not headers.fields("Via"):
         return None
     return Request(method, "sip:invalid", headers)

@@ -173,11 +173,14 @@ def test_no_response_to_an_ack_a_response_or_a_request_without_via():
     assert isinstance(event, MessageRejected) and event.response is None and "missing Call-ID" in event.reason
 
 
-def test_bare_line_feed_inside_a_header_is_refused():
+def test_bare_line_feed_inside_a_header_is_refused_and_not_echoed():
     data = REGISTER.replace(b"X-Unknown: keep me", b"X-Unknown: keep\nInjected: me")
     event = parse_datagram(data)
     assert isinstance(event, MessageRejected) and event.response.status == 400
     assert "bare CR or LF" in event.reason
+    data = REGISTER.replace(b"To: <sip:alice@example.com>", b"To: <sip:alice@example.com>\nInjected: yes\r")
+    response = serialise(parse_datagram(data).response)
+    assert b"\nInjected" not in response and response.count(b"\n") == response.count(b"\r\n")
 
 
 def test_reserialised_message_keeps_every_header_in_order():
