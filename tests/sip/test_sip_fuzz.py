@@ -35,7 +35,8 @@ def exercise(event) -> None:
         return
     if isinstance(event, MessageRejected):
         if event.response is not None:
-            serialise(event.response)
+            out = serialise(event.response)  # no body: every CR and LF is a CRLF line end
+            assert out.count(b"\r") == out.count(b"\n") == out.count(b"\r\n")
         return
     message = event.request if isinstance(event, RequestReceived) else event.response
     for attribute in ("vias", "cseq", "call_id", "from_", "to", "contacts", "content_type", "expires"):
