@@ -176,6 +176,21 @@ class Headers:
             out.append((name, value))
         self._fields, self._map = out, None
 
+    def pop_first_value(self, name: str) -> str | None:
+        """Remove and return the first value of a header, keeping the rest of its field line (a proxy
+        taking its Via off a response whose first Via line holds several)."""
+        key = header_key(name)
+        for index, (field_name, line) in enumerate(self._fields):
+            if header_key(field_name) == key:
+                values = split_commas(line) if key in MULTI_VALUED else [line]
+                if len(values) > 1:
+                    self._fields[index] = (field_name, ", ".join(values[1:]))
+                else:
+                    del self._fields[index]
+                self._map = None
+                return values[0]
+        return None
+
     def copy(self) -> Headers:
         h = Headers()
         h._fields = list(self._fields)

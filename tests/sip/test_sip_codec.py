@@ -281,3 +281,16 @@ def test_datagram_of_crlf_is_a_keepalive_and_unbracketed_ipv6_received_is_accept
     assert isinstance(parse_datagram(b"\r\n"), MessageRejected) and parse_datagram(b"\r\n").response is None
     v = parse_via("SIP/2.0/UDP [2001:db8::9]:5060;branch=z9hG4bK1;received=2001:db8::9")
     assert v.received == "2001:db8::9" and v.host == "[2001:db8::9]"
+
+
+def test_pop_first_value_takes_one_via_off_a_line_of_several():
+    h = Headers([("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"), ("To", "<sip:x@y>"),
+                 ("Via", "SIP/2.0/UDP c;branch=z9hG4bK3")])
+    assert h.pop_first_value("v") == "SIP/2.0/UDP a;branch=z9hG4bK1"
+    assert h.values("Via") == ["SIP/2.0/UDP b;branch=z9hG4bK2", "SIP/2.0/UDP c;branch=z9hG4bK3"]
+    assert h.pop_first_value("Via") == "SIP/2.0/UDP b;branch=z9hG4bK2"
+    assert list(h) == [("To", "<sip:x@y>"), ("Via", "SIP/2.0/UDP c;branch=z9hG4bK3")]
+    assert h.pop_first_value("Route") is None
+    h.set("To", "<sip:z@y>")
+    h.remove("via")
+    assert list(h) == [("To", "<sip:z@y>")] and "Via" not in h
