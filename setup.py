@@ -17,6 +17,8 @@ setup(
         "psutil>=5.9",
         "prompt_toolkit>=3.0",
         "cryptography>=42",
+        "lxml>=5",
+        "precis-i18n>=1.1",
     ],
     extras_require={
         "base": [],
@@ -28,6 +30,7 @@ setup(
             "irc>=20.0",
             "paho-mqtt>=2.0",
             "hypothesis>=6.100",
+            "slixmpp>=1.8",
         ],
         "bench": ["py-spy>=0.3"],
     },

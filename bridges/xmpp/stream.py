@@ -1,0 +1,531 @@
+"""Sans-IO XMPP stream codec (RFC 6120 §4 XML streams, RFC 7395 WebSocket framing) on lxml.
+
+Bytes in, events out; commands in, bytes out.  No sockets, clock or logging, like h11:
+
+    stream = XmppStream(host_ok=lambda to: to == "localhost")
+    for event in stream.receive_data(data):
+        ...                                   # StreamOpened, StanzaReceived, StreamClosed, ...
+    sock.sendall(stream.send(OpenStream(from_="localhost", id="abc")))
+
+A stanza comes out as an lxml element once its end tag has arrived, detached from the
+stream root, so the parser's memory does not grow with the stream.  What the peer did
+wrong comes out as one `StreamErrorOccurred(condition, text)`, after which the stream is
+dead (later data is ignored); the owner answers it with `send(SendStreamError(...))`,
+which for TCP carries the header (if none was sent), the error and the close (§4.9).
+
+Restricted XML (RFC 6120 §11.1) is enforced on the raw bytes before lxml sees them:
+`<!` other than a CDATA section (DTDs, entity declarations, comments), `<?` other than the
+XML declaration at the very start, and entity references other than the five predefined
+ones and character references are `restricted-xml`.  Sizes are enforced while parsing:
+the bytes fed since the last complete stanza are counted per slice of at most `SLICE`
+bytes (so a limit holds to within one slice, erring strict), depth and attribute counts
+at each start tag (`policy-violation`).  Before authentication the owner leaves
+`authenticated` False and the smaller pre-auth limits apply.
+
+WebSocket framing: each `receive_data()` call is one whole WebSocket message (one XML
+document: `<open/>`, `<close/>` or one stanza), and each `send()` returns one message.
+"""
+
+from __future__ import annotations
+
+import re
+from copy import deepcopy
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Union
+
+from lxml import etree
+
+from . import namespaces as ns
+from .stanza import serialise
+
+__all__ = [
+    "SLICE", "Limits", "XmppStream",
+    "StreamOpened", "StanzaReceived", "StreamClosed", "StreamErrorReceived", "StreamErrorOccurred",
+    "OpenStream", "SendStanza", "SendStreamError", "EndStream", "SendKeepalive",
+    "stream_error_element",
+]
+
+SLICE = 4096                        # bytes fed to lxml at a time; the granularity of the size checks
+_STREAM_TAG = "{%s}stream" % ns.STREAMS
+_ERROR_TAG = "{%s}error" % ns.STREAMS
+_OPEN_TAG = "{%s}open" % ns.FRAMING
+_CLOSE_TAG = "{%s}close" % ns.FRAMING
+_LANG = "{%s}lang" % ns.XML
+_STANZA_NAMES = frozenset({"message", "presence", "iq"})
+_BOM = b"\xef\xbb\xbf"
+
+# `<!`, `<?` and `&` are the only ways into DTDs, comments, PIs and entities.
+_MARKUP = re.compile(rb"<[!?]|&")
+_ALLOWED_REF = re.compile(rb"&(?:amp|lt|gt|quot|apos|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});")
+_LONGEST_REF = 10                   # len(b"&#x10FFFF;")
+_CDATA_OPEN = b"<![CDATA["
+_XML_DECL = re.compile(rb"<\?xml(?:\s[^?<>]*)?\?>")
+_ENCODING = re.compile(rb"""encoding\s*=\s*["']([^"']*)["']""")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one peer can make the parser allocate (bytes are counted as fed, see module doc)."""
+    max_stanza_bytes: int = 256 * 1024
+    max_stanza_bytes_preauth: int = 16 * 1024
+    max_header_bytes: int = 4096
+    max_depth: int = 64                       # the stream root is depth 1, a stanza depth 2
+    max_attributes: int = 64
+    max_attributes_preauth: int = 16
+
+
+# Events: what the peer did.
+
+@dataclass(frozen=True)
+class StreamOpened:
+    """The peer's stream header (or RFC 7395 `<open/>`); attrs by plain name: to, from, id, version, xml:lang."""
+    attrs: dict
+
+
+@dataclass(frozen=True)
+class StanzaReceived:
+    element: etree._Element
+
+
+@dataclass(frozen=True)
+class StreamClosed:
+    """`</stream:stream>` or `<close/>`: the peer closed its half of the stream."""
+
+
+@dataclass(frozen=True)
+class StreamErrorReceived:
+    """The peer sent `<stream:error>`; the stream is over."""
+    condition: str
+    text: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class StreamErrorOccurred:
+    """The peer broke the protocol: send `SendStreamError(condition, text)` and close."""
+    condition: str
+    text: Optional[str] = None
+
+
+Event = Union[StreamOpened, StanzaReceived, StreamClosed, StreamErrorReceived, StreamErrorOccurred]
+
+
+# Commands: what we send.
+
+@dataclass(frozen=True)
+class OpenStream:
+    from_: Optional[str] = None
+    to: Optional[str] = None
+    id: Optional[str] = None
+    version: Optional[str] = "1.0"
+    lang: Optional[str] = "en"
+
+
+@dataclass(frozen=True)
+class SendStanza:
+    element: etree._Element
+
+
+@dataclass(frozen=True)
+class SendStreamError:
+    condition: str
+    text: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class EndStream:
+    pass
+
+
+@dataclass(frozen=True)
+class SendKeepalive:
+    """A whitespace keepalive (RFC 6120 §4.6.1); nothing in WebSocket framing (use ping frames)."""
+
+
+Command = Union[OpenStream, SendStanza, SendStreamError, EndStream, SendKeepalive]
+
+
+class _Refused(Exception):
+    def __init__(self, condition: str, text: str, at: int = 0):
+        super().__init__(text)
+        self.condition, self.text, self.at = condition, text, at
+
+
+def _new_parser() -> etree.XMLPullParser:
+    return etree.XMLPullParser(
+        events=("start", "end", "comment", "pi"), encoding="utf-8",
+        resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False,
+        remove_comments=False, remove_pis=False, collect_ids=False)
+
+
+class XmppStream:
+    """One XML stream, either side, TCP or WebSocket framing (`framing="websocket"`)."""
+
+    def __init__(self, *, server_side: bool = True, content_ns: str = ns.CLIENT, framing: str = "tcp",
+                 limits: Limits = Limits(), host_ok: Optional[Callable[[Optional[str]], bool]] = None):
+        if content_ns not in ns.CONTENT_NAMESPACES:
+            raise ValueError(f"unknown content namespace {content_ns!r}")
+        if framing not in ("tcp", "websocket"):
+            raise ValueError(f"unknown framing {framing!r}")
+        self.server_side = server_side
+        self.content_ns = content_ns
+        self.websocket = framing == "websocket"
+        self.limits = limits
+        self.host_ok = host_ok
+        self.authenticated = False            # set by the owner once SASL/handshake succeeded
+        self.error: Optional[StreamErrorOccurred] = None
+        self.peer_attrs: Optional[dict] = None
+        self.stream_id: Optional[str] = None  # the id we sent (XEP-0114 handshake, SASL channel binding)
+        self.restart()
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def restart(self) -> None:
+        """A new stream on the same connection (after STARTTLS and SASL success): a new parser."""
+        self._parser = _new_parser()
+        self._root: Optional[etree._Element] = None
+        self._depth = 0
+        self._at_start = True                 # nothing seen yet: an XML declaration may come
+        self._prefix = b""                    # bytes held back while deciding about the declaration
+        self._carry = b""                     # an undecided `<`, `<![CDA` or `&am` at a chunk's end
+        self._in_cdata = False
+        self._pending = 0                     # bytes fed since the last complete stanza (or header)
+        self._peer_closed = False
+        self._header_sent = False
+        self.peer_attrs = None
+
+    def receive_data(self, data: bytes) -> list:
+        if self.error is not None or self._peer_closed or not data:
+            return []
+        events: list = []
+        try:
+            if self.websocket:
+                self._receive_message(data, events)
+            else:
+                self._receive_stream(data, events)
+        except _Refused as refused:
+            self.error = StreamErrorOccurred(refused.condition, refused.text)
+            events.append(self.error)
+        return events
+
+    def _receive_stream(self, data: bytes, events: list) -> None:
+        if self._at_start:
+            data = self._declaration(data)
+            if data is None:
+                return
+        try:
+            self._scan(data)
+        except _Refused as refused:
+            # What came before the refused construct still counts, so the events do not
+            # depend on where the chunks were cut.
+            if refused.at:
+                self._receive_clean(data[:refused.at], events)
+            raise
+        self._receive_clean(data, events)
+
+    def _receive_clean(self, data: bytes, events: list) -> None:
+        for start in range(0, len(data), SLICE):
+            piece = data[start:start + SLICE]
+            ended = self._feed(piece, events)
+            self._count(piece, ended)
+            if self._peer_closed:
+                return
+
+    def _receive_message(self, data: bytes, events: list) -> None:
+        # RFC 7395 §3.3.3: every message is one whole document, parsed on its own.
+        limit = self.limits.max_stanza_bytes if self.authenticated else self.limits.max_stanza_bytes_preauth
+        if len(data) > limit:
+            raise _Refused("policy-violation", f"message over {limit} bytes")
+        self._parser, self._depth, self._in_cdata, self._carry = _new_parser(), 1, False, b""
+        self._at_start, self._prefix = True, b""
+        data = self._declaration(data)
+        if data is None:
+            raise _Refused("not-well-formed", "incomplete XML declaration")
+        self._scan(data)
+        self._feed(data, events)
+        try:
+            self._parser.close()
+        except etree.XMLSyntaxError as exc:
+            raise _Refused("not-well-formed", _first_line(exc)) from None
+        if self._depth != 1:
+            raise _Refused("not-well-formed", "incomplete message")
+
+    def _declaration(self, data: bytes) -> Optional[bytes]:
+        """Hold bytes at the stream start until the XML declaration (if any) is whole; check its encoding."""
+        buf = self._prefix + data
+        body = buf[3:] if buf.startswith(_BOM) else buf
+        if buf[:2] in (b"\xfe\xff", b"\xff\xfe") or buf[:4] in (b"\x00\x00\x00<", b"<\x00\x00\x00"):
+            raise _Refused("unsupported-encoding", "only UTF-8 is supported")
+        if len(body) < 2 and b"<?".startswith(body) or (_BOM.startswith(buf) and len(buf) < 3):
+            self._prefix = buf
+            return None
+        self._prefix = b""
+        self._at_start = False
+        if not body.startswith(b"<?"):
+            return buf
+        match = _XML_DECL.match(body)
+        if match is None:
+            if b">" in body or len(body) > 256:
+                raise _Refused("restricted-xml", "processing instruction")
+            self._prefix, self._at_start = buf, True
+            return None
+        encoding = _ENCODING.search(match.group())
+        if encoding and encoding.group(1).lower().replace(b"_", b"-") not in (b"utf-8", b"utf8"):
+            raise _Refused("unsupported-encoding", f"encoding {encoding.group(1).decode('ascii', 'replace')}")
+        # The declaration goes to lxml, but is not scanned as a PI.
+        skip = len(buf) - len(body) + match.end()
+        self._feed(buf[:skip], [])
+        return buf[skip:]
+
+    def _scan(self, data: bytes) -> None:
+        """Refuse restricted XML in `data` (plus the undecided tail of the previous chunk)."""
+        carried = len(self._carry)
+        buf = self._carry + data if carried else data
+        self._carry = b""
+        try:
+            self._scan_buffer(buf)
+        except _Refused as refused:
+            refused.at = max(0, refused.at - carried)
+            raise
+
+    def _scan_buffer(self, buf: bytes) -> None:
+        pos, end = 0, len(buf)
+        while pos < end:
+            if self._in_cdata:
+                close = buf.find(b"]]>", pos)
+                if close < 0:
+                    self._carry = buf[-2:]
+                    return
+                self._in_cdata, pos = False, close + 3
+                continue
+            m = _MARKUP.search(buf, pos)
+            if m is None:
+                if buf.endswith(b"<"):
+                    self._carry = b"<"
+                return
+            at = m.start()
+            if buf[at] == 0x26:                                    # &
+                if _ALLOWED_REF.match(buf, at):
+                    pos = buf.index(b";", at) + 1
+                    continue
+                rest = buf[at:]
+                if len(rest) < _LONGEST_REF and b";" not in rest and re.fullmatch(rb"&[#a-zA-Z0-9]*", rest):
+                    self._carry = rest
+                    return
+                raise _Refused("restricted-xml", "entity reference", at)
+            if buf.startswith(_CDATA_OPEN, at):
+                self._in_cdata, pos = True, at + len(_CDATA_OPEN)
+                continue
+            rest = buf[at:]
+            if len(rest) < len(_CDATA_OPEN) and _CDATA_OPEN.startswith(rest):
+                self._carry = rest
+                return
+            if rest.startswith(b"<?"):
+                raise _Refused("restricted-xml", "processing instruction", at)
+            if rest.startswith(b"<!--"):
+                raise _Refused("restricted-xml", "comment", at)
+            raise _Refused("restricted-xml", "DTD or entity declaration", at)
+
+    def _feed(self, piece: bytes, events: list) -> bool:
+        """Feed one slice to lxml; turn its events into ours.  Returns whether a stanza (or the header) ended."""
+        failure = None
+        try:
+            self._parser.feed(piece)
+        except etree.XMLSyntaxError as exc:
+            failure = exc                     # the events before the error still count (depth first)
+        ended = self._events(events)
+        if failure is not None:
+            raise _Refused("not-well-formed", _first_line(failure))
+        return ended
+
+    def _events(self, events: list) -> bool:
+        ended = False
+        limits = self.limits
+        for action, el in self._parser.read_events():
+            if action == "start":
+                self._depth += 1
+                depth = self._depth
+                if depth == 1:
+                    self._open(el, events)
+                    ended = True
+                    continue
+                if depth > limits.max_depth:
+                    raise _Refused("policy-violation", f"nesting deeper than {limits.max_depth}")
+                max_attributes = limits.max_attributes if self.authenticated else limits.max_attributes_preauth
+                if len(el.attrib) > max_attributes:
+                    raise _Refused("policy-violation", f"more than {max_attributes} attributes")
+                if depth == 2:
+                    if self.peer_attrs is None and not self.websocket:
+                        raise _Refused("not-well-formed", "stanza before the stream header")
+                    tag = el.tag
+                    if tag[0] == "{" and tag[tag.index("}") + 1:] in _STANZA_NAMES \
+                            and tag[1:tag.index("}")] != self.content_ns:
+                        raise _Refused("invalid-namespace", f"stanza namespace is not {self.content_ns}")
+                    if tag[0] != "{":
+                        raise _Refused("invalid-namespace", "element in no namespace")
+            elif action == "end":
+                self._depth -= 1
+                depth = self._depth
+                if depth == 1:
+                    ended = True
+                    if self.websocket:
+                        self._message(el, events)
+                    else:
+                        # A copy in a document of its own keeps the default namespace (a moved
+                        # node would get a made-up `ns0:` prefix); the parsed one is freed.
+                        stanza = deepcopy(el)
+                        stanza.tail = None
+                        root = self._root
+                        if root.text is not None and root.text.strip():
+                            raise _Refused("bad-format", "text at stream level")
+                        root.text = None
+                        el.clear()
+                        root.remove(el)
+                        self._stanza(stanza, events)
+                        if self._peer_closed:     # it was <stream:error>
+                            return ended
+                elif depth == 0:
+                    self._peer_closed = True
+                    events.append(StreamClosed())
+                    return ended
+            else:                             # comment or pi that got past the scanner
+                raise _Refused("restricted-xml", action)
+        if self._depth == 1 and self._root is not None and self._root.text is not None:
+            if self._root.text.strip():
+                raise _Refused("bad-format", "text at stream level")
+            self._root.text = None            # whitespace keepalives must not pile up
+        return ended
+
+    def _open(self, el: etree._Element, events: list) -> None:
+        if el.tag != _STREAM_TAG:
+            if el.tag.endswith("}stream") or el.tag == "stream":
+                raise _Refused("invalid-namespace", f"stream namespace is not {ns.STREAMS}")
+            raise _Refused("invalid-namespace", "the root element is not stream:stream")
+        if el.prefix != "stream":
+            raise _Refused("bad-namespace-prefix", "the stream prefix must be 'stream'")
+        if el.nsmap.get(None) != self.content_ns:
+            raise _Refused("invalid-namespace", f"content namespace is not {self.content_ns}")
+        self._root = el
+        self._opened(el, events)
+
+    def _message(self, el: etree._Element, events: list) -> None:
+        tag = el.tag
+        if tag == _OPEN_TAG:
+            self._opened(el, events)
+        elif tag == _CLOSE_TAG:
+            self._peer_closed = True
+            events.append(StreamClosed())
+        elif tag[0] == "{" and tag[1:tag.index("}")] == ns.FRAMING:
+            raise _Refused("invalid-xml", "unknown framing element")
+        elif self.peer_attrs is None:
+            raise _Refused("not-well-formed", "stanza before <open/>")
+        else:
+            self._stanza(el, events)
+
+    def _opened(self, el: etree._Element, events: list) -> None:
+        attrs = {(k if k != _LANG else "xml:lang"): v for k, v in el.attrib.items()}
+        version = attrs.get("version")
+        major = _major(version)
+        if major is None or major < 1:
+            raise _Refused("unsupported-version", f"version {version!r} is not 1.x")
+        if self.server_side and self.host_ok is not None and not self.host_ok(attrs.get("to")):
+            raise _Refused("host-unknown", f"{attrs.get('to')!r} is not served here")
+        self.peer_attrs = attrs
+        events.append(StreamOpened(attrs))
+
+    def _stanza(self, el: etree._Element, events: list) -> None:
+        if el.tag == _ERROR_TAG:
+            condition, text = "undefined-condition", None
+            for child in el:
+                if child.tag == "{%s}text" % ns.STREAM_ERRORS:
+                    text = child.text
+                elif isinstance(child.tag, str) and child.tag.startswith("{%s}" % ns.STREAM_ERRORS):
+                    condition = child.tag[len(ns.STREAM_ERRORS) + 2:]
+            self._peer_closed = True
+            events.append(StreamErrorReceived(condition, text))
+            return
+        events.append(StanzaReceived(el))
+
+    def _count(self, piece: bytes, ended: bool) -> None:
+        if ended:
+            # Bytes after the last `>` may be the start of the next stanza; an open one counts whole (strict).
+            if self._depth >= 2:
+                self._pending = len(piece)
+            else:
+                self._pending = len(piece) - piece.rfind(b">") - 1 if piece.rstrip()[-1:] != b">" else 0
+        elif self._pending or piece.strip():
+            self._pending += len(piece)
+        if self.peer_attrs is None:
+            limit = self.limits.max_header_bytes
+        else:
+            limit = self.limits.max_stanza_bytes if self.authenticated else self.limits.max_stanza_bytes_preauth
+        if self._pending > limit:
+            raise _Refused("policy-violation", f"stanza over {limit} bytes")
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(self, command: Command) -> bytes:
+        if isinstance(command, SendStanza):
+            return serialise(command.element, self.content_ns, self.websocket)
+        if isinstance(command, OpenStream):
+            return self._header(command)
+        if isinstance(command, SendStreamError):
+            error = _error_bytes(command.condition, command.text, self.websocket)
+            if self.websocket:
+                return error                  # then send(EndStream()): <close/> is a message of its own
+            head = b"" if self._header_sent else self._header(OpenStream(id=self.stream_id))
+            return head + error + b"</stream:stream>"
+        if isinstance(command, EndStream):
+            return b'<close xmlns="%s"/>' % ns.FRAMING.encode() if self.websocket else b"</stream:stream>"
+        if isinstance(command, SendKeepalive):
+            return b"" if self.websocket else b" "
+        raise TypeError(f"cannot send {command!r}")
+
+    def _header(self, command: OpenStream) -> bytes:
+        self._header_sent = True
+        if command.id is not None:
+            self.stream_id = command.id
+        attrs = []
+        for name, value in (("from", command.from_), ("to", command.to), ("id", command.id),
+                            ("version", command.version), ("xml:lang", command.lang)):
+            if value is not None:
+                attrs.append(b' %s="%s"' % (name.encode(), _attr(value)))
+        if self.websocket:
+            return b'<open xmlns="%s"%s/>' % (ns.FRAMING.encode(), b"".join(attrs))
+        return (b"<?xml version='1.0'?><stream:stream xmlns=\"%s\" xmlns:stream=\"%s\"%s>"
+                % (self.content_ns.encode(), ns.STREAMS.encode(), b"".join(attrs)))
+
+
+def stream_error_element(condition: str, text: Optional[str] = None) -> etree._Element:
+    if condition not in ns.STREAM_ERROR_CONDITIONS:
+        raise ValueError(f"unknown stream error condition {condition!r}")
+    error = etree.Element(_ERROR_TAG, nsmap={"stream": ns.STREAMS})
+    etree.SubElement(error, "{%s}%s" % (ns.STREAM_ERRORS, condition), nsmap={None: ns.STREAM_ERRORS})
+    if text:
+        etree.SubElement(error, "{%s}text" % ns.STREAM_ERRORS, nsmap={None: ns.STREAM_ERRORS}).text = text
+    return error
+
+
+def _error_bytes(condition: str, text: Optional[str], websocket: bool) -> bytes:
+    data = etree.tostring(stream_error_element(condition, text), encoding="utf-8")
+    if websocket:
+        return data
+    # Inside the stream, the `stream` prefix is already bound by the header.
+    return data.replace(b' xmlns:stream="%s"' % ns.STREAMS.encode(), b"", 1)
+
+
+def _attr(value: str) -> bytes:
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace('"', "&quot;")
+            .replace("\t", "&#9;").replace("\n", "&#10;").replace("\r", "&#13;").encode("utf-8"))
+
+
+def _major(version: Optional[str]) -> Optional[int]:
+    if not version:
+        return None
+    major, _, minor = version.partition(".")
+    if not (major.isdigit() and minor.isdigit() and major.isascii() and minor.isascii()):
+        return None
+    return int(major)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
