@@ -53,6 +53,7 @@ _CLOSE_TAG = "{%s}close" % ns.FRAMING
 _LANG = "{%s}lang" % ns.XML
 _STANZA_NAMES = frozenset({"message", "presence", "iq"})
 _BOM = b"\xef\xbb\xbf"
+_BOMS = (_BOM, b"\xfe\xff", b"\xff\xfe", b"\x00\x00\x00<", b"<\x00\x00\x00")
 
 # `<!`, `<?` and `&` are the only ways into DTDs, comments, PIs and entities.
 _MARKUP = re.compile(rb"<[!?]|&")
@@ -232,7 +233,7 @@ class XmppStream:
 
     def _receive_message(self, data: bytes, events: list) -> None:
         # RFC 7395 §3.3.3: every message is one whole document, parsed on its own.
-        limit = self.limits.max_stanza_bytes if self.authenticated else self.limits.max_stanza_bytes_preauth
+        limit = self._stanza_limit()
         if len(data) > limit:
             raise _Refused("policy-violation", f"message over {limit} bytes")
         self._parser, self._depth, self._in_cdata, self._carry = _new_parser(), 1, False, b""
@@ -255,7 +256,8 @@ class XmppStream:
         body = buf[3:] if buf.startswith(_BOM) else buf
         if buf[:2] in (b"\xfe\xff", b"\xff\xfe") or buf[:4] in (b"\x00\x00\x00<", b"<\x00\x00\x00"):
             raise _Refused("unsupported-encoding", "only UTF-8 is supported")
-        if len(body) < 2 and b"<?".startswith(body) or (_BOM.startswith(buf) and len(buf) < 3):
+        if len(body) < 2 and b"<?".startswith(body) or any(
+                len(buf) < len(mark) and mark.startswith(buf) for mark in _BOMS):
             self._prefix = buf
             return None
         self._prefix = b""
@@ -332,12 +334,12 @@ class XmppStream:
             self._parser.feed(piece)
         except etree.XMLSyntaxError as exc:
             failure = exc                     # the events before the error still count (depth first)
-        ended = self._events(events)
+        ended = self._events(piece, events)
         if failure is not None:
             raise _Refused("not-well-formed", _first_line(failure))
         return ended
 
-    def _events(self, events: list) -> bool:
+    def _events(self, piece: bytes, events: list) -> bool:
         ended = False
         limits = self.limits
         for action, el in self._parser.read_events():
@@ -345,6 +347,7 @@ class XmppStream:
                 self._depth += 1
                 depth = self._depth
                 if depth == 1:
+                    self._check_size(piece, ended, b">", self.limits.max_header_bytes)
                     self._open(el, events)
                     ended = True
                     continue
@@ -366,6 +369,8 @@ class XmppStream:
                 self._depth -= 1
                 depth = self._depth
                 if depth == 1:
+                    if not self.websocket:
+                        self._check_size(piece, ended, b"</", self._stanza_limit())
                     ended = True
                     if self.websocket:
                         self._message(el, events)
@@ -445,6 +450,20 @@ class XmppStream:
             return
         events.append(StanzaReceived(el))
 
+    def _stanza_limit(self) -> int:
+        return self.limits.max_stanza_bytes if self.authenticated else self.limits.max_stanza_bytes_preauth
+
+    def _check_size(self, piece: bytes, ended_before: bool, marker: bytes, limit: int) -> None:
+        """A stanza (or header) just ended in `piece`: refuse it if it was over `limit`."""
+        if ended_before:
+            size = len(piece)                 # it began in this piece
+        else:
+            # It ends at the first `>` after the first end tag: estimated to within the slice.
+            mark = piece.find(marker)
+            size = self._pending + (piece.find(b">", mark) + 1 if mark >= 0 else len(piece))
+        if size > limit:
+            raise _Refused("policy-violation", f"stanza over {limit} bytes")
+
     def _count(self, piece: bytes, ended: bool) -> None:
         if ended:
             # Bytes after the last `>` may be the start of the next stanza; an open one counts whole (strict).
@@ -454,10 +473,7 @@ class XmppStream:
                 self._pending = len(piece) - piece.rfind(b">") - 1 if piece.rstrip()[-1:] != b">" else 0
         elif self._pending or piece.strip():
             self._pending += len(piece)
-        if self.peer_attrs is None:
-            limit = self.limits.max_header_bytes
-        else:
-            limit = self.limits.max_stanza_bytes if self.authenticated else self.limits.max_stanza_bytes_preauth
+        limit = self.limits.max_header_bytes if self.peer_attrs is None else self._stanza_limit()
         if self._pending > limit:
             raise _Refused("policy-violation", f"stanza over {limit} bytes")
 
