@@ -85,6 +85,9 @@ class Outgoing:
                 if old is not None:
                     el.set("to", old)
             cut = len(el.tag) - el.tag.index("}") if el.tag[0] == "{" else len(el.tag) + 1
+            declaration = b' xmlns="%s"' % content_ns.encode()
+            if data.startswith(declaration, cut):
+                cut += len(declaration)             # where lxml would have put `to`
             split = self._split[key] = (data[:cut], data[cut:])
         return b'%s to="%s"%s' % (split[0], escape_attr(to), split[1])
 
