@@ -430,7 +430,8 @@ class XmppStream:
         attrs = {(k if k != _LANG else "xml:lang"): v for k, v in el.attrib.items()}
         version = attrs.get("version")
         major = _major(version)
-        if major is None or major < 1:
+        # XEP-0114 component streams are of the pre-1.0 kind: no version, no features.
+        if self.content_ns != ns.COMPONENT and (major is None or major < 1):
             raise _Refused("unsupported-version", f"version {version!r} is not 1.x")
         if self.server_side and self.host_ok is not None and not self.host_ok(attrs.get("to")):
             raise _Refused("host-unknown", f"{attrs.get('to')!r} is not served here")

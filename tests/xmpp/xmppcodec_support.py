@@ -62,3 +62,37 @@ def error_of(data: bytes, chunk: int = 0, **kw):
                 assert stream.receive_data(b"<message/>") == []       # dead from now on
                 return ev.condition
     return None
+
+
+# -- negotiation helpers ---------------------------------------------------------------------------
+
+from bridges.xmpp.negotiation import C2sPolicy, SaslFailure, SaslSuccess  # noqa: E402
+
+ACCOUNTS = {"alice": "secret", "bob": "hunter2"}
+
+
+class PlainTestMechanism:
+    """SASL PLAIN (RFC 4616) against ACCOUNTS: the trivial mechanism the negotiation tests run on."""
+
+    def step(self, data: bytes):
+        try:
+            authzid, authcid, password = data.decode("utf-8").split("\0")
+        except ValueError:
+            return SaslFailure("malformed-request")
+        if authzid and authzid not in (authcid, f"{authcid}@{DOMAIN}"):
+            return SaslFailure("invalid-authzid")
+        if ACCOUNTS.get(authcid) != password:
+            return SaslFailure("not-authorized")
+        return SaslSuccess(authcid)
+
+
+def test_policy(**kw) -> C2sPolicy:
+    counter = iter(range(1, 10_000))
+    kw.setdefault("domain_ok", lambda domain: domain == DOMAIN)
+    kw.setdefault("sasl_mechanisms", lambda secure: {"PLAIN": PlainTestMechanism} if secure else {})
+    kw.setdefault("new_id", lambda: f"id{next(counter)}")
+    kw.setdefault("new_resource", lambda: "generated")
+    return C2sPolicy(**kw)
+
+
+test_policy.__test__ = False     # not a test, despite its name
