@@ -29,7 +29,6 @@ document: `<open/>`, `<close/>` or one stanza), and each `send()` returns one me
 from __future__ import annotations
 
 import re
-from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
@@ -213,6 +212,11 @@ class XmppStream:
             data = self._declaration(data)
             if data is None:
                 return
+        if self._carry or self._in_cdata or b"<!" in data or b"<?" in data or b"&" in data or data.endswith(b"<"):
+            self._scan_or_refuse(data, events)
+        self._receive_clean(data, events)
+
+    def _scan_or_refuse(self, data: bytes, events: list) -> None:
         try:
             self._scan(data)
         except _Refused as refused:
@@ -221,9 +225,11 @@ class XmppStream:
             if refused.at:
                 self._receive_clean(data[:refused.at], events)
             raise
-        self._receive_clean(data, events)
 
     def _receive_clean(self, data: bytes, events: list) -> None:
+        if len(data) <= SLICE:
+            self._count(data, self._feed(data, events))
+            return
         for start in range(0, len(data), SLICE):
             piece = data[start:start + SLICE]
             ended = self._feed(piece, events)
@@ -342,63 +348,80 @@ class XmppStream:
     def _events(self, piece: bytes, events: list) -> bool:
         ended = False
         limits = self.limits
+        depth = self._depth
         for action, el in self._parser.read_events():
             if action == "start":
-                self._depth += 1
-                depth = self._depth
+                depth += 1
+                if depth > 2:
+                    if depth > limits.max_depth:
+                        self._depth = depth
+                        raise _Refused("policy-violation", f"nesting deeper than {limits.max_depth}")
+                    if len(el.attrib) > (limits.max_attributes if self.authenticated
+                                         else limits.max_attributes_preauth):
+                        raise _Refused("policy-violation", "too many attributes")
+                    continue
+                self._depth = depth
                 if depth == 1:
-                    self._check_size(piece, ended, b">", self.limits.max_header_bytes)
+                    self._check_size(piece, ended, b">", limits.max_header_bytes)
                     self._open(el, events)
                     ended = True
-                    continue
-                if depth > limits.max_depth:
-                    raise _Refused("policy-violation", f"nesting deeper than {limits.max_depth}")
-                max_attributes = limits.max_attributes if self.authenticated else limits.max_attributes_preauth
-                if len(el.attrib) > max_attributes:
-                    raise _Refused("policy-violation", f"more than {max_attributes} attributes")
-                if depth == 2:
-                    if self.peer_attrs is None and not self.websocket:
-                        raise _Refused("not-well-formed", "stanza before the stream header")
-                    tag = el.tag
-                    if tag[0] == "{" and tag[tag.index("}") + 1:] in _STANZA_NAMES \
-                            and tag[1:tag.index("}")] != self.content_ns:
-                        raise _Refused("invalid-namespace", f"stanza namespace is not {self.content_ns}")
-                    if tag[0] != "{":
-                        raise _Refused("invalid-namespace", "element in no namespace")
+                else:
+                    self._stanza_started(el)
             elif action == "end":
-                self._depth -= 1
-                depth = self._depth
+                depth -= 1
+                if depth > 1:
+                    continue
+                self._depth = depth
                 if depth == 1:
                     if not self.websocket:
                         self._check_size(piece, ended, b"</", self._stanza_limit())
                     ended = True
                     if self.websocket:
                         self._message(el, events)
-                    else:
-                        # A copy in a document of its own keeps the default namespace (a moved
-                        # node would get a made-up `ns0:` prefix); the parsed one is freed.
-                        stanza = deepcopy(el)
-                        stanza.tail = None
-                        root = self._root
-                        if root.text is not None and root.text.strip():
+                        continue
+                    # A copy in a document of its own keeps the default namespace (a moved
+                    # node would get a made-up `ns0:` prefix); the parsed one is freed.
+                    stanza = el.__deepcopy__(None)
+                    stanza.tail = None
+                    root = self._root
+                    text = root.text
+                    if text is not None:
+                        if text.strip():
                             raise _Refused("bad-format", "text at stream level")
                         root.text = None
-                        el.clear()
-                        root.remove(el)
-                        self._stanza(stanza, events)
-                        if self._peer_closed:     # it was <stream:error>
-                            return ended
-                elif depth == 0:
+                    el.clear()
+                    root.remove(el)
+                    self._stanza(stanza, events)
+                    if self._peer_closed:     # it was <stream:error>
+                        return ended
+                else:
                     self._peer_closed = True
                     events.append(StreamClosed())
                     return ended
             else:                             # comment or pi that got past the scanner
                 raise _Refused("restricted-xml", action)
-        if self._depth == 1 and self._root is not None and self._root.text is not None:
-            if self._root.text.strip():
-                raise _Refused("bad-format", "text at stream level")
-            self._root.text = None            # whitespace keepalives must not pile up
+        self._depth = depth
+        if depth == 1 and self._root is not None:
+            text = self._root.text
+            if text is not None:
+                if text.strip():
+                    raise _Refused("bad-format", "text at stream level")
+                self._root.text = None        # whitespace keepalives must not pile up
         return ended
+
+    def _stanza_started(self, el: etree._Element) -> None:
+        limits = self.limits
+        max_attributes = limits.max_attributes if self.authenticated else limits.max_attributes_preauth
+        if len(el.attrib) > max_attributes:
+            raise _Refused("policy-violation", f"more than {max_attributes} attributes")
+        if self.peer_attrs is None and not self.websocket:
+            raise _Refused("not-well-formed", "stanza before the stream header")
+        tag = el.tag
+        if tag[0] != "{":
+            raise _Refused("invalid-namespace", "element in no namespace")
+        close = tag.index("}")
+        if tag[close + 1:] in _STANZA_NAMES and tag[1:close] != self.content_ns:
+            raise _Refused("invalid-namespace", f"stanza namespace is not {self.content_ns}")
 
     def _open(self, el: etree._Element, events: list) -> None:
         if el.tag != _STREAM_TAG:
@@ -456,6 +479,8 @@ class XmppStream:
 
     def _check_size(self, piece: bytes, ended_before: bool, marker: bytes, limit: int) -> None:
         """A stanza (or header) just ended in `piece`: refuse it if it was over `limit`."""
+        if self._pending == 0 and len(piece) <= limit:
+            return
         if ended_before:
             size = len(piece)                 # it began in this piece
         else:
