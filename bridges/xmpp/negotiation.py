@@ -144,6 +144,9 @@ def _el(namespace: str, name: str, text: Optional[str] = None, children=()) -> e
 _SM_NONZAS = frozenset(_tag(ns.SM, n) for n in ("enable", "resume", "r", "a"))
 _CSI_NONZAS = frozenset(_tag(ns.CSI, n) for n in ("active", "inactive"))
 _IQ = _tag(ns.CLIENT, "iq")
+_STANZAS = frozenset(_tag(ns.CLIENT, n) for n in ("message", "presence", "iq"))
+_ROUTED = _STANZAS | _SM_NONZAS | _CSI_NONZAS
+_COMPONENT_STANZAS = frozenset(_tag(ns.COMPONENT, n) for n in ("message", "presence", "iq"))
 
 
 class _Negotiation:
@@ -274,12 +277,14 @@ class C2sNegotiation(_Negotiation):
         entry = self.HANDLERS.get(el.tag)
         if entry is not None and self.stage in entry[1]:
             getattr(self, entry[0])(el)
-        elif self.stage is Stage.ESTABLISHED or (self.stage is Stage.BIND and el.tag in _SM_NONZAS):
+        elif self.stage is Stage.ESTABLISHED and el.tag in _ROUTED:
             self._out.append(StanzaReceived(el))
-        elif self.stage is Stage.ESTABLISHED and el.tag in _CSI_NONZAS:
-            self._out.append(StanzaReceived(el))
+        elif self.stage is Stage.BIND and el.tag in _SM_NONZAS:
+            self._out.append(StanzaReceived(el))     # <resume/> instead of bind
         elif entry is not None and el.tag == _tag(ns.SASL, "auth") and self.jid is not None:
             self.fail("policy-violation", "already authenticated")
+        elif self.stage is Stage.ESTABLISHED:
+            self.fail("unsupported-stanza-type", f"{etree.QName(el).localname} is not a stanza here")
         else:
             self.fail("not-authorized", f"{etree.QName(el).localname} not allowed before negotiation ends")
 
@@ -416,8 +421,10 @@ class ComponentNegotiation(_Negotiation):
         entry = self.HANDLERS.get(el.tag)
         if entry is not None and self.stage in entry[1]:
             getattr(self, entry[0])(el)
-        elif self.stage is Stage.ESTABLISHED:
+        elif self.stage is Stage.ESTABLISHED and el.tag in _COMPONENT_STANZAS:
             self._out.append(StanzaReceived(el))
+        elif self.stage is Stage.ESTABLISHED:
+            self.fail("unsupported-stanza-type", f"{etree.QName(el).localname} is not a stanza")
         else:
             self.fail("not-authorized", "stanza before the handshake")
 

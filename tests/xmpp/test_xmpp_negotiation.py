@@ -255,6 +255,22 @@ def test_second_bind_is_not_allowed_and_stanzas_pass_after_bind():
     assert _tags(effects) == ["{jabber:client}iq"]
 
 
+@pytest.mark.parametrize("data", [
+    b"<stream:stream/>", b"<foo/>", b"<features xmlns='http://etherx.jabber.org/streams'/>",
+    b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>=</auth>",
+])
+def test_unknown_top_level_element_after_bind(data):
+    neg, client, _ = _bound(test_policy())
+    condition = "policy-violation" if b"auth" in data else "unsupported-stanza-type"
+    assert _others(neg.receive_data(data)) == [CloseStream(condition)]
+
+
+def test_csi_and_sm_pass_after_bind():
+    neg, client, _ = _bound(test_policy())
+    effects = neg.receive_data(b"<inactive xmlns='urn:xmpp:csi:0'/><r xmlns='urn:xmpp:sm:3'/>")
+    assert _tags(effects) == ["{urn:xmpp:csi:0}inactive", "{urn:xmpp:sm:3}r"]
+
+
 def test_unknown_host_and_bad_header():
     neg, client = C2sNegotiation(test_policy()), Client()
     effects = neg.receive_data(CLIENT_HEADER.replace(b"localhost", b"example.org"))
