@@ -313,3 +313,28 @@ def test_component_wrong_secret_and_unknown_domain():
     assert _others(neg.receive_data(b"<message/>")) == [CloseStream("not-authorized")]
     neg = ComponentNegotiation(lambda domain: None)
     assert _others(neg.receive_data(COMPONENT_HEADER)) == [CloseStream("host-unknown")]
+
+
+# -- fuzzing: whatever a client sends at whatever stage, only effects come out ------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_STEPS = [CLIENT_HEADER, STARTTLS, AUTH, BIND, SESSION, ENABLE, PRESENCE, b"</stream:stream>",
+          b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'/>",
+          b"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>AGFsaWNlAHNlY3JldA==</response>",
+          b"<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>", b"<handshake>00</handshake>", None]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_STEPS) | st.binary(max_size=30), max_size=12), st.booleans())
+def test_any_sequence_gives_only_effects(steps, secure):
+    neg = C2sNegotiation(test_policy(), secure=secure)
+    component = ComponentNegotiation(lambda d: "s", new_id=lambda: "i")
+    for step in steps:
+        if step is None:
+            if neg.stage is Stage.TLS:
+                neg.tls_started()
+            continue
+        for effect in neg.receive_data(step) + component.receive_data(step):
+            assert isinstance(effect, (SendBytes, StartTls, Authenticated, Bound, CloseStream, StanzaReceived))
