@@ -214,7 +214,10 @@ class XmppStream:
                 return
         if self._carry or self._in_cdata or b"<!" in data or b"<?" in data or b"&" in data or data.endswith(b"<"):
             self._scan_or_refuse(data, events)
-        self._receive_clean(data, events)
+        if len(data) <= SLICE:
+            self._count(data, self._feed(data, events))
+        else:
+            self._receive_clean(data, events)
 
     def _scan_or_refuse(self, data: bytes, events: list) -> None:
         try:
@@ -389,7 +392,6 @@ class XmppStream:
                         if text.strip():
                             raise _Refused("bad-format", "text at stream level")
                         root.text = None
-                    el.clear()
                     root.remove(el)
                     self._stanza(stanza, events)
                     if self._peer_closed:     # it was <stream:error>
@@ -495,6 +497,9 @@ class XmppStream:
             # Bytes after the last `>` may be the start of the next stanza; an open one counts whole (strict).
             if self._depth >= 2:
                 self._pending = len(piece)
+            elif piece.endswith(b">"):
+                self._pending = 0
+                return
             else:
                 self._pending = len(piece) - piece.rfind(b">") - 1 if piece.rstrip()[-1:] != b">" else 0
         elif self._pending or piece.strip():
