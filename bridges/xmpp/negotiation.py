@@ -10,6 +10,10 @@ Bytes in, effects out (commands for the connection that owns it):
         (its bytes went out in the SendBytes before it); StanzaReceived -> a stanza for the router,
         once negotiation is over (XEP-0198/0352 elements are passed the same way, after auth).
 
+Over RFC 7395 WebSocket (`framing="websocket"`), TLS is the WebSocket's: construct it with
+`secure=True` and a policy with `tls_available=False`; each `receive_data()` is one message, and
+each SendBytes one message to send.
+
 SASL runs over a pluggable mechanism object (the `SaslMechanism` protocol below: the shared
 code in relay/core/sasl.py will provide them); which mechanisms are offered, and whether at
 all before TLS, is the policy's `sasl_mechanisms(secure)`.

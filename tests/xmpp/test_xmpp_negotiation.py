@@ -338,3 +338,29 @@ def test_any_sequence_gives_only_effects(steps, secure):
             continue
         for effect in neg.receive_data(step) + component.receive_data(step):
             assert isinstance(effect, (SendBytes, StartTls, Authenticated, Bound, CloseStream, StanzaReceived))
+
+
+def test_websocket_negotiation():
+    # RFC 7395: TLS is the WebSocket's (wss), so the stream starts secure; each call is one message.
+    neg = C2sNegotiation(test_policy(tls_available=False), secure=True, framing="websocket")
+    client = XmppStream(server_side=False, framing="websocket")
+    open_ = b'<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>'
+
+    def exchange(message):
+        effects = neg.receive_data(message)
+        events = [ev for e in effects if isinstance(e, SendBytes) for ev in client.receive_data(e.data)]
+        return effects, events
+
+    effects, events = exchange(open_)
+    assert [type(e) for e in events] == [StreamOpened, StanzaReceived]
+    assert [e.data[:5] for e in effects] == [b"<open", b"<stre"]     # one message per SendBytes
+    assert [m.text for m in events[1].element.find("{%s}mechanisms" % ns.SASL)] == ["PLAIN"]
+    effects, _ = exchange(AUTH)
+    assert _others(effects) == [Authenticated(Jid("alice", DOMAIN))]
+    client.restart()
+    exchange(open_)
+    effects, events = exchange(BIND.replace(b"<iq ", b"<iq xmlns='jabber:client' ", 1))
+    assert _others(effects) == [Bound(Jid("alice", DOMAIN, "phone"))]
+    assert events[0].element.findtext("{%s}bind/{%s}jid" % (ns.BIND, ns.BIND)) == "alice@localhost/phone"
+    effects, _ = exchange(b'<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>')
+    assert effects == [SendBytes(b'<close xmlns="urn:ietf:params:xml:ns:xmpp-framing"/>'), CloseStream()]
