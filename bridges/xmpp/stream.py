@@ -29,7 +29,7 @@ document: `<open/>`, `<close/>` or one stanza), and each `send()` returns one me
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
 from lxml import etree

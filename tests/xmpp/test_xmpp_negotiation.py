@@ -6,7 +6,7 @@ import base64
 
 import pytest
 from lxml import etree
-from xmppcodec_support import DOMAIN, header, test_policy
+from xmppcodec_support import DOMAIN, test_policy
 
 from bridges.xmpp import namespaces as ns
 from bridges.xmpp.jid import Jid
@@ -233,7 +233,8 @@ def _bound(policy, bind=BIND):
 
 
 def test_bind_without_resource_gets_a_generated_one():
-    neg, client, effects = _bound(test_policy(), b"<iq id='b' type='set'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    empty_bind = b"<iq id='b' type='set'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>"
+    neg, client, effects = _bound(test_policy(), empty_bind)
     assert _others(effects) == [Bound(Jid("alice", DOMAIN, "generated"))]
 
 
@@ -288,7 +289,8 @@ COMPONENT_HEADER = (b"<stream:stream xmlns='jabber:component:accept' "
 
 
 def _component():
-    neg = ComponentNegotiation(lambda domain: "s3cret" if domain == "bot.localhost" else None, new_id=lambda: "3BF96D32")
+    neg = ComponentNegotiation(lambda domain: "s3cret" if domain == "bot.localhost" else None,
+                               new_id=lambda: "3BF96D32")
     client = XmppStream(server_side=False, content_ns=ns.COMPONENT)
     events = client.receive_data(neg.receive_data(COMPONENT_HEADER)[0].data)
     assert events[0].attrs == {"from": "bot.localhost", "id": "3BF96D32"}
