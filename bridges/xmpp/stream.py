@@ -519,7 +519,8 @@ class XmppStream:
             error = _error_bytes(command.condition, command.text, self.websocket)
             if self.websocket:
                 return error                  # then send(EndStream()): <close/> is a message of its own
-            head = b"" if self._header_sent else self._header(OpenStream(id=self.stream_id))
+            served = self.peer_attrs.get("to") if self.server_side and self.peer_attrs else None
+            head = b"" if self._header_sent else self._header(OpenStream(from_=served, id=self.stream_id))
             return head + error + b"</stream:stream>"
         if isinstance(command, EndStream):
             return b'<close xmlns="%s"/>' % ns.FRAMING.encode() if self.websocket else b"</stream:stream>"

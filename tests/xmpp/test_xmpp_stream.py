@@ -113,6 +113,11 @@ def test_stream_error_without_header_sends_header_first():
     assert events[1:] == [StreamErrorReceived("host-unknown", "not here")]
     with pytest.raises(ValueError):
         server.send(SendStreamError("no-such-condition"))
+    server = server_stream()
+    server.receive_data(header())                 # the peer's header came, ours did not yet
+    assert server.send(SendStreamError("policy-violation")).startswith(
+        b"<?xml version='1.0'?><stream:stream xmlns=\"jabber:client\" "
+        b"xmlns:stream=\"http://etherx.jabber.org/streams\" from=\"localhost\"")
 
 
 def test_component_stream_namespace():
