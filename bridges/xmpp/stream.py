@@ -13,10 +13,9 @@ wrong comes out as one `StreamErrorOccurred(condition, text)`, after which the s
 dead (later data is ignored); the owner answers it with `send(SendStreamError(...))`,
 which for TCP carries the header (if none was sent), the error and the close (§4.9).
 
-Restricted XML (RFC 6120 §11.1) is enforced on the raw bytes before lxml sees them:
-`<!` other than a CDATA section (DTDs, entity declarations, comments), `<?` other than the
-XML declaration at the very start, and entity references other than the five predefined
-ones and character references are `restricted-xml`.  Sizes are enforced while parsing:
+Restricted XML (RFC 6120 §11.1) is enforced on the raw bytes before lxml sees them
+(restricted.py): DTDs, entity declarations, comments, processing instructions and entity
+references other than the predefined ones are `restricted-xml`.  Sizes are enforced while parsing:
 the bytes fed since the last complete stanza are counted per slice of at most `SLICE`
 bytes (so a limit holds to within one slice, erring strict), depth and attribute counts
 at each start tag (`policy-violation`).  Before authentication the owner leaves
@@ -28,13 +27,13 @@ document: `<open/>`, `<close/>` or one stanza), and each `send()` returns one me
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
 from lxml import etree
 
 from . import namespaces as ns
+from .restricted import Refused, RestrictedXmlScanner, declaration_length
 from .stanza import serialise
 
 __all__ = [
@@ -51,16 +50,7 @@ _OPEN_TAG = "{%s}open" % ns.FRAMING
 _CLOSE_TAG = "{%s}close" % ns.FRAMING
 _LANG = "{%s}lang" % ns.XML
 _STANZA_NAMES = frozenset({"message", "presence", "iq"})
-_BOM = b"\xef\xbb\xbf"
-_BOMS = (_BOM, b"\xfe\xff", b"\xff\xfe", b"\x00\x00\x00<", b"<\x00\x00\x00")
 
-# `<!`, `<?` and `&` are the only ways into DTDs, comments, PIs and entities.
-_MARKUP = re.compile(rb"<[!?]|&")
-_ALLOWED_REF = re.compile(rb"&(?:amp|lt|gt|quot|apos|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});")
-_LONGEST_REF = 10                   # len(b"&#x10FFFF;")
-_CDATA_OPEN = b"<![CDATA["
-_XML_DECL = re.compile(rb"<\?xml(?:\s[^?<>]*)?\?>")
-_ENCODING = re.compile(rb"""encoding\s*=\s*["']([^"']*)["']""")
 
 
 @dataclass(frozen=True)
@@ -144,12 +134,6 @@ class SendKeepalive:
 Command = Union[OpenStream, SendStanza, SendStreamError, EndStream, SendKeepalive]
 
 
-class _Refused(Exception):
-    def __init__(self, condition: str, text: str, at: int = 0):
-        super().__init__(text)
-        self.condition, self.text, self.at = condition, text, at
-
-
 def _new_parser() -> etree.XMLPullParser:
     return etree.XMLPullParser(
         events=("start", "end", "comment", "pi"), encoding="utf-8",
@@ -183,26 +167,49 @@ class XmppStream:
         """A new stream on the same connection (after STARTTLS and SASL success): a new parser."""
         self._parser = _new_parser()
         self._root: Optional[etree._Element] = None
+        self._nsmap: dict = {}
         self._depth = 0
         self._at_start = True                 # nothing seen yet: an XML declaration may come
         self._prefix = b""                    # bytes held back while deciding about the declaration
-        self._carry = b""                     # an undecided `<`, `<![CDA` or `&am` at a chunk's end
-        self._in_cdata = False
+        self._scanner = RestrictedXmlScanner()
         self._pending = 0                     # bytes fed since the last complete stanza (or header)
         self._peer_closed = False
         self._header_sent = False
         self.peer_attrs = None
 
+    def hibernate(self) -> bool:
+        """Drop the parser of an idle stream (the owner calls it from an idle timer); True if done.
+
+        Only between stanzas.  The parser is most of an idle stream's memory (about 11 KiB);
+        the next receive_data() makes a new one and feeds it a copy of the peer's namespace
+        declarations, which is all a stanza's parse depends on.
+        """
+        if (self.websocket or self._root is None or self._depth != 1 or self._pending
+                or self._scanner.needs_scan(b"") or self.error is not None or self._peer_closed):
+            return False
+        self._parser = None
+        self._root = None
+        return True
+
+    def _wake(self) -> None:
+        declarations = b"".join(b' xmlns%s="%s"' % (b":" + prefix.encode() if prefix else b"", _attr(uri))
+                                for prefix, uri in self._nsmap.items())
+        self._parser = _new_parser()
+        self._parser.feed(b"<stream:stream%s>" % declarations)
+        ((_, self._root),) = self._parser.read_events()
+
     def receive_data(self, data: bytes) -> list:
         if self.error is not None or self._peer_closed or not data:
             return []
+        if self._parser is None:
+            self._wake()
         events: list = []
         try:
             if self.websocket:
                 self._receive_message(data, events)
             else:
                 self._receive_stream(data, events)
-        except _Refused as refused:
+        except Refused as refused:
             self.error = StreamErrorOccurred(refused.condition, refused.text)
             events.append(self.error)
         return events
@@ -212,7 +219,7 @@ class XmppStream:
             data = self._declaration(data)
             if data is None:
                 return
-        if self._carry or self._in_cdata or b"<!" in data or b"<?" in data or b"&" in data or data.endswith(b"<"):
+        if self._scanner.needs_scan(data):
             self._scan_or_refuse(data, events)
         if len(data) <= SLICE:
             self._count(data, self._feed(data, events))
@@ -221,8 +228,8 @@ class XmppStream:
 
     def _scan_or_refuse(self, data: bytes, events: list) -> None:
         try:
-            self._scan(data)
-        except _Refused as refused:
+            self._scanner.scan(data)
+        except Refused as refused:
             # What came before the refused construct still counts, so the events do not
             # depend on where the chunks were cut.
             if refused.at:
@@ -244,97 +251,32 @@ class XmppStream:
         # RFC 7395 §3.3.3: every message is one whole document, parsed on its own.
         limit = self._stanza_limit()
         if len(data) > limit:
-            raise _Refused("policy-violation", f"message over {limit} bytes")
-        self._parser, self._depth, self._in_cdata, self._carry = _new_parser(), 1, False, b""
+            raise Refused("policy-violation", f"message over {limit} bytes")
+        self._parser, self._depth, self._scanner = _new_parser(), 1, RestrictedXmlScanner()
         self._at_start, self._prefix = True, b""
         data = self._declaration(data)
         if data is None:
-            raise _Refused("not-well-formed", "incomplete XML declaration")
-        self._scan(data)
+            raise Refused("not-well-formed", "incomplete XML declaration")
+        self._scanner.scan(data)
         self._feed(data, events)
         try:
             self._parser.close()
         except etree.XMLSyntaxError as exc:
-            raise _Refused("not-well-formed", _first_line(exc)) from None
+            raise Refused("not-well-formed", _first_line(exc)) from None
         if self._depth != 1:
-            raise _Refused("not-well-formed", "incomplete message")
+            raise Refused("not-well-formed", "incomplete message")
 
     def _declaration(self, data: bytes) -> Optional[bytes]:
-        """Hold bytes at the stream start until the XML declaration (if any) is whole; check its encoding."""
+        """Hold bytes at the stream start until the XML declaration (if any) is whole; None meanwhile."""
         buf = self._prefix + data
-        body = buf[3:] if buf.startswith(_BOM) else buf
-        if buf[:2] in (b"\xfe\xff", b"\xff\xfe") or buf[:4] in (b"\x00\x00\x00<", b"<\x00\x00\x00"):
-            raise _Refused("unsupported-encoding", "only UTF-8 is supported")
-        if len(body) < 2 and b"<?".startswith(body) or any(
-                len(buf) < len(mark) and mark.startswith(buf) for mark in _BOMS):
+        skip = declaration_length(buf)
+        if skip is None:
             self._prefix = buf
             return None
-        self._prefix = b""
-        self._at_start = False
-        if not body.startswith(b"<?"):
-            return buf
-        match = _XML_DECL.match(body)
-        if match is None:
-            if b">" in body or len(body) > 256:
-                raise _Refused("restricted-xml", "processing instruction")
-            self._prefix, self._at_start = buf, True
-            return None
-        encoding = _ENCODING.search(match.group())
-        if encoding and encoding.group(1).lower().replace(b"_", b"-") not in (b"utf-8", b"utf8"):
-            raise _Refused("unsupported-encoding", f"encoding {encoding.group(1).decode('ascii', 'replace')}")
-        # The declaration goes to lxml, but is not scanned as a PI.
-        skip = len(buf) - len(body) + match.end()
-        self._feed(buf[:skip], [])
+        self._prefix, self._at_start = b"", False
+        if skip:
+            self._feed(buf[:skip], [])        # to lxml, but not scanned as a PI
         return buf[skip:]
-
-    def _scan(self, data: bytes) -> None:
-        """Refuse restricted XML in `data` (plus the undecided tail of the previous chunk)."""
-        carried = len(self._carry)
-        buf = self._carry + data if carried else data
-        self._carry = b""
-        try:
-            self._scan_buffer(buf)
-        except _Refused as refused:
-            refused.at = max(0, refused.at - carried)
-            raise
-
-    def _scan_buffer(self, buf: bytes) -> None:
-        pos, end = 0, len(buf)
-        while pos < end:
-            if self._in_cdata:
-                close = buf.find(b"]]>", pos)
-                if close < 0:
-                    self._carry = buf[-2:]
-                    return
-                self._in_cdata, pos = False, close + 3
-                continue
-            m = _MARKUP.search(buf, pos)
-            if m is None:
-                if buf.endswith(b"<"):
-                    self._carry = b"<"
-                return
-            at = m.start()
-            if buf[at] == 0x26:                                    # &
-                if _ALLOWED_REF.match(buf, at):
-                    pos = buf.index(b";", at) + 1
-                    continue
-                rest = buf[at:]
-                if len(rest) < _LONGEST_REF and b";" not in rest and re.fullmatch(rb"&[#a-zA-Z0-9]*", rest):
-                    self._carry = rest
-                    return
-                raise _Refused("restricted-xml", "entity reference", at)
-            if buf.startswith(_CDATA_OPEN, at):
-                self._in_cdata, pos = True, at + len(_CDATA_OPEN)
-                continue
-            rest = buf[at:]
-            if len(rest) < len(_CDATA_OPEN) and _CDATA_OPEN.startswith(rest):
-                self._carry = rest
-                return
-            if rest.startswith(b"<?"):
-                raise _Refused("restricted-xml", "processing instruction", at)
-            if rest.startswith(b"<!--"):
-                raise _Refused("restricted-xml", "comment", at)
-            raise _Refused("restricted-xml", "DTD or entity declaration", at)
 
     def _feed(self, piece: bytes, events: list) -> bool:
         """Feed one slice to lxml; turn its events into ours.  Returns whether a stanza (or the header) ended."""
@@ -345,7 +287,7 @@ class XmppStream:
             failure = exc                     # the events before the error still count (depth first)
         ended = self._events(piece, events)
         if failure is not None:
-            raise _Refused("not-well-formed", _first_line(failure))
+            raise Refused("not-well-formed", _first_line(failure))
         return ended
 
     def _events(self, piece: bytes, events: list) -> bool:
@@ -358,10 +300,10 @@ class XmppStream:
                 if depth > 2:
                     if depth > limits.max_depth:
                         self._depth = depth
-                        raise _Refused("policy-violation", f"nesting deeper than {limits.max_depth}")
+                        raise Refused("policy-violation", f"nesting deeper than {limits.max_depth}")
                     if len(el.attrib) > (limits.max_attributes if self.authenticated
                                          else limits.max_attributes_preauth):
-                        raise _Refused("policy-violation", "too many attributes")
+                        raise Refused("policy-violation", "too many attributes")
                     continue
                 self._depth = depth
                 if depth == 1:
@@ -390,7 +332,7 @@ class XmppStream:
                     text = root.text
                     if text is not None:
                         if text.strip():
-                            raise _Refused("bad-format", "text at stream level")
+                            raise Refused("bad-format", "text at stream level")
                         root.text = None
                     root.remove(el)
                     self._stanza(stanza, events)
@@ -401,13 +343,13 @@ class XmppStream:
                     events.append(StreamClosed())
                     return ended
             else:                             # comment or pi that got past the scanner
-                raise _Refused("restricted-xml", action)
+                raise Refused("restricted-xml", action)
         self._depth = depth
         if depth == 1 and self._root is not None:
             text = self._root.text
             if text is not None:
                 if text.strip():
-                    raise _Refused("bad-format", "text at stream level")
+                    raise Refused("bad-format", "text at stream level")
                 self._root.text = None        # whitespace keepalives must not pile up
         return ended
 
@@ -415,26 +357,27 @@ class XmppStream:
         limits = self.limits
         max_attributes = limits.max_attributes if self.authenticated else limits.max_attributes_preauth
         if len(el.attrib) > max_attributes:
-            raise _Refused("policy-violation", f"more than {max_attributes} attributes")
+            raise Refused("policy-violation", f"more than {max_attributes} attributes")
         if self.peer_attrs is None and not self.websocket:
-            raise _Refused("not-well-formed", "stanza before the stream header")
+            raise Refused("not-well-formed", "stanza before the stream header")
         tag = el.tag
         if tag[0] != "{":
-            raise _Refused("invalid-namespace", "element in no namespace")
+            raise Refused("invalid-namespace", "element in no namespace")
         close = tag.index("}")
         if tag[close + 1:] in _STANZA_NAMES and tag[1:close] != self.content_ns:
-            raise _Refused("invalid-namespace", f"stanza namespace is not {self.content_ns}")
+            raise Refused("invalid-namespace", f"stanza namespace is not {self.content_ns}")
 
     def _open(self, el: etree._Element, events: list) -> None:
         if el.tag != _STREAM_TAG:
             if el.tag.endswith("}stream") or el.tag == "stream":
-                raise _Refused("invalid-namespace", f"stream namespace is not {ns.STREAMS}")
-            raise _Refused("invalid-namespace", "the root element is not stream:stream")
+                raise Refused("invalid-namespace", f"stream namespace is not {ns.STREAMS}")
+            raise Refused("invalid-namespace", "the root element is not stream:stream")
         if el.prefix != "stream":
-            raise _Refused("bad-namespace-prefix", "the stream prefix must be 'stream'")
+            raise Refused("bad-namespace-prefix", "the stream prefix must be 'stream'")
         if el.nsmap.get(None) != self.content_ns:
-            raise _Refused("invalid-namespace", f"content namespace is not {self.content_ns}")
+            raise Refused("invalid-namespace", f"content namespace is not {self.content_ns}")
         self._root = el
+        self._nsmap = el.nsmap                # to wake from hibernate() with
         self._opened(el, events)
 
     def _message(self, el: etree._Element, events: list) -> None:
@@ -445,9 +388,9 @@ class XmppStream:
             self._peer_closed = True
             events.append(StreamClosed())
         elif tag[0] == "{" and tag[1:tag.index("}")] == ns.FRAMING:
-            raise _Refused("invalid-xml", "unknown framing element")
+            raise Refused("invalid-xml", "unknown framing element")
         elif self.peer_attrs is None:
-            raise _Refused("not-well-formed", "stanza before <open/>")
+            raise Refused("not-well-formed", "stanza before <open/>")
         else:
             self._stanza(el, events)
 
@@ -457,9 +400,9 @@ class XmppStream:
         major = _major(version)
         # XEP-0114 component streams are of the pre-1.0 kind: no version, no features.
         if self.content_ns != ns.COMPONENT and (major is None or major < 1):
-            raise _Refused("unsupported-version", f"version {version!r} is not 1.x")
+            raise Refused("unsupported-version", f"version {version!r} is not 1.x")
         if self.server_side and self.host_ok is not None and not self.host_ok(attrs.get("to")):
-            raise _Refused("host-unknown", f"{attrs.get('to')!r} is not served here")
+            raise Refused("host-unknown", f"{attrs.get('to')!r} is not served here")
         self.peer_attrs = attrs
         events.append(StreamOpened(attrs))
 
@@ -490,7 +433,7 @@ class XmppStream:
             mark = piece.find(marker)
             size = self._pending + (piece.find(b">", mark) + 1 if mark >= 0 else len(piece))
         if size > limit:
-            raise _Refused("policy-violation", f"stanza over {limit} bytes")
+            raise Refused("policy-violation", f"stanza over {limit} bytes")
 
     def _count(self, piece: bytes, ended: bool) -> None:
         if ended:
@@ -506,7 +449,7 @@ class XmppStream:
             self._pending += len(piece)
         limit = self.limits.max_header_bytes if self.peer_attrs is None else self._stanza_limit()
         if self._pending > limit:
-            raise _Refused("policy-violation", f"stanza over {limit} bytes")
+            raise Refused("policy-violation", f"stanza over {limit} bytes")
 
     # -- sending ------------------------------------------------------------------------------
 

@@ -188,3 +188,57 @@ def test_websocket_errors(messages, condition):
     for message in messages:
         events.extend(stream.receive_data(message))
     assert events[-1].condition == condition
+
+
+# -- hibernate(): an idle stream without its parser ------------------------------------------------
+
+def test_hibernated_stream_parses_on_as_before():
+    data = [header(extra=" xmlns:x='urn:example:x'"), b"<presence/>", b"<message><x:y a='1'/></message>",
+            b" <iq type='get' id='1'/>", b"</stream:stream>"]
+    plain = comparable(feed_chunks(server_stream(), data))
+    stream = server_stream()
+    events = []
+    for chunk in data[:-1]:
+        events.extend(stream.receive_data(chunk))
+        assert stream.hibernate() and stream._parser is None
+    events.extend(stream.receive_data(data[-1]))
+    assert comparable(events) == plain
+    (message,) = [e.element for e in events if isinstance(e, StanzaReceived) and e.element.tag.endswith("message")]
+    assert message[0].tag == "{urn:example:x}y"
+
+
+def test_hibernate_only_between_stanzas():
+    stream = server_stream()
+    assert not stream.hibernate()                          # no header yet
+    stream.receive_data(header())
+    stream.receive_data(b"<message><bo")
+    assert not stream.hibernate()                          # inside a stanza
+    stream.receive_data(b"dy>x</body></message>")
+    assert stream.hibernate()
+    assert [e.condition for e in stream.receive_data(b"<!-- hi -->")] == ["restricted-xml"]
+    assert not stream.hibernate()                          # dead
+
+
+def test_hibernated_streams_are_small():
+    import gc
+
+    import psutil
+    process = psutil.Process()
+
+    def idle(count: int, hibernate: bool) -> float:
+        gc.collect()
+        before = process.memory_info().rss
+        streams = []
+        for _ in range(count):
+            stream = server_stream()
+            stream.receive_data(header())
+            stream.receive_data(STANZAS[1])
+            if hibernate:
+                assert stream.hibernate()
+            streams.append(stream)
+        gc.collect()
+        return (process.memory_info().rss - before) / count
+
+    idle(300, True)                                         # warm up the allocator
+    awake, asleep = idle(3000, False), idle(3000, True)
+    assert asleep < awake / 3, (awake, asleep)

@@ -7,7 +7,10 @@ For a typical ~200-byte one-to-one chat message:
   beside it, the same stream parsed with lxml's other incremental mode, `XMLParser(target=...)`
   with a Python target building each stanza through a TreeBuilder (the road not taken);
 - serialise: stanza.serialise per stanza, and for fan-out to N full JIDs Outgoing.bytes_to (one
-  serialisation, `to` spliced per recipient) against setting `to` and serialising per recipient.
+  serialisation, `to` spliced per recipient) against setting `to` and serialising per recipient;
+- memory: what one idle stream (header and a stanza parsed) costs, RSS over 5,000 of them,
+  awake and after hibernate() (the codec's share of the 16 KiB per idle TLS connection target;
+  TLS not included).
 
 Rates are per second of this process's CPU time (time.process_time): the machine is shared, and
 wall-clock rates there say more about the neighbours than about the codec.
@@ -34,7 +37,7 @@ def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:>12,.0f}/s"
 
 
-def parse_codec(n: int, per_read: int) -> float:
+def parse_codec(n: int, per_read: int, hibernate: bool = False) -> float:
     stream = XmppStream(host_ok=lambda to: True)
     stream.receive_data(HEADER)
     stream.authenticated = True
@@ -45,6 +48,8 @@ def parse_codec(n: int, per_read: int) -> float:
     for _ in range(reads):
         for ev in stream.receive_data(read):
             got += 1
+        if hibernate:
+            stream.hibernate()
     elapsed = time.process_time() - start
     assert got == reads * per_read and isinstance(ev, StanzaReceived)
     return elapsed
@@ -134,6 +139,25 @@ def fanout(n: int, recipients: int, splice: bool) -> float:
     return time.process_time() - start
 
 
+def idle_stream_bytes(hibernate: bool, count: int = 5000) -> float:
+    import gc
+
+    import psutil
+    process = psutil.Process()
+    gc.collect()
+    before = process.memory_info().rss
+    streams = []
+    for _ in range(count):
+        stream = XmppStream(host_ok=lambda to: True)
+        stream.receive_data(HEADER)
+        stream.receive_data(CHAT)
+        if hibernate:
+            stream.hibernate()
+        streams.append(stream)
+    gc.collect()
+    return (process.memory_info().rss - before) / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stanzas", type=int, default=100_000)
@@ -150,6 +174,9 @@ def main() -> None:
         spliced = fanout(n, recipients, True)
         print(f"fan-out to {recipients:>2} full JIDs: serialise each  {_rate(n, per)}, "
               f"`to` spliced {_rate(n, spliced)}  ({per / spliced:.1f}x)")
+    print(f"parse, hibernating after every stanza  {_rate(n, parse_codec(n, 1, True))}  (worst case of hibernate())")
+    print(f"memory of one idle stream              {idle_stream_bytes(False):>12,.0f} bytes")
+    print(f"memory of one idle stream, hibernated  {idle_stream_bytes(True):>12,.0f} bytes")
 
 
 if __name__ == "__main__":
