@@ -92,3 +92,16 @@ def test_memory_does_not_grow_with_the_stream():
     assert grown < 256 * 1024, grown                  # Python objects: nothing kept per stanza
     assert rss_grown < 4 * 1024 * 1024, rss_grown     # libxml2's nodes (not traced): freed as well
     assert len(stream._root) == 0 and stream._root.text is None
+
+
+@SETTINGS
+@given(st.lists(st.integers(0), max_size=10), st.lists(st.booleans(), min_size=12, max_size=12))
+def test_hibernating_between_any_chunks_changes_nothing(cuts, sleeps):
+    chunks = _chunks(TRANSCRIPT, cuts)
+    stream = server_stream()
+    events = []
+    for chunk, sleep in zip(chunks, sleeps + [False] * len(chunks)):
+        events.extend(stream.receive_data(chunk))
+        if sleep:
+            stream.hibernate()
+    assert comparable(events) == comparable(_run([TRANSCRIPT]))
