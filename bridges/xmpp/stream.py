@@ -15,10 +15,10 @@ which for TCP carries the header (if none was sent), the error and the close (§
 
 Restricted XML (RFC 6120 §11.1) is enforced on the raw bytes before lxml sees them
 (restricted.py): DTDs, entity declarations, comments, processing instructions and entity
-references other than the predefined ones are `restricted-xml`.  Sizes are enforced while parsing:
-the bytes fed since the last complete stanza are counted per slice of at most `SLICE`
-bytes (so a limit holds to within one slice, erring strict), depth and attribute counts
-at each start tag (`policy-violation`).  Before authentication the owner leaves
+references other than the predefined ones are `restricted-xml`.  Sizes are enforced while
+parsing: the bytes fed since the last complete stanza are counted per slice of at most
+`SLICE` bytes (so a limit holds to within one slice), depth and attribute counts at each
+start tag (`policy-violation`).  Before authentication the owner leaves
 `authenticated` False and the smaller pre-auth limits apply.
 
 WebSocket framing: each `receive_data()` call is one whole WebSocket message (one XML
@@ -50,7 +50,6 @@ _OPEN_TAG = "{%s}open" % ns.FRAMING
 _CLOSE_TAG = "{%s}close" % ns.FRAMING
 _LANG = "{%s}lang" % ns.XML
 _STANZA_NAMES = frozenset({"message", "presence", "iq"})
-
 
 
 @dataclass(frozen=True)
