@@ -19,6 +19,8 @@ setup(
         "cryptography>=42",
         "h11>=0.14",
         "wsproto>=1.2",
+        "lxml>=5",
+        "precis-i18n>=1.1",
     ],
     extras_require={
         "base": [],
@@ -32,6 +34,7 @@ setup(
             "hypothesis>=6.100",
             "websocket-client>=1.7",
             "pyte>=0.8",
+            "slixmpp>=1.8",
         ],
         "bench": ["py-spy>=0.3"],
     },
