@@ -58,7 +58,7 @@ class Client:
     def __init__(self, wire: "Wire", core: Core, nick: str):
         self.wire, self.core, self.nick = wire, core, nick
         self.t = FakeClientTransport()
-        self.session = core.net.irc_factory(self.t, None, wire.now)
+        self.session = core.services["irc"].new_client(self.t, None, wire.now)
         self.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}")
         self.t.out.clear()
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from relay.core.irc.commands import can_send
 from relay.core.model import Channel, MessageSent
 from relay.core.network import JoinRefused
 from relay.proto.irc import irc_lower, valid_channel, valid_nick
@@ -79,7 +78,7 @@ class ChannelBridge:
         if not name or "/" in name or "+" in name or "#" in name:
             return None
         ch = "#" + name
-        return ch if valid_channel(ch, self.core.config.irc.channellen) else None
+        return ch if valid_channel(ch, self.core.config.network.channellen) else None
 
     def member_cids(self, topic: str) -> set[str] | None:
         name = self.channel_for(topic)
@@ -95,7 +94,7 @@ class ChannelBridge:
         return f"{self.direct_prefix}{username}/inbox"
 
     def make_nick(self, username: str | None) -> str:
-        nicklen = self.core.config.irc.nicklen
+        nicklen = self.core.config.network.nicklen
         base = _NICK_BAD.sub("_", username or "mqtt")
         if not base or not valid_nick(base[:1], nicklen):
             base = "m" + base
@@ -125,10 +124,6 @@ class ChannelBridge:
         try:
             ch = self.net.check_join(u, name, None)
         except JoinRefused:
-            return 0x87
-        acl = self.core.acl
-        if ch is None and "create_channel" in acl.rule_names() and \
-                not acl.allowed("create_channel", self.core.subject(u.account, u.ip)):
             return 0x87
         self.net.join(u, name, now)
         return 0
@@ -217,7 +212,7 @@ class ChannelBridge:
             b.stats["invalid_utf8"] += 1
             return 0x99
         text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
-        if not can_send(ch, u):
+        if not self.net.may_speak(ch, u):
             return 0x87
         u.last_active = now
         self.current = (u, msg)

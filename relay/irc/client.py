@@ -24,7 +24,7 @@ from relay.core.model import (Channel, MemberJoined, MemberKicked, MemberLeft, M
 from relay.proto.irc import IrcConnection, LineRejected, MessageReceived, build, escape_tag_value
 
 if TYPE_CHECKING:
-    from relay.core.server import Core
+    from relay.irc.module import IrcService
 
 log = logging.getLogger("relay.irc")
 
@@ -46,8 +46,9 @@ def server_time(t: float) -> str:
 class IrcClient:
     proto = "irc"
 
-    def __init__(self, core: "Core", transport, now: float):
-        self.core = core
+    def __init__(self, svc: "IrcService", transport, now: float):
+        self.svc = svc
+        self.core = core = svc.core
         self.net = core.net
         self.t = transport
         self.codec = IrcConnection(max_tags=4096)  # message-tags: 4094 bytes of client tag data, plus '@' and ' '
@@ -73,7 +74,7 @@ class IrcClient:
         self.shaper = core.acl.shaper_for(core.subject(None, transport.peer_host))
         self.held: deque = deque()
         self.held_timer = None
-        core.irc_local[self] = None
+        svc.local[self] = None
 
     # ------------------------------------------------------------------ I/O
     @property
@@ -105,14 +106,14 @@ class IrcClient:
             if type(ev) is MessageReceived:
                 msg = ev.message
                 if shaper is None:
-                    self.core.irc_commands.dispatch(self, msg, now)
+                    self.svc.commands.dispatch(self, msg, now)
                     continue
                 size = _size(msg)
                 delay = 1.0 if self.held else shaper.consume(size, now)
                 if delay:
                     self._hold(msg, size, now)
                 else:
-                    self.core.irc_commands.dispatch(self, msg, now)
+                    self.svc.commands.dispatch(self, msg, now)
             else:
                 self._rejected(ev)
 
@@ -134,7 +135,7 @@ class IrcClient:
                 self.held_timer = self.core.timers.call_at(now + delay, self._release, owner="irc")
                 return
             self.held.popleft()
-            self.core.irc_commands.dispatch(self, msg, now)
+            self.svc.commands.dispatch(self, msg, now)
 
     def _rejected(self, ev: LineRejected) -> None:
         if ev.code == "INPUT_TOO_LONG":
@@ -165,11 +166,11 @@ class IrcClient:
         self.t.close(reason)
 
     def _forget(self) -> None:
-        local = self.core.irc_local
+        local = self.svc.local
         if self in local:
             del local[self]
             if self.user is not None:
-                self.core.irc_registered -= 1
+                self.svc.registered -= 1
         if self.held_timer is not None:
             self.held_timer.cancel()
         self.held.clear()
@@ -179,7 +180,7 @@ class IrcClient:
 
     # Called by the sweep timer.
     def check_alive(self, now: float) -> None:
-        cfg = self.core.config.irc
+        cfg = self.svc.opts
         if self.user is None:
             if now - self.connected_at > cfg.registration_timeout:
                 self.quit_and_close("Registration timed out", now)
@@ -245,15 +246,15 @@ class IrcClient:
         if net.nick_in_use(self.nick):
             self.numeric("433", self.nick, "Nickname is already in use")
             return
-        required = self.core.config.irc.password
+        required = self.svc.opts.password
         if required is not None and not hmac.compare_digest((self.password or "").encode(), required.encode()):
             self.numeric("464", "Password incorrect")
             self.quit_and_close("Bad password", now)
             return
-        self.core.irc_registered += 1
+        self.svc.registered += 1
         self.user = net.introduce(self, self.nick, self.ident, self.host, self.realname, "irc", now,
                                   account=self.account, ip=self.t.peer_host)
-        self.core.irc_commands.welcome(self, now)
+        self.svc.commands.welcome(self, now)
 
     # SASL (AUTHENTICATE). The mechanism state lives in self.sasl.
     def sasl_step(self, data: str, now: float) -> None:
