@@ -20,7 +20,7 @@ from relay.core.model import User
 
 if TYPE_CHECKING:
     from relay.core.links import LinkLayer, LinkSession
-    from relay.core.server import Core
+    from relay.core.interfaces import CoreServices
 
 log = logging.getLogger("relay.netsplit")
 
@@ -37,7 +37,7 @@ class HeldSplit:
 
 
 class NetsplitPolicy:
-    def __init__(self, core: "Core", hold: float, replay_frames: int, replay_age: float):
+    def __init__(self, core: "CoreServices", hold: float, replay_frames: int, replay_age: float):
         self.core = core
         self.net = core.net
         self.links: "LinkLayer" = core.links

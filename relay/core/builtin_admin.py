@@ -10,14 +10,14 @@ from relay.core.admin import AdminError, Reply
 from relay.core.modules import ModuleError
 
 if TYPE_CHECKING:
-    from relay.core.server import Core
+    from relay.core.interfaces import CoreServices
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(slots=True)
 class AdminContext:
-    core: "Core"
+    core: "CoreServices"
     now: float
     peer: str = "control"
 
@@ -257,6 +257,6 @@ BUILTIN_COMMANDS = [
 ]
 
 
-def install(core: "Core") -> None:
+def install(core: "CoreServices") -> None:
     for name, fn, lo, hi, text in BUILTIN_COMMANDS:
         core.admin.add(name, fn, syntax=fn.__doc__.strip(), help=text, min_args=lo, max_args=hi)

@@ -300,7 +300,7 @@ DEFAULT_PROTOCOL_MODULES = ("irc",)
 
 def _module_sections(owned: dict[str, Any], errors: list[str]) -> dict[str, Any]:
     """Validate top-level sections that belong to modules (their `Options`); others are unknown keys."""
-    from relay.core.modules import ModuleError, section_model
+    from relay.core.module_names import ModuleError, section_model
     out: dict[str, Any] = {}
     for name in dict.fromkeys([*DEFAULT_PROTOCOL_MODULES, *owned]):
         try:

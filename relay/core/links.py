@@ -29,7 +29,7 @@ from topology.link import LinkAuthenticated, LinkHandshake, LinkRefused, SendFra
 from topology.tree import LoopDetected, Tree, UnknownServer, render_map
 
 if TYPE_CHECKING:
-    from relay.core.server import Core
+    from relay.core.interfaces import CoreServices
 
 log = logging.getLogger("relay.links")
 
@@ -149,7 +149,7 @@ class LinkSession:
 class LinkLayer:
     """The router: the link sessions, the tree, and the frames in and out."""
 
-    def __init__(self, core: "Core"):
+    def __init__(self, core: "CoreServices"):
         self.core = core
         self.net = core.net
         cfg = core.config

@@ -27,15 +27,12 @@ from typing import TYPE_CHECKING, Any, Callable
 from pydantic import BaseModel, ValidationError
 
 from relay.core.config import format_errors
+from relay.core.module_names import ModuleError, resolve, section_model  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
-    from relay.core.server import Core
+    from relay.core.interfaces import CoreServices
 
 log = logging.getLogger("relay.modules")
-
-
-class ModuleError(Exception):
-    pass
 
 
 class Module:
@@ -43,7 +40,7 @@ class Module:
 
     def __init__(self, manager: "ModuleManager", name: str, pymod, options: Any):
         self.manager = manager
-        self.core: Core = manager.core
+        self.core: CoreServices = manager.core
         self.name = name
         self.pymod = pymod
         self.options = options
@@ -159,17 +156,6 @@ class ItemRegistry:
                 return
 
 
-def resolve(name: str) -> str:
-    for candidate in (f"relay.modules.{name}", f"relay.{name}.module", f"bridges.{name}.module",
-                      f"{name}.module", name):
-        try:
-            if importlib.util.find_spec(candidate) is not None:
-                return candidate
-        except (ImportError, ValueError):
-            continue
-    raise ModuleError(f"no module named {name!r} (looked for relay.modules.{name}, bridges.{name}.module, {name})")
-
-
 def validate_options(name: str, pymod, options: dict | None) -> Any:
     model: type[BaseModel] | None = getattr(pymod, "Options", None)
     if model is None:
@@ -182,26 +168,13 @@ def validate_options(name: str, pymod, options: dict | None) -> Any:
         raise ModuleError("\n".join(f"modules.{name}.{line}" for line in format_errors(e))) from None
 
 
-def section_model(name: str) -> type[BaseModel] | None:
-    """The Options model of a module that owns a top-level config section (`CONFIG_SECTION = True`)."""
-    try:
-        pymod = importlib.import_module(resolve(name))
-    except ModuleError:
-        raise
-    except Exception as e:
-        raise ModuleError(f"module {name} failed to import: {type(e).__name__}: {e}") from e
-    if not getattr(pymod, "CONFIG_SECTION", False):
-        return None
-    return getattr(pymod, "Options", None)
-
-
 # Loaded by the core at start, before the config's modules; they can be reloaded, not unloaded.
 # IRC is the native protocol: a module like the others, loaded on every server.
 CORE_MODULES = ("irc", "netsplit")
 
 
 class ModuleManager:
-    def __init__(self, core: "Core"):
+    def __init__(self, core: "CoreServices"):
         self.core = core
         self.loaded: dict[str, Module] = {}
         self._reloading = False

@@ -20,7 +20,7 @@ from relay.proto.casemap import fold_for
 from relay.proto.irc import mask_match
 
 if TYPE_CHECKING:
-    from relay.core.server import Core
+    from relay.core.interfaces import CoreServices
 
 log = logging.getLogger("relay.net")
 
@@ -44,7 +44,7 @@ class WhowasEntry:
 
 
 class Network:
-    def __init__(self, core: "Core"):
+    def __init__(self, core: "CoreServices"):
         self.core = core
         self.cfg = core.config
         self.me = core.config.server

@@ -24,7 +24,7 @@ from relay.core.model import (Channel, MemberJoined, MemberKicked, MemberLeft, M
 from relay.proto.irc import IrcConnection, LineRejected, MessageReceived, build, escape_tag_value
 
 if TYPE_CHECKING:
-    from relay.irc.module import IrcService
+    from relay.irc.service import IrcService
 
 log = logging.getLogger("relay.irc")
 

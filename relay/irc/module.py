@@ -11,7 +11,7 @@ from relay.irc import oper_links, register  # noqa: F401  (CONNECT, SQUIT, LINKS
 from relay.irc.client import IrcClient
 from relay.irc.commands import IRC_COMMANDS
 from relay.irc.options import IrcOptions
-from relay.irc.table import IrcCommand
+from relay.irc.service import IrcService
 
 CONFIG_SECTION = True   # options come from the top-level irc: section
 Options = IrcOptions
@@ -19,35 +19,9 @@ Options = IrcOptions
 SWEEP_INTERVAL = 5.0
 
 
-class IrcService:
-    """What IRC clients share on one server: options, the command table, the local clients."""
-
-    def __init__(self, core, opts: IrcOptions):
-        self.core = core
-        self.opts = opts
-        self.commands = IRC_COMMANDS.copy()
-        self.local: dict[IrcClient, None] = {}  # registered or not
-        self.registered = 0  # of those, registered (LUSERS' unknown connections are the rest)
-
-    def new_client(self, transport, listener=None, now: float | None = None) -> IrcClient:
-        return IrcClient(self, transport, self.core.now() if now is None else now)
-
-    def sweep(self, now: float) -> None:
-        """Registration timeouts, PINGs and ping timeouts for every local client, in one timer."""
-        for c in list(self.local):
-            c.check_alive(now)
-
-    def add_command(self, cmd: IrcCommand, owner: str) -> None:
-        self.commands.add(cmd.name, cmd.handler, owner=owner, min_params=cmd.min_params,
-                          registered=cmd.registered, oper=cmd.oper, count_idle=cmd.count_idle)
-
-    def remove_command(self, cmd: IrcCommand, owner: str) -> None:
-        self.commands.remove(cmd.name, owner)
-
-
 def setup(module) -> None:
     core = module.core
-    svc = IrcService(core, module.options)
+    svc = IrcService(core, module.options, IRC_COMMANDS.copy(), IrcClient)
     module.provide("irc", svc)
     for item, owner in core.items.lists.get("irc-command", ()):
         svc.add_command(item, owner)
