@@ -26,6 +26,9 @@ class Pipe:
         if not self.closed:
             self.net.queue.append((self.other, data))
 
+    def channel_bindings(self) -> dict:
+        return {}
+
     def close(self, reason: str = "") -> None:
         if not self.closed:
             self.closed = True
@@ -41,6 +44,9 @@ class FakeClientTransport:
 
     def write(self, data: bytes) -> None:
         self.out.append(data)
+
+    def channel_bindings(self) -> dict:
+        return {}
 
     def close(self, reason: str = "") -> None:
         self.closed = True

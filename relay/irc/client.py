@@ -15,9 +15,7 @@ import time as _time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from scramp import ScramException, ScramMechanism
-
-from relay.core.accounts import check_password
+from relay.core.sasl import Challenge, SaslServer, Succeeded, offered_mechanisms
 from relay.core.model import (Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
                               NickChanged, TopicChanged, User, UserInvited, UserQuit, UserUpdated,
                               format_changes, source_prefix)
@@ -31,7 +29,7 @@ log = logging.getLogger("relay.irc")
 CAPS = ("message-tags", "server-time", "echo-message", "batch", "multi-prefix", "userhost-in-names",
         "away-notify", "account-notify", "account-tag", "extended-join", "labeled-response",
         "invite-notify", "setname", "cap-notify", "sasl")
-SASL_MECHS = "PLAIN,SCRAM-SHA-256"
+IRC_SASL_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN")
 
 # Capability profile bits: which tags a client's copy of a message carries.
 T_TIME, T_MSGTAGS, T_ACCOUNT = 1, 2, 4
@@ -205,7 +203,7 @@ class IrcClient:
         out = []
         for c in CAPS:
             if c == "sasl" and self.cap_version >= 302:
-                out.append(f"sasl={SASL_MECHS}")
+                out.append(f"sasl={','.join(self.sasl_mechanisms())}")
             else:
                 out.append(c)
         return out
@@ -256,18 +254,25 @@ class IrcClient:
                                   account=self.account, ip=self.t.peer_host)
         self.svc.commands.welcome(self, now)
 
-    # SASL (AUTHENTICATE). The mechanism state lives in self.sasl.
+    # SASL (AUTHENTICATE): framing here, the mechanisms in relay.core.sasl. State lives in self.sasl.
+    def sasl_mechanisms(self) -> list[str]:
+        return offered_mechanisms(self.t.tls, self.t.channel_bindings(), plain_needs_tls=False,
+                                  allowed=IRC_SASL_MECHANISMS)
+
     def sasl_step(self, data: str, now: float) -> None:
         if self.account is not None:
             self.numeric("907", "You have already authenticated using SASL")
             return
         if self.sasl is None:
             mech = data.upper()
-            if mech not in ("PLAIN", "SCRAM-SHA-256"):
-                self.numeric("908", SASL_MECHS, "are available SASL mechanisms")
+            offered = self.sasl_mechanisms()
+            if mech not in offered:
+                self.numeric("908", ",".join(offered), "are available SASL mechanisms")
                 self.numeric("904", "SASL authentication failed")
                 return
-            self.sasl = _SaslState(mech)
+            self.sasl = _SaslState(SaslServer(mech, self.core.storage.get_account, tls=self.t.tls,
+                                              bindings=self.t.channel_bindings(), plain_needs_tls=False,
+                                              allowed=IRC_SASL_MECHANISMS))
             self.send(b"AUTHENTICATE +\r\n")
             return
         if data == "*":
@@ -283,16 +288,25 @@ class IrcClient:
             st.buf += data
         if len(data) == 400:
             return  # more chunks follow
+        if st.succeeded is not None:  # the client acknowledged the mechanism's final message
+            return self._sasl_ok(st.succeeded)
         try:
             payload = base64.b64decode(st.buf, validate=True) if st.buf else b""
         except (binascii.Error, ValueError):
             self._sasl_fail()
             return
         st.buf = ""
-        if st.mech == "PLAIN":
-            self._sasl_plain(payload)
+        out = st.server.step(payload)
+        if type(out) is Challenge:
+            self._sasl_send(out.data)
+        elif type(out) is Succeeded:
+            if out.data is None:
+                self._sasl_ok(out.account)
+            else:  # SCRAM's server-final: success once the client answers "+"
+                st.succeeded = out.account
+                self._sasl_send(out.data)
         else:
-            self._sasl_scram(payload)
+            self._sasl_fail()
 
     def _sasl_fail(self) -> None:
         self.sasl = None
@@ -308,44 +322,8 @@ class IrcClient:
         self.numeric("900", f"{nick}!{self.ident or '*'}@{self.host}", account, f"You are now logged in as {account}")
         self.numeric("903", "SASL authentication successful")
 
-    def _sasl_plain(self, payload: bytes) -> None:
-        try:
-            authzid, authcid, password = payload.decode("utf-8").split("\0")
-        except (UnicodeDecodeError, ValueError):
-            return self._sasl_fail()
-        acct = self.core.storage.get_account(authcid)
-        if acct is None or (authzid and authzid != authcid) or not check_password(acct, password):
-            return self._sasl_fail()
-        self._sasl_ok(acct.name)
-
-    def _sasl_scram(self, payload: bytes) -> None:
-        st = self.sasl
-        try:
-            if st.server is None:
-                storage = self.core.storage
-
-                def auth_fn(username):
-                    acct = storage.get_account(username)
-                    if acct is None:
-                        raise ScramException("unknown user")
-                    st.account = acct.name
-                    s = acct.scram["SCRAM-SHA-256"]
-                    return s.salt, s.stored_key, s.server_key, s.iterations
-
-                st.server = ScramMechanism("SCRAM-SHA-256").make_server(auth_fn)
-                st.server.set_client_first(payload.decode("utf-8"))
-                self._sasl_send(st.server.get_server_first())
-            elif not st.final_sent:
-                st.server.set_client_final(payload.decode("utf-8"))
-                self._sasl_send(st.server.get_server_final())
-                st.final_sent = True
-            else:
-                self._sasl_ok(st.account)
-        except (ScramException, UnicodeDecodeError):
-            self._sasl_fail()
-
-    def _sasl_send(self, msg: str) -> None:
-        b = base64.b64encode(msg.encode()).decode()
+    def _sasl_send(self, msg: bytes) -> None:
+        b = base64.b64encode(msg).decode() if msg else "+"
         for i in range(0, len(b), 400):
             self.send(build(None, "AUTHENTICATE", b[i:i + 400]))
         if len(b) % 400 == 0:
@@ -414,10 +392,10 @@ def _size(msg) -> int:
 
 
 class _SaslState:
-    __slots__ = ("mech", "buf", "server", "final_sent", "account")
+    __slots__ = ("server", "buf", "succeeded")
 
-    def __init__(self, mech: str):
-        self.mech, self.buf, self.server, self.final_sent, self.account = mech, "", None, False, None
+    def __init__(self, server: SaslServer):
+        self.server, self.buf, self.succeeded = server, "", None
 
 
 def _add_tag(line: bytes, tag: str) -> bytes:

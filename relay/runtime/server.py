@@ -27,6 +27,7 @@ from relay import __version__
 from relay.core.admin import AdminError
 from relay.core.builtin_admin import AdminContext
 from relay.core.config import Config, ConfigError
+from relay.core.sasl import server_end_point
 from relay.core.server import Core
 from relay.proto.control import ControlCodec, ControlError
 from relay.runtime.connection import Acceptor, Connection, make_listen_socket
@@ -159,6 +160,7 @@ class Runtime:
                 ctx.load_cert_chain(str(cert), str(key))
             except (OSError, ssl.SSLError) as e:
                 raise StartupError(f"listen[{i}]: cannot load TLS certificate {cert}: {e}", 2) from None
+            end_point = _end_point_hash(cert)
         proto, tls = l.proto, l.tls
         sendq = self.config.limits.link_sendq if l.proto == "link" else self.config.limits.sendq
 
@@ -168,7 +170,10 @@ class Runtime:
                 client_sock.close()
                 return None
             client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return Connection(self, client_sock, addr, proto, tls, sendq), factory[0]
+            conn = Connection(self, client_sock, addr, proto, tls, sendq)
+            if ctx is not None:
+                conn.tls_end_point = end_point
+            return conn, factory[0]
 
         port = sock.getsockname()[1]
         if ctx is None:
@@ -371,6 +376,15 @@ class Runtime:
 
     def serve_forever(self) -> None:
         self.stopped.wait()
+
+
+def _end_point_hash(cert_path) -> bytes | None:
+    """tls-server-end-point channel binding of the first certificate in a PEM file."""
+    try:
+        der = ssl.PEM_cert_to_DER_cert(Path(cert_path).read_text())
+    except (OSError, ValueError):
+        return None
+    return server_end_point(der)
 
 
 def run(config: Config, config_path: str | None, foreground: bool = True, ready=None) -> int:

@@ -27,6 +27,9 @@ class PlainTransport:
     def write(self, data: bytes) -> None:
         self.out.append(data)
 
+    def channel_bindings(self) -> dict:
+        return {}
+
     def close(self, reason: str = "") -> None:
         self.closed = True
 
