@@ -9,7 +9,7 @@ again. Anonymous clients and wildcard filters (`chan/+`, `chan/#`) are plain
 subscribers of the topic tree.
 
 Speaking. A PUBLISH on `chan/NAME` by a member is `core.net.message(user, #NAME,
-"PRIVMSG", text)`: the payload must be UTF-8 (else 5.0: 0x99, 3.1.1: dropped and
+MESSAGE, text)`: the payload must be UTF-8 (else 5.0: 0x99, 3.1.1: dropped and
 counted) and the member must be allowed to speak (+m). A non-member may not publish
 there (0x87), like IRC's +n.
 
@@ -40,7 +40,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from relay.core.model import Channel, MessageSent
+from relay.core.model import MESSAGE, TAG_ONLY, Channel, MessageSent
 from relay.core.network import JoinRefused
 from relay.proto.irc import irc_lower, valid_channel, valid_nick
 
@@ -217,7 +217,7 @@ class ChannelBridge:
         u.last_active = now
         self.current = (u, msg)
         try:
-            ev = self.net.message(u, ch, "PRIVMSG", text, now)
+            ev = self.net.message(u, ch, MESSAGE, text, now)
             if ev is None:
                 return 0          # dropped by a filter: accepted, delivered nowhere (as for IRC)
             sub = s.subs.get(s.chan_subs.get(ch.key_name, ""))
@@ -232,7 +232,7 @@ class ChannelBridge:
 
     def tap(self, ev):
         """filter_packet at the lowest priority: channel messages from local non-MQTT users enter the tree."""
-        if type(ev) is not MessageSent or type(ev.target) is not Channel or ev.kind == "TAGMSG":
+        if type(ev) is not MessageSent or type(ev.target) is not Channel or ev.kind is TAG_ONLY:
             return None
         src = ev.source
         if src.proto == "mqtt" or src.server != self.me:
@@ -248,7 +248,7 @@ class ChannelBridge:
 
     def deliver(self, s: Session, ev) -> None:
         """A network event for a member: channel and direct messages become PUBLISHes."""
-        if type(ev) is not MessageSent or ev.kind == "TAGMSG" or s.client is None:
+        if type(ev) is not MessageSent or ev.kind is TAG_ONLY or s.client is None:
             return
         t = ev.target
         ids = None

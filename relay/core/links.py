@@ -21,7 +21,7 @@ import os
 import random
 from typing import TYPE_CHECKING, Any, Callable
 
-from relay.core.model import Channel, User
+from relay.core.model import MESSAGE, NOTICE, TAG_ONLY, Channel, User
 from relay.proto.irc import irc_lower
 from relay.proto.link import Frame, LinkCodec, LinkProtocolError
 from topology.fanout import links_for, links_for_all
@@ -36,6 +36,9 @@ log = logging.getLogger("relay.links")
 STATE_FRAMES = ("SERVER", "SQUIT", "UID", "NICK", "QUIT", "KILL", "SJOIN", "PART", "KICK", "MODE", "TOPIC",
                 "UPDATE", "INVITE")
 MESSAGE_FRAMES = ("PRIVMSG", "NOTICE", "TAGMSG")
+# The link protocol names message kinds as IRC does (frame types are part of the wire format).
+FRAME_OF_KIND = {MESSAGE: "PRIVMSG", NOTICE: "NOTICE", TAG_ONLY: "TAGMSG"}
+KIND_OF_FRAME = {v: k for k, v in FRAME_OF_KIND.items()}
 
 
 class LinkSession:
@@ -406,9 +409,10 @@ class LinkLayer:
         self.msg_seq += 1
         p = {"source": ev.source.uid, "target": target, "text": ev.text, "tags": ev.tags,
              "msgid": ev.msgid, "time": ev.time}
+        ftype = FRAME_OF_KIND[ev.kind]
         if self.policy is not None:
-            self.policy.record(ev.time, self.me.id, self.msg_seq, ev.kind, p)
-        self._out(ev.kind, self.me.id, p, self._links_to(servers, None, (self.me.id, self.msg_seq, ev.kind, p)),
+            self.policy.record(ev.time, self.me.id, self.msg_seq, ftype, p)
+        self._out(ftype, self.me.id, p, self._links_to(servers, None, (self.me.id, self.msg_seq, ftype, p)),
                   self.msg_seq)
 
     def _links_to(self, servers, exclude: str | None = None, frame: tuple | None = None) -> set[str]:
@@ -621,7 +625,7 @@ class LinkLayer:
             ch = self.net.find_channel(t)
             if ch is None:
                 return
-            ev = self.net.message(src, ch, f.type, p["text"], p.get("time", now), p.get("tags") or {},
+            ev = self.net.message(src, ch, KIND_OF_FRAME[f.type], p["text"], p.get("time", now), p.get("tags") or {},
                                   p.get("msgid"), propagate=False)
             if ev is not None:
                 self._out(f.type, f.origin, p, self._links_to(ch.servers, s.peer_id, (f.origin, f.seq, f.type, p)),
@@ -631,7 +635,7 @@ class LinkLayer:
             if u is None:
                 return
             if u.session is not None:
-                self.net.message(src, u, f.type, p["text"], p.get("time", now), p.get("tags") or {},
+                self.net.message(src, u, KIND_OF_FRAME[f.type], p["text"], p.get("time", now), p.get("tags") or {},
                                  p.get("msgid"), propagate=False)
             else:
                 self._out(f.type, f.origin, p, self._links_to((u.server,), s.peer_id, (f.origin, f.seq, f.type, p)),
@@ -699,10 +703,7 @@ class LinkLayer:
             sess.drop(reason, now)
 
     def oper_notice(self, text: str) -> None:
-        line = f":{self.me.name} NOTICE * :*** {text}\r\n".encode()
-        for u in self.net.users.values():
-            if u.session is not None and "o" in u.modes and hasattr(u.session, "send"):
-                u.session.send(line)
+        self.net.notify_opers(text, self.core.now())
 
     # ------------------------------------------------------------------ views
     def hops(self, sid: str) -> int:

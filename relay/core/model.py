@@ -116,8 +116,14 @@ class Event:
         self.time = time
 
 
+# MessageSent.kind: what sort of message, named for every protocol (IRC renders PRIVMSG, NOTICE, TAGMSG).
+MESSAGE = "message"   # a message people read
+NOTICE = "notice"     # a message that must never trigger an automatic reply (bots, services)
+TAG_ONLY = "tag"      # metadata only (typing, reactions): no text
+
+
 class MessageSent(Event):
-    """PRIVMSG / NOTICE / TAGMSG to a channel or a user."""
+    """A message to a channel or a user; `kind` is MESSAGE, NOTICE or TAG_ONLY."""
     __slots__ = ("source", "target", "kind", "text", "tags", "msgid")
 
     def __init__(self, time, source: User, target, kind: str, text: str, tags: dict, msgid: str):
@@ -196,6 +202,15 @@ class UserInvited(Event):
     def __init__(self, time, source: User, user: User, channel: Channel):
         super().__init__(time)
         self.source, self.user, self.channel = source, user, channel
+
+
+class OperNoticeSent(Event):
+    """Something network operators should know (a refused link, a loop): told to local operators."""
+    __slots__ = ("text",)
+
+    def __init__(self, time, text: str):
+        super().__init__(time)
+        self.text = text
 
 
 def source_prefix(src: User | str) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from relay.core.fanout import ChannelFanout
 from relay.core.model import (Ban, Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
-                              NickChanged, TopicChanged, User, UserInvited, UserQuit, UserUpdated)
+                              NickChanged, OperNoticeSent, TopicChanged, User, UserInvited, UserQuit, UserUpdated)
 from relay.proto.casemap import fold_for
 from relay.proto.irc import mask_match
 
@@ -118,6 +118,11 @@ class Network:
             s = u.session
             if s is not None:
                 s.deliver(event)
+
+    def notify_opers(self, text: str, now: float) -> None:
+        """Tell local network operators (user mode o), in whatever protocol they use."""
+        self.tell([u for u in self.users.values() if u.session is not None and "o" in u.modes],
+                  OperNoticeSent(now, text))
 
     def neighbours(self, user: User, include_self: bool = False) -> list[User]:
         """Local users sharing a channel with `user` (each once)."""

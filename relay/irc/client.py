@@ -16,7 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from relay.core.sasl import Challenge, SaslServer, Succeeded, offered_mechanisms
-from relay.core.model import (Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
+from relay.core.model import (MESSAGE, NOTICE, TAG_ONLY, Channel, OperNoticeSent, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
                               NickChanged, TopicChanged, User, UserInvited, UserQuit, UserUpdated,
                               format_changes, source_prefix)
 from relay.proto.irc import IrcConnection, LineRejected, MessageReceived, build, escape_tag_value
@@ -30,6 +30,9 @@ CAPS = ("message-tags", "server-time", "echo-message", "batch", "multi-prefix", 
         "away-notify", "account-notify", "account-tag", "extended-join", "labeled-response",
         "invite-notify", "setname", "cap-notify", "sasl")
 IRC_SASL_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN")
+
+# How each kind of network message is written in IRC.
+IRC_VERB = {MESSAGE: "PRIVMSG", NOTICE: "NOTICE", TAG_ONLY: "TAGMSG"}
 
 # Capability profile bits: which tags a client's copy of a message carries.
 T_TIME, T_MSGTAGS, T_ACCOUNT = 1, 2, 4
@@ -333,7 +336,8 @@ class IrcClient:
     def deliver(self, ev) -> None:
         if self.closed:
             return
-        data = _RENDER[type(ev)](self, ev)
+        render = _RENDER.get(type(ev))  # an event IRC has no words for is not shown
+        data = render(self, ev) if render is not None else None
         if data:
             self.send(data)
 
@@ -355,11 +359,11 @@ class IrcClient:
         k = _MKEYS[bits]
         data = ev.cache.get(k)
         if data is None:
-            if ev.kind == "TAGMSG" and not bits & T_MSGTAGS:
+            if ev.kind is TAG_ONLY and not bits & T_MSGTAGS:
                 return None
             src = ev.source
-            data = ev.cache[k] = build(src.prefix, ev.kind, ev.target.name,
-                                       *((ev.text,) if ev.kind != "TAGMSG" else ()), tags=_tags(bits, ev, src))
+            data = ev.cache[k] = build(src.prefix, IRC_VERB[ev.kind], ev.target.name,
+                                       *((ev.text,) if ev.kind is not TAG_ONLY else ()), tags=_tags(bits, ev, src))
         return data
 
     def _refan(self) -> None:
@@ -413,13 +417,13 @@ def _cached(c: IrcClient, ev, key, make) -> bytes:
 
 
 def _r_message(c: IrcClient, ev: MessageSent) -> bytes | None:
-    if ev.kind == "TAGMSG" and not c.tagbits & T_MSGTAGS:
+    if ev.kind is TAG_ONLY and not c.tagbits & T_MSGTAGS:
         return None
     src = ev.source
     if type(ev.target) is Channel:
         return IrcClient.render_shared(ev, c.tagbits)
-    params = (ev.target.nick, ev.text) if ev.kind != "TAGMSG" else (ev.target.nick,)
-    return build(src.prefix, ev.kind, *params, tags=c.tags_for(ev, src))
+    params = (ev.target.nick, ev.text) if ev.kind is not TAG_ONLY else (ev.target.nick,)
+    return build(src.prefix, IRC_VERB[ev.kind], *params, tags=c.tags_for(ev, src))
 
 
 def _r_join(c: IrcClient, ev: MemberJoined) -> bytes:
@@ -494,8 +498,12 @@ def _r_invite(c: IrcClient, ev: UserInvited) -> bytes | None:
     return build(ev.source.prefix, "INVITE", ev.user.nick, ev.channel.name, tags=c.tags_for(ev, ev.source))
 
 
+def _r_oper_notice(c: IrcClient, ev: OperNoticeSent) -> bytes:
+    return _cached(c, ev, "on", lambda: build(c.server_name, "NOTICE", "*", f"*** {ev.text}"))
+
+
 _RENDER = {
     MessageSent: _r_message, MemberJoined: _r_join, MemberLeft: _r_part, MemberKicked: _r_kick,
     UserQuit: _r_quit, NickChanged: _r_nick, ModeChanged: _r_mode, TopicChanged: _r_topic,
-    UserUpdated: _r_updated, UserInvited: _r_invite,
+    UserUpdated: _r_updated, UserInvited: _r_invite, OperNoticeSent: _r_oper_notice,
 }

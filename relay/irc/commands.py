@@ -9,7 +9,7 @@ import time as _time
 from relay import __version__
 from relay.irc.client import CAPS, IrcClient
 from relay.irc.table import CommandTable
-from relay.core.model import Channel, User
+from relay.core.model import MESSAGE, NOTICE, TAG_ONLY, Channel, User
 from relay.core.network import JoinRefused, Network
 from relay.proto.irc import irc_lower, mask_match, normalize_mask, valid_channel, valid_nick
 
@@ -824,19 +824,19 @@ def channel_mode(c: IrcClient, msg, now):
 @command("PRIVMSG")
 def privmsg(c: IrcClient, msg, now):
     """PRIVMSG target[,target] :text"""
-    _message(c, msg, now, "PRIVMSG")
+    _message(c, msg, now, MESSAGE)
 
 
 @command("NOTICE")
 def notice(c: IrcClient, msg, now):
     """NOTICE target[,target] :text"""
-    _message(c, msg, now, "NOTICE")
+    _message(c, msg, now, NOTICE)
 
 
 @command("TAGMSG", min_params=1)
 def tagmsg(c: IrcClient, msg, now):
     """TAGMSG target[,target]"""
-    _message(c, msg, now, "TAGMSG")
+    _message(c, msg, now, TAG_ONLY)
 
 
 def _client_tags(msg) -> dict:
@@ -844,13 +844,14 @@ def _client_tags(msg) -> dict:
 
 
 def _message(c: IrcClient, msg, now, kind: str):
-    quiet = kind == "NOTICE"  # NOTICE never triggers automatic replies
+    verb = msg.command
+    quiet = kind is NOTICE  # NOTICE never triggers automatic replies
     if not msg.params or not msg.params[0]:
         if not quiet:
-            c.numeric("411", f"No recipient given ({kind})")
+            c.numeric("411", f"No recipient given ({verb})")
         return
     text = ""
-    if kind != "TAGMSG":
+    if kind is not TAG_ONLY:
         if len(msg.params) < 2 or not msg.params[1]:
             if not quiet:
                 c.numeric("412", "No text to send")
@@ -876,7 +877,7 @@ def _message(c: IrcClient, msg, now, kind: str):
                 if not quiet:
                     c.numeric("404", ch.name, "Cannot send to channel")
                 continue
-            ev = net.message(u, ch, kind, fit(text, u.prefix, kind, ch.name), now, tags)
+            ev = net.message(u, ch, kind, fit(text, u.prefix, verb, ch.name), now, tags)
         else:
             target = net.nicks.get(irc_lower(t))
             if target is None:
@@ -887,12 +888,12 @@ def _message(c: IrcClient, msg, now, kind: str):
                 # labeled-response: to oneself, only the echo is the labeled reply, not the delivery.
                 buf, c.label_buf = c.label_buf, None
                 try:
-                    ev = net.message(u, target, kind, fit(text, u.prefix, kind, target.nick), now, tags)
+                    ev = net.message(u, target, kind, fit(text, u.prefix, verb, target.nick), now, tags)
                 finally:
                     c.label_buf = buf
             else:
-                ev = net.message(u, target, kind, fit(text, u.prefix, kind, target.nick), now, tags)
-            if target.away and kind == "PRIVMSG":
+                ev = net.message(u, target, kind, fit(text, u.prefix, verb, target.nick), now, tags)
+            if target.away and kind is MESSAGE:
                 c.numeric("301", target.nick, target.away)
-        if echo and ev is not None and (kind != "TAGMSG" or "message-tags" in c.caps):
+        if echo and ev is not None and (kind is not TAG_ONLY or "message-tags" in c.caps):
             c.deliver(ev)

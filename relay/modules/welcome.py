@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from relay.core.model import User
+from relay.core.model import NOTICE, User
 from relay.proto.irc import irc_lower
 
 
@@ -35,7 +35,7 @@ def setup(module) -> None:
         if text is None or user.session is None:
             return None
         module.state["greeted"] += 1
-        module.core.net.message(service, user, "NOTICE", text.format(nick=user.nick, channel=channel.name),
+        module.core.net.message(service, user, NOTICE, text.format(nick=user.nick, channel=channel.name),
                                 module.core.now(), propagate=False)
         return None
 
