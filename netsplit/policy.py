@@ -204,6 +204,10 @@ class NetsplitPolicy:
             if getattr(u, what) != p.get(key):
                 setattr(u, what, p.get(key))
                 self.net.update_user(u, what, now, propagate=False)
+        attrs = p.get("attrs") if isinstance(p.get("attrs"), dict) else {}
+        if attrs != u.attrs:
+            u.attrs = attrs
+            self.net.update_user(u, "attrs", now, propagate=False)
         return True
 
     def burst_ended(self, s: "LinkSession", now: float) -> None:

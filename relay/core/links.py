@@ -339,7 +339,8 @@ class LinkLayer:
     def _uid_payload(u: User) -> dict:
         return {"uid": u.uid, "nick": u.nick, "ts": int(u.nick_ts), "user": u.ident, "host": u.host,
                 "realname": u.realname, "server": u.server, "account": u.account, "away": u.away,
-                "modes": "".join(sorted(u.modes)), "proto": u.proto, "ip": u.ip, "signon": int(u.signon)}
+                "modes": "".join(sorted(u.modes)), "proto": u.proto, "ip": u.ip, "signon": int(u.signon),
+                "attrs": u.attrs}
 
     @staticmethod
     def _sjoin_payload(ch: Channel, members: list, full: bool) -> dict:
@@ -364,7 +365,7 @@ class LinkLayer:
 
     def user_updated(self, u: User, what: str) -> None:
         value = {"away": u.away, "account": u.account, "realname": u.realname,
-                 "modes": "".join(sorted(u.modes))}.get(what)
+                 "modes": "".join(sorted(u.modes)), "attrs": u.attrs}.get(what)
         self.broadcast("UPDATE", {"uid": u.uid, "what": what, "value": value}, origin=u.server)
 
     def member_joined(self, u: User, ch: Channel, created: bool) -> None:
@@ -513,7 +514,7 @@ class LinkLayer:
         nick = self.policy.resolve_nick(p["nick"], p["ts"], p["uid"], now)
         u = self.net.introduce(None, nick, p["user"], p["host"], p["realname"], p.get("proto") or "irc", now,
                                account=p.get("account"), ip=p.get("ip") or "0.0.0.0", uid=p["uid"], server=server,
-                               nick_ts=p["ts"], propagate=False)
+                               nick_ts=p["ts"], propagate=False, attrs=_attrs(p.get("attrs")))
         u.away = p.get("away")
         self.net.replace_user_modes(u, p.get("modes") or "")
         u.signon = p.get("signon", now)
@@ -598,6 +599,8 @@ class LinkLayer:
                 u.realname = v
             elif what == "modes":
                 self.net.replace_user_modes(u, v or "")
+            elif what == "attrs":
+                u.attrs = _attrs(v)
             self.net.update_user(u, what, now, propagate=False)
         self._out("UPDATE", f.origin, p, links_for_all(self.tree, s.peer_id), f.seq)
 
@@ -760,3 +763,10 @@ class LinkLayer:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.state(), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _attrs(v) -> dict:
+    """Protocol attributes from a frame: {protocol: {name: value}}; anything else is dropped."""
+    if not isinstance(v, dict):
+        return {}
+    return {k: a for k, a in v.items() if isinstance(k, str) and isinstance(a, dict)}

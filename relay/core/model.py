@@ -13,9 +13,17 @@ from typing import Any
 
 
 class User:
+    """A member of the network, from any protocol.
+
+    `nick` is network-unique; `ident`, `host` and `realname` are the neutral
+    identity every protocol shows (user name, visible host, display name);
+    `modes` are network user modes (i invisible, o network operator);
+    `attrs` holds what only its protocol knows, by protocol name (an XMPP full
+    JID and resource, a SIP contact, an MQTT client id), carried over links.
+    """
     __slots__ = ("uid", "nick", "ident", "host", "realname", "server", "account", "away", "modes",
                  "nick_ts", "signon", "proto", "channels", "session", "ip", "invites", "oper_name",
-                 "last_active")
+                 "last_active", "attrs")
 
     def __init__(self, uid: str, nick: str, ident: str, host: str, realname: str, server: str,
                  proto: str, nick_ts: float, signon: float, account: str | None = None,
@@ -29,6 +37,7 @@ class User:
         self.invites: set[str] = set()
         self.oper_name: str | None = None
         self.last_active = signon
+        self.attrs: dict[str, dict] = {}
 
     @property
     def prefix(self) -> str:

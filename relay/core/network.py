@@ -143,9 +143,11 @@ class Network:
     def introduce(self, session: Any, nick: str, ident: str, host: str, realname: str, proto: str,
                   now: float, account: str | None = None, ip: str = "0.0.0.0",
                   uid: str | None = None, server: str | None = None, nick_ts: float | None = None,
-                  propagate: bool = True) -> User:
+                  propagate: bool = True, attrs: dict | None = None) -> User:
         u = User(uid or self.new_uid(), nick, ident, host, realname, server or self.me.id, proto,
                  int(nick_ts if nick_ts is not None else now), now, account, session, ip)
+        if attrs:
+            u.attrs = attrs
         self.users[u.uid] = u
         self.nicks[self.fold(nick)] = u
         if session is not None:
@@ -191,6 +193,14 @@ class Network:
         self.tell(self.neighbours(user, include_self=True), NickChanged(now, user, old_prefix))
         if propagate and self.router:
             self.router.nick_changed(user)
+
+    def set_attrs(self, user: User, proto: str, values: dict, now: float, propagate: bool = True) -> None:
+        """Replace one protocol's attributes of a user (they travel with the user over links)."""
+        if values:
+            user.attrs[proto] = values
+        else:
+            user.attrs.pop(proto, None)
+        self.update_user(user, "attrs", now, propagate)
 
     def update_user(self, user: User, what: str, now: float, propagate: bool = True) -> None:
         """Tell neighbours that away / account / realname changed (they filter by capability)."""
