@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time as _time
 
 from relay import __version__
+from relay.core.passwords import verify_password as verify_oper_password
 from relay.irc.client import CAPS, IrcClient
 from relay.irc.table import CommandTable
 from relay.core.model import MESSAGE, NOTICE, TAG_ONLY, Channel, User
@@ -462,21 +461,6 @@ def oper(c: IrcClient, msg, now):
     c.numeric("381", "You are now an IRC operator")
     c.send(_mode_line(u, "+o"))
     c.net.update_user(u, "modes", now)
-
-
-def hash_oper_password(password: str, salt: bytes) -> str:
-    h = hashlib.scrypt(password.encode(), salt=salt, n=2 ** 14, r=8, p=1)
-    return f"scrypt${salt.hex()}${h.hex()}"
-
-
-def verify_oper_password(stored: str, password: str) -> bool:
-    try:
-        kind, salt, digest = stored.split("$")
-    except ValueError:
-        return False
-    if kind != "scrypt":
-        return False
-    return hmac.compare_digest(hash_oper_password(password, bytes.fromhex(salt)), stored)
 
 
 def _mode_line(u: User, modes: str) -> bytes:

@@ -34,7 +34,7 @@ def test_create_channel_rule(tmp_path):
 
 
 def test_oper_rule_and_password(tmp_path):
-    from relay.irc.commands import hash_oper_password
+    from relay.core.passwords import hash_password as hash_oper_password
     h = hash_oper_password("operpw", b"0123456789abcdef")
     w = Wire(tmp_path, ["a"], irc={"opers": [{"name": "root", "password": h}]},
              acl={"admins": {"account": ["alice"]}},
