@@ -34,7 +34,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .codec import PublishTemplate, Pubrel, Will
-from .topics import RetainedStore, TopicTree, parse_shared
+from relay.core.topics import RetainedStore, TopicTree, parse_shared
 
 if TYPE_CHECKING:
     from .client import Client

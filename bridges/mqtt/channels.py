@@ -44,9 +44,9 @@ from relay.core.model import MESSAGE, TAG_ONLY, Channel, MessageSent
 from relay.core.network import JoinRefused
 from relay.proto.irc import irc_lower, valid_channel, valid_nick
 
-from .acl import topic_matches
+from relay.core.topic_acl import topic_matches
 from .broker import Message, Session
-from .topics import valid_topic_name
+from relay.core.topics import valid_topic_name
 
 if TYPE_CHECKING:
     from .broker import Broker, Sub

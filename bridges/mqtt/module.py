@@ -25,10 +25,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .acl import TopicAcl
+from relay.core.topic_acl import TopicAcl
 from .broker import NEVER, Broker
 from .client import Client, WsClient
-from .topics import valid_topic_filter
+from relay.core.topics import valid_topic_filter
 
 
 class AclRule(BaseModel):

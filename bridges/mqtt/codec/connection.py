@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..topics import parse_shared, valid_topic_filter
+from relay.core.topics import parse_shared, valid_topic_filter
 from .wire import (MAX_REMAINING_LENGTH, MalformedPacket, MqttError, PacketType, ProtocolError, ReasonCode,
                    ReturnCode311, _CONNACK_5_TO_311, _RC_AUTH, _RC_CONNACK, _RC_CONNACK_311, _RC_DISCONNECT,
                    _RC_PUBACK, _RC_PUBREL, _RC_SUBACK, _RC_SUBACK_311, _RC_UNSUBACK, _SMALL_VARINTS, _bin, _read_bin,
