@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from relay.proto.irc import irc_lower
 
 log = logging.getLogger("relay.netsplit")
 
@@ -61,7 +60,7 @@ def merge_channel(net, me_name: str, p: dict, now: float, seen: set | None = Non
     if theirs_win:
         ch.ts = ts
     joiners = [u for u, _ in members if u not in ch.members]
-    changes = _merge_changes(ch, p, {u: st for u, st in members}, keep_ours, take_theirs)
+    changes = _merge_changes(ch, p, {u: st for u, st in members}, keep_ours, take_theirs, net.fold)
     batch, close = None, None
     if open_batch is not None and (joiners or changes) and ch.local:
         batch, close = open_batch(ch)
@@ -72,7 +71,7 @@ def merge_channel(net, me_name: str, p: dict, now: float, seen: set | None = Non
     if close is not None:
         close()
     if seen is not None:
-        seen.update((u.uid, irc_lower(name)) for u, _ in members)
+        seen.update((u.uid, net.fold(name)) for u, _ in members)
     out = {"channel": ch.name, "ts": int(ch.ts), "modes": "",
            "members": [[u.uid, ch.members.get(u, "")] for u, _ in members]}
     if take_theirs:
@@ -89,7 +88,7 @@ def merge_channel(net, me_name: str, p: dict, now: float, seen: set | None = Non
     return out
 
 
-def _merge_changes(ch, p: dict, theirs: dict, keep_ours: bool, take_theirs: bool) -> list[tuple]:
+def _merge_changes(ch, p: dict, theirs: dict, keep_ours: bool, take_theirs: bool, fold) -> list[tuple]:
     """The mode changes that turn our channel into the merged one: removals first, then additions.
     Equal ts: the union; where both have a key or a limit, the lower one (the same on every server)."""
     minus, plus = [], []
@@ -105,11 +104,11 @@ def _merge_changes(ch, p: dict, theirs: dict, keep_ours: bool, take_theirs: bool
         elif target is not None and target != ours:
             plus.append(("+", mode, str(target)))
     for m in LIST_MODES:
-        have = {irc_lower(b.mask): b.mask for b in ch.lists[m]}
+        have = {fold(b.mask): b.mask for b in ch.lists[m]}
         want = dict(have) if keep_ours else {}
         if take_theirs:
             for e in (p.get("lists") or {}).get(m, []):
-                want.setdefault(irc_lower(e[0]), e[0])
+                want.setdefault(fold(e[0]), e[0])
         minus += [("-", m, have[k]) for k in have if k not in want]
         plus += [("+", m, want[k]) for k in want if k not in have]
     for u, st in list(ch.members.items()) + [(u, "") for u in theirs if u not in ch.members]:

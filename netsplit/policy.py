@@ -21,7 +21,7 @@ from relay.core.model import User
 
 if TYPE_CHECKING:
     from relay.core.links import LinkLayer, LinkSession
-    from relay.core.server import Core
+    from relay.core.interfaces import CoreServices
 
 log = logging.getLogger("relay.netsplit")
 
@@ -38,7 +38,7 @@ class HeldSplit:
 
 
 class NetsplitPolicy:
-    def __init__(self, core: "Core", hold: float, replay_frames: int, replay_age: float):
+    def __init__(self, core: "CoreServices", hold: float, replay_frames: int, replay_age: float):
         self.core = core
         self.net = core.net
         self.links: "LinkLayer" = core.links
@@ -261,6 +261,10 @@ class NetsplitPolicy:
             if getattr(u, what) != p.get(key):
                 setattr(u, what, p.get(key))
                 self.net.update_user(u, what, now, propagate=False)
+        attrs = p.get("attrs") if isinstance(p.get("attrs"), dict) else {}
+        if attrs != u.attrs:
+            u.attrs = attrs
+            self.net.update_user(u, "attrs", now, propagate=False)
         return True
 
     def burst_ended(self, s: "LinkSession", now: float, root: str) -> None:

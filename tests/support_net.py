@@ -26,6 +26,9 @@ class Pipe:
         if not self.closed:
             self.net.queue.append((self.other, data))
 
+    def channel_bindings(self) -> dict:
+        return {}
+
     def close(self, reason: str = "") -> None:
         if not self.closed:
             self.closed = True
@@ -41,6 +44,9 @@ class FakeClientTransport:
 
     def write(self, data: bytes) -> None:
         self.out.append(data)
+
+    def channel_bindings(self) -> dict:
+        return {}
 
     def close(self, reason: str = "") -> None:
         self.closed = True
@@ -58,7 +64,7 @@ class Client:
     def __init__(self, wire: "Wire", core: Core, nick: str):
         self.wire, self.core, self.nick = wire, core, nick
         self.t = FakeClientTransport()
-        self.session = core.net.irc_factory(self.t, None, wire.now)
+        self.session = core.services["irc"].new_client(self.t, None, wire.now)
         self.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}")
         self.t.out.clear()
 

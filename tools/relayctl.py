@@ -421,7 +421,7 @@ def _quiet_call(cfg, argv):
 @click.argument("password")
 def mkpasswd(password):
     """Hash a password for an oper block (irc.opers[].password)."""
-    from relay.core.irc.commands import hash_oper_password
+    from relay.core.passwords import hash_password as hash_oper_password
     click.echo(hash_oper_password(password, os.urandom(16)))
 
 

@@ -34,7 +34,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .codec import PublishTemplate, Pubrel, Will
-from .topics import RetainedStore, TopicTree, parse_shared
+from relay.core.topics import RetainedStore, TopicTree, parse_shared
 
 if TYPE_CHECKING:
     from .client import Client
@@ -142,7 +142,7 @@ class Session:
         self.seq = itertools.count(1)
         self.client: Client | None = None
         self.user = None
-        self.chan_subs: dict[str, str] = {}   # irc_lower(channel) -> the filter that joined it
+        self.chan_subs: dict[str, str] = {}   # net.fold(channel) -> the filter that joined it
         self.disconnected_at: float | None = None
         self.will: Will | None = None
         self.will_due: float | None = None

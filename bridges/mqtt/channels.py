@@ -9,7 +9,7 @@ again. Anonymous clients and wildcard filters (`chan/+`, `chan/#`) are plain
 subscribers of the topic tree.
 
 Speaking. A PUBLISH on `chan/NAME` by a member is `core.net.message(user, #NAME,
-"PRIVMSG", text)`: the payload must be UTF-8 (else 5.0: 0x99, 3.1.1: dropped and
+MESSAGE, text)`: the payload must be UTF-8 (else 5.0: 0x99, 3.1.1: dropped and
 counted) and the member must be allowed to speak (+m, bans). A non-member may not publish
 there, like IRC's +n. A refused publish is counted (`refused_channel_publish` in `mqtt
 stats`), logged at info (at most every 10 s per session) and, at QoS 1/2, acked 0x87 with
@@ -44,14 +44,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from relay.core.irc.commands import can_send
-from relay.core.model import Channel, MessageSent
+from relay.core.model import MESSAGE, TAG_ONLY, Channel, MessageSent
 from relay.core.network import JoinRefused
-from relay.proto.irc import irc_lower, valid_channel, valid_nick
+from relay.proto.irc import valid_channel, valid_nick
 
-from .acl import topic_matches
+from relay.core.topic_acl import topic_matches
 from .broker import Message, Session
-from .topics import valid_topic_name
+from relay.core.topics import valid_topic_name
 
 if TYPE_CHECKING:
     from .broker import Broker, Sub
@@ -83,7 +82,7 @@ class ChannelBridge:
         if not name or "/" in name or "+" in name or "#" in name:
             return None
         ch = "#" + name
-        return ch if valid_channel(ch, self.core.config.irc.channellen) else None
+        return ch if valid_channel(ch, self.core.config.network.channellen) else None
 
     def member_cids(self, topic: str) -> set[str] | None:
         name = self.channel_for(topic)
@@ -99,7 +98,7 @@ class ChannelBridge:
         return f"{self.direct_prefix}{username}/inbox"
 
     def make_nick(self, username: str | None) -> str:
-        nicklen = self.core.config.irc.nicklen
+        nicklen = self.core.config.network.nicklen
         base = _NICK_BAD.sub("_", username or "mqtt")
         if not base or not valid_nick(base[:1], nicklen):
             base = "m" + base
@@ -124,15 +123,11 @@ class ChannelBridge:
         return s.user
 
     def _join(self, u, name: str, now: float) -> int:
-        if irc_lower(name) in u.channels:
+        if self.net.fold(name) in u.channels:
             return 0
         try:
-            ch = self.net.check_join(u, name, None)
+            self.net.check_join(u, name, None)
         except JoinRefused:
-            return 0x87
-        acl = self.core.acl
-        if ch is None and "create_channel" in acl.rule_names() and \
-                not acl.allowed("create_channel", self.core.subject(u.account, u.ip)):
             return 0x87
         self.net.join(u, name, now)
         return 0
@@ -144,7 +139,7 @@ class ChannelBridge:
         name = self.channel_for(sub.filter)
         if name is None:
             return 0
-        key = irc_lower(name)
+        key = self.net.fold(name)
         if key in s.chan_subs and s.user is not None and key in s.user.channels:
             return 0
         u = self.ensure_user(s, now)
@@ -157,7 +152,7 @@ class ChannelBridge:
         name = self.channel_for(topic_filter)
         if name is None:
             return
-        key = irc_lower(name)
+        key = self.net.fold(name)
         if s.chan_subs.get(key) != topic_filter:
             return
         del s.chan_subs[key]
@@ -175,7 +170,7 @@ class ChannelBridge:
             for f, sub in s.subs.items():
                 name = self.channel_for(f) if sub.group is None else None
                 if name is not None:
-                    s.chan_subs.setdefault(irc_lower(name), f)
+                    s.chan_subs.setdefault(self.net.fold(name), f)
         if not s.chan_subs:
             return
         u = self.ensure_user(s, now)
@@ -227,7 +222,7 @@ class ChannelBridge:
             b.stats["invalid_utf8"] += 1
             return 0x99, "a channel message must not contain NUL"
         text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
-        if not can_send(ch, u):
+        if not self.net.may_speak(ch, u):
             if "m" in ch.modes and not ch.members[u]:
                 why = f"{name} is moderated (+m): only members with voice or ops may speak"
             else:
@@ -236,7 +231,7 @@ class ChannelBridge:
         u.last_active = now
         self.current = (u, msg)
         try:
-            ev = self.net.message(u, ch, "PRIVMSG", text, now)
+            ev = self.net.message(u, ch, MESSAGE, text, now)
             if ev is None:
                 return 0          # dropped by a filter: accepted, delivered nowhere (as for IRC)
             sub = s.subs.get(s.chan_subs.get(ch.key_name, ""))
@@ -261,7 +256,7 @@ class ChannelBridge:
 
     def tap(self, ev):
         """filter_packet at the lowest priority: channel messages from local non-MQTT users enter the tree."""
-        if type(ev) is not MessageSent or type(ev.target) is not Channel or ev.kind == "TAGMSG":
+        if type(ev) is not MessageSent or type(ev.target) is not Channel or ev.kind is TAG_ONLY:
             return None
         src = ev.source
         if src.proto == "mqtt" or src.server != self.me:
@@ -286,7 +281,7 @@ class ChannelBridge:
 
     def deliver(self, s: Session, ev) -> None:
         """A network event for a member: channel and direct messages become PUBLISHes."""
-        if type(ev) is not MessageSent or ev.kind == "TAGMSG" or s.client is None:
+        if type(ev) is not MessageSent or ev.kind is TAG_ONLY or s.client is None:
             return
         t = ev.target
         ids = None

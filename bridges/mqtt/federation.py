@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from .broker import Message
 from .store import props_from_json, props_to_json
-from .topics import TopicTree, parse_shared
+from relay.core.topics import TopicTree, parse_shared
 
 if TYPE_CHECKING:
     from .broker import Broker

@@ -30,11 +30,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relay.core.http_routes import BINARY_STREAM
+from relay.core.topic_acl import TopicAcl
+from relay.core.topics import valid_topic_filter
 
-from .acl import TopicAcl
 from .broker import NEVER, Broker
 from .client import Client
-from .topics import valid_topic_filter
 
 # Operator commands, syntax: help (read by relayctl without a server; setup() binds the handlers).
 COMMANDS = {

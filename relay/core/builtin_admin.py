@@ -10,14 +10,14 @@ from relay.core.admin import AdminError, CommandSpec, Reply, parse_syntax
 from relay.core.modules import ModuleError, shipped_modules
 
 if TYPE_CHECKING:
-    from relay.core.server import Core
+    from relay.core.interfaces import CoreServices
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(slots=True)
 class AdminContext:
-    core: "Core"
+    core: "CoreServices"
     now: float
     peer: str = "control"
 
@@ -304,7 +304,7 @@ ARGUMENT_KINDS = {
 }
 
 
-def install(core: "Core") -> None:
+def install(core: "CoreServices") -> None:
     for kind, names in ARGUMENT_KINDS.items():
         core.admin.kind(kind, names)
     for fn, text, *kinds in BUILTIN_COMMANDS:

@@ -104,6 +104,7 @@ class HttpSection(Strict):
     max_header_bytes: Annotated[int, Field(ge=1024)] = 16384     # request line and headers: 431 past it
     max_body_bytes: Annotated[int, Field(ge=0)] = 1024 * 1024    # request body: 413 past it
     max_message_bytes: Annotated[int, Field(ge=512)] = 65536     # one message of a line protocol: close 1009
+    request_timeout: PositiveFloat = 30.0                        # a request, or a keep-alive wait: 408 past it
 
 
 class LimitsSection(Strict):
@@ -121,34 +122,23 @@ class TlsSection(Strict):
     key: str | None = None
 
 
-class OperBlock(Strict):
-    name: Annotated[str, Field(min_length=1)]
-    # scrypt hash made by `relayctl mkpasswd`; never a clear password.
-    password: Annotated[str, Field(min_length=1)]
-    # Access rule that must also allow the client (see access_rules:).
-    rule: str = "oper"
-
-
-class IrcSection(Strict):
+class NetworkSection(Strict):
+    """Limits every protocol shares, so a name valid on one server is valid on all of them."""
     nicklen: Annotated[int, Field(ge=1, le=64)] = 9
     channellen: Annotated[int, Field(ge=2, le=200)] = 50
     topiclen: Annotated[int, Field(ge=1, le=400)] = 390
     awaylen: Annotated[int, Field(ge=1, le=400)] = 200
     kicklen: Annotated[int, Field(ge=1, le=400)] = 255
-    maxtargets: Annotated[int, Field(ge=1, le=100)] = 4
-    chanlimit: Annotated[int, Field(ge=1)] = 50
-    maxlist: Annotated[int, Field(ge=1)] = 100
-    modes_per_line: Annotated[int, Field(ge=1, le=20)] = 4
-    ping_interval: PositiveFloat = 90.0
-    ping_timeout: PositiveFloat = 120.0
-    registration_timeout: PositiveFloat = 30.0
-    whowas: Annotated[int, Field(ge=0)] = 100
-    motd: str = "Welcome to relaynet."
-    password: str | None = None   # server password clients must send with PASS (none by default)
-    admin_name: str = "relaynet operator"
-    admin_email: str = "root@localhost"
-    admin_location: str = "Earth"
-    opers: list[OperBlock] = []
+    chanlimit: Annotated[int, Field(ge=1)] = 50   # channels per member
+    maxlist: Annotated[int, Field(ge=1)] = 100    # entries per ban/exception/invite list
+    whowas: Annotated[int, Field(ge=0)] = 100     # departed members remembered (WHOWAS)
+    # How nicks and channel names fold for comparison: IRC's rfc1459 ([]\~ are the upper case of {}|^)
+    # or plain ascii. Names from XMPP and SIP are folded the same way once mapped onto nicks and channels.
+    casemapping: Literal["rfc1459", "ascii"] = "rfc1459"
+
+
+# Keys that lived under irc: before the network: section existed; still accepted there.
+NETWORK_KEYS = tuple(NetworkSection.model_fields)
 
 
 class AccountsSection(Strict):
@@ -192,7 +182,7 @@ class Config(Strict):
     http: HttpSection = HttpSection()
     limits: LimitsSection = LimitsSection()
     tls: TlsSection = TlsSection()
-    irc: IrcSection = IrcSection()
+    network: NetworkSection = NetworkSection()
     accounts: AccountsSection = AccountsSection()
     links: list[LinkBlock] = []
     linking: LinkingSection = LinkingSection()
@@ -208,6 +198,13 @@ class Config(Strict):
 
     # Set by load(): where relative paths are resolved from.
     base_dir: str = Field(default=".", exclude=True)
+    # Top-level sections owned by protocol modules (irc:, later xmpp:, sip:), validated by the
+    # module's Options model: name -> options. Set by parse().
+    sections: dict[str, Any] = Field(default={}, exclude=True)
+
+    def section(self, name: str) -> Any:
+        """The validated options of a module's own top-level section (None if it has none)."""
+        return self.sections.get(name)
 
     @field_validator("listen")
     @classmethod
@@ -283,11 +280,32 @@ def parse(data: Any, base_dir: str = ".") -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(["(top level): must be a mapping of keys to values"])
+    data = dict(data)
+    moved: list[str] = []
+    old = data.get("irc")
+    if isinstance(old, dict) and any(k in old for k in NETWORK_KEYS):
+        # Network limits moved from irc: to network:; an irc: that still has them keeps working.
+        old = dict(old)
+        net = dict(data.get("network") or {})
+        for k in NETWORK_KEYS:
+            if k in old and k not in net:
+                net[k] = old.pop(k)
+                moved.append(k)
+        data["irc"], data["network"] = old, net
+    owned = {k: data.pop(k) for k in list(data) if k not in Config.model_fields}
+    errors: list[str] = []
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_errors(e)) from None
+        # An error in a moved key is named where the file has it.
+        errors = [f"irc.{line[8:]}" if line.startswith("network.") and line[8:].split(":")[0].split(".")[0]
+                  in moved else line for line in format_errors(e)]
+        cfg = None
+    sections = _module_sections(owned, errors)
+    if errors:
+        raise ConfigError(errors)
     cfg.base_dir = base_dir
+    cfg.sections = sections
     # ACL sections are validated by their own schema; imported late to keep config importable alone.
     from relay.core.acl import Acl, AclConfigError
     try:
@@ -295,6 +313,43 @@ def parse(data: Any, base_dir: str = ".") -> Config:
     except AclConfigError as e:
         raise ConfigError(e.errors) from None
     return cfg
+
+
+# Protocol modules loaded on every server; their top-level sections exist even when the file omits them.
+DEFAULT_PROTOCOL_MODULES = ("irc",)
+
+
+def _module_sections(owned: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+    """Validate top-level sections that belong to modules (their `Options`); others are unknown keys."""
+    from relay.core.module_names import ModuleError, section_model
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys([*DEFAULT_PROTOCOL_MODULES, *owned]):
+        try:
+            model = section_model(name)
+        except ModuleError:
+            model = None
+        if model is None:
+            errors.append(f"{name}: unknown key")
+            continue
+        value = owned.get(name)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            errors.append(f"{name}: must be a mapping of keys to values")
+            continue
+        try:
+            out[name] = model.model_validate(value)
+        except ValidationError as e:
+            errors.extend(f"{name}.{line}" for line in format_errors(e))
+    return out
+
+
+def dump(cfg: Config) -> dict:
+    """The whole configuration as plain data, modules' sections included."""
+    out = cfg.model_dump(mode="json")
+    for name, opts in cfg.sections.items():
+        out[name] = opts.model_dump(mode="json")
+    return out
 
 
 def load(path: str | os.PathLike | None) -> Config:
@@ -316,4 +371,4 @@ def load(path: str | os.PathLike | None) -> Config:
 
 
 def defaults_dump() -> dict:
-    return Config().model_dump(mode="json")
+    return dump(parse({}))

@@ -21,21 +21,23 @@ import os
 import random
 from typing import TYPE_CHECKING, Any, Callable
 
-from relay.core.model import Channel, User
-from relay.proto.irc import irc_lower
+from relay.core.model import MESSAGE, NOTICE, TAG_ONLY, Channel, User
 from relay.proto.link import MAX_SEQ, Frame, LinkCodec, LinkProtocolError, valid_server_id
 from topology.fanout import links_for, links_for_all
 from topology.link import LinkAuthenticated, LinkHandshake, LinkRefused, SendFrame
 from topology.tree import LoopDetected, Tree, UnknownServer, render_map
 
 if TYPE_CHECKING:
-    from relay.core.server import Core
+    from relay.core.interfaces import CoreServices
 
 log = logging.getLogger("relay.links")
 
 STATE_FRAMES = ("SERVER", "SQUIT", "UID", "NICK", "QUIT", "KILL", "SJOIN", "PART", "KICK", "MODE", "TOPIC",
                 "UPDATE", "INVITE")
 MESSAGE_FRAMES = ("PRIVMSG", "NOTICE", "TAGMSG")
+# The link protocol names message kinds as IRC does (frame types are part of the wire format).
+FRAME_OF_KIND = {MESSAGE: "PRIVMSG", NOTICE: "NOTICE", TAG_ONLY: "TAGMSG"}
+KIND_OF_FRAME = {v: k for k, v in FRAME_OF_KIND.items()}
 
 
 def _valid_seq(v) -> bool:
@@ -155,7 +157,7 @@ class LinkSession:
 class LinkLayer:
     """The router: the link sessions, the tree, and the frames in and out."""
 
-    def __init__(self, core: "Core"):
+    def __init__(self, core: "CoreServices"):
         self.core = core
         self.net = core.net
         cfg = core.config
@@ -349,7 +351,8 @@ class LinkLayer:
     def _uid_payload(u: User) -> dict:
         return {"uid": u.uid, "nick": u.nick, "ts": int(u.nick_ts), "user": u.ident, "host": u.host,
                 "realname": u.realname, "server": u.server, "account": u.account, "away": u.away,
-                "modes": "".join(sorted(u.modes)), "proto": u.proto, "ip": u.ip, "signon": int(u.signon)}
+                "modes": "".join(sorted(u.modes)), "proto": u.proto, "ip": u.ip, "signon": int(u.signon),
+                "attrs": u.attrs}
 
     @staticmethod
     def _sjoin_payload(ch: Channel, members: list, full: bool) -> dict:
@@ -374,7 +377,7 @@ class LinkLayer:
 
     def user_updated(self, u: User, what: str) -> None:
         value = {"away": u.away, "account": u.account, "realname": u.realname,
-                 "modes": "".join(sorted(u.modes))}.get(what)
+                 "modes": "".join(sorted(u.modes)), "attrs": u.attrs}.get(what)
         self.broadcast("UPDATE", {"uid": u.uid, "what": what, "value": value}, origin=u.server)
 
     def member_joined(self, u: User, ch: Channel, created: bool) -> None:
@@ -420,11 +423,12 @@ class LinkLayer:
         self.msg_seq += 1
         p = {"source": ev.source.uid, "target": target, "text": ev.text, "tags": ev.tags,
              "msgid": ev.msgid, "time": ev.time}
-        frame = (self.me.id, self.msg_seq, ev.kind, p)
+        ftype = FRAME_OF_KIND[ev.kind]
+        frame = (self.me.id, self.msg_seq, ftype, p)
         links = self._links_to(servers, None, frame)
         if self.policy is not None:
             self.policy.record(ev.time, *frame, links)
-        self._out(ev.kind, self.me.id, p, links, self.msg_seq)
+        self._out(ftype, self.me.id, p, links, self.msg_seq)
 
     def _links_to(self, servers, exclude: str | None = None, frame: tuple | None = None) -> set[str]:
         try:
@@ -529,7 +533,7 @@ class LinkLayer:
         nick = self.policy.resolve_nick(p["nick"], p["ts"], p["uid"], now)
         u = self.net.introduce(None, nick, p["user"], p["host"], p["realname"], p.get("proto") or "irc", now,
                                account=p.get("account"), ip=p.get("ip") or "0.0.0.0", uid=p["uid"], server=server,
-                               nick_ts=p["ts"], propagate=False)
+                               nick_ts=p["ts"], propagate=False, attrs=_attrs(p.get("attrs")))
         u.away = p.get("away")
         self.net.replace_user_modes(u, p.get("modes") or "")
         u.signon = p.get("signon", now)
@@ -614,6 +618,8 @@ class LinkLayer:
                 u.realname = v
             elif what == "modes":
                 self.net.replace_user_modes(u, v or "")
+            elif what == "attrs":
+                u.attrs = _attrs(v)
             self.net.update_user(u, what, now, propagate=False)
         self._out("UPDATE", f.origin, p, links_for_all(self.tree, s.peer_id), f.seq)
 
@@ -649,14 +655,14 @@ class LinkLayer:
             ch = self.net.find_channel(t)
             if ch is None:
                 return set()
-            ev = self.net.message(src, ch, f.type, p["text"], p.get("time", now), p.get("tags") or {},
+            ev = self.net.message(src, ch, KIND_OF_FRAME[f.type], p["text"], p.get("time", now), p.get("tags") or {},
                                   p.get("msgid"), propagate=False)
             return set() if ev is None else self._links_to(ch.servers, s.peer_id, frame)
         u = self._user(t)
         if u is None:
             return set()
         if u.session is not None:
-            self.net.message(src, u, f.type, p["text"], p.get("time", now), p.get("tags") or {},
+            self.net.message(src, u, KIND_OF_FRAME[f.type], p["text"], p.get("time", now), p.get("tags") or {},
                              p.get("msgid"), propagate=False)
             return set()
         return self._links_to((u.server,), s.peer_id, frame)
@@ -723,10 +729,7 @@ class LinkLayer:
             sess.drop(reason, now)
 
     def oper_notice(self, text: str) -> None:
-        line = f":{self.me.name} NOTICE * :*** {text}\r\n".encode()
-        for u in self.net.users.values():
-            if u.session is not None and "o" in u.modes and hasattr(u.session, "send"):
-                u.session.send(line)
+        self.net.notify_opers(text, self.core.now())
 
     # ------------------------------------------------------------------ views
     def hops(self, sid: str) -> int:
@@ -783,3 +786,10 @@ class LinkLayer:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.state(), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _attrs(v) -> dict:
+    """Protocol attributes from a frame: {protocol: {name: value}}; anything else is dropped."""
+    if not isinstance(v, dict):
+        return {}
+    return {k: a for k, a in v.items() if isinstance(k, str) and isinstance(a, dict)}

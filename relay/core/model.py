@@ -13,9 +13,17 @@ from typing import Any
 
 
 class User:
+    """A member of the network, from any protocol.
+
+    `nick` is network-unique; `ident`, `host` and `realname` are the neutral
+    identity every protocol shows (user name, visible host, display name);
+    `modes` are network user modes (i invisible, o network operator);
+    `attrs` holds what only its protocol knows, by protocol name (an XMPP full
+    JID and resource, a SIP contact, an MQTT client id), carried over links.
+    """
     __slots__ = ("uid", "nick", "ident", "host", "realname", "server", "account", "away", "modes",
                  "nick_ts", "signon", "proto", "channels", "session", "ip", "invites", "oper_name",
-                 "last_active")
+                 "last_active", "attrs")
 
     def __init__(self, uid: str, nick: str, ident: str, host: str, realname: str, server: str,
                  proto: str, nick_ts: float, signon: float, account: str | None = None,
@@ -29,6 +37,7 @@ class User:
         self.invites: set[str] = set()
         self.oper_name: str | None = None
         self.last_active = signon
+        self.attrs: dict[str, dict] = {}
 
     @property
     def prefix(self) -> str:
@@ -116,8 +125,14 @@ class Event:
         self.time = time
 
 
+# MessageSent.kind: what sort of message, named for every protocol (IRC renders PRIVMSG, NOTICE, TAGMSG).
+MESSAGE = "message"   # a message people read
+NOTICE = "notice"     # a message that must never trigger an automatic reply (bots, services)
+TAG_ONLY = "tag"      # metadata only (typing, reactions): no text
+
+
 class MessageSent(Event):
-    """PRIVMSG / NOTICE / TAGMSG to a channel or a user."""
+    """A message to a channel or a user; `kind` is MESSAGE, NOTICE or TAG_ONLY."""
     __slots__ = ("source", "target", "kind", "text", "tags", "msgid")
 
     def __init__(self, time, source: User, target, kind: str, text: str, tags: dict, msgid: str):
@@ -197,6 +212,15 @@ class UserInvited(Event):
     def __init__(self, time, source: User, user: User, channel: Channel):
         super().__init__(time)
         self.source, self.user, self.channel = source, user, channel
+
+
+class OperNoticeSent(Event):
+    """Something network operators should know (a refused link, a loop): told to local operators."""
+    __slots__ = ("text",)
+
+    def __init__(self, time, text: str):
+        super().__init__(time)
+        self.text = text
 
 
 def source_prefix(src: User | str) -> str:

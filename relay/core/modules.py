@@ -6,8 +6,15 @@ pydantic model (its config, validated like the rest), `save(module)` and
 registers through its `Module` handle is recorded, so unloading it needs no
 code from its author.
 
-Names resolve to `relay.modules.<name>`, then `bridges.<name>.module`, then a
-dotted import path. The core imports them by name only: it never imports a bridge.
+Names resolve to `relay.modules.<name>`, then `relay.<name>.module` (the IRC
+protocol package), then `bridges.<name>.module`, then a dotted import path. The
+core imports them by name only: it never imports a protocol.
+
+Modules meet through two registries, like Prosody's `module:add_item` and
+`module:provides`: items (`add_item("irc-command", spec)`: any module may add
+to a list that the owning module watches through the `item_added/<key>` and
+`item_removed/<key>` hooks) and services (`provide("irc", service)`: one
+object by name). Both are undone on unload.
 """
 
 from __future__ import annotations
@@ -24,15 +31,12 @@ from pydantic import BaseModel, ValidationError
 
 from relay.core.admin import specs_of
 from relay.core.config import format_errors
+from relay.core.module_names import ModuleError, resolve, section_model  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
-    from relay.core.server import Core
+    from relay.core.interfaces import CoreServices
 
 log = logging.getLogger("relay.modules")
-
-
-class ModuleError(Exception):
-    pass
 
 
 class Module:
@@ -40,7 +44,7 @@ class Module:
 
     def __init__(self, manager: "ModuleManager", name: str, pymod, options: Any):
         self.manager = manager
-        self.core: Core = manager.core
+        self.core: CoreServices = manager.core
         self.name = name
         self.pymod = pymod
         self.options = options
@@ -49,7 +53,8 @@ class Module:
         self._hooks: list = []
         self._timers: list = []
         self._commands: list[str] = []
-        self._irc_commands: list[str] = []
+        self._items: list[tuple[str, Any]] = []
+        self._services: list[str] = []
         self._protocols: list[str] = []
         self._datagram_protocols: list[str] = []
         self._routes: list = []      # HTTP and WebSocket routes (relay.core.http_routes)
@@ -91,9 +96,19 @@ class Module:
         self.core.admin.add(name, handler, syntax=syntax, help=help, owner=self.name, **counts)
         self._commands.append(name)
 
-    def irc_command(self, name: str, handler: Callable, **spec):
-        self.core.irc_commands.add(name, handler, owner=self.name, **spec)
-        self._irc_commands.append(name)
+    def add_item(self, key: str, item: Any) -> Any:
+        """Add to a named list that another module consumes (e.g. "irc-command")."""
+        self.core.items.add(key, item, self.name)
+        self._items.append((key, item))
+        return item
+
+    def provide(self, name: str, service: Any) -> Any:
+        """Publish an object other modules and operator commands can find as core.services[name]."""
+        if name in self.core.services:
+            raise ModuleError(f"service {name!r} is already provided")
+        self.core.services[name] = service
+        self._services.append(name)
+        return service
 
     def protocol(self, proto: str, factory: Callable):
         """Provide a listener protocol: `listen: [{proto: NAME, ...}]` entries use `factory`."""
@@ -134,13 +149,19 @@ class Module:
         self._cleanups.append(fn)
 
     def registrations(self) -> dict[str, int]:
-        return {
+        out = {
             "hooks": sum(1 for h in self._hooks if h in self.core.hooks.handlers(h.hook)),
             "timers": sum(1 for t in self._timers if not t.cancelled),
-            "commands": len(self._commands), "irc_commands": len(self._irc_commands),
-            "protocols": len(self._protocols), "datagram_protocols": len(self._datagram_protocols),
+            "commands": len(self._commands), "protocols": len(self._protocols),
+            "datagram_protocols": len(self._datagram_protocols),
             "routes": len(self._routes), "dials": sum(1 for d in self._dials if not d.done),
         }
+        for key, _ in self._items:  # "irc-command" -> "irc_commands"
+            k = key.replace("-", "_") + "s"
+            out[k] = out.get(k, 0) + 1
+        if self._services:
+            out["services"] = len(self._services)
+        return out
 
     def _teardown(self) -> None:
         for fn in reversed(self._cleanups):
@@ -154,8 +175,10 @@ class Module:
             t.cancel()
         for c in self._commands:
             self.core.admin.remove(c, owner=self.name)
-        for c in self._irc_commands:
-            self.core.irc_commands.remove(c, owner=self.name)
+        for key, item in reversed(self._items):
+            self.core.items.remove(key, item)
+        for name in self._services:
+            self.core.services.pop(name, None)
         for p in self._protocols:
             self.core.remove_protocol(p, owner=self.name)
         for p in self._datagram_protocols:
@@ -165,18 +188,31 @@ class Module:
         for d in self._dials:
             d.cancel("Module unloaded")
         self._hooks.clear(); self._timers.clear(); self._commands.clear()
-        self._irc_commands.clear(); self._protocols.clear(); self._cleanups.clear()
+        self._items.clear(); self._services.clear(); self._protocols.clear(); self._cleanups.clear()
         self._datagram_protocols.clear(); self._routes.clear(); self._dials.clear()
 
 
-def resolve(name: str) -> str:
-    for candidate in (f"relay.modules.{name}", f"bridges.{name}.module", f"{name}.module", name):
-        try:
-            if importlib.util.find_spec(candidate) is not None:
-                return candidate
-        except (ImportError, ValueError):
-            continue
-    raise ModuleError(f"no module named {name!r} (looked for relay.modules.{name}, bridges.{name}.module, {name})")
+class ItemRegistry:
+    """Named lists modules add to; the consumer hears `item_added/<key>` and `item_removed/<key>`."""
+
+    def __init__(self, hooks) -> None:
+        self.hooks = hooks
+        self.lists: dict[str, list[tuple[Any, str]]] = {}
+
+    def get(self, key: str) -> list[Any]:
+        return [item for item, _ in self.lists.get(key, ())]
+
+    def add(self, key: str, item: Any, owner: str) -> None:
+        self.lists.setdefault(key, []).append((item, owner))
+        self.hooks.run(f"item_added/{key}", item, owner)
+
+    def remove(self, key: str, item: Any) -> None:
+        entries = self.lists.get(key, [])
+        for i, (it, owner) in enumerate(entries):
+            if it is item:
+                del entries[i]
+                self.hooks.run(f"item_removed/{key}", item, owner)
+                return
 
 
 def shipped_modules() -> dict[str, Path]:
@@ -227,11 +263,12 @@ def validate_options(name: str, pymod, options: dict | None) -> Any:
 
 
 # Loaded by the core at start, before the config's modules; they can be reloaded, not unloaded.
-CORE_MODULES = ("netsplit",)
+# IRC is the native protocol: a module like the others, loaded on every server.
+CORE_MODULES = ("irc", "netsplit")
 
 
 class ModuleManager:
-    def __init__(self, core: "Core"):
+    def __init__(self, core: "CoreServices"):
         self.core = core
         self.loaded: dict[str, Module] = {}
         self._reloading = False
@@ -249,6 +286,8 @@ class ModuleManager:
             raise
         except Exception as e:
             raise ModuleError(f"module {name} failed to import: {type(e).__name__}: {e}") from e
+        if options is None and self.core.config.section(name) is not None:
+            options = self.core.config.section(name).model_dump()
         opts = validate_options(name, pymod, options)
         setup = getattr(pymod, "setup", None)
         if setup is None:

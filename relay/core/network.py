@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from relay.core.fanout import ChannelFanout
 from relay.core.model import (Ban, Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
-                              NickChanged, TopicChanged, User, UserInvited, UserQuit, UserUpdated)
-from relay.proto.irc import irc_lower, mask_match
+                              NickChanged, OperNoticeSent, TopicChanged, User, UserInvited, UserQuit, UserUpdated)
+from relay.proto.casemap import fold_for
+from relay.proto.irc import mask_match
 
 if TYPE_CHECKING:
-    from relay.core.server import Core
+    from relay.core.interfaces import CoreServices
 
 log = logging.getLogger("relay.net")
 
@@ -27,7 +28,7 @@ _B36 = string.digits + string.ascii_uppercase
 
 
 class JoinRefused(Exception):
-    """Why a member may not join: code is one of banned, invite_only, bad_key, full, too_many, bad_name."""
+    """Why a member may not join: banned, invite_only, bad_key, full, too_many, may_not_create."""
 
     def __init__(self, code: str):
         super().__init__(code)
@@ -43,17 +44,19 @@ class WhowasEntry:
 
 
 class Network:
-    def __init__(self, core: "Core"):
+    def __init__(self, core: "CoreServices"):
         self.core = core
         self.cfg = core.config
         self.me = core.config.server
+        # Every name lookup folds with the network's casemapping.
+        self.fold = fold_for(core.config.network.casemapping)
         self.users: dict[str, User] = {}          # uid -> user
-        self.nicks: dict[str, User] = {}          # irc_lower(nick) -> user
-        self.channels: dict[str, Channel] = {}    # irc_lower(name) -> channel
+        self.nicks: dict[str, User] = {}          # fold(nick) -> user
+        self.channels: dict[str, Channel] = {}    # fold(name) -> channel
         self.local_count = 0
         self.max_local = 0
         self.max_global = 0
-        self.whowas: deque[WhowasEntry] = deque(maxlen=core.config.irc.whowas)
+        self.whowas: deque[WhowasEntry] = deque(maxlen=core.config.network.whowas)
         self._uid_counter = itertools.count(1)
         self._msgid = itertools.count(1)
         self.router: Any = None  # link layer; None on a lone server
@@ -62,10 +65,10 @@ class Network:
 
     # ------------------------------------------------------------------ lookups
     def find_nick(self, nick: str) -> User | None:
-        return self.nicks.get(irc_lower(nick))
+        return self.nicks.get(self.fold(nick))
 
     def find_channel(self, name: str) -> Channel | None:
-        return self.channels.get(irc_lower(name))
+        return self.channels.get(self.fold(name))
 
     def counts(self) -> dict:
         return {"users": len(self.users), "local": self.local_count, "channels": len(self.channels),
@@ -116,6 +119,11 @@ class Network:
             if s is not None:
                 s.deliver(event)
 
+    def notify_opers(self, text: str, now: float) -> None:
+        """Tell local network operators (user mode o), in whatever protocol they use."""
+        self.tell([u for u in self.users.values() if u.session is not None and "o" in u.modes],
+                  OperNoticeSent(now, text))
+
     def neighbours(self, user: User, include_self: bool = False) -> list[User]:
         """Local users sharing a channel with `user` (each once)."""
         seen: dict[User, None] = {}
@@ -129,17 +137,19 @@ class Network:
 
     # ------------------------------------------------------------------ users
     def nick_in_use(self, nick: str, but: User | None = None) -> bool:
-        u = self.nicks.get(irc_lower(nick))
+        u = self.nicks.get(self.fold(nick))
         return u is not None and u is not but
 
     def introduce(self, session: Any, nick: str, ident: str, host: str, realname: str, proto: str,
                   now: float, account: str | None = None, ip: str = "0.0.0.0",
                   uid: str | None = None, server: str | None = None, nick_ts: float | None = None,
-                  propagate: bool = True) -> User:
+                  propagate: bool = True, attrs: dict | None = None) -> User:
         u = User(uid or self.new_uid(), nick, ident, host, realname, server or self.me.id, proto,
                  int(nick_ts if nick_ts is not None else now), now, account, session, ip)
+        if attrs:
+            u.attrs = attrs
         self.users[u.uid] = u
-        self.nicks[irc_lower(nick)] = u
+        self.nicks[self.fold(nick)] = u
         if session is not None:
             self.local_count += 1
             self.max_local = max(self.max_local, self.local_count)
@@ -163,8 +173,8 @@ class Network:
         for m in self.mode_counts:
             if m in user.modes:
                 self.mode_counts[m] -= 1
-        if self.nicks.get(irc_lower(user.nick)) is user:
-            del self.nicks[irc_lower(user.nick)]
+        if self.nicks.get(self.fold(user.nick)) is user:
+            del self.nicks[self.fold(user.nick)]
         if user.session is not None:
             self.local_count -= 1
         self.core.hooks.run("client_disconnected", user, reason)
@@ -173,7 +183,7 @@ class Network:
 
     def change_nick(self, user: User, new: str, now: float, propagate: bool = True, ts: float | None = None) -> None:
         old_prefix = user.prefix
-        old_key, new_key = irc_lower(user.nick), irc_lower(new)
+        old_key, new_key = self.fold(user.nick), self.fold(new)
         if self.nicks.get(old_key) is user:
             del self.nicks[old_key]
         self.nicks[new_key] = user
@@ -184,6 +194,14 @@ class Network:
         if propagate and self.router:
             self.router.nick_changed(user)
 
+    def set_attrs(self, user: User, proto: str, values: dict, now: float, propagate: bool = True) -> None:
+        """Replace one protocol's attributes of a user (they travel with the user over links)."""
+        if values:
+            user.attrs[proto] = values
+        else:
+            user.attrs.pop(proto, None)
+        self.update_user(user, "attrs", now, propagate)
+
     def update_user(self, user: User, what: str, now: float, propagate: bool = True) -> None:
         """Tell neighbours that away / account / realname changed (they filter by capability)."""
         self.tell(self.neighbours(user, include_self=(what == "realname")), UserUpdated(now, user, what))
@@ -191,12 +209,18 @@ class Network:
             self.router.user_updated(user, what)
 
     # ------------------------------------------------------------------ channels
+    # ------------------------------------------------------------------ channel policy
+    # Who may join, speak and set the topic: one set of rules for every protocol.
     def check_join(self, user: User, name: str, key: str | None) -> Channel | None:
         """Raise JoinRefused if `user` may not join; return the channel if it exists."""
-        ch = self.channels.get(irc_lower(name))
-        if len(user.channels) >= self.cfg.irc.chanlimit and irc_lower(name) not in user.channels:
+        ch = self.channels.get(self.fold(name))
+        if len(user.channels) >= self.cfg.network.chanlimit and self.fold(name) not in user.channels:
             raise JoinRefused("too_many")
         if ch is None:
+            acl = self.core.acl
+            if "create_channel" in acl.rule_names() and \
+                    not acl.allowed("create_channel", self.core.subject(user.account, user.ip)):
+                raise JoinRefused("may_not_create")
             return None
         invited = ch.key_name in user.invites
         if self.matches_list(ch, "b", user) and not self.matches_list(ch, "e", user) and not invited:
@@ -208,6 +232,23 @@ class Network:
         if ch.limit and len(ch.members) >= ch.limit and not invited:
             raise JoinRefused("full")
         return ch
+
+    def may_speak(self, ch: Channel, user: User) -> bool:
+        """+n keeps non-members out, +m needs a status, a ban (without exception) silences."""
+        st = ch.members.get(user)
+        if st is None:
+            return "n" not in ch.modes and "m" not in ch.modes and not self.banned(ch, user)
+        if st:
+            return True
+        if "m" in ch.modes:
+            return False
+        return not self.banned(ch, user)
+
+    def may_set_topic(self, ch: Channel, user: User) -> bool:
+        return "t" not in ch.modes or "o" in ch.members.get(user, "")
+
+    def banned(self, ch: Channel, user: User) -> bool:
+        return bool(ch.lists["b"]) and self.matches_list(ch, "b", user) and not self.matches_list(ch, "e", user)
 
     def matches_list(self, ch: Channel, mode: str, user: User) -> bool:
         entries = ch.lists[mode]
@@ -225,7 +266,7 @@ class Network:
 
     def join(self, user: User, name: str, now: float, status: str | None = None,
              ts: float | None = None, propagate: bool = True, batch: str | None = None) -> Channel:
-        key = irc_lower(name)
+        key = self.fold(name)
         ch = self.channels.get(key)
         created = ch is None
         if created:
@@ -304,9 +345,9 @@ class Network:
                 done.append((sign, m, u.nick))
             elif m in "beI":
                 lst = ch.lists[m]
-                have = next((b for b in lst if irc_lower(b.mask) == irc_lower(arg)), None)
+                have = next((b for b in lst if self.fold(b.mask) == self.fold(arg)), None)
                 if add and have is None:
-                    if len(lst) >= self.cfg.irc.maxlist:
+                    if len(lst) >= self.cfg.network.maxlist:
                         continue
                     lst.append(Ban(arg, source.prefix if isinstance(source, User) else source, now))
                     done.append((sign, m, arg))
@@ -362,11 +403,6 @@ class Network:
             elif propagate and self.router:
                 self.router.direct_message(ev)
         return ev
-
-    # ------------------------------------------------------------------ protocol glue
-    def irc_factory(self, transport, listener, now: float):
-        from relay.core.irc.client import IrcClient
-        return IrcClient(self.core, transport, now)
 
     def shutdown(self, reason: str, now: float) -> None:
         for u in [u for u in self.users.values() if u.session is not None]:

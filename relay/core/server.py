@@ -1,4 +1,4 @@
-"""The core: network state, command tables, hooks, modules, storage.
+"""The core: network state, hooks, modules, operator commands, storage. Knows no protocol.
 
 Synchronous and never yielding; every entry point takes `now`. The runtime
 owns sockets and the clock and calls in here; tests call in directly.
@@ -19,13 +19,11 @@ from relay.core.acl import Acl, Subject
 from relay.core.admin import AdminTable
 from relay.core.config import Config
 from relay.core.hooks import HookBus
-from relay.core.http_routes import ANY_LINES, BINARY_LINES, TEXT_LINES, HttpRoutes
-from relay.core.modules import ModuleManager
+from relay.core.http_routes import HttpRoutes
+from relay.core.modules import ItemRegistry, ModuleManager
 from relay.core.timers import TimerQueue
 
 log = logging.getLogger("relay.core")
-
-IRC_SWEEP_INTERVAL = 5.0
 
 
 class Transport:
@@ -52,6 +50,8 @@ class Core:
         self.hooks = HookBus()
         self.timers = TimerQueue()
         self.admin = AdminTable()
+        self.items = ItemRegistry(self.hooks)
+        self.services: dict[str, Any] = {}   # name -> object a module provides (module.provide)
         self.modules = ModuleManager(self)
         self.protocols: dict[str, tuple[Callable, str]] = {}
         self.protocols_changed: Callable[[], None] | None = None  # runtime: open/close listeners
@@ -68,33 +68,13 @@ class Core:
             config.data_path.mkdir(parents=True, exist_ok=True)
             storage = SqliteStorage(config.data_path / "accounts.db")
         self.storage = storage
-        # The IRC-native network model and command table; imported here so tests can build a bare Core.
         from relay.core.network import Network
-        from relay.core.irc import oper_links, register  # noqa: F401  (CONNECT, SQUIT, LINKS, MAP; REGISTER)
-        from relay.core.irc.commands import IRC_COMMANDS
-        self.irc_commands = IRC_COMMANDS.copy()
-        self.irc_local: dict = {}  # IrcClient -> None, registered or not
-        self.irc_registered = 0    # of those, registered (LUSERS' unknown connections are the rest)
         self.net = Network(self)
-        irc = config.irc
-        # Timeouts are enforced to within a quarter of the shortest one (5 s with the defaults).
-        sweep = min(IRC_SWEEP_INTERVAL, irc.registration_timeout / 4, irc.ping_interval / 4, irc.ping_timeout / 4)
-        self.timers.every(sweep, self._sweep_irc, now, owner="irc")
         from relay.core.links import LinkLayer
         self.links = LinkLayer(self)
         builtin_admin.install(self)
-        self.add_protocol("irc", self.net.irc_factory, owner="core")
-        # IRC over WebSocket (IRCv3 websocket); `/` too, where web IRC clients connect by default.
-        irc_ws = {"binary.ircv3.net": BINARY_LINES, "text.ircv3.net": TEXT_LINES, None: ANY_LINES}
-        for path in ("/irc", "/"):
-            self.http.add_websocket(path, irc_ws, self.net.irc_factory, owner="core")
         self.add_protocol("http", self.http.listener(), owner="core")
         self.add_protocol("link", self.links.accept, owner="core")
-
-    def _sweep_irc(self, now: float) -> None:
-        """Registration timeouts, PINGs and ping timeouts for every local IRC client, in one timer."""
-        for c in list(self.irc_local):
-            c.check_alive(now)
 
     # Time: the runtime passes `now` into every call; modules scheduling timers ask here.
     def now(self) -> float:

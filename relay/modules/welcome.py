@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from relay.core.model import User
-from relay.proto.irc import irc_lower
+from relay.core.model import NOTICE, User
 
 COMMANDS = {"welcome stats": "how many members the welcome module has greeted"}  # syntax: help
 
@@ -27,7 +26,7 @@ class Options(BaseModel):
 
 def setup(module) -> None:
     opts: Options = module.options
-    greetings = {irc_lower(k): v for k, v in opts.channels.items()}
+    greetings = {module.core.net.fold(k): v for k, v in opts.channels.items()}
     me = module.core.config.server
     service = User("", opts.sender, "service", me.name, "Welcome service", me.id, "service", 0.0, 0.0)
     module.state.setdefault("greeted", 0)
@@ -37,7 +36,7 @@ def setup(module) -> None:
         if text is None or user.session is None:
             return None
         module.state["greeted"] += 1
-        module.core.net.message(service, user, "NOTICE", text.format(nick=user.nick, channel=channel.name),
+        module.core.net.message(service, user, NOTICE, text.format(nick=user.nick, channel=channel.name),
                                 module.core.now(), propagate=False)
         return None
 

@@ -16,6 +16,8 @@ import re
 import string
 from dataclasses import dataclass
 
+from relay.proto.casemap import rfc1459_fold
+
 __all__ = [
     "Message", "ProtocolError", "parse_line", "build", "escape_tag_value", "unescape_tag_value",
     "MessageReceived", "LineRejected", "IrcConnection",
@@ -290,11 +292,7 @@ class IrcConnection:
 # -- IRC text rules -------------------------------------------------------------
 
 CASEMAP = "rfc1459"
-_LOWER = str.maketrans(string.ascii_uppercase + "[]\\~", string.ascii_lowercase + "{}|^")
-
-
-def irc_lower(s: str) -> str:
-    return s.translate(_LOWER)
+irc_lower = rfc1459_fold  # the default network casemapping (relay.proto.casemap)
 
 
 _NICK_FIRST = frozenset(string.ascii_letters + "[]\\`_^{|}")

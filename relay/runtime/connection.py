@@ -42,7 +42,7 @@ class Connection:
 
     __slots__ = ("rt", "sock", "fd", "watched", "peer_host", "peer_port", "tls", "proto", "handler", "out",
                  "out_bytes", "sendq", "flush_scheduled", "writer", "rwatch", "closing", "closed", "close_reason",
-                 "lost_told", "bytes_in", "bytes_out", "tail", "runs")
+                 "lost_told", "bytes_in", "bytes_out", "tail", "runs", "tls_end_point")
 
     def __init__(self, rt, sock, addr, proto: str, tls: bool, sendq: int):
         self.rt = rt
@@ -71,6 +71,7 @@ class Connection:
         self.bytes_in = self.bytes_out = 0
         self.tail = None  # the shared run at the end of the outbox, still open (relay.core.fanout)
         self.runs = 0     # shared runs in the outbox
+        self.tls_end_point: bytes | None = None  # RFC 5929 hash of our certificate, set by the TLS listener
 
     # ---------------------------------------------------------------- Transport
     @property
@@ -81,6 +82,22 @@ class Connection:
     def congested(self) -> bool:
         """The socket took less than it was given: the rest waits for it to drain."""
         return self.writer is not None
+
+    def channel_bindings(self) -> dict[str, bytes]:
+        """SASL -PLUS channel bindings this TLS connection can give (relay.core.sasl)."""
+        if not self.tls:
+            return {}
+        out = {}
+        if self.tls_end_point is not None:
+            out["tls-server-end-point"] = self.tls_end_point
+        try:
+            if self.sock.version() == "TLSv1.2":
+                unique = self.sock.get_channel_binding("tls-unique")
+                if unique:
+                    out["tls-unique"] = unique
+        except (AttributeError, ValueError, OSError):
+            pass
+        return out
 
     def write(self, data: bytes) -> None:
         if self.closing:

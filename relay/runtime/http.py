@@ -67,7 +67,7 @@ class HttpServer:
 
     @property
     def timeout(self) -> float:
-        return self.core.config.irc.registration_timeout
+        return self.core.config.http.request_timeout
 
     def connection(self, routes: HttpRoutes, transport, listener, now: float, only: str | None = None):
         return HttpConnection(self, routes, transport, listener, now, only)

@@ -28,6 +28,7 @@ from relay import __version__
 from relay.core.admin import AdminError
 from relay.core.builtin_admin import AdminContext
 from relay.core.config import Config, ConfigError
+from relay.core.sasl import server_end_point
 from relay.core.server import Core
 from relay.proto.control import ControlCodec, ControlError
 from relay.runtime.connection import Acceptor, Connection, make_listen_socket
@@ -225,6 +226,7 @@ class Runtime:
                 ctx = server_context(cert, key)
             except (OSError, ssl.SSLError) as e:
                 raise StartupError(f"listen[{i}]: cannot load TLS certificate {cert}: {e}", 2) from None
+            end_point = _end_point_hash(cert)
         proto, tls = l.proto, l.tls
         sendq = self.config.limits.link_sendq if l.proto == "link" else self.config.limits.sendq
 
@@ -238,6 +240,7 @@ class Runtime:
             if ctx is None:
                 conn.start(factory[0], l)
             else:  # a greenlet per TLS client: its handshake and reads wait on the loop
+                conn.tls_end_point = end_point
                 gevent.spawn(conn.run, factory[0], l, ctx, self.handshake_timeout)
 
         port = sock.getsockname()[1]
@@ -267,8 +270,8 @@ class Runtime:
 
     @property
     def handshake_timeout(self) -> float:
-        """Seconds a TLS handshake (or a control-socket request) may take: never past registration."""
-        return min(self.config.limits.handshake_timeout, self.config.irc.registration_timeout)
+        """Seconds a TLS handshake (or a control-socket request) may take."""
+        return self.config.limits.handshake_timeout
 
     def connect(self, host: str, port: int, factory, proto: str, tls: bool = False, on_fail=None,
                 fingerprint: str | None = None, verify: bool | None = None, sendq: int | None = None) -> "Dial":
@@ -501,6 +504,15 @@ class Runtime:
 
     def serve_forever(self) -> None:
         self.stopped.wait()
+
+
+def _end_point_hash(cert_path) -> bytes | None:
+    """tls-server-end-point channel binding of the first certificate in a PEM file."""
+    try:
+        der = ssl.PEM_cert_to_DER_cert(Path(cert_path).read_text())
+    except (OSError, ValueError):
+        return None
+    return server_end_point(der)
 
 
 def run(config: Config, config_path: str | None, foreground: bool = True, ready=None) -> int:

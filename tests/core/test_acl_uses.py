@@ -34,7 +34,7 @@ def test_create_channel_rule(tmp_path):
 
 
 def test_oper_rule_and_password(tmp_path):
-    from relay.core.irc.commands import hash_oper_password
+    from relay.core.passwords import hash_password as hash_oper_password
     h = hash_oper_password("operpw", b"0123456789abcdef")
     w = Wire(tmp_path, ["a"], irc={"opers": [{"name": "root", "password": h}]},
              acl={"admins": {"account": ["alice"]}},
@@ -62,9 +62,9 @@ def test_server_password(tmp_path):
     from support_net import FakeClientTransport
     w = Wire(tmp_path, ["a"], irc={"password": "letmein"})
     bad = FakeClientTransport()
-    w.cores["a"].net.irc_factory(bad, None, w.now).data_received(b"NICK bad\r\nUSER b 0 * :B\r\n", w.now)
+    w.cores["a"].services["irc"].new_client(bad, None, w.now).data_received(b"NICK bad\r\nUSER b 0 * :B\r\n", w.now)
     assert bad.closed and any(" 464 " in l for l in bad.lines()) and any("ERROR" in l for l in bad.lines())
     t = FakeClientTransport()
-    s = w.cores["a"].net.irc_factory(t, None, w.now)
+    s = w.cores["a"].services["irc"].new_client(t, None, w.now)
     s.data_received(b"PASS letmein\r\nNICK good\r\nUSER g 0 * :G\r\n", w.now)
     assert any(" 001 good " in l for l in t.lines()) and not t.closed

@@ -27,6 +27,9 @@ class PlainTransport:
     def write(self, data: bytes) -> None:
         self.out.append(data)
 
+    def channel_bindings(self) -> dict:
+        return {}
+
     def close(self, reason: str = "") -> None:
         self.closed = True
 
@@ -68,7 +71,7 @@ def network(tmp_path, transport_cls, n: int = 8):
     clients = []
     for i in range(n):
         t = transport_cls()
-        s = core.net.irc_factory(t, None, NOW)
+        s = core.services["irc"].new_client(t, None, NOW)
         caps = ["", "CAP REQ :server-time\r\n", "CAP REQ :message-tags echo-message\r\n",
                 "CAP REQ :labeled-response batch\r\n"][i % 4]
         s.data_received(f"CAP LS 302\r\n{caps}CAP END\r\nNICK n{i}\r\nUSER u 0 * :r\r\n".encode(), NOW)

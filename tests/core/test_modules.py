@@ -12,13 +12,14 @@ from relay.core.accounts import SqliteStorage
 def core(tmp_path):
     cfg = parse({"data_dir": str(tmp_path), "modules": {"mods.sample_mod": {"greeting": "hey"}}})
     c = Core(cfg, now=1000.0)
+    c.modules.load("irc")  # the native protocol, which the sample module adds a command to
     yield c
     c.storage.close()
 
 
 def snapshot(core):
     return ({h: len(core.hooks.handlers(h)) for h in ("member_joined",)}, core.timers.pending(),
-            set(core.admin.commands), set(core.irc_commands.commands), set(core.protocols))
+            set(core.admin.commands), set(core.services["irc"].commands.commands), set(core.protocols))
 
 
 def test_load_registers_and_unload_removes_everything(core):
@@ -26,7 +27,7 @@ def test_load_registers_and_unload_removes_everything(core):
     mod = core.modules.load("mods.sample_mod", {"greeting": "hey"})
     assert mod.registrations() == {"hooks": 1, "timers": 1, "commands": 1, "irc_commands": 1, "protocols": 1,
                                    "datagram_protocols": 0, "routes": 0, "dials": 0}
-    assert "sample hello" in core.admin.commands and "SAMPLE" in core.irc_commands.commands
+    assert "sample hello" in core.admin.commands and "SAMPLE" in core.services["irc"].commands.commands
     assert "sample" in core.protocols
     for t in (1001.0, 1002.0, 1003.5):
         core.tick(t)

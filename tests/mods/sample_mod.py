@@ -3,6 +3,7 @@
 from pydantic import BaseModel, ConfigDict
 
 from relay.core.admin import Reply
+from relay.irc.table import IrcCommand
 
 
 class Options(BaseModel):
@@ -21,7 +22,7 @@ def setup(module):
     module.every(1.0, lambda now: module.state.__setitem__("ticks", module.state["ticks"] + 1))
     module.command("sample hello", lambda ctx, *a: Reply(module.options.greeting + " " + " ".join(a)),
                    syntax="sample hello [WORDS]", help="say hello", max_args=None)
-    module.irc_command("SAMPLE", lambda client, msg, now: client.numeric("NOTICE", module.options.greeting))
+    module.add_item("irc-command", IrcCommand("SAMPLE", lambda client, msg, now: client.numeric("NOTICE", module.options.greeting)))
     module.protocol("sample", lambda transport, listener, now: EchoProtocol(transport))
 
 

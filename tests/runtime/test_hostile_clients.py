@@ -95,7 +95,7 @@ class Battery:
                   {"proto": "mqtt", "host": "127.0.0.1", "port": self.mqtt_port}]
         listen += [{"proto": t.proto, "host": "127.0.0.1", "port": self.ports[t.name], "tls": t.tls}
                    for t in TARGETS if t.proto is not None]
-        cfg = server_config(listen=listen, irc={"registration_timeout": TIMEOUT},
+        cfg = server_config(listen=listen, irc={"registration_timeout": TIMEOUT}, http={"request_timeout": TIMEOUT},
                             limits={"handshake_timeout": TIMEOUT}, linking={"handshake_timeout": TIMEOUT},
                             modules={m: MODULES[m] for m in {"mqtt", *(t.module for t in TARGETS if t.module)}})
         self.server = Server(directory, cfg)

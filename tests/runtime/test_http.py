@@ -65,7 +65,7 @@ class Recorder:
 
 
 def make_conn(only: str | None = None, **http_limits):
-    cfg = parse({"http": http_limits, "irc": {"registration_timeout": 10.0}})
+    cfg = parse({"http": {"request_timeout": 10.0, **http_limits}})
     core = SimpleNamespace(config=cfg, timers=TimerQueue(), http=HttpRoutes(), now=lambda: 0.0)
     server = HttpServer(core)
     handlers: list[Recorder] = []

@@ -256,3 +256,45 @@ def test_tls_client_reading_and_writing_at_once(make_server):
             assert chunk, buf[-300:]
             buf += chunk
     assert buf.count(b" PONG ") == n
+
+
+def test_irc_sasl_scram_sha_256_plus_over_tls(make_server):
+    """-PLUS is offered on TLS and binds the login to the certificate the client saw (tls-server-end-point)."""
+    import base64
+    import hashlib
+
+    from scramp import ScramClient
+
+    tls_port = free_port()
+    srv = make_server(listen=[{"proto": "irc", "host": "127.0.0.1", "port": free_port()},
+                              {"proto": "irc", "host": "127.0.0.1", "port": tls_port, "tls": True}])
+    srv.ctl("register", "plususer", "pluspass")
+    ctx = ssl.create_default_context(cafile=str(srv.data_dir / "tls" / "cert.pem"))
+    ctx.check_hostname = False
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as raw, ctx.wrap_socket(raw) as s:
+        binding = hashlib.sha256(s.getpeercert(binary_form=True)).digest()
+        f = s.makefile("rwb", buffering=0)
+
+        def expect(token: bytes) -> bytes:
+            while True:
+                line = f.readline()
+                assert line, f"closed before {token!r}"
+                if token in line:
+                    return line.rstrip(b"\r\n")
+
+        s.sendall(b"CAP LS 302\r\n")
+        caps = expect(b" LS ")
+        assert b"SCRAM-SHA-256-PLUS" in caps
+        s.sendall(b"CAP REQ :sasl\r\n")
+        expect(b" ACK ")
+        sc = ScramClient(["SCRAM-SHA-256-PLUS"], "plususer", "pluspass",
+                         channel_binding=("tls-server-end-point", binding))
+        s.sendall(b"AUTHENTICATE SCRAM-SHA-256-PLUS\r\n")
+        expect(b"AUTHENTICATE +")
+        s.sendall(b"AUTHENTICATE " + base64.b64encode(sc.get_client_first().encode()) + b"\r\n")
+        sc.set_server_first(base64.b64decode(expect(b"AUTHENTICATE ").split()[-1]).decode())
+        s.sendall(b"AUTHENTICATE " + base64.b64encode(sc.get_client_final().encode()) + b"\r\n")
+        sc.set_server_final(base64.b64decode(expect(b"AUTHENTICATE ").split()[-1]).decode())
+        s.sendall(b"AUTHENTICATE +\r\n")
+        assert b" plususer " in expect(b" 900 ")
+        expect(b" 903 ")

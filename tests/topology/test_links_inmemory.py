@@ -348,8 +348,8 @@ def test_lusers_counts_stay_exact_across_mode_changes_links_and_quits(tmp_path):
             k = core.net.counts()
             assert k["invisible"] == sum("i" in u.modes for u in users)
             assert k["opers"] == sum("o" in u.modes for u in users)
-            unknown = sum(1 for c in core.irc_local if not c.registered)
-            assert len(core.irc_local) - core.irc_registered == unknown
+            unknown = sum(1 for c in core.services["irc"].local if not c.registered)
+            assert len(core.services["irc"].local) - core.services["irc"].registered == unknown
 
     for i, c in enumerate(cs):
         c.send(f"MODE u{i} +i" if i % 3 else f"MODE u{i} +iw")
@@ -360,7 +360,7 @@ def test_lusers_counts_stay_exact_across_mode_changes_links_and_quits(tmp_path):
     w.unlink("a", "b")          # remote users held, then relinked: bursts carry their modes
     w.link("a", "b")
     check()
-    pending = w.cores["a"].net.irc_factory(type(cs[0].t)(), None, w.now)
+    pending = w.cores["a"].services["irc"].new_client(type(cs[0].t)(), None, w.now)
     pending.data_received(b"NICK half\r\n", w.now)       # connected, not registered
     check()
     lines = cs[0].t.take()

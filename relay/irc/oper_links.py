@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from relay.core.irc.client import IrcClient
-from relay.core.irc.commands import command
+from relay.irc.client import IrcClient
+from relay.irc.commands import command
 
 
 @command("CONNECT", min_params=1, oper=True)

@@ -1,4 +1,4 @@
-"""The module's per-topic rules (bridges/mqtt/acl.py): pure, no server."""
+"""The module's per-topic rules (relay/core/topic_acl.py): pure, no server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace as R
 
 import pytest
 
-from bridges.mqtt.acl import TopicAcl, filter_within, topic_matches
+from relay.core.topic_acl import TopicAcl, filter_within, topic_matches
 
 
 @pytest.mark.parametrize("pattern,flt,inside", [

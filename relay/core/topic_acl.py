@@ -1,4 +1,4 @@
-"""Per-topic publish/subscribe rules (the module's `acl:` option). Pure.
+"""Per-topic publish/subscribe rules of the topic namespace (MQTT's `acl:` option today). Pure.
 
     acl:
       - {action: subscribe, topic: "users/%u/#", allow: true, who: all}

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time as _time
 
 from relay import __version__
-from relay.core.irc.client import CAPS, IrcClient
-from relay.core.irc.table import CommandTable
-from relay.core.model import Channel, User
-from relay.core.network import JoinRefused, Network
+from relay.core.passwords import verify_password as verify_oper_password
+from relay.irc.client import CAPS, IrcClient
+from relay.irc.table import CommandTable
+from relay.core.model import MESSAGE, NOTICE, TAG_ONLY, Channel, User
+from relay.core.network import JoinRefused
 from relay.proto.irc import irc_lower, mask_match, normalize_mask, valid_channel, valid_nick
 
 log = logging.getLogger("relay.irc")
@@ -25,6 +24,7 @@ JOIN_ERRORS = {
     "banned": ("474", "Cannot join channel (+b)"), "invite_only": ("473", "Cannot join channel (+i)"),
     "bad_key": ("475", "Cannot join channel (+k)"), "full": ("471", "Cannot join channel (+l)"),
     "too_many": ("405", "You have joined too many channels"),
+    "may_not_create": ("403", "You may not create channels"),
 }
 LIST_NUMERICS = {"b": ("367", "368", "End of channel ban list"),
                  "e": ("348", "349", "End of channel exception list"),
@@ -32,14 +32,14 @@ LIST_NUMERICS = {"b": ("367", "368", "End of channel ban list"),
 
 
 def isupport(c: IrcClient) -> list[str]:
-    irc = c.core.config.irc
+    net, irc = c.core.config.network, c.svc.opts
     return [
-        f"AWAYLEN={irc.awaylen}", "CASEMAPPING=rfc1459", f"CHANLIMIT=#:{irc.chanlimit}",
+        f"AWAYLEN={net.awaylen}", f"CASEMAPPING={net.casemapping}", f"CHANLIMIT=#:{net.chanlimit}",
         f"CHANMODES={CHANMODES_LIST},{CHANMODES_KEY},{CHANMODES_LIMIT},{CHANMODES_FLAG}",
-        f"CHANNELLEN={irc.channellen}", "CHANTYPES=#", "EXCEPTS=e", "INVEX=I", f"KICKLEN={irc.kicklen}",
-        f"MAXLIST=b:{irc.maxlist},e:{irc.maxlist},I:{irc.maxlist}", f"MODES={irc.modes_per_line}",
+        f"CHANNELLEN={net.channellen}", "CHANTYPES=#", "EXCEPTS=e", "INVEX=I", f"KICKLEN={net.kicklen}",
+        f"MAXLIST=b:{net.maxlist},e:{net.maxlist},I:{net.maxlist}", f"MODES={irc.modes_per_line}",
         f"NETWORK={c.core.config.server.network}",
-        f"NICKLEN={irc.nicklen}", "PREFIX=(ov)@+", f"TOPICLEN={irc.topiclen}", f"USERLEN={USERLEN}",
+        f"NICKLEN={net.nicklen}", "PREFIX=(ov)@+", f"TOPICLEN={net.topiclen}", f"USERLEN={USERLEN}",
         f"TARGMAX=PRIVMSG:{irc.maxtargets},NOTICE:{irc.maxtargets},TAGMSG:{irc.maxtargets},JOIN:,PART:,KICK:1,WHOIS:1",
         "UTF8ONLY",
     ]
@@ -165,7 +165,7 @@ def nick(c: IrcClient, msg, now):
         c.numeric("431", "No nickname given")
         return
     new = msg.params[0]
-    nicklen = c.core.config.irc.nicklen
+    nicklen = c.core.config.network.nicklen
     if not valid_nick(new, nicklen):
         c.numeric("432", new, "Erroneous nickname")
         return
@@ -250,7 +250,7 @@ def lusers(c: IrcClient, msg, now):
     c.numeric("251", f"There are {k['users'] - k['invisible']} users and {k['invisible']} invisible "
                      f"on {servers} servers")
     c.numeric("252", str(k["opers"]), "operator(s) online")
-    unknown = len(c.core.irc_local) - c.core.irc_registered
+    unknown = len(c.svc.local) - c.svc.registered
     c.numeric("253", str(unknown), "unknown connection(s)")
     c.numeric("254", str(k["channels"]), "channels formed")
     c.numeric("255", f"I have {net.local_count} clients and {servers - 1} servers")
@@ -275,7 +275,7 @@ def motd(c: IrcClient, msg, now):
     """MOTD [server]"""
     if no_such_server(c, msg):
         return
-    text = c.core.config.irc.motd
+    text = c.svc.opts.motd
     if not text:
         c.numeric("422", "MOTD File is missing")
         return
@@ -309,7 +309,7 @@ def admin(c: IrcClient, msg, now):
     """ADMIN [server]"""
     if no_such_server(c, msg):
         return
-    irc = c.core.config.irc
+    irc = c.svc.opts
     c.numeric("256", c.server_name, "Administrative info")
     c.numeric("257", irc.admin_location)
     c.numeric("258", irc.admin_name)
@@ -445,7 +445,7 @@ def whowas(c: IrcClient, msg, now):
 def away(c: IrcClient, msg, now):
     """AWAY [:message]"""
     u = c.user
-    text = msg.params[0][:c.core.config.irc.awaylen] if msg.params and msg.params[0] else None
+    text = msg.params[0][:c.core.config.network.awaylen] if msg.params and msg.params[0] else None
     u.away = text
     c.numeric("306" if text else "305",
               "You have been marked as being away" if text else "You are no longer marked as being away")
@@ -467,7 +467,7 @@ def setname(c: IrcClient, msg, now):
 def oper(c: IrcClient, msg, now):
     """OPER name password"""
     name, password = msg.params[0], msg.params[1]
-    block = next((o for o in c.core.config.irc.opers if o.name == name), None)
+    block = next((o for o in c.svc.opts.opers if o.name == name), None)
     if block is None or not verify_oper_password(block.password, password):
         c.numeric("464", "Password incorrect")
         return
@@ -481,21 +481,6 @@ def oper(c: IrcClient, msg, now):
     c.numeric("381", "You are now an IRC operator")
     c.send(_mode_line(u, "+o"))
     c.net.update_user(u, "modes", now)
-
-
-def hash_oper_password(password: str, salt: bytes) -> str:
-    h = hashlib.scrypt(password.encode(), salt=salt, n=2 ** 14, r=8, p=1)
-    return f"scrypt${salt.hex()}${h.hex()}"
-
-
-def verify_oper_password(stored: str, password: str) -> bool:
-    try:
-        kind, salt, digest = stored.split("$")
-    except ValueError:
-        return False
-    if kind != "scrypt":
-        return False
-    return hmac.compare_digest(hash_oper_password(password, bytes.fromhex(salt)), stored)
 
 
 def _mode_line(u: User, modes: str) -> bytes:
@@ -561,7 +546,7 @@ def join(c: IrcClient, msg, now):
             net.part(u, ch, "Left all channels", now)
         return
     keys = msg.params[1].split(",") if len(msg.params) > 1 else []
-    chanlen = c.core.config.irc.channellen
+    chanlen = c.core.config.network.channellen
     for i, name in enumerate(split_targets(msg.params[0])):
         if not valid_channel(name, chanlen):
             c.numeric("403", name, "No such channel")
@@ -573,10 +558,6 @@ def join(c: IrcClient, msg, now):
         except JoinRefused as e:
             code, text = JOIN_ERRORS[e.code]
             c.numeric(code, name, text)
-            continue
-        if ch is None and not c.core.acl.allowed("create_channel", c.core.subject(u.account, u.ip)) \
-                and "create_channel" in c.core.acl.rule_names():
-            c.numeric("403", name, "You may not create channels")
             continue
         ch = net.join(u, name, now)
         send_topic(c, ch, empty_reply=False)
@@ -614,10 +595,10 @@ def topic(c: IrcClient, msg, now):
     if c.user not in ch.members:
         c.numeric("442", name, "You're not on that channel")
         return
-    if "t" in ch.modes and not is_op(ch, c.user):
+    if not c.net.may_set_topic(ch, c.user):
         c.numeric("482", ch.name, "You're not channel operator")
         return
-    text = fit(msg.params[1][:c.core.config.irc.topiclen], c.user.prefix, "TOPIC", ch.name)
+    text = fit(msg.params[1][:c.core.config.network.topiclen], c.user.prefix, "TOPIC", ch.name)
     c.net.set_topic(c.user, ch, text, now)
 
 
@@ -690,7 +671,7 @@ def kick(c: IrcClient, msg, now):
     if not is_op(ch, c.user):
         c.numeric("482", ch.name, "You're not channel operator")
         return
-    reason = (msg.params[2] if len(msg.params) > 2 and msg.params[2] else c.user.nick)[:c.core.config.irc.kicklen]
+    reason = (msg.params[2] if len(msg.params) > 2 and msg.params[2] else c.user.nick)[:c.core.config.network.kicklen]
     for nick in split_targets(msg.params[1]):
         target = c.net.find_nick(nick)
         if target is None or target not in ch.members:
@@ -765,7 +746,7 @@ def channel_mode(c: IrcClient, msg, now):
     sign = "+"
     changes: list[tuple[str, str, str | None]] = []
     lists_shown: set[str] = set()
-    limit = c.core.config.irc.modes_per_line
+    limit = c.svc.opts.modes_per_line
     op = is_op(ch, u) or "o" in u.modes and False
     needs_op_reported = False
     for m in msg.params[1]:
@@ -847,34 +828,23 @@ def channel_mode(c: IrcClient, msg, now):
 @command("PRIVMSG")
 def privmsg(c: IrcClient, msg, now):
     """PRIVMSG target[,target] :text"""
-    _message(c, msg, now, "PRIVMSG")
+    _message(c, msg, now, MESSAGE)
 
 
 @command("NOTICE")
 def notice(c: IrcClient, msg, now):
     """NOTICE target[,target] :text"""
-    _message(c, msg, now, "NOTICE")
+    _message(c, msg, now, NOTICE)
 
 
 @command("TAGMSG", min_params=1)
 def tagmsg(c: IrcClient, msg, now):
     """TAGMSG target[,target]"""
-    _message(c, msg, now, "TAGMSG")
+    _message(c, msg, now, TAG_ONLY)
 
 
 def _client_tags(msg) -> dict:
     return {k: v for k, v in msg.tags.items() if k.startswith("+")} if msg.tags else {}
-
-
-def can_send(ch: Channel, u: User) -> bool:
-    st = ch.members.get(u)
-    if st is None:
-        return "n" not in ch.modes and "m" not in ch.modes and not _banned(ch, u)
-    if st:
-        return True
-    if "m" in ch.modes:
-        return False
-    return not _banned(ch, u)
 
 
 def _undeliverable(target: User) -> str | None:
@@ -884,29 +854,22 @@ def _undeliverable(target: User) -> str | None:
     return refusal() if refusal is not None else None
 
 
-_matches = Network.matches_list
-
-
-def _banned(ch: Channel, u: User) -> bool:
-    lists = ch.lists
-    return bool(lists["b"]) and _matches(None, ch, "b", u) and not _matches(None, ch, "e", u)
-
-
 def _message(c: IrcClient, msg, now, kind: str):
-    quiet = kind == "NOTICE"  # NOTICE never triggers automatic replies
+    verb = msg.command
+    quiet = kind is NOTICE  # NOTICE never triggers automatic replies
     if not msg.params or not msg.params[0]:
         if not quiet:
-            c.numeric("411", f"No recipient given ({kind})")
+            c.numeric("411", f"No recipient given ({verb})")
         return
     text = ""
-    if kind != "TAGMSG":
+    if kind is not TAG_ONLY:
         if len(msg.params) < 2 or not msg.params[1]:
             if not quiet:
                 c.numeric("412", "No text to send")
             return
         text = msg.params[1]
     targets = split_targets(msg.params[0])
-    if len(targets) > c.core.config.irc.maxtargets:
+    if len(targets) > c.svc.opts.maxtargets:
         if not quiet:
             c.numeric("407", msg.params[0], "Too many recipients")
         return
@@ -921,11 +884,11 @@ def _message(c: IrcClient, msg, now, kind: str):
                 if not quiet:
                     c.numeric("401", t, "No such nick/channel")
                 continue
-            if not can_send(ch, u):
+            if not c.net.may_speak(ch, u):
                 if not quiet:
                     c.numeric("404", ch.name, "Cannot send to channel")
                 continue
-            ev = net.message(u, ch, kind, fit(text, u.prefix, kind, ch.name), now, tags)
+            ev = net.message(u, ch, kind, fit(text, u.prefix, verb, ch.name), now, tags)
         else:
             target = net.nicks.get(irc_lower(t))
             if target is None:
@@ -942,12 +905,12 @@ def _message(c: IrcClient, msg, now, kind: str):
                 # labeled-response: to oneself, only the echo is the labeled reply, not the delivery.
                 buf, c.label_buf = c.label_buf, None
                 try:
-                    ev = net.message(u, target, kind, fit(text, u.prefix, kind, target.nick), now, tags)
+                    ev = net.message(u, target, kind, fit(text, u.prefix, verb, target.nick), now, tags)
                 finally:
                     c.label_buf = buf
             else:
-                ev = net.message(u, target, kind, fit(text, u.prefix, kind, target.nick), now, tags)
-            if target.away and kind == "PRIVMSG":
+                ev = net.message(u, target, kind, fit(text, u.prefix, verb, target.nick), now, tags)
+            if target.away and kind is MESSAGE:
                 c.numeric("301", target.nick, target.away)
-        if echo and ev is not None and (kind != "TAGMSG" or "message-tags" in c.caps):
+        if echo and ev is not None and (kind is not TAG_ONLY or "message-tags" in c.caps):
             c.deliver(ev)

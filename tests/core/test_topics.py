@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridges.mqtt.topics import (
+from relay.core.topics import (
     RetainedStore, TopicTree, parse_shared, valid_topic_filter, valid_topic_name,
 )
 

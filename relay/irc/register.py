@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from relay.core.accounts import AccountError
-from relay.core.irc.client import IrcClient
-from relay.core.irc.commands import command
+from relay.irc.client import IrcClient
+from relay.irc.commands import command
 
 
 @command("REGISTER", min_params=3, registered=False)

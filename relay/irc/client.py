@@ -15,23 +15,24 @@ import time as _time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from scramp import ScramException, ScramMechanism
-
-from relay.core.accounts import check_password
-from relay.core.model import (Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
+from relay.core.sasl import Challenge, SaslServer, Succeeded, offered_mechanisms
+from relay.core.model import (MESSAGE, NOTICE, TAG_ONLY, Channel, OperNoticeSent, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
                               NickChanged, TopicChanged, User, UserInvited, UserQuit, UserUpdated,
                               format_changes, source_prefix)
 from relay.proto.irc import IrcConnection, LineRejected, MessageReceived, build, escape_tag_value
 
 if TYPE_CHECKING:
-    from relay.core.server import Core
+    from relay.irc.service import IrcService
 
 log = logging.getLogger("relay.irc")
 
 CAPS = ("message-tags", "server-time", "echo-message", "batch", "multi-prefix", "userhost-in-names",
         "away-notify", "account-notify", "account-tag", "extended-join", "labeled-response",
         "invite-notify", "setname", "cap-notify", "sasl")
-SASL_MECHS = "PLAIN,SCRAM-SHA-256"
+IRC_SASL_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN")
+
+# How each kind of network message is written in IRC.
+IRC_VERB = {MESSAGE: "PRIVMSG", NOTICE: "NOTICE", TAG_ONLY: "TAGMSG"}
 
 # Capability profile bits: which tags a client's copy of a message carries.
 T_TIME, T_MSGTAGS, T_ACCOUNT = 1, 2, 4
@@ -46,8 +47,9 @@ def server_time(t: float) -> str:
 class IrcClient:
     proto = "irc"
 
-    def __init__(self, core: "Core", transport, now: float):
-        self.core = core
+    def __init__(self, svc: "IrcService", transport, now: float):
+        self.svc = svc
+        self.core = core = svc.core
         self.net = core.net
         self.t = transport
         self.codec = IrcConnection(max_tags=4096)  # message-tags: 4094 bytes of client tag data, plus '@' and ' '
@@ -73,7 +75,7 @@ class IrcClient:
         self.shaper = core.acl.shaper_for(core.subject(None, transport.peer_host))
         self.held: deque = deque()
         self.held_timer = None
-        core.irc_local[self] = None
+        svc.local[self] = None
 
     # ------------------------------------------------------------------ I/O
     @property
@@ -105,14 +107,14 @@ class IrcClient:
             if type(ev) is MessageReceived:
                 msg = ev.message
                 if shaper is None:
-                    self.core.irc_commands.dispatch(self, msg, now)
+                    self.svc.commands.dispatch(self, msg, now)
                     continue
                 size = _size(msg)
                 delay = 1.0 if self.held else shaper.consume(size, now)
                 if delay:
                     self._hold(msg, size, now)
                 else:
-                    self.core.irc_commands.dispatch(self, msg, now)
+                    self.svc.commands.dispatch(self, msg, now)
             else:
                 self._rejected(ev)
 
@@ -135,7 +137,7 @@ class IrcClient:
                 self.held_timer = self.core.timers.call_at(now + delay, self._release, owner="irc")
                 return
             self.held.popleft()
-            self.core.irc_commands.dispatch(self, msg, now)
+            self.svc.commands.dispatch(self, msg, now)
 
     def _rejected(self, ev: LineRejected) -> None:
         if ev.code == "INPUT_TOO_LONG":
@@ -166,11 +168,11 @@ class IrcClient:
         self.t.close(reason)
 
     def _forget(self) -> None:
-        local = self.core.irc_local
+        local = self.svc.local
         if self in local:
             del local[self]
             if self.user is not None:
-                self.core.irc_registered -= 1
+                self.svc.registered -= 1
         if self.held_timer is not None:
             self.held_timer.cancel()
         self.held.clear()
@@ -180,7 +182,7 @@ class IrcClient:
 
     # Called by the sweep timer.
     def check_alive(self, now: float) -> None:
-        cfg = self.core.config.irc
+        cfg = self.svc.opts
         if self.user is None:
             if now - self.connected_at > cfg.registration_timeout:
                 self.quit_and_close("Registration timed out", now)
@@ -205,7 +207,7 @@ class IrcClient:
         out = []
         for c in CAPS:
             if c == "sasl" and self.cap_version >= 302:
-                out.append(f"sasl={SASL_MECHS}")
+                out.append(f"sasl={','.join(self.sasl_mechanisms())}")
             else:
                 out.append(c)
         return out
@@ -246,28 +248,35 @@ class IrcClient:
         if net.nick_in_use(self.nick):
             self.numeric("433", self.nick, "Nickname is already in use")
             return
-        required = self.core.config.irc.password
+        required = self.svc.opts.password
         if required is not None and not hmac.compare_digest((self.password or "").encode(), required.encode()):
             self.numeric("464", "Password incorrect")
             self.quit_and_close("Bad password", now)
             return
-        self.core.irc_registered += 1
+        self.svc.registered += 1
         self.user = net.introduce(self, self.nick, self.ident, self.host, self.realname, "irc", now,
                                   account=self.account, ip=self.t.peer_host)
-        self.core.irc_commands.welcome(self, now)
+        self.svc.commands.welcome(self, now)
 
-    # SASL (AUTHENTICATE). The mechanism state lives in self.sasl.
+    # SASL (AUTHENTICATE): framing here, the mechanisms in relay.core.sasl. State lives in self.sasl.
+    def sasl_mechanisms(self) -> list[str]:
+        return offered_mechanisms(self.t.tls, self.t.channel_bindings(), plain_needs_tls=False,
+                                  allowed=IRC_SASL_MECHANISMS)
+
     def sasl_step(self, data: str, now: float) -> None:
         if self.account is not None:
             self.numeric("907", "You have already authenticated using SASL")
             return
         if self.sasl is None:
             mech = data.upper()
-            if mech not in ("PLAIN", "SCRAM-SHA-256"):
-                self.numeric("908", SASL_MECHS, "are available SASL mechanisms")
+            offered = self.sasl_mechanisms()
+            if mech not in offered:
+                self.numeric("908", ",".join(offered), "are available SASL mechanisms")
                 self.numeric("904", "SASL authentication failed")
                 return
-            self.sasl = _SaslState(mech)
+            self.sasl = _SaslState(SaslServer(mech, self.core.storage.get_account, tls=self.t.tls,
+                                              bindings=self.t.channel_bindings(), plain_needs_tls=False,
+                                              allowed=IRC_SASL_MECHANISMS))
             self.send(b"AUTHENTICATE +\r\n")
             return
         if data == "*":
@@ -283,16 +292,25 @@ class IrcClient:
             st.buf += data
         if len(data) == 400:
             return  # more chunks follow
+        if st.succeeded is not None:  # the client acknowledged the mechanism's final message
+            return self._sasl_ok(st.succeeded)
         try:
             payload = base64.b64decode(st.buf, validate=True) if st.buf else b""
         except (binascii.Error, ValueError):
             self._sasl_fail()
             return
         st.buf = ""
-        if st.mech == "PLAIN":
-            self._sasl_plain(payload)
+        out = st.server.step(payload)
+        if type(out) is Challenge:
+            self._sasl_send(out.data)
+        elif type(out) is Succeeded:
+            if out.data is None:
+                self._sasl_ok(out.account)
+            else:  # SCRAM's server-final: success once the client answers "+"
+                st.succeeded = out.account
+                self._sasl_send(out.data)
         else:
-            self._sasl_scram(payload)
+            self._sasl_fail()
 
     def _sasl_fail(self) -> None:
         self.sasl = None
@@ -308,44 +326,8 @@ class IrcClient:
         self.numeric("900", f"{nick}!{self.ident or '*'}@{self.host}", account, f"You are now logged in as {account}")
         self.numeric("903", "SASL authentication successful")
 
-    def _sasl_plain(self, payload: bytes) -> None:
-        try:
-            authzid, authcid, password = payload.decode("utf-8").split("\0")
-        except (UnicodeDecodeError, ValueError):
-            return self._sasl_fail()
-        acct = self.core.storage.get_account(authcid)
-        if acct is None or (authzid and authzid != authcid) or not check_password(acct, password):
-            return self._sasl_fail()
-        self._sasl_ok(acct.name)
-
-    def _sasl_scram(self, payload: bytes) -> None:
-        st = self.sasl
-        try:
-            if st.server is None:
-                storage = self.core.storage
-
-                def auth_fn(username):
-                    acct = storage.get_account(username)
-                    if acct is None:
-                        raise ScramException("unknown user")
-                    st.account = acct.name
-                    s = acct.scram["SCRAM-SHA-256"]
-                    return s.salt, s.stored_key, s.server_key, s.iterations
-
-                st.server = ScramMechanism("SCRAM-SHA-256").make_server(auth_fn)
-                st.server.set_client_first(payload.decode("utf-8"))
-                self._sasl_send(st.server.get_server_first())
-            elif not st.final_sent:
-                st.server.set_client_final(payload.decode("utf-8"))
-                self._sasl_send(st.server.get_server_final())
-                st.final_sent = True
-            else:
-                self._sasl_ok(st.account)
-        except (ScramException, UnicodeDecodeError):
-            self._sasl_fail()
-
-    def _sasl_send(self, msg: str) -> None:
-        b = base64.b64encode(msg.encode()).decode()
+    def _sasl_send(self, msg: bytes) -> None:
+        b = base64.b64encode(msg).decode() if msg else "+"
         for i in range(0, len(b), 400):
             self.send(build(None, "AUTHENTICATE", b[i:i + 400]))
         if len(b) % 400 == 0:
@@ -355,7 +337,8 @@ class IrcClient:
     def deliver(self, ev) -> None:
         if self.closed:
             return
-        data = _RENDER[type(ev)](self, ev)
+        render = _RENDER.get(type(ev))  # an event IRC has no words for is not shown
+        data = render(self, ev) if render is not None else None
         if data:
             self.send(data)
 
@@ -377,11 +360,11 @@ class IrcClient:
         k = _MKEYS[bits]
         data = ev.cache.get(k)
         if data is None:
-            if ev.kind == "TAGMSG" and not bits & T_MSGTAGS:
+            if ev.kind is TAG_ONLY and not bits & T_MSGTAGS:
                 return None
             src = ev.source
-            data = ev.cache[k] = build(src.prefix, ev.kind, ev.target.name,
-                                       *((ev.text,) if ev.kind != "TAGMSG" else ()), tags=_tags(bits, ev, src))
+            data = ev.cache[k] = build(src.prefix, IRC_VERB[ev.kind], ev.target.name,
+                                       *((ev.text,) if ev.kind is not TAG_ONLY else ()), tags=_tags(bits, ev, src))
         return data
 
     def _refan(self) -> None:
@@ -414,10 +397,10 @@ def _size(msg) -> int:
 
 
 class _SaslState:
-    __slots__ = ("mech", "buf", "server", "final_sent", "account")
+    __slots__ = ("server", "buf", "succeeded")
 
-    def __init__(self, mech: str):
-        self.mech, self.buf, self.server, self.final_sent, self.account = mech, "", None, False, None
+    def __init__(self, server: SaslServer):
+        self.server, self.buf, self.succeeded = server, "", None
 
 
 def _add_tag(line: bytes, tag: str) -> bytes:
@@ -435,13 +418,13 @@ def _cached(c: IrcClient, ev, key, make) -> bytes:
 
 
 def _r_message(c: IrcClient, ev: MessageSent) -> bytes | None:
-    if ev.kind == "TAGMSG" and not c.tagbits & T_MSGTAGS:
+    if ev.kind is TAG_ONLY and not c.tagbits & T_MSGTAGS:
         return None
     src = ev.source
     if type(ev.target) is Channel:
         return IrcClient.render_shared(ev, c.tagbits)
-    params = (ev.target.nick, ev.text) if ev.kind != "TAGMSG" else (ev.target.nick,)
-    return build(src.prefix, ev.kind, *params, tags=c.tags_for(ev, src))
+    params = (ev.target.nick, ev.text) if ev.kind is not TAG_ONLY else (ev.target.nick,)
+    return build(src.prefix, IRC_VERB[ev.kind], *params, tags=c.tags_for(ev, src))
 
 
 def _batch_tags(c: IrcClient, ev, source: User | None) -> dict | None:
@@ -526,8 +509,12 @@ def _r_invite(c: IrcClient, ev: UserInvited) -> bytes | None:
     return build(ev.source.prefix, "INVITE", ev.user.nick, ev.channel.name, tags=c.tags_for(ev, ev.source))
 
 
+def _r_oper_notice(c: IrcClient, ev: OperNoticeSent) -> bytes:
+    return _cached(c, ev, "on", lambda: build(c.server_name, "NOTICE", "*", f"*** {ev.text}"))
+
+
 _RENDER = {
     MessageSent: _r_message, MemberJoined: _r_join, MemberLeft: _r_part, MemberKicked: _r_kick,
     UserQuit: _r_quit, NickChanged: _r_nick, ModeChanged: _r_mode, TopicChanged: _r_topic,
-    UserUpdated: _r_updated, UserInvited: _r_invite,
+    UserUpdated: _r_updated, UserInvited: _r_invite, OperNoticeSent: _r_oper_notice,
 }

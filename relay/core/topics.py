@@ -1,4 +1,7 @@
-"""MQTT topic names, topic filters, shared subscriptions and the tries the broker matches with.
+"""The network's topic namespace: names, filters, shared subscriptions, and the tries that match them.
+
+One namespace for every protocol that publishes: MQTT topics, and PubSub nodes
+(node `a/b/c` is topic `a/b/c`).
 
 Pure data structures: no I/O, no locking. Rules follow MQTT 5.0 section 4.7 (identical
 in 3.1.1 section 4.7) and 4.8.2 for shared subscriptions:

@@ -1,0 +1,36 @@
+"""How module names resolve to Python modules; imported by config (for modules' own sections) and modules."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from pydantic import BaseModel
+
+
+class ModuleError(Exception):
+    pass
+
+
+def resolve(name: str) -> str:
+    for candidate in (f"relay.modules.{name}", f"relay.{name}.module", f"bridges.{name}.module",
+                      f"{name}.module", name):
+        try:
+            if importlib.util.find_spec(candidate) is not None:
+                return candidate
+        except (ImportError, ValueError):
+            continue
+    raise ModuleError(f"no module named {name!r} (looked for relay.modules.{name}, bridges.{name}.module, {name})")
+
+
+def section_model(name: str) -> type[BaseModel] | None:
+    """The Options model of a module that owns a top-level config section (`CONFIG_SECTION = True`)."""
+    try:
+        pymod = importlib.import_module(resolve(name))
+    except ModuleError:
+        raise
+    except Exception as e:
+        raise ModuleError(f"module {name} failed to import: {type(e).__name__}: {e}") from e
+    if not getattr(pymod, "CONFIG_SECTION", False):
+        return None
+    return getattr(pymod, "Options", None)
