@@ -44,7 +44,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from relay.core.model import MESSAGE, TAG_ONLY, Channel, MessageSent
+from relay.core.model import MESSAGE, NOTICE, TAG_ONLY, Channel, MessageSent
 from relay.core.network import JoinRefused
 from relay.proto.irc import valid_channel, valid_nick
 
@@ -322,9 +322,9 @@ class ChannelBridge:
         first (direct_refusal) and told its user; a remote sender gets an automatic NOTICE from the
         member (the network has no server-to-user notice frame), never for a NOTICE (no reply loops)."""
         src = ev.source
-        if ev.kind != "PRIVMSG" or src.server == self.me or s.user is None:
+        if ev.kind is not MESSAGE or src.server == self.me or s.user is None:
             return
-        self.net.message(s.user, src, "NOTICE", f"*** Message to {s.user.nick} not delivered: "
+        self.net.message(s.user, src, NOTICE, f"*** Message to {s.user.nick} not delivered: "
                          f"{self.direct_refusal(s)}", self.core.now())
 
 

@@ -129,6 +129,7 @@ class Event:
 MESSAGE = "message"   # a message people read
 NOTICE = "notice"     # a message that must never trigger an automatic reply (bots, services)
 TAG_ONLY = "tag"      # metadata only (typing, reactions): no text
+KINDS = frozenset((MESSAGE, NOTICE, TAG_ONLY))
 
 
 class MessageSent(Event):

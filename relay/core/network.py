@@ -14,7 +14,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable
 
 from relay.core.fanout import ChannelFanout
-from relay.core.model import (Ban, Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
+from relay.core.model import (KINDS, Ban, Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
                               NickChanged, OperNoticeSent, TopicChanged, User, UserInvited, UserQuit, UserUpdated)
 from relay.proto.casemap import fold_for
 from relay.proto.irc import mask_match
@@ -383,6 +383,8 @@ class Network:
     def message(self, source: User, target: Channel | User, kind: str, text: str, now: float,
                 tags: dict | None = None, msgid: str | None = None, propagate: bool = True) -> MessageSent | None:
         """Deliver a PRIVMSG/NOTICE/TAGMSG. filter_packet may rewrite (return a new event) or drop (Stop(None))."""
+        if kind not in KINDS:  # a protocol's own verb ("PRIVMSG") is a bug in its module
+            raise ValueError(f"message kind {kind!r} is not one of {sorted(KINDS)}")
         ev = MessageSent(now, source, target, kind, text, tags or {}, msgid or self.new_msgid())
         hooks = self.core.hooks
         if hooks.has("filter_packet"):

@@ -11,7 +11,7 @@ from relay.irc.client import CAPS, IrcClient
 from relay.irc.table import CommandTable
 from relay.core.model import MESSAGE, NOTICE, TAG_ONLY, Channel, User
 from relay.core.network import JoinRefused
-from relay.proto.irc import irc_lower, mask_match, normalize_mask, valid_channel, valid_nick
+from relay.proto.irc import mask_match, normalize_mask, valid_channel, valid_nick
 
 log = logging.getLogger("relay.irc")
 
@@ -427,8 +427,8 @@ def whowas(c: IrcClient, msg, now):
     """WHOWAS nick [count]"""
     nick = msg.params[0]
     count = int(msg.params[1]) if len(msg.params) > 1 and msg.params[1].isdigit() else 0
-    key = irc_lower(nick)
-    found = [w for w in reversed(c.net.whowas) if irc_lower(w.nick) == key]
+    key = c.net.fold(nick)
+    found = [w for w in reversed(c.net.whowas) if c.net.fold(w.nick) == key]
     if count > 0:
         found = found[:count]
     if not found:
@@ -551,7 +551,7 @@ def join(c: IrcClient, msg, now):
         if not valid_channel(name, chanlen):
             c.numeric("403", name, "No such channel")
             continue
-        if irc_lower(name) in u.channels:
+        if c.net.fold(name) in u.channels:
             continue
         try:
             ch = net.check_join(u, name, keys[i] if i < len(keys) else None)
@@ -879,7 +879,7 @@ def _message(c: IrcClient, msg, now, kind: str):
     net = c.net
     for t in targets:
         if t[0] == "#":
-            ch = net.channels.get(irc_lower(t))
+            ch = net.channels.get(c.net.fold(t))
             if ch is None:
                 if not quiet:
                     c.numeric("401", t, "No such nick/channel")
@@ -890,7 +890,7 @@ def _message(c: IrcClient, msg, now, kind: str):
                 continue
             ev = net.message(u, ch, kind, fit(text, u.prefix, verb, ch.name), now, tags)
         else:
-            target = net.nicks.get(irc_lower(t))
+            target = net.nicks.get(c.net.fold(t))
             if target is None:
                 if not quiet:
                     c.numeric("401", t, "No such nick/channel")
@@ -898,7 +898,7 @@ def _message(c: IrcClient, msg, now, kind: str):
             why = _undeliverable(target)
             if why:
                 # A server NOTICE (not 401: the nick exists, and clients show a 401's nick, not its text).
-                if kind == "PRIVMSG":
+                if kind is MESSAGE:
                     c.reply("NOTICE", u.nick, f"*** Message to {target.nick} not delivered: {why}")
                 continue
             if target is u and echo and c.label_buf is not None:

@@ -33,6 +33,11 @@ def setup(module) -> None:
     module.every(min(SWEEP_INTERVAL, o.registration_timeout / 4, o.ping_interval / 4, o.ping_timeout / 4),
                  svc.sweep)
     module.protocol("irc", svc.new_client)
+
+    def reloaded(changed):
+        if "irc" in changed and core.config.section("irc") is not None:
+            svc.opts = core.config.section("irc")
+    module.hook("config_reloaded", reloaded)
     # IRC over WebSocket (IRCv3 websocket); `/` too, where web IRC clients connect by default.
     irc_ws = {"binary.ircv3.net": BINARY_LINES, "text.ircv3.net": TEXT_LINES, None: ANY_LINES}
     for path in ("/irc", "/"):

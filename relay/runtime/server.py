@@ -458,11 +458,17 @@ class Runtime:
                  if getattr(old, k) != getattr(new, k)]
         if fixed:
             raise AdminError(f"config not reloaded: {', '.join(fixed)} cannot change while running; restart", 2)
-        changed = [k for k in Config.model_fields if k != "base_dir" and getattr(old, k) != getattr(new, k)]
+        changed = [k for k in Config.model_fields if k not in ("base_dir", "sections")
+                   and getattr(old, k) != getattr(new, k)]
+        # Modules' own sections (irc:): their modules pick them up on config_reloaded.
+        changed += [k for k in sorted(set(old.sections) | set(new.sections))
+                    if old.section(k) != new.section(k)]
         core = self.core
         core.acl = Acl.from_config(new.acl, new.access_rules, new.shapers, new.shaper_rules)
         for k in changed:
-            setattr(old, k, getattr(new, k))
+            if k in Config.model_fields:
+                setattr(old, k, getattr(new, k))
+        old.sections = new.sections
         if "log" in changed:
             set_level(new.log.level)
         core.hooks.run("config_reloaded", changed)
