@@ -150,6 +150,8 @@ class Relaynet(ServerBase):
             "data_dir": "data",
             "listen": [{"proto": "irc", "host": "127.0.0.1", "port": irc_port or free_port()}],
             "limits": {"max_connections": 1_000_000},
+            # Only what a scenario asks for (the built-in default also loads mqtt): IRC scenarios measure IRC.
+            "modules": {},
             **BENCH_SHAPER,
         }
         for k, v in extra.items():
