@@ -17,6 +17,7 @@ setup(
         "psutil>=5.9",
         "prompt_toolkit>=3.0",
         "cryptography>=42",
+        "psycopg[binary]>=3.1",
     ],
     extras_require={
         "base": [],
