@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from relay.core.accounts import AccountError
 from relay.core.admin import AdminError, Reply
 from relay.core.modules import ModuleError
+from relay.core.storage import StorageError
 
 if TYPE_CHECKING:
     from relay.core.server import Core
@@ -70,7 +71,7 @@ def cmd_register(ctx: AdminContext, user: str, password: str) -> Reply:
 def cmd_unregister(ctx: AdminContext, user: str) -> Reply:
     """unregister USER"""
     try:
-        ctx.core.unregister_account(user)
+        ctx.core.unregister_account(user, ctx.now)
     except AccountError as e:
         raise AdminError(str(e)) from None
     return Reply(f"account {user} removed", {"account": user})
@@ -78,9 +79,8 @@ def cmd_unregister(ctx: AdminContext, user: str) -> Reply:
 
 def cmd_passwd(ctx: AdminContext, user: str, password: str) -> Reply:
     """passwd USER PASSWORD"""
-    c = ctx.core.config
     try:
-        ok = ctx.core.storage.set_password(user, password, c.realm, c.accounts.scram_iterations)
+        ok = ctx.core.change_account(ctx.core.accounts.set_password(user, password, ctx.now))
     except AccountError as e:
         raise AdminError(str(e)) from None
     if not ok:
@@ -90,8 +90,37 @@ def cmd_passwd(ctx: AdminContext, user: str, password: str) -> Reply:
 
 def cmd_accounts(ctx: AdminContext) -> Reply:
     """accounts"""
-    names = ctx.core.storage.list_accounts()
+    names = ctx.core.accounts.names()
     return Reply("\n".join(names) or "no accounts", names)
+
+
+def _rows(res: dict) -> str:
+    return ", ".join(f"{t} {n}" for t, n in res.get("rows", {}).items()) or "no rows"
+
+
+def cmd_backup(ctx: AdminContext, path: str) -> Reply:
+    """backup FILE"""
+    if ctx.core.storage.backup is None:
+        raise AdminError("this server has no database to back up")
+    try:
+        res = ctx.core.storage.backup(path)
+    except (StorageError, OSError) as e:
+        raise AdminError(f"backup failed: {e}") from None
+    return Reply(f"backup written to {res['file']}: {_rows(res)}", res)
+
+
+def cmd_export(ctx: AdminContext, to: str, dsn: str) -> Reply:
+    """export --to DSN"""
+    if to != "--to":
+        raise AdminError("usage: export --to DSN", 2)
+    if ctx.core.storage.export is None:
+        raise AdminError("this server has no database to export")
+    try:
+        res = ctx.core.storage.export(dsn)
+    except StorageError as e:
+        raise AdminError(f"export failed: {e}") from None
+    return Reply(f"exported to {res['to']}: {_rows(res)}; set storage.backend: postgresql and storage.dsn, "
+                 f"then restart", res)
 
 
 def cmd_log_level(ctx: AdminContext, level: str) -> Reply:
@@ -152,23 +181,23 @@ def cmd_module_reload(ctx: AdminContext, name: str) -> Reply:
 
 def cmd_group_add(ctx: AdminContext, user: str, group: str) -> Reply:
     """group add USER GROUP"""
-    if not ctx.core.storage.add_group(user, group):
+    if not ctx.core.change_account(ctx.core.accounts.add_group(user, group, ctx.now)):
         raise AdminError(f"no account {user}")
     return Reply(f"{user} is in group {group}", {"account": user, "group": group})
 
 
 def cmd_group_remove(ctx: AdminContext, user: str, group: str) -> Reply:
     """group remove USER GROUP"""
-    if not ctx.core.storage.remove_group(user, group):
+    if not ctx.core.change_account(ctx.core.accounts.remove_group(user, group, ctx.now)):
         raise AdminError(f"{user} is not in group {group}")
     return Reply(f"{user} left group {group}", {"account": user, "group": group})
 
 
 def cmd_group_list(ctx: AdminContext, user: str) -> Reply:
     """group list USER"""
-    if ctx.core.storage.get_account(user) is None:
+    if ctx.core.accounts.get(user) is None:
         raise AdminError(f"no account {user}")
-    groups = sorted(ctx.core.storage.groups(user))
+    groups = sorted(ctx.core.accounts.groups(user))
     return Reply(" ".join(groups) or f"{user} is in no group", groups)
 
 
@@ -238,6 +267,8 @@ BUILTIN_COMMANDS = [
     ("unregister", cmd_unregister, 1, 1, "delete an account"),
     ("passwd", cmd_passwd, 2, 2, "change an account's password"),
     ("accounts", cmd_accounts, 0, 0, "list accounts"),
+    ("backup", cmd_backup, 1, 1, "write every store to FILE (a portable dump; `relayctl restore` reads it)"),
+    ("export", cmd_export, 2, 2, "copy this server's database onto PostgreSQL (then switch storage: to it)"),
     ("log-level", cmd_log_level, 1, 1, "change the log level at runtime"),
     ("reload-config", cmd_reload_config, 0, 0, "re-read the config file and apply what can change at runtime"),
     ("help", cmd_help, 0, 2, "list commands, or describe one"),

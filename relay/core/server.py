@@ -14,12 +14,13 @@ import psutil
 
 from relay import __version__
 from relay.core import builtin_admin
-from relay.core.accounts import Account, AccountError, SqliteStorage, Storage
+from relay.core.accounts import Account, AccountError, Accounts
 from relay.core.acl import Acl, Subject
 from relay.core.admin import AdminTable
 from relay.core.config import Config
 from relay.core.hooks import HookBus
 from relay.core.modules import ModuleManager
+from relay.core.storage import Storage
 from relay.core.timers import TimerQueue
 
 log = logging.getLogger("relay.core")
@@ -59,10 +60,10 @@ class Core:
         self.set_log_level: Callable[[str], None] | None = None
         self.reload_requested: Callable[[], Any] | None = None
         self.acl = Acl.from_config(config.acl, config.access_rules, config.shapers, config.shaper_rules)
-        if storage is None:
-            config.data_path.mkdir(parents=True, exist_ok=True)
-            storage = SqliteStorage(config.data_path / "accounts.db")
-        self.storage = storage
+        # No storage given (a bare core in tests): nothing is loaded and writes are discarded.
+        self.storage = storage if storage is not None else Storage.none(config.server.id)
+        self.accounts = Accounts(self.storage, config.realm, config.accounts.scram_iterations)
+        self.accounts.load(config.data_path if storage is not None else None)
         # The IRC-native network model and command table; imported here so tests can build a bare Core.
         from relay.core.network import Network
         from relay.core.irc import oper_links, register  # noqa: F401  (CONNECT, SQUIT, LINKS, MAP; REGISTER)
@@ -77,6 +78,8 @@ class Core:
         self.timers.every(sweep, self._sweep_irc, now, owner="irc")
         from relay.core.links import LinkLayer
         self.links = LinkLayer(self)
+        from relay.core.account_sync import AccountSync
+        self.account_sync = AccountSync(self)
         builtin_admin.install(self)
         self.add_protocol("irc", self.net.irc_factory, owner="core")
         self.add_protocol("link", self.links.accept, owner="core")
@@ -122,20 +125,27 @@ class Core:
             if self.protocols_changed:
                 self.protocols_changed()
 
-    # Accounts
+    # Accounts: memory at once, the database through the write queue, every server over the tree.
     def register_account(self, name: str, password: str, now: float) -> Account:
-        acct = self.storage.create_account(name, password, self.config.realm,
-                                           self.config.accounts.scram_iterations, now)
+        acct = self.accounts.create(name, password, now)
+        self.account_sync.changed(acct)
         self.hooks.run("account_registered", acct)
         return acct
 
-    def unregister_account(self, name: str) -> None:
-        if not self.storage.delete_account(name):
+    def unregister_account(self, name: str, now: float | None = None) -> None:
+        if not self.accounts.delete(name):
             raise AccountError(f"no account {name}")
+        self.account_sync.removed(name, self.now() if now is None else now)
         self.hooks.run("account_removed", name)
 
+    def change_account(self, acct: Account | None) -> Account | None:
+        """After a password or group change: tell the other servers."""
+        if acct is not None:
+            self.account_sync.changed(acct)
+        return acct
+
     def subject(self, account: str | None, ip: str | None, ident: str | None = None) -> Subject:
-        groups = self.storage.groups(account) if account else frozenset()
+        groups = self.accounts.groups(account) if account else frozenset()
         return Subject(account=account, groups=groups, server=self.config.server.id,
                        server_name=self.config.server.name, ip=ip, ident=ident)
 

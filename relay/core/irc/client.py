@@ -312,7 +312,7 @@ class IrcClient:
             authzid, authcid, password = payload.decode("utf-8").split("\0")
         except (UnicodeDecodeError, ValueError):
             return self._sasl_fail()
-        acct = self.core.storage.get_account(authcid)
+        acct = self.core.accounts.get(authcid)
         if acct is None or (authzid and authzid != authcid) or not check_password(acct, password):
             return self._sasl_fail()
         self._sasl_ok(acct.name)
@@ -321,10 +321,10 @@ class IrcClient:
         st = self.sasl
         try:
             if st.server is None:
-                storage = self.core.storage
+                accounts = self.core.accounts
 
                 def auth_fn(username):
-                    acct = storage.get_account(username)
+                    acct = accounts.get(username)
                     if acct is None:
                         raise ScramException("unknown user")
                     st.account = acct.name
