@@ -46,6 +46,8 @@ def cmd_status(ctx: AdminContext) -> Reply:
         f"links: {', '.join(l['name'] for l in s['links']) or 'none'}",
         f"users: {s['users']['users']} ({s['users']['local']} local), channels: {s['users']['channels']}",
         f"modules: {', '.join(s['modules']) or 'none'}",
+        f"storage: {s['storage']['backend']}, {s['storage']['accounts']} accounts, "
+        f"{s['storage']['queued']} writes queued, {s['storage']['committed']} committed",
     ])
     return Reply(text, s)
 

@@ -164,4 +164,7 @@ class Core:
             "links": self.net.links_summary(),
             "users": self.net.counts(),
             "modules": sorted(self.modules.loaded),
+            "storage": {"backend": self.config.storage.backend if self.storage.db is not None else "none",
+                        "accounts": len(self.accounts), "queued": len(self.storage.queue),
+                        "committed": self.storage.queue.committed},
         }

@@ -79,6 +79,18 @@ class Database(Protocol):
     def close(self) -> None: ...
 
 
+class Writes(Protocol):
+    """What a store writes through (WriteQueue implements it): never blocks, never fails."""
+
+    def put(self, *ops: Op) -> int:
+        """Enqueue `ops` as one unit (committed whole); returns its position."""
+
+    def write(self, sql: str, args: tuple = ()) -> int: ...
+
+    def mark(self) -> int:
+        """The position of the last unit enqueued (the runtime may wait for `committed >= mark`)."""
+
+
 class WriteQueue:
     """What the core and the modules write through. A unit (the ops of one `put`) is committed whole.
 
@@ -141,7 +153,7 @@ class Storage:
     """What the core holds: the database (reads at start) and the write queue."""
 
     db: Database | None
-    queue: WriteQueue = field(default_factory=WriteQueue)
+    queue: WriteQueue = field(default_factory=WriteQueue)     # a Writes
     server_id: str = "001"
     # Set by the runtime: operator commands that dump or copy the whole database.
     backup: Callable[[str], dict] | None = None
