@@ -21,6 +21,9 @@ class AdminContext:
     core: "Core"
     now: float
     peer: str = "control"
+    # A command that changed stored state replies once it is committed (the runtime waits);
+    # `flush` asks for that wait without changing anything.
+    wait_for_commit: bool = False
 
 
 def _fmt_bytes(n: int) -> str:
@@ -109,6 +112,13 @@ def cmd_backup(ctx: AdminContext, path: str) -> Reply:
     except (StorageError, OSError) as e:
         raise AdminError(f"backup failed: {e}") from None
     return Reply(f"backup written to {res['file']}: {_rows(res)}", res)
+
+
+def cmd_flush(ctx: AdminContext) -> Reply:
+    """flush"""
+    ctx.wait_for_commit = True
+    q = ctx.core.storage.queue
+    return Reply(f"storage flushed ({len(q)} writes were queued)", {"queued": len(q)})
 
 
 def cmd_export(ctx: AdminContext, to: str, dsn: str) -> Reply:
@@ -270,6 +280,7 @@ BUILTIN_COMMANDS = [
     ("passwd", cmd_passwd, 2, 2, "change an account's password"),
     ("accounts", cmd_accounts, 0, 0, "list accounts"),
     ("backup", cmd_backup, 1, 1, "write every store to FILE (a portable dump; `relayctl restore` reads it)"),
+    ("flush", cmd_flush, 0, 0, "reply once every queued storage write is committed"),
     ("export", cmd_export, 2, 2, "copy this server's database onto PostgreSQL (then switch storage: to it)"),
     ("log-level", cmd_log_level, 1, 1, "change the log level at runtime"),
     ("reload-config", cmd_reload_config, 0, 0, "re-read the config file and apply what can change at runtime"),

@@ -310,15 +310,19 @@ class Runtime:
     def run_command(self, argv) -> dict:
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
             return {"ok": False, "status": 2, "text": "bad request: argv must be a list of strings"}
+        queue = self.core.storage.queue
+        before = queue.mark()
+        ctx = AdminContext(self.core, self.now())
         try:
-            reply = self.core.admin.dispatch(argv, AdminContext(self.core, self.now()))
+            reply = self.core.admin.dispatch(argv, ctx)
         except AdminError as e:
             return {"ok": False, "status": e.status, "text": str(e)}
         except Exception as e:
             log.exception("operator command %r raised", argv)
             return {"ok": False, "status": 1, "text": f"internal error: {type(e).__name__}: {e}"}
         # What a command reports as done is committed first (kill -9 after the reply loses none of it).
-        if self.writer is not None and not self.writer.wait_committed(self.core.storage.queue.mark(), 30.0):
+        if (self.writer is not None and (queue.mark() > before or ctx.wait_for_commit)
+                and not self.writer.wait_committed(queue.mark(), 30.0)):
             return {"ok": False, "status": 1, "text": f"{reply.text}\nbut storage has not committed it yet "
                                                       f"({self.db.where} is not answering)"}
         return {"ok": reply.status == 0, "status": reply.status, "text": reply.text,

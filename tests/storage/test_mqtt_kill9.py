@@ -1,8 +1,8 @@
 """kill -9 in the middle of a burst of QoS 1 publishes to an offline persistent session: after the
 restart the session's queue is exactly the first K messages (in order, none twice, no gap), and K
-covers every message acknowledged before the server last reported a commit (an operator command
-replies only once everything before it is committed). What may be lost is the tail acknowledged
-after that: at most the last flush interval of queue changes."""
+covers every message acknowledged before the server last reported a commit (the operator command
+`flush` replies once everything queued before it is committed). What may be lost is the tail
+acknowledged after that: at most the last flush interval of queue changes."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_kill_9_mid_burst_keeps_every_message_acknowledged_before_the_last_commi
 
         for start in range(0, 200, WINDOW):
             window(start)
-        srv.call("status")                  # a commit point: everything acknowledged so far is durable
+        srv.call("flush")                   # a commit point: everything acknowledged so far is durable
         committed = len(acked)
 
         stop = threading.Event()
