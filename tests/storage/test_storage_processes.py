@@ -67,18 +67,28 @@ def test_accounts_and_groups_survive_kill_9_after_the_reply(server):
 
 
 def test_logins_do_not_wait_for_the_database(server, storage_section):
-    """Accounts are in memory: with the database stalled, logins still succeed (PostgreSQL: the
-    server's connections are blocked by a lock it cannot get)."""
+    """Accounts are in memory and writes are queued: with the database stalled (PostgreSQL: a lock
+    the writer cannot get), logins and other commands still answer; a registration's reply waits
+    for its commit, which comes once the database is back."""
     if storage_section["backend"] != "postgresql":
         pytest.skip("the stall is made with a PostgreSQL lock")
+    import threading
+
     import psycopg
     srv = server()
     srv.ctl("register", "carol", "pw-c")
+    replies = []
     with psycopg.connect(storage_section["dsn"]) as blocker:
         blocker.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        t = threading.Thread(target=lambda: replies.append(srv.ctl("register", "dan", "pw-d", check=False)))
+        t.start()
+        wait_for(lambda: srv.call("status")["storage"]["queued"] == 1, what="dan's write queued, not committed")
         assert sasl_login(srv.irc_port, "c1", "carol", "pw-c")
-        assert srv.call("status")["users"] is not None
-    assert sasl_login(srv.irc_port, "c2", "carol", "pw-c")
+        assert sasl_login(srv.irc_port, "d1", "dan", "pw-d")   # in memory already
+        assert not replies                                     # the reply waits for the commit
+    t.join(30)
+    assert replies and replies[0].returncode == 0 and "registered" in replies[0].stdout
+    assert srv.call("status")["storage"]["queued"] == 0
 
 
 def test_a_wrong_or_unreachable_database_refuses_to_start(tmp_path):
