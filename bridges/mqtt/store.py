@@ -4,7 +4,9 @@ Every change to a persistent session (its row, its subscriptions, its queued and
 QoS 1/2 messages) and to the retained messages is enqueued when it happens and committed by the
 runtime's storage writer in batches: `kill -9` loses at most the last flush interval
 (storage.flush_interval) of these changes; a clean stop flushes everything. QoS 0 traffic and
-clean sessions never touch the database. Rows are per server (`server`: its id), so several
+clean sessions never touch the database, and neither does a message delivered and acknowledged
+within one flush interval (its queued writes are withdrawn before the writer takes them).
+Rows are per server (`server`: its id), so several
 servers may share one PostgreSQL database. Read once, at start (`sessions()`, `subs()`, ...).
 
 Schema (store `mqtt`, version 1; an older deployment's `<data_dir>/mqtt.db` is imported when the
@@ -159,13 +161,17 @@ class Store:
         self.server = storage.server_id
         storage.open_store(SCHEMA, (lambda: _legacy_units(legacy_file, self.server)) if legacy_file else None)
         self.writes = 0
+        self.withdrawn = 0
+        # Queued writes of each stored message, while the writer may not have taken them:
+        # client id -> seq -> units (its add, then its state changes).
+        self._unsent: dict[str, dict[int, list]] = {}
 
     def close(self) -> None:
         """Nothing to close: the runtime owns the database (its writer flushes on a clean stop)."""
 
-    def _x(self, sql: str, args: tuple = ()) -> None:
+    def _x(self, sql: str, args: tuple = ()):
         self.writes += 1
-        self.storage.queue.put(Op(sql, (self.server, *args)))
+        return self.storage.queue.put(Op(sql, (self.server, *args)))
 
     def _read(self, sql: str) -> list[tuple]:
         return self.storage.query(sql, (self.server,))
@@ -176,6 +182,7 @@ class Store:
         self._x(_SESSION, (cid, version, username, expiry, disconnected_at))
 
     def delete_session(self, cid: str) -> None:
+        self._unsent.pop(cid, None)
         self._x("DELETE FROM mqtt_sessions WHERE server = ? AND client_id = ?", (cid,))
 
     def sessions(self) -> list[tuple]:
@@ -198,18 +205,32 @@ class Store:
     def add_message(self, cid: str, seq: int, state: int, packet_id: int | None, topic: str, payload: bytes,
                     qos: int, retain: bool, props: dict | None, expires: float | None,
                     sub_ids: list[int] | None = None) -> None:
-        self._x(_MESSAGE, (cid, seq, state, packet_id, topic, bytes(payload), qos, int(retain), props_to_json(props),
-                           expires, json.dumps(sub_ids) if sub_ids else None))
+        u = self._x(_MESSAGE, (cid, seq, state, packet_id, topic, bytes(payload), qos, int(retain),
+                               props_to_json(props), expires, json.dumps(sub_ids) if sub_ids else None))
+        self._unsent.setdefault(cid, {})[seq] = [u]
 
     def update_message(self, cid: str, seq: int, state: int, packet_id: int | None) -> None:
         self.writes += 1
-        self.storage.queue.write("UPDATE mqtt_messages SET state = ?, packet_id = ? WHERE server = ? AND "
-                                 "client_id = ? AND seq = ?", (state, packet_id, self.server, cid, seq))
+        u = self.storage.queue.write("UPDATE mqtt_messages SET state = ?, packet_id = ? WHERE server = ? AND "
+                                     "client_id = ? AND seq = ?", (state, packet_id, self.server, cid, seq))
+        units = self._unsent.get(cid, {}).get(seq)
+        if units is not None:
+            if units[0].taken:        # its add is on its way: nothing left to withdraw
+                del self._unsent[cid][seq]
+            else:
+                units.append(u)
 
     def delete_message(self, cid: str, seq: int) -> None:
+        units = self._unsent.get(cid, {}).pop(seq, None)
+        if units is not None and units[0].cancel():
+            for u in units[1:]:
+                u.cancel()
+            self.withdrawn += 1       # added and removed within one flush: the database never sees it
+            return
         self._x("DELETE FROM mqtt_messages WHERE server = ? AND client_id = ? AND seq = ?", (cid, seq))
 
     def delete_messages(self, cid: str) -> None:
+        self._unsent.pop(cid, None)
         self._x("DELETE FROM mqtt_messages WHERE server = ? AND client_id = ?", (cid,))
 
     def messages(self) -> Iterator[tuple]:

@@ -79,13 +79,30 @@ class Database(Protocol):
     def close(self) -> None: ...
 
 
+class Unit:
+    """The ops of one `put`, committed whole. `cancel()` withdraws it while the writer has not taken
+    it yet (a change undone within one flush interval never reaches the database)."""
+
+    __slots__ = ("ops", "taken")
+
+    def __init__(self, ops: tuple[Op, ...]):
+        self.ops = ops
+        self.taken = False
+
+    def cancel(self) -> bool:
+        if self.taken:
+            return False
+        self.ops = ()
+        return True
+
+
 class Writes(Protocol):
     """What a store writes through (WriteQueue implements it): never blocks, never fails."""
 
-    def put(self, *ops: Op) -> int:
-        """Enqueue `ops` as one unit (committed whole); returns its position."""
+    def put(self, *ops: Op) -> Unit:
+        """Enqueue `ops` as one unit (committed whole)."""
 
-    def write(self, sql: str, args: tuple = ()) -> int: ...
+    def write(self, sql: str, args: tuple = ()) -> Unit: ...
 
     def mark(self) -> int:
         """The position of the last unit enqueued (the runtime may wait for `committed >= mark`)."""
@@ -101,26 +118,26 @@ class WriteQueue:
     """
 
     def __init__(self, limit: int = 100_000, discard: bool = False):
-        self.units: deque[tuple[Op, ...]] = deque()
+        self.units: deque[Unit] = deque()
         self.limit = limit
         self.discard = discard        # no database (a bare core in tests): nothing is kept
         self.enqueued = 0
         self.committed = 0
         self.wakeup: Callable[[], None] | None = None   # the writer: a first unit is waiting, or a full queue
 
-    def put(self, *ops: Op) -> int:
-        if not ops:
-            return self.enqueued
+    def put(self, *ops: Op) -> Unit:
+        u = Unit(ops)
         self.enqueued += 1
         if self.discard:
+            u.taken = True
             self.committed = self.enqueued
-            return self.enqueued
-        self.units.append(ops)
+            return u
+        self.units.append(u)
         if self.wakeup is not None and (len(self.units) == 1 or len(self.units) >= self.limit):
             self.wakeup()
-        return self.enqueued
+        return u
 
-    def write(self, sql: str, args: tuple = ()) -> int:
+    def write(self, sql: str, args: tuple = ()) -> Unit:
         return self.put(Op(sql, args))
 
     def mark(self) -> int:
@@ -133,12 +150,13 @@ class WriteQueue:
     def full(self) -> bool:
         return len(self.units) >= self.limit
 
-    def take(self, max_units: int) -> list[tuple[Op, ...]]:
-        """The writer: the oldest units, left in place until `done`."""
+    def take(self, max_units: int) -> list[Unit]:
+        """The writer: the oldest units, left in place until `done` (and no longer cancellable)."""
         out = []
         for u in self.units:
             if len(out) >= max_units:
                 break
+            u.taken = True
             out.append(u)
         return out
 

@@ -82,7 +82,11 @@ class StorageWriter:
         units = q.take(MAX_BATCH)
         if not units:
             return True
-        ops = [op for u in units for op in u]
+        ops = [op for u in units for op in u.ops]
+        if not ops:                       # every unit was cancelled
+            q.done(len(units))
+            self._after_commit()
+            return True
         t0 = time.monotonic()
         try:
             self.pool.apply(self.db.execute, (ops,))
@@ -96,12 +100,13 @@ class StorageWriter:
                       " ".join(str(e).split()))
             for u in units:
                 try:
-                    self.pool.apply(self.db.execute, (list(u),))
+                    if u.ops:
+                        self.pool.apply(self.db.execute, (list(u.ops),))
                 except Exception as e2:
                     if _transient(e2):
                         return False
-                    log.error("storage: dropped a write that fails on its own: %s %r: %s", u[0].sql[:60],
-                              u[0].args[:3], " ".join(str(e2).split()))
+                    log.error("storage: dropped a write that fails on its own: %s %r: %s", u.ops[0].sql[:60],
+                              u.ops[0].args[:3], " ".join(str(e2).split()))
                 q.done(1)
                 self._after_commit()
             return True

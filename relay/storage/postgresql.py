@@ -7,6 +7,7 @@ writer holds one per flush, start-up reads, backups and exports take others.
 
 from __future__ import annotations
 
+import functools
 import queue
 import re
 import threading
@@ -23,6 +24,7 @@ except ImportError:  # pragma: no cover - psycopg is an install requirement
 CONNECT_TIMEOUT = 5
 
 
+@functools.lru_cache(maxsize=1024)
 def _placeholders(sql: str) -> str:
     """Portable `?` placeholders to psycopg's `%s` (a literal `%` doubled first)."""
     return sql.replace("%", "%%").replace("?", "%s")
@@ -93,8 +95,10 @@ class PostgresDatabase:
 
     @staticmethod
     def _run(conn, stmts: Sequence[tuple[str, tuple]]) -> None:
+        # Pipeline mode: the statements go out without waiting for each result (one round trip per
+        # flush, not per write); an error surfaces at the end and rolls the transaction back.
         with conn.transaction():
-            with conn.cursor() as cur:
+            with conn.pipeline(), conn.cursor() as cur:
                 for sql, args in stmts:
                     cur.execute(_placeholders(sql), args)
 

@@ -9,5 +9,5 @@ def flush(storage: Storage) -> None:
     """What the runtime's writer does, synchronously: one transaction for everything queued."""
     q = storage.queue
     units = q.take(len(q))
-    storage.db.execute([op for u in units for op in u])
+    storage.db.execute([op for u in units for op in u.ops])
     q.done(len(units))

@@ -114,7 +114,7 @@ def test_a_change_is_one_unit_committed_whole(accounts, storage):
     accounts.create("hal", "pw", 1.0)
     accounts.add_group("hal", "g", 2.0)
     assert len(storage.queue) == 2            # the account with its secrets; then the group change
-    assert all(len(u) >= 3 for u in storage.queue.units)
+    assert all(len(u.ops) >= 3 for u in storage.queue.units)
 
 
 def test_schema_is_versioned_and_migrations_apply_from_any_version(db):

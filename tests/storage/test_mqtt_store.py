@@ -91,3 +91,33 @@ def test_an_old_mqtt_db_is_imported_when_the_store_is_created(storage, tmp_path)
     st.delete_session("old")
     flush(storage)
     assert Store(Storage(storage.db, WriteQueue(), "001"), old).sessions() == []   # imported once only
+
+
+def test_a_message_acknowledged_within_one_flush_never_reaches_the_database(storage):
+    st = Store(storage)
+    st.save_session("c", 5, None, 60, None)
+    st.add_message("c", 1, 0, None, "t", b"quick", 1, False, None, None)
+    st.update_message("c", 1, 1, 7)
+    st.delete_message("c", 1)                      # acknowledged before the writer took anything
+    st.add_message("c", 2, 0, None, "t", b"slow", 1, False, None, None)
+    assert st.withdrawn == 1
+    assert sum(len(u.ops) for u in storage.queue.units) == 2   # the session row and message 2
+    flush(storage)
+    st.update_message("c", 2, 1, 8)                # message 2 is stored: its changes must be written
+    st.delete_message("c", 2)
+    assert st.withdrawn == 1
+    flush(storage)
+    assert list(st.messages()) == [] and [r[0] for r in st.sessions()] == ["c"]
+
+
+def test_a_message_taken_by_the_writer_is_deleted_for_real(storage):
+    st = Store(storage)
+    st.save_session("c", 5, None, 60, None)
+    st.add_message("c", 1, 0, None, "t", b"x", 1, False, None, None)
+    units = storage.queue.take(10)                 # the writer has it (in flight)
+    st.delete_message("c", 1)
+    assert st.withdrawn == 0 and len(storage.queue) == 3
+    storage.db.execute([op for u in units for op in u.ops])
+    storage.queue.done(len(units))
+    flush(storage)
+    assert list(st.messages()) == []
