@@ -150,13 +150,15 @@ class WriteQueue:
     def full(self) -> bool:
         return len(self.units) >= self.limit
 
-    def take(self, max_units: int) -> list[Unit]:
-        """The writer: the oldest units, left in place until `done` (and no longer cancellable)."""
-        out = []
+    def take(self, max_ops: int) -> list[Unit]:
+        """The writer: the oldest units, up to `max_ops` ops (withdrawn units cost none), left in
+        place until `done` and no longer cancellable."""
+        out, n = [], 0
         for u in self.units:
-            if len(out) >= max_units:
+            if n >= max_ops:
                 break
             u.taken = True
+            n += len(u.ops)
             out.append(u)
         return out
 

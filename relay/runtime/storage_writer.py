@@ -27,7 +27,7 @@ from relay.core.storage import Database, WriteQueue
 
 log = logging.getLogger("relay.storage")
 
-MAX_BATCH = 5000          # units per transaction
+MAX_BATCH = 10000         # ops per transaction
 BEHIND_LOG_EVERY = 10.0
 RETRY_MAX = 5.0
 
@@ -58,7 +58,7 @@ class StorageWriter:
         self.greenlet = gevent.spawn(self._run)
 
     def _run(self) -> None:
-        q, delay = self.queue, 0.0
+        q, delay, last = self.queue, 0.0, 0.0
         while True:
             if not q.units:
                 if self.stopping:
@@ -66,10 +66,14 @@ class StorageWriter:
                 self._wake.clear()
                 self._wake.wait()          # the first write of a batch, or a caller that waits
                 continue
-            if not (self._urgent or q.full or self.stopping):
+            # At most one flush per interval (a batch gathers meanwhile, and what is undone within it
+            # is withdrawn), but no pause when behind: the interval counts from the last flush's start.
+            left = last + self.interval - time.monotonic()
+            if left > 0 and not (self._urgent or q.full or self.stopping):
                 self._wake.clear()
-                self._wake.wait(self.interval)   # gather a batch (cut short by a waiting caller)
+                self._wake.wait(left)      # cut short by a waiting caller or a full queue
             self._urgent = False
+            last = time.monotonic()
             if self.flush_once():
                 delay = 0.0
             else:

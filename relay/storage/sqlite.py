@@ -7,6 +7,7 @@ runtime's writer thread, or the start-up reads.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 from typing import Sequence
@@ -40,8 +41,8 @@ class SqliteDatabase:
         with self.lock:
             self.db.execute("BEGIN")
             try:
-                for sql, args in stmts:
-                    self.db.execute(sql, args)
+                for sql, group in itertools.groupby(stmts, key=lambda s: s[0]):
+                    self.db.executemany(sql, [args for _, args in group])
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
