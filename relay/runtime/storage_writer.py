@@ -65,6 +65,7 @@ class StorageWriter:
                     return
                 self._wake.clear()
                 self._wake.wait()          # the first write of a batch, or a caller that waits
+                last = time.monotonic()    # a batch gathers from its first write
                 continue
             # At most one flush per interval (a batch gathers meanwhile, and what is undone within it
             # is withdrawn), but no pause when behind: the interval counts from the last flush's start.
