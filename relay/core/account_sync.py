@@ -7,13 +7,14 @@ Frames (module frames in ENCAP, so they are replayed after a short split and ded
              {op: "del", name, updated}
         one change, to every server. `scram` maps a mechanism to {salt, stored_key, server_key}
         (base64) and iterations: the secrets, never a password.
-    ACCOUNTS {accounts: [account, ...]}
-        every account this server has, to a peer whose link just came up. The receiver keeps what
-        is newer (`updated`) and passes on, as ACCOUNT puts, what it took.
+    ACCOUNTS {accounts: [account, ...], removed: {name: updated}}
+        every account this server has, and the removals it knows of (tombstones), to a peer whose
+        link just came up. The receiver keeps what is newer (`updated`) and passes on, as ACCOUNT
+        frames, what it took.
 
 A copy is stored like a local change (an idempotent upsert): with a shared database both servers
-write the same row. A deletion made while the servers were apart is not carried by ACCOUNTS
-(no tombstones are kept): the account comes back from the side that still has it.
+write the same row. Tombstones are kept in memory only: a removal made while two servers were apart
+reaches the other side at the netjoin, unless every server that knew of it has restarted since.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def from_wire(d: Any) -> Account:
 class AccountSync:
     def __init__(self, core: "Core"):
         self.core = core
+        self.tombstones: dict[str, float] = {}      # account key -> when it was removed
         core.hooks.add("link_extension", self._frame, owner="accounts")
         core.hooks.add("link_up", self._link_up, owner="accounts")
 
@@ -87,15 +89,33 @@ class AccountSync:
         if r is not None and r.peers:
             r.send_extension(PUT_FRAME, {"op": "put", "account": to_wire(a)}, None, exclude_link)
 
-    def removed(self, name: str, now: float) -> None:
+    def removed(self, name: str, now: float, exclude_link: str | None = None) -> None:
+        self.tombstones[account_key(name)] = now
         r = self._router()
         if r is not None and r.peers:
-            r.send_extension(PUT_FRAME, {"op": "del", "name": name, "updated": now}, None)
+            r.send_extension(PUT_FRAME, {"op": "del", "name": name, "updated": now}, None, exclude_link)
 
     def _link_up(self, peer_id: str) -> None:
         accts, r = self.core.accounts.by_key.values(), self._router()
-        if accts and r is not None:
-            r.send_extension(SNAPSHOT_FRAME, {"accounts": [to_wire(a) for a in accts]}, {peer_id})
+        if (accts or self.tombstones) and r is not None:
+            r.send_extension(SNAPSHOT_FRAME, {"accounts": [to_wire(a) for a in accts],
+                                              "removed": dict(self.tombstones)}, {peer_id})
+
+    def _remove(self, name: str, when: Any) -> bool:
+        """A removal from another server: applied if our copy is not newer; True if applied."""
+        if not isinstance(when, (int, float)) or isinstance(when, bool) or not valid_account_name(name):
+            return False
+        key = account_key(name)
+        a = self.core.accounts.get(name)
+        if a is not None and a.updated > when:
+            return False
+        if self.tombstones.get(key, -1.0) >= when and a is None:
+            return False
+        self.tombstones[key] = max(when, self.tombstones.get(key, when))
+        if a is not None:
+            self.core.accounts.delete(a.name)
+            self.core.hooks.run("account_removed", a.name)
+        return True
 
     def _take(self, d: Any, origin: str) -> Account | None:
         """Store a copy if it is newer than ours; returns it if taken."""
@@ -107,6 +127,9 @@ class AccountSync:
         mine = self.core.accounts.get(a.name)
         if mine is not None and (mine.updated, mine.sip_ha1) >= (a.updated, a.sip_ha1):
             return None
+        if self.tombstones.get(account_key(a.name), -1.0) >= a.updated:
+            return None                     # removed after this copy was made
+        self.tombstones.pop(account_key(a.name), None)
         self.core.accounts.put(a)
         if mine is None:
             self.core.hooks.run("account_registered", a)
@@ -119,18 +142,21 @@ class AccountSync:
             if payload.get("op") == "put":
                 self._take(payload.get("account"), origin)
             elif payload.get("op") == "del" and isinstance(payload.get("name"), str):
-                a = self.core.accounts.get(payload["name"])
-                upd = payload.get("updated")
-                if a is not None and (not isinstance(upd, (int, float)) or a.updated <= upd):
-                    self.core.accounts.delete(a.name)
-                    self.core.hooks.run("account_removed", a.name)
+                self._remove(payload["name"], payload.get("updated"))
             return True
         if ftype == SNAPSHOT_FRAME:
-            accts = payload.get("accounts") if isinstance(payload, dict) else None
+            if not isinstance(payload, dict):
+                return True
+            accts, removed = payload.get("accounts"), payload.get("removed")
             for d in accts if isinstance(accts, list) else ():
                 a = self._take(d, origin)
                 if a is not None:
                     self.changed(a, exclude_link=from_link)
+            for name, when in removed.items() if isinstance(removed, dict) else ():
+                if self._remove(name, when):
+                    r = self._router()
+                    if r is not None:
+                        r.send_extension(PUT_FRAME, {"op": "del", "name": name, "updated": when}, None, from_link)
             return True
         return None
 

@@ -69,3 +69,20 @@ def test_hostile_payloads_never_raise(core, ftype, payload, op):
     for p in (payload, {"op": op, "account": payload, "name": payload}, {"accounts": [payload]}):
         assert core.account_sync._frame(ftype, "002", p, "002") is True
     assert set(core.accounts.by_key) == before     # refused (logged), nothing stored
+
+
+def test_a_removal_is_not_undone_by_an_older_copy_and_crosses_a_netjoin(core):
+    sync = core.account_sync
+    old = make_account("dee", "pw", "r", 4096, 30.0)
+    sync._frame("ACCOUNT", "002", {"op": "put", "account": to_wire(old)}, "002")
+    core.unregister_account("dee", 40.0)
+    # A server that was apart still has the copy of 30: its snapshot does not bring it back ...
+    sync._frame("ACCOUNTS", "003", {"accounts": [to_wire(old)], "removed": {}}, "003")
+    assert core.accounts.get("dee") is None
+    # ... and a newer registration does.
+    new = make_account("dee", "pw2", "r", 4096, 50.0)
+    sync._frame("ACCOUNTS", "003", {"accounts": [to_wire(new)]}, "003")
+    assert check_password(core.accounts.get("dee"), "pw2")
+    # A snapshot's removal newer than our copy removes it.
+    sync._frame("ACCOUNTS", "003", {"accounts": [], "removed": {"dee": 60.0}}, "003")
+    assert core.accounts.get("dee") is None and sync.tombstones["dee"] == 60.0

@@ -137,7 +137,8 @@ def test_accounts_work_on_every_server(tree3):
 
 
 def test_an_account_made_while_apart_arrives_when_the_link_returns(tmp_path):
-    """Separate databases: a server that was not linked learns the accounts at the netjoin."""
+    """Separate databases: a server that was not linked learns the accounts, and the removals, at the
+    netjoin."""
     net = TreeNetwork("tree-3", tmp_path)
     net["a"].start()
     net["a"].ctl("register", "early", "pw-e")
@@ -148,6 +149,13 @@ def test_an_account_made_while_apart_arrives_when_the_link_returns(tmp_path):
         net.wait_linked()
         wait_for(lambda: all({"early", "late"} <= set(accounts(net[s])) for s in "abc"), what="both everywhere")
         assert sasl_login(net["c"].irc_port, "e1", "early", "pw-e")
+        # A removal made while c is down reaches c at the netjoin (c's own file still has the account,
+        # and its copy does not come back to the others).
+        net["c"].stop()
+        net["a"].ctl("unregister", "early")
+        net["c"].start()
+        net.wait_linked()
+        wait_for(lambda: all(accounts(net[s]) == ["late"] for s in "abc"), what="early removed everywhere")
     finally:
         net.stop()
 
