@@ -21,6 +21,7 @@ setup(
         "wsproto>=1.2",
         "lxml>=5",
         "precis-i18n>=1.1",
+        "psycopg[binary]>=3.1",
     ],
     extras_require={
         "base": [],

@@ -18,3 +18,29 @@ def make_server(tmp_path):
     yield make
     for s in started:
         s.stop()
+
+
+# ---------------------------------------------------------------- storage backends (see pgsupport.py)
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throw-away PostgreSQL cluster per test process (so per xdist worker)."""
+    from pgsupport import PgCluster
+    try:
+        import psycopg  # noqa: F401
+        cluster = PgCluster().start()
+    except (ImportError, RuntimeError) as e:
+        pytest.skip(f"PostgreSQL unavailable: {e}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def storage_section(request) -> dict:
+    """The `storage:` config section of a test's server, for each backend (a fresh database for each)."""
+    if request.param == "sqlite":
+        return {"backend": "sqlite"}
+    cluster = request.getfixturevalue("pg_cluster")
+    return {"backend": "postgresql", "dsn": cluster.new_database(), "pool_size": 2}

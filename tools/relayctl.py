@@ -37,6 +37,8 @@ LOCAL = {
     "verify": "verify [--json] [--timeout S]",
     "shell": "shell",
     "mkpasswd": "mkpasswd PASSWORD",
+    "backup": "backup FILE",
+    "restore": "restore FILE",
 }
 
 
@@ -415,6 +417,43 @@ def _quiet_call(cfg, argv):
         show(r, False)
         sys.exit(r.get("status") or 1)
     return r
+
+
+@main.command()
+@command_config_option
+@click.argument("file", type=click.Path(dir_okay=False))
+def backup(config_path, file):
+    """Write the running server's stores to FILE (portable JSON lines, either backend)."""
+    cfg = load_config(resolve_config(config_path))
+    call_or_exit(cfg, ["backup", os.path.abspath(file)])
+
+
+@main.command()
+@command_config_option
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def restore(config_path, file):
+    """Replace the stores of a stopped server's database with FILE (made by `relayctl backup`)."""
+    cfg = load_config(resolve_config(config_path))
+    try:
+        control_call(cfg, ["status"], timeout=2)
+        click.echo("cannot restore: the server is running; stop it first", err=True)
+        sys.exit(1)
+    except NotRunning:
+        pass
+    from bridges.mqtt.store import SCHEMA as MQTT
+    from relay.core.accounts import SCHEMA as ACCOUNTS
+    from relay.core.storage import StorageError
+    from relay.storage import dump, open_database
+    try:
+        db = open_database(cfg)
+        try:
+            res = dump.load_dump(db, [ACCOUNTS, MQTT], os.path.abspath(file))
+        finally:
+            db.close()
+    except StorageError as e:
+        click.echo(f"cannot restore: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"restored {file}: " + (", ".join(f"{t} {n}" for t, n in res["rows"].items()) or "no rows"))
 
 
 @main.command()

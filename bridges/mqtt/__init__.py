@@ -7,6 +7,6 @@ broker.py      sessions, routing, retained messages, wills, $SYS statistics
 client.py      one connection (TCP, or WebSocket via the http listener): packets in, broker calls out
 channels.py    chan/NAME <-> #NAME, members, direct messages, the one-path delivery rule
 federation.py  MQTT across server links (MQTT_SUB / MQTT_PUB frames)
-store.py       SQLite persistence (<data_dir>/mqtt.db)
+store.py       persistence through the server storage (the `mqtt` store)
 module.py      Options, setup: listener protocol `mqtt`, WebSocket route /mqtt, hooks, timers, commands
 """

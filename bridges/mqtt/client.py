@@ -232,7 +232,7 @@ class Client:
             return self.refuse(0x8C, "enhanced authentication is not supported", now)
         account = None
         if p.username is not None:
-            acct = core.storage.get_account(p.username) if p.username else None
+            acct = core.accounts.get(p.username) if p.username else None
             try:
                 password = (p.password or b"").decode("utf-8")
             except UnicodeDecodeError:

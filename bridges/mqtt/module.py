@@ -108,8 +108,7 @@ def setup(module) -> None:
     store = None
     if opts.persist:
         from .store import Store
-        core.config.data_path.mkdir(parents=True, exist_ok=True)
-        store = Store(core.config.data_path / opts.db_file)
+        store = Store(core.storage, core.config.data_path / opts.db_file)
     broker = Broker(core, opts, store, module.log)
     broker.acl = TopicAcl(opts.acl, opts.acl_default,
                           lambda who, account, ip: core.acl.match(who, core.subject(account, ip)))

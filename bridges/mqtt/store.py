@@ -1,25 +1,29 @@
-"""Persistent broker state in SQLite (stdlib): `<data_dir>/mqtt.db`.
+"""Persistent broker state, in the server's storage (relay.core.storage): the `mqtt` store.
 
-Write-through: every change to a persistent session (its row, its subscriptions, its
-queued and in-flight QoS 1/2 messages) and to the retained messages is written when it
-happens, so a crash loses nothing that was acknowledged. QoS 0 traffic and clean
-sessions never touch the database. WAL with synchronous=NORMAL: a commit is an append
-to the log, not an fsync.
+Every change to a persistent session (its row, its subscriptions, its queued and in-flight
+QoS 1/2 messages) and to the retained messages is enqueued when it happens and committed by the
+runtime's storage writer in batches: `kill -9` loses at most the last flush interval
+(storage.flush_interval) of these changes; a clean stop flushes everything. QoS 0 traffic and
+clean sessions never touch the database, and neither does a message delivered and acknowledged
+within one flush interval (its queued writes are withdrawn before the writer takes them).
+Rows are per server (`server`: its id), so several
+servers may share one PostgreSQL database. Read once, at start (`sessions()`, `subs()`, ...).
 
-Schema (PRAGMA user_version 1; MIGRATIONS below move older files forward):
+Schema (store `mqtt`, version 1; an older deployment's `<data_dir>/mqtt.db` is imported when the
+store is created):
 
-    sessions(client_id PK, version, username, expiry, disconnected_at)
+    mqtt_sessions(server, client_id, version, username, expiry, disconnected_at; PK (server, client_id))
         one row per persistent session (session expiry > 0, or 3.1.1 clean session 0)
-    subscriptions(client_id, filter, qos, no_local, retain_as_published,
-                  retain_handling, sub_id;  PK (client_id, filter))
+    mqtt_subscriptions(server, client_id, filter, qos, no_local, retain_as_published,
+                       retain_handling, sub_id;  PK (server, client_id, filter))
         filter is the full filter, "$share/GROUP/FILTER" included
-    messages(client_id, seq, state, packet_id, topic, payload, qos, retain, props,
-             expires, sub_ids;  PK (client_id, seq))
+    mqtt_messages(server, client_id, seq, state, packet_id, topic, payload, qos, retain, props,
+                  expires, sub_ids;  PK (server, client_id, seq))
         a session's outgoing QoS 1/2 messages in order: state 0 queued, 1 PUBLISH sent
         (awaiting PUBACK / PUBREC), 2 PUBREL sent (awaiting PUBCOMP); qos is the granted
         QoS, retain the flag as it will be sent; props (JSON) the message's properties,
         sub_ids (JSON list) the subscription identifiers it carries
-    retained(topic PK, payload, qos, props, expires)
+    mqtt_retained(server, topic, payload, qos, props, expires; PK (server, topic))
         expires: absolute UNIX time of the message expiry, or NULL
 """
 
@@ -31,48 +35,72 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
-# Each migration takes the schema from version i to i+1 (PRAGMA user_version). Append only.
-MIGRATIONS: list[str] = ["""
-CREATE TABLE sessions (
-    client_id TEXT PRIMARY KEY,
+from relay.core.storage import Op, Schema, Storage
+
+SCHEMA = Schema("mqtt", ("""
+CREATE TABLE mqtt_sessions (
+    server TEXT NOT NULL,
+    client_id TEXT NOT NULL,
     version INTEGER NOT NULL,
     username TEXT,
-    expiry INTEGER NOT NULL,
-    disconnected_at REAL
+    expiry {int} NOT NULL,
+    disconnected_at {real},
+    PRIMARY KEY (server, client_id)
 );
-CREATE TABLE subscriptions (
-    client_id TEXT NOT NULL REFERENCES sessions(client_id) ON DELETE CASCADE,
+CREATE TABLE mqtt_subscriptions (
+    server TEXT NOT NULL,
+    client_id TEXT NOT NULL,
     filter TEXT NOT NULL,
     qos INTEGER NOT NULL,
     no_local INTEGER NOT NULL DEFAULT 0,
     retain_as_published INTEGER NOT NULL DEFAULT 0,
     retain_handling INTEGER NOT NULL DEFAULT 0,
-    sub_id INTEGER,
-    PRIMARY KEY (client_id, filter)
+    sub_id {int},
+    PRIMARY KEY (server, client_id, filter),
+    FOREIGN KEY (server, client_id) REFERENCES mqtt_sessions(server, client_id) ON DELETE CASCADE
 );
-CREATE TABLE messages (
-    client_id TEXT NOT NULL REFERENCES sessions(client_id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
+CREATE TABLE mqtt_messages (
+    server TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    seq {int} NOT NULL,
     state INTEGER NOT NULL,
     packet_id INTEGER,
     topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
+    payload {blob} NOT NULL,
     qos INTEGER NOT NULL,
     retain INTEGER NOT NULL,
     props TEXT,
-    expires REAL,
+    expires {real},
     sub_ids TEXT,
-    PRIMARY KEY (client_id, seq)
+    PRIMARY KEY (server, client_id, seq),
+    FOREIGN KEY (server, client_id) REFERENCES mqtt_sessions(server, client_id) ON DELETE CASCADE
 );
-CREATE TABLE retained (
-    topic TEXT PRIMARY KEY,
-    payload BLOB NOT NULL,
+CREATE TABLE mqtt_retained (
+    server TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload {blob} NOT NULL,
     qos INTEGER NOT NULL,
     props TEXT,
-    expires REAL
+    expires {real},
+    PRIMARY KEY (server, topic)
 );
-"""]
-SCHEMA_VERSION = len(MIGRATIONS)
+""",), tables=("mqtt_sessions", "mqtt_subscriptions", "mqtt_messages", "mqtt_retained"))
+
+_SESSION = ("INSERT INTO mqtt_sessions(server, client_id, version, username, expiry, disconnected_at) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT(server, client_id) DO UPDATE SET version = excluded.version, "
+            "username = excluded.username, expiry = excluded.expiry, disconnected_at = excluded.disconnected_at")
+_SUB = ("INSERT INTO mqtt_subscriptions(server, client_id, filter, qos, no_local, retain_as_published, "
+        "retain_handling, sub_id) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(server, client_id, filter) DO UPDATE SET "
+        "qos = excluded.qos, no_local = excluded.no_local, retain_as_published = excluded.retain_as_published, "
+        "retain_handling = excluded.retain_handling, sub_id = excluded.sub_id")
+_MESSAGE = ("INSERT INTO mqtt_messages(server, client_id, seq, state, packet_id, topic, payload, qos, retain, "
+            "props, expires, sub_ids) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(server, client_id, seq) DO UPDATE "
+            "SET state = excluded.state, packet_id = excluded.packet_id, topic = excluded.topic, "
+            "payload = excluded.payload, qos = excluded.qos, retain = excluded.retain, props = excluded.props, "
+            "expires = excluded.expires, sub_ids = excluded.sub_ids")
+_RETAINED = ("INSERT INTO mqtt_retained(server, topic, payload, qos, props, expires) VALUES (?,?,?,?,?,?) "
+             "ON CONFLICT(server, topic) DO UPDATE SET payload = excluded.payload, qos = excluded.qos, "
+             "props = excluded.props, expires = excluded.expires")
 
 
 def props_to_json(props: dict[str, Any] | None) -> str | None:
@@ -105,93 +133,117 @@ def props_from_json(text: str | dict | None) -> dict[str, Any]:
     return out
 
 
+def _legacy_units(path: Path, server: str) -> Iterator[tuple[Op, ...]]:
+    """An older deployment's mqtt.db (write-through SQLite, user_version 1) as writes into the store."""
+    if not path.exists():
+        return
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        for r in db.execute("SELECT client_id, version, username, expiry, disconnected_at FROM sessions"):
+            yield (Op(_SESSION, (server, *r)),)
+        for r in db.execute("SELECT client_id, filter, qos, no_local, retain_as_published, retain_handling, "
+                            "sub_id FROM subscriptions"):
+            yield (Op(_SUB, (server, *r)),)
+        for r in db.execute("SELECT client_id, seq, state, packet_id, topic, payload, qos, retain, props, "
+                            "expires, sub_ids FROM messages"):
+            yield (Op(_MESSAGE, (server, *r[:5], bytes(r[5]), *r[6:])),)
+        for r in db.execute("SELECT topic, payload, qos, props, expires FROM retained"):
+            yield (Op(_RETAINED, (server, r[0], bytes(r[1]), *r[2:])),)
+    finally:
+        db.close()
+
+
 class Store:
-    """Write-through persistence; every method is one short autocommitted statement."""
+    """The broker's persistence: reads at start, then every change one queued write."""
 
-    def __init__(self, path: str | Path):
-        self.path = str(path)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.migrate()
+    def __init__(self, storage: Storage, legacy_file: Path | None = None):
+        self.storage = storage
+        self.server = storage.server_id
+        storage.open_store(SCHEMA, (lambda: _legacy_units(legacy_file, self.server)) if legacy_file else None)
         self.writes = 0
-
-    def migrate(self) -> None:
-        v = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if v > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: schema version {v} is newer than this code ({SCHEMA_VERSION})")
-        for i in range(v, SCHEMA_VERSION):
-            self.db.executescript("BEGIN;" + MIGRATIONS[i] + f"PRAGMA user_version = {i + 1}; COMMIT;")
+        self.withdrawn = 0
+        # Queued writes of each stored message, while the writer may not have taken them:
+        # client id -> seq -> units (its add, then its state changes).
+        self._unsent: dict[str, dict[int, list]] = {}
 
     def close(self) -> None:
-        try:
-            self.db.close()
-        except sqlite3.Error:
-            pass
+        """Nothing to close: the runtime owns the database (its writer flushes on a clean stop)."""
 
-    def _x(self, sql: str, args: tuple = ()) -> None:
+    def _x(self, sql: str, args: tuple = ()):
         self.writes += 1
-        self.db.execute(sql, args)
+        return self.storage.queue.put(Op(sql, (self.server, *args)))
+
+    def _read(self, sql: str) -> list[tuple]:
+        return self.storage.query(sql, (self.server,))
 
     # ---- sessions ----
     def save_session(self, cid: str, version: int, username: str | None, expiry: int,
                      disconnected_at: float | None) -> None:
-        self._x("INSERT INTO sessions(client_id, version, username, expiry, disconnected_at) VALUES (?,?,?,?,?) "
-                "ON CONFLICT(client_id) DO UPDATE SET version=excluded.version, username=excluded.username, "
-                "expiry=excluded.expiry, disconnected_at=excluded.disconnected_at",
-                (cid, version, username, expiry, disconnected_at))
+        self._x(_SESSION, (cid, version, username, expiry, disconnected_at))
 
     def delete_session(self, cid: str) -> None:
-        self._x("DELETE FROM sessions WHERE client_id = ?", (cid,))
+        self._unsent.pop(cid, None)
+        self._x("DELETE FROM mqtt_sessions WHERE server = ? AND client_id = ?", (cid,))
 
     def sessions(self) -> list[tuple]:
-        return self.db.execute("SELECT client_id, version, username, expiry, disconnected_at FROM sessions").fetchall()
+        return self._read("SELECT client_id, version, username, expiry, disconnected_at FROM mqtt_sessions "
+                          "WHERE server = ?")
 
     # ---- subscriptions ----
     def save_sub(self, cid: str, topic_filter: str, qos: int, no_local: bool, rap: bool, rh: int,
                  sub_id: int | None) -> None:
-        self._x("INSERT OR REPLACE INTO subscriptions VALUES (?,?,?,?,?,?,?)",
-                (cid, topic_filter, qos, int(no_local), int(rap), rh, sub_id))
+        self._x(_SUB, (cid, topic_filter, qos, int(no_local), int(rap), rh, sub_id))
 
     def delete_sub(self, cid: str, topic_filter: str) -> None:
-        self._x("DELETE FROM subscriptions WHERE client_id = ? AND filter = ?", (cid, topic_filter))
+        self._x("DELETE FROM mqtt_subscriptions WHERE server = ? AND client_id = ? AND filter = ?", (cid, topic_filter))
 
     def subs(self) -> Iterator[tuple]:
-        return iter(self.db.execute(
-            "SELECT client_id, filter, qos, no_local, retain_as_published, retain_handling, sub_id "
-            "FROM subscriptions").fetchall())
+        return iter(self._read("SELECT client_id, filter, qos, no_local, retain_as_published, retain_handling, "
+                               "sub_id FROM mqtt_subscriptions WHERE server = ?"))
 
     # ---- queued / in-flight messages ----
     def add_message(self, cid: str, seq: int, state: int, packet_id: int | None, topic: str, payload: bytes,
                     qos: int, retain: bool, props: dict | None, expires: float | None,
                     sub_ids: list[int] | None = None) -> None:
-        self._x("INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (cid, seq, state, packet_id, topic, payload, qos, int(retain), props_to_json(props), expires,
-                 json.dumps(sub_ids) if sub_ids else None))
+        u = self._x(_MESSAGE, (cid, seq, state, packet_id, topic, bytes(payload), qos, int(retain),
+                               props_to_json(props), expires, json.dumps(sub_ids) if sub_ids else None))
+        self._unsent.setdefault(cid, {})[seq] = [u]
 
     def update_message(self, cid: str, seq: int, state: int, packet_id: int | None) -> None:
-        self._x("UPDATE messages SET state = ?, packet_id = ? WHERE client_id = ? AND seq = ?",
-                (state, packet_id, cid, seq))
+        self.writes += 1
+        u = self.storage.queue.write("UPDATE mqtt_messages SET state = ?, packet_id = ? WHERE server = ? AND "
+                                     "client_id = ? AND seq = ?", (state, packet_id, self.server, cid, seq))
+        units = self._unsent.get(cid, {}).get(seq)
+        if units is not None:
+            if units[0].taken:        # its add is on its way: nothing left to withdraw
+                del self._unsent[cid][seq]
+            else:
+                units.append(u)
 
     def delete_message(self, cid: str, seq: int) -> None:
-        self._x("DELETE FROM messages WHERE client_id = ? AND seq = ?", (cid, seq))
+        units = self._unsent.get(cid, {}).pop(seq, None)
+        if units is not None and units[0].cancel():
+            for u in units[1:]:
+                u.cancel()
+            self.withdrawn += 1       # added and removed within one flush: the database never sees it
+            return
+        self._x("DELETE FROM mqtt_messages WHERE server = ? AND client_id = ? AND seq = ?", (cid, seq))
 
     def delete_messages(self, cid: str) -> None:
-        self._x("DELETE FROM messages WHERE client_id = ?", (cid,))
+        self._unsent.pop(cid, None)
+        self._x("DELETE FROM mqtt_messages WHERE server = ? AND client_id = ?", (cid,))
 
     def messages(self) -> Iterator[tuple]:
-        return iter(self.db.execute(
+        return iter(self._read(
             "SELECT client_id, seq, state, packet_id, topic, payload, qos, retain, props, expires, sub_ids "
-            "FROM messages ORDER BY client_id, seq").fetchall())
+            "FROM mqtt_messages WHERE server = ? ORDER BY client_id, seq"))
 
     # ---- retained ----
     def set_retained(self, topic: str, payload: bytes, qos: int, props: dict | None, expires: float | None) -> None:
-        self._x("INSERT OR REPLACE INTO retained VALUES (?,?,?,?,?)",
-                (topic, payload, qos, props_to_json(props), expires))
+        self._x(_RETAINED, (topic, bytes(payload), qos, props_to_json(props), expires))
 
     def delete_retained(self, topic: str) -> None:
-        self._x("DELETE FROM retained WHERE topic = ?", (topic,))
+        self._x("DELETE FROM mqtt_retained WHERE server = ? AND topic = ?", (topic,))
 
     def retained(self) -> Iterator[tuple]:
-        return iter(self.db.execute("SELECT topic, payload, qos, props, expires FROM retained").fetchall())
+        return iter(self._read("SELECT topic, payload, qos, props, expires FROM mqtt_retained WHERE server = ?"))

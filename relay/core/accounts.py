@@ -2,8 +2,12 @@
 
 Registration stores what each protocol needs and never the clear password:
 SCRAM-SHA-1 and SCRAM-SHA-256 secrets (IRC SASL, XMPP) made with scramp, and
-the SIP digest HA1 for the server's realm. Storage is behind `Storage`;
-SQLite is the embedded default, its schema versioned with migrations.
+the SIP digest HA1 for the server's realm.
+
+Every account is in memory (`Accounts`, loaded at start), so SASL, MQTT CONNECT and the group
+look-up of every ACL check never touch the database; a change updates memory at once and enqueues
+its writes (one unit per change) on the storage write queue. Accounts are network-wide: the
+`account_sync` module carries each change over the tree, secrets only.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ import hashlib
 import hmac
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 from scramp import ScramMechanism
+
+from relay.core.storage import Op, Schema, Storage
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-1", "SCRAM-SHA-256")
 _ACCOUNT_RE = re.compile(r"[A-Za-z0-9_.\-\[\]\\`^{|}]{1,32}")
@@ -41,6 +48,7 @@ class Account:
     realm: str
     groups: frozenset[str]
     created: float
+    updated: float = 0.0      # last change (registration, password, groups): the newer copy wins a merge
 
 
 def valid_account_name(name: str) -> bool:
@@ -64,133 +72,168 @@ def check_password(account: Account, password: str) -> bool:
     return hmac.compare_digest(hashlib.sha256(client_key).digest(), s.stored_key)
 
 
-class Storage:
-    """The storage API the core uses; SQLite here, other backends implement the same."""
-
-    def create_account(self, name: str, password: str, realm: str, iterations: int, now: float) -> Account: ...
-    def get_account(self, name: str) -> Account | None: ...
-    def delete_account(self, name: str) -> bool: ...
-    def set_password(self, name: str, password: str, realm: str, iterations: int) -> bool: ...
-    def list_accounts(self) -> list[str]: ...
-    def add_group(self, name: str, group: str) -> bool: ...
-    def remove_group(self, name: str, group: str) -> bool: ...
-    def groups(self, name: str) -> frozenset[str]: ...
-    def close(self) -> None: ...
-
-
-# Each migration takes the schema from version i to i+1. Append only.
-MIGRATIONS: list[str] = [
+SCHEMA = Schema("accounts", (
     """
     CREATE TABLE accounts (
-        name TEXT PRIMARY KEY COLLATE NOCASE,
+        key TEXT PRIMARY KEY,                 -- the name case-folded: names are case-insensitive
+        name TEXT NOT NULL,
         realm TEXT NOT NULL,
         sip_ha1 TEXT NOT NULL,
-        created REAL NOT NULL
+        created {real} NOT NULL,
+        updated {real} NOT NULL
     );
-    CREATE TABLE scram (
-        account TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+    CREATE TABLE account_secrets (
+        key TEXT NOT NULL REFERENCES accounts(key) ON DELETE CASCADE,
         mechanism TEXT NOT NULL,
-        salt BLOB NOT NULL, stored_key BLOB NOT NULL, server_key BLOB NOT NULL, iterations INTEGER NOT NULL,
-        PRIMARY KEY (account, mechanism)
+        salt {blob} NOT NULL, stored_key {blob} NOT NULL, server_key {blob} NOT NULL, iterations {int} NOT NULL,
+        PRIMARY KEY (key, mechanism)
     );
-    """,
-    """
-    CREATE TABLE groups (
-        account TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE COLLATE NOCASE,
+    CREATE TABLE account_groups (
+        key TEXT NOT NULL REFERENCES accounts(key) ON DELETE CASCADE,
         name TEXT NOT NULL,
-        PRIMARY KEY (account, name)
+        PRIMARY KEY (key, name)
     );
     """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
+), tables=("accounts", "account_secrets", "account_groups"))
+
+LEGACY_FILE = "accounts.db"   # before the storage layer: its own SQLite file in the data directory
 
 
-class SqliteStorage(Storage):
-    def __init__(self, path: str | Path):
-        self.path = str(path)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.migrate()
+def account_key(name: str) -> str:
+    return name.lower()
 
-    def schema_version(self) -> int:
-        return self.db.execute("PRAGMA user_version").fetchone()[0]
 
-    def migrate(self) -> None:
-        v = self.schema_version()
-        if v > SCHEMA_VERSION:
-            raise AccountError(f"{self.path}: schema version {v} is newer than this server's {SCHEMA_VERSION}")
-        for i in range(v, SCHEMA_VERSION):
-            with self.db:
-                self.db.execute("BEGIN")
-                for stmt in MIGRATIONS[i].split(";"):
-                    if stmt.strip():
-                        self.db.execute(stmt)
-                self.db.execute(f"PRAGMA user_version = {i + 1}")
+def make_account(name: str, password: str, realm: str, iterations: int, now: float,
+                 groups: frozenset[str] = frozenset(), created: float | None = None) -> Account:
+    if not password:
+        raise AccountError("empty password")
+    scram = {m: scram_secret(password, m, iterations) for m in SCRAM_MECHANISMS}
+    return Account(name, scram, sip_ha1(name, realm, password), realm, groups,
+                   now if created is None else created, now)
 
-    def _write_secrets(self, name: str, password: str, realm: str, iterations: int) -> None:
-        for mech in SCRAM_MECHANISMS:
-            s = scram_secret(password, mech, iterations)
-            self.db.execute(
-                "INSERT OR REPLACE INTO scram VALUES (?, ?, ?, ?, ?, ?)",
-                (name, mech, s.salt, s.stored_key, s.server_key, s.iterations))
-        self.db.execute("UPDATE accounts SET sip_ha1 = ?, realm = ? WHERE name = ?",
-                        (sip_ha1(name, realm, password), realm, name))
 
-    def create_account(self, name, password, realm, iterations, now):
+def _put_ops(a: Account) -> tuple[Op, ...]:
+    """The writes that make the stored account equal to `a` (one unit: all or nothing)."""
+    k = account_key(a.name)
+    ops = [Op("INSERT INTO accounts(key, name, realm, sip_ha1, created, updated) VALUES (?, ?, ?, ?, ?, ?) "
+              "ON CONFLICT(key) DO UPDATE SET name = excluded.name, realm = excluded.realm, "
+              "sip_ha1 = excluded.sip_ha1, created = excluded.created, updated = excluded.updated",
+              (k, a.name, a.realm, a.sip_ha1, a.created, a.updated)),
+           Op("DELETE FROM account_secrets WHERE key = ?", (k,)),
+           Op("DELETE FROM account_groups WHERE key = ?", (k,))]
+    for mech, s in sorted(a.scram.items()):
+        ops.append(Op("INSERT INTO account_secrets(key, mechanism, salt, stored_key, server_key, iterations) "
+                      "VALUES (?, ?, ?, ?, ?, ?)", (k, mech, s.salt, s.stored_key, s.server_key, s.iterations)))
+    for g in sorted(a.groups):
+        ops.append(Op("INSERT INTO account_groups(key, name) VALUES (?, ?)", (k, g)))
+    return tuple(ops)
+
+
+def _legacy_units(path: Path) -> Iterator[tuple[Op, ...]]:
+    """The accounts of an older deployment's accounts.db, as writes into the new schema."""
+    if not path.exists():
+        return
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT name, realm, sip_ha1, created FROM accounts").fetchall()
+        for name, realm, ha1, created in rows:
+            scram = {m: ScramSecret(bytes(a), bytes(b), bytes(c), it) for m, a, b, c, it in db.execute(
+                "SELECT mechanism, salt, stored_key, server_key, iterations FROM scram WHERE account = ?", (name,))}
+            try:
+                groups = frozenset(r[0] for r in db.execute("SELECT name FROM groups WHERE account = ?", (name,)))
+            except sqlite3.OperationalError:
+                groups = frozenset()  # schema version 1 had no groups
+            yield _put_ops(Account(name, scram, ha1, realm, groups, created, created))
+    finally:
+        db.close()
+
+
+class Accounts:
+    """Every account in memory; changes write through the storage queue (`mark()` to wait for them)."""
+
+    def __init__(self, storage: Storage, realm: str, iterations: int):
+        self.storage = storage
+        self.realm = realm
+        self.iterations = iterations
+        self.by_key: dict[str, Account] = {}
+
+    def load(self, legacy_dir: Path | None = None) -> None:
+        st = self.storage
+        st.open_store(SCHEMA, (lambda: _legacy_units(legacy_dir / LEGACY_FILE)) if legacy_dir else None)
+        by_key: dict[str, Account] = {}
+        for key, name, realm, ha1, created, updated in st.query(
+                "SELECT key, name, realm, sip_ha1, created, updated FROM accounts"):
+            by_key[key] = Account(name, {}, ha1, realm, frozenset(), created, updated)
+        for key, mech, salt, sk, svk, it in st.query(
+                "SELECT key, mechanism, salt, stored_key, server_key, iterations FROM account_secrets"):
+            if key in by_key:
+                by_key[key].scram[mech] = ScramSecret(bytes(salt), bytes(sk), bytes(svk), it)
+        groups: dict[str, set[str]] = {}
+        for key, g in st.query("SELECT key, name FROM account_groups"):
+            groups.setdefault(key, set()).add(g)
+        for key, gs in groups.items():
+            if key in by_key:
+                by_key[key].groups = frozenset(gs)
+        self.by_key = by_key
+
+    # ---- reads (memory only)
+    def get(self, name: str) -> Account | None:
+        return self.by_key.get(account_key(name))
+
+    def names(self) -> list[str]:
+        return sorted((a.name for a in self.by_key.values()), key=str.lower)
+
+    def groups(self, name: str) -> frozenset[str]:
+        a = self.by_key.get(account_key(name))
+        return a.groups if a is not None else frozenset()
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    # ---- changes: memory now, the database through the queue
+    def put(self, a: Account) -> None:
+        """Store `a` as it is (a registration, or a copy that came over a link)."""
+        self.by_key[account_key(a.name)] = a
+        self.storage.queue.put(*_put_ops(a))
+
+    def create(self, name: str, password: str, now: float) -> Account:
         if not valid_account_name(name):
             raise AccountError(f"invalid account name {name!r}: 1-32 letters, digits or _.-[]\\`^{{|}}")
+        if self.get(name) is not None:
+            raise AccountError(f"account {name} already exists")
+        a = make_account(name, password, self.realm, self.iterations, now)
+        self.put(a)
+        return a
+
+    def delete(self, name: str) -> bool:
+        a = self.by_key.pop(account_key(name), None)
+        if a is None:
+            return False
+        self.storage.queue.write("DELETE FROM accounts WHERE key = ?", (account_key(name),))
+        return True
+
+    def set_password(self, name: str, password: str, now: float) -> Account | None:
+        a = self.get(name)
         if not password:
             raise AccountError("empty password")
-        with self.db:
-            self.db.execute("BEGIN")
-            try:
-                self.db.execute("INSERT INTO accounts VALUES (?, ?, '', ?)", (name, realm, now))
-            except sqlite3.IntegrityError:
-                raise AccountError(f"account {name} already exists") from None
-            self._write_secrets(name, password, realm, iterations)
-        return self.get_account(name)
-
-    def get_account(self, name):
-        row = self.db.execute("SELECT name, realm, sip_ha1, created FROM accounts WHERE name = ?", (name,)).fetchone()
-        if row is None:
+        if a is None:
             return None
-        scram = {m: ScramSecret(bytes(s), bytes(sk), bytes(svk), it) for m, s, sk, svk, it in self.db.execute(
-            "SELECT mechanism, salt, stored_key, server_key, iterations FROM scram WHERE account = ?", (row[0],))}
-        return Account(row[0], scram, row[2], row[1], self.groups(row[0]), row[3])
+        b = make_account(a.name, password, self.realm, self.iterations, now, a.groups, a.created)
+        self.put(b)
+        return b
 
-    def delete_account(self, name):
-        with self.db:
-            return self.db.execute("DELETE FROM accounts WHERE name = ?", (name,)).rowcount > 0
+    def add_group(self, name: str, group: str, now: float) -> Account | None:
+        a = self.get(name)
+        if a is None:
+            return None
+        b = replace(a, groups=a.groups | {group}, updated=now)
+        self.put(b)
+        return b
 
-    def set_password(self, name, password, realm, iterations):
-        if not password:
-            raise AccountError("empty password")
-        row = self.db.execute("SELECT name FROM accounts WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return False
-        with self.db:
-            self.db.execute("BEGIN")
-            self._write_secrets(row[0], password, realm, iterations)
-        return True
-
-    def list_accounts(self):
-        return [r[0] for r in self.db.execute("SELECT name FROM accounts ORDER BY name")]
-
-    def add_group(self, name, group):
-        row = self.db.execute("SELECT name FROM accounts WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return False
-        with self.db:
-            self.db.execute("INSERT OR IGNORE INTO groups VALUES (?, ?)", (row[0], group))
-        return True
-
-    def remove_group(self, name, group):
-        with self.db:
-            return self.db.execute("DELETE FROM groups WHERE account = ? AND name = ?", (name, group)).rowcount > 0
-
-    def groups(self, name):
-        return frozenset(r[0] for r in self.db.execute("SELECT name FROM groups WHERE account = ?", (name,)))
-
-    def close(self):
-        self.db.close()
+    def remove_group(self, name: str, group: str, now: float) -> Account | None:
+        a = self.get(name)
+        if a is None or group not in a.groups:
+            return None
+        b = replace(a, groups=a.groups - {group}, updated=now)
+        self.put(b)
+        return b

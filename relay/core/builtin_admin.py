@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from relay.core.accounts import AccountError
 from relay.core.admin import AdminError, CommandSpec, Reply, parse_syntax
 from relay.core.modules import ModuleError, shipped_modules
+from relay.core.storage import StorageError
 
 if TYPE_CHECKING:
     from relay.core.interfaces import CoreServices
@@ -20,6 +21,9 @@ class AdminContext:
     core: "CoreServices"
     now: float
     peer: str = "control"
+    # A command that changed stored state replies once it is committed (the runtime waits);
+    # `flush` asks for that wait without changing anything.
+    wait_for_commit: bool = False
 
 
 def _fmt_bytes(n: int) -> str:
@@ -46,6 +50,8 @@ def cmd_status(ctx: AdminContext) -> Reply:
         f"links: {', '.join(l['name'] for l in s['links']) or 'none'}",
         f"users: {s['users']['users']} ({s['users']['local']} local), channels: {s['users']['channels']}",
         f"modules: {', '.join(s['modules']) or 'none'}",
+        f"storage: {s['storage']['backend']}, {s['storage']['accounts']} accounts, "
+        f"{s['storage']['queued']} writes queued, {s['storage']['committed']} committed",
     ])
     return Reply(text, s)
 
@@ -71,7 +77,7 @@ def cmd_register(ctx: AdminContext, user: str, password: str) -> Reply:
 def cmd_unregister(ctx: AdminContext, user: str) -> Reply:
     """unregister USER"""
     try:
-        ctx.core.unregister_account(user)
+        ctx.core.unregister_account(user, ctx.now)
     except AccountError as e:
         raise AdminError(str(e)) from None
     return Reply(f"account {user} removed", {"account": user})
@@ -79,9 +85,8 @@ def cmd_unregister(ctx: AdminContext, user: str) -> Reply:
 
 def cmd_passwd(ctx: AdminContext, user: str, password: str) -> Reply:
     """passwd USER PASSWORD"""
-    c = ctx.core.config
     try:
-        ok = ctx.core.storage.set_password(user, password, c.realm, c.accounts.scram_iterations)
+        ok = ctx.core.change_account(ctx.core.accounts.set_password(user, password, ctx.now))
     except AccountError as e:
         raise AdminError(str(e)) from None
     if not ok:
@@ -91,8 +96,44 @@ def cmd_passwd(ctx: AdminContext, user: str, password: str) -> Reply:
 
 def cmd_accounts(ctx: AdminContext) -> Reply:
     """accounts"""
-    names = ctx.core.storage.list_accounts()
+    names = ctx.core.accounts.names()
     return Reply("\n".join(names) or "no accounts", names)
+
+
+def _rows(res: dict) -> str:
+    return ", ".join(f"{t} {n}" for t, n in res.get("rows", {}).items()) or "no rows"
+
+
+def cmd_backup(ctx: AdminContext, path: str) -> Reply:
+    """backup FILE"""
+    if ctx.core.storage.backup is None:
+        raise AdminError("this server has no database to back up")
+    try:
+        res = ctx.core.storage.backup(path)
+    except (StorageError, OSError) as e:
+        raise AdminError(f"backup failed: {e}") from None
+    return Reply(f"backup written to {res['file']}: {_rows(res)}", res)
+
+
+def cmd_flush(ctx: AdminContext) -> Reply:
+    """flush"""
+    ctx.wait_for_commit = True
+    q = ctx.core.storage.queue
+    return Reply(f"storage flushed ({len(q)} writes were queued)", {"queued": len(q)})
+
+
+def cmd_export(ctx: AdminContext, to: str, dsn: str) -> Reply:
+    """export --to DSN"""
+    if to != "--to":
+        raise AdminError("usage: export --to DSN", 2)
+    if ctx.core.storage.export is None:
+        raise AdminError("this server has no database to export")
+    try:
+        res = ctx.core.storage.export(dsn)
+    except StorageError as e:
+        raise AdminError(f"export failed: {e}") from None
+    return Reply(f"exported to {res['to']}: {_rows(res)}; set storage.backend: postgresql and storage.dsn, "
+                 f"then restart", res)
 
 
 def cmd_log_level(ctx: AdminContext, level: str) -> Reply:
@@ -153,23 +194,23 @@ def cmd_module_reload(ctx: AdminContext, name: str) -> Reply:
 
 def cmd_group_add(ctx: AdminContext, user: str, group: str) -> Reply:
     """group add USER GROUP"""
-    if not ctx.core.storage.add_group(user, group):
+    if not ctx.core.change_account(ctx.core.accounts.add_group(user, group, ctx.now)):
         raise AdminError(f"no account {user}")
     return Reply(f"{user} is in group {group}", {"account": user, "group": group})
 
 
 def cmd_group_remove(ctx: AdminContext, user: str, group: str) -> Reply:
     """group remove USER GROUP"""
-    if not ctx.core.storage.remove_group(user, group):
+    if not ctx.core.change_account(ctx.core.accounts.remove_group(user, group, ctx.now)):
         raise AdminError(f"{user} is not in group {group}")
     return Reply(f"{user} left group {group}", {"account": user, "group": group})
 
 
 def cmd_group_list(ctx: AdminContext, user: str) -> Reply:
     """group list USER"""
-    if ctx.core.storage.get_account(user) is None:
+    if ctx.core.accounts.get(user) is None:
         raise AdminError(f"no account {user}")
-    groups = sorted(ctx.core.storage.groups(user))
+    groups = sorted(ctx.core.accounts.groups(user))
     return Reply(" ".join(groups) or f"{user} is in no group", groups)
 
 
@@ -245,6 +286,9 @@ BUILTIN_COMMANDS = [
     (cmd_unregister, "delete an account"),
     (cmd_passwd, "change an account's password"),
     (cmd_accounts, "list accounts"),
+    (cmd_backup, "write every store to FILE (a portable dump; `relayctl restore` reads it)"),
+    (cmd_flush, "reply once every queued storage write is committed"),
+    (cmd_export, "copy this server's database onto PostgreSQL (then switch storage: to it)"),
     (cmd_log_level, "change the log level at runtime"),
     (cmd_reload_config, "re-read the config file and apply what can change at runtime"),
     (cmd_help, "list commands, or describe one"),
@@ -292,7 +336,7 @@ def _servers(ctx: AdminContext):
 ARGUMENT_KINDS = {
     "module-loaded": _loaded,
     "module-available": _available,
-    "account": lambda ctx: ctx.core.storage.list_accounts(),
+    "account": lambda ctx: ctx.core.accounts.names(),
     "channel": lambda ctx: [ch.name for ch in ctx.core.net.channels.values()],
     "nick": lambda ctx: [u.nick for u in ctx.core.net.nicks.values()],
     "log-level": lambda ctx: LOG_LEVELS,

@@ -147,6 +147,23 @@ class AccountsSection(Strict):
     realm: str | None = None
 
 
+class StorageSection(Strict):
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    file: str = "relay.db"                    # sqlite: inside data_dir (WAL)
+    dsn: str | None = None                    # postgresql: libpq DSN or URI (required for it)
+    pool_size: Annotated[int, Field(ge=1, le=100)] = 4
+    flush_interval: PositiveFloat = 0.05      # seconds between the writer's commits (what kill -9 may lose)
+    queue_limit: PositiveInt = 100000         # queued writes past which clients are read no more
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: str | None, info) -> str | None:
+        # Its syntax and reachability are checked when the server opens it (relay/storage).
+        if info.data.get("backend") == "postgresql" and not v:
+            raise ValueError("required when storage.backend is postgresql")
+        return v
+
+
 class LinkBlock(Strict):
     name: ServerName
     id: ServerId | None = None
@@ -184,6 +201,7 @@ class Config(Strict):
     tls: TlsSection = TlsSection()
     network: NetworkSection = NetworkSection()
     accounts: AccountsSection = AccountsSection()
+    storage: StorageSection = StorageSection()
     links: list[LinkBlock] = []
     linking: LinkingSection = LinkingSection()
     hub: bool = True

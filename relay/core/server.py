@@ -14,13 +14,14 @@ import psutil
 
 from relay import __version__
 from relay.core import builtin_admin
-from relay.core.accounts import Account, AccountError, SqliteStorage, Storage
+from relay.core.accounts import Account, AccountError, Accounts
 from relay.core.acl import Acl, Subject
 from relay.core.admin import AdminTable
 from relay.core.config import Config
 from relay.core.hooks import HookBus
 from relay.core.http_routes import HttpRoutes
 from relay.core.modules import ItemRegistry, ModuleManager
+from relay.core.storage import Storage
 from relay.core.timers import TimerQueue
 
 log = logging.getLogger("relay.core")
@@ -64,14 +65,16 @@ class Core:
         self.set_log_level: Callable[[str], None] | None = None
         self.reload_requested: Callable[[], Any] | None = None
         self.acl = Acl.from_config(config.acl, config.access_rules, config.shapers, config.shaper_rules)
-        if storage is None:
-            config.data_path.mkdir(parents=True, exist_ok=True)
-            storage = SqliteStorage(config.data_path / "accounts.db")
-        self.storage = storage
+        # No storage given (a bare core in tests): nothing is loaded and writes are discarded.
+        self.storage = storage if storage is not None else Storage.none(config.server.id)
+        self.accounts = Accounts(self.storage, config.realm, config.accounts.scram_iterations)
+        self.accounts.load(config.data_path if storage is not None else None)
         from relay.core.network import Network
         self.net = Network(self)
         from relay.core.links import LinkLayer
         self.links = LinkLayer(self)
+        from relay.core.account_sync import AccountSync
+        self.account_sync = AccountSync(self)
         builtin_admin.install(self)
         self.add_protocol("http", self.http.listener(), owner="core")
         self.add_protocol("link", self.links.accept, owner="core")
@@ -127,20 +130,27 @@ class Core:
             if self.protocols_changed:
                 self.protocols_changed()
 
-    # Accounts
+    # Accounts: memory at once, the database through the write queue, every server over the tree.
     def register_account(self, name: str, password: str, now: float) -> Account:
-        acct = self.storage.create_account(name, password, self.config.realm,
-                                           self.config.accounts.scram_iterations, now)
+        acct = self.accounts.create(name, password, now)
+        self.account_sync.changed(acct)
         self.hooks.run("account_registered", acct)
         return acct
 
-    def unregister_account(self, name: str) -> None:
-        if not self.storage.delete_account(name):
+    def unregister_account(self, name: str, now: float | None = None) -> None:
+        if not self.accounts.delete(name):
             raise AccountError(f"no account {name}")
+        self.account_sync.removed(name, self.now() if now is None else now)
         self.hooks.run("account_removed", name)
 
+    def change_account(self, acct: Account | None) -> Account | None:
+        """After a password or group change: tell the other servers."""
+        if acct is not None:
+            self.account_sync.changed(acct)
+        return acct
+
     def subject(self, account: str | None, ip: str | None, ident: str | None = None) -> Subject:
-        groups = self.storage.groups(account) if account else frozenset()
+        groups = self.accounts.groups(account) if account else frozenset()
         return Subject(account=account, groups=groups, server=self.config.server.id,
                        server_name=self.config.server.name, ip=ip, ident=ident)
 
@@ -159,4 +169,7 @@ class Core:
             "links": self.net.links_summary(),
             "users": self.net.counts(),
             "modules": sorted(self.modules.loaded),
+            "storage": {"backend": self.config.storage.backend if self.storage.db is not None else "none",
+                        "accounts": len(self.accounts), "queued": len(self.storage.queue),
+                        "committed": self.storage.queue.committed},
         }

@@ -274,7 +274,7 @@ class IrcClient:
                 self.numeric("908", ",".join(offered), "are available SASL mechanisms")
                 self.numeric("904", "SASL authentication failed")
                 return
-            self.sasl = _SaslState(SaslServer(mech, self.core.storage.get_account, tls=self.t.tls,
+            self.sasl = _SaslState(SaslServer(mech, self.core.accounts.get, tls=self.t.tls,
                                               bindings=self.t.channel_bindings(), plain_needs_tls=False,
                                               allowed=IRC_SASL_MECHANISMS))
             self.send(b"AUTHENTICATE +\r\n")

@@ -215,6 +215,16 @@ class Connection:
             log.exception("%s %s: handler raised; closing the connection", self.proto, self.peer_host)
             self.close_reason = "Internal error"
             self.abort("Internal error")
+            return
+        # Storage back-pressure: a client is read no more while the write queue is full.
+        w = getattr(self.rt, "writer", None)
+        if w is not None and self.proto != "link" and w.check_full() and self.rwatch is not None:
+            self.rwatch.stop()
+            self.rt.pause_reading(self)
+
+    def resume_reading(self) -> None:
+        if not self.closing and self.rwatch is not None:
+            self.rwatch.start(self._on_readable)
 
     # ---------------------------------------------------------------- watched: writing
     def _flush(self) -> None:
@@ -306,6 +316,9 @@ class Connection:
                     log.exception("%s %s: handler raised; closing the connection", self.proto, self.peer_host)
                     self.close_reason = "Internal error"
                     break
+                w = getattr(rt, "writer", None)
+                if w is not None and self.proto != "link" and w.check_full():
+                    w.wait_drained()   # storage back-pressure, as for plain connections
                 # Let the loop send what this read queued before reading more.
                 gevent.sleep(0)
         finally:

@@ -30,11 +30,13 @@ from relay.core.builtin_admin import AdminContext
 from relay.core.config import Config, ConfigError
 from relay.core.sasl import server_end_point
 from relay.core.server import Core
+from relay.core.storage import Storage, StorageError, WriteQueue
 from relay.proto.control import ControlCodec, ControlError
 from relay.runtime.connection import Acceptor, Connection, make_listen_socket
 from relay.runtime.http import HttpServer
 from relay.runtime.udp import DatagramEndpoint, make_udp_socket
 from relay.runtime.logs import set_level, setup_logging
+from relay.runtime.storage_writer import StorageWriter
 from relay.runtime.tlsutil import (client_context, ensure_certificate, link_client_context, server_context,
                                    tls_handshake)
 
@@ -95,6 +97,9 @@ class Runtime:
         self._timer_wake = gevent.event.Event()
         self._timer_loop = None
         self.core: Core | None = None
+        self.db = None
+        self.writer: StorageWriter | None = None
+        self.paused: set[Connection] = set()   # client connections not read while storage catches up
         self.stopping = False
         self.logging = False  # relay.log is set up (a start refused before that only prints)
 
@@ -113,7 +118,18 @@ class Runtime:
         setup_logging(cfg, data, self.foreground)
         self.logging = True
         now = self.now()
-        self.core = core = Core(cfg, now, clock=self.now)
+        from relay.storage import open_database
+        try:
+            self.db = open_database(cfg)
+            storage = Storage(self.db, WriteQueue(cfg.storage.queue_limit), cfg.server.id)
+            self.writer = StorageWriter(self.db, storage.queue, cfg.storage.flush_interval)
+            self.writer.on_drained = self._resume_readers
+            self.writer.start()
+            storage.backup, storage.export = self._backup, self._export
+            self.core = core = Core(cfg, now, storage=storage, clock=self.now)
+        except StorageError as e:
+            raise StartupError(str(e), 1) from None
+        log.info("storage: %s (%s)", cfg.storage.backend, self.db.where)
         core.runtime_info = self.info
         core.shutdown_requested = lambda reason: gevent.spawn(self.shutdown, reason)
         core.set_log_level = set_level
@@ -427,15 +443,44 @@ class Runtime:
     def run_command(self, argv) -> dict:
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
             return {"ok": False, "status": 2, "text": "bad request: argv must be a list of strings"}
+        queue = self.core.storage.queue
+        before = queue.mark()
+        ctx = AdminContext(self.core, self.now())
         try:
-            reply = self.core.admin.dispatch(argv, AdminContext(self.core, self.now()))
+            reply = self.core.admin.dispatch(argv, ctx)
         except AdminError as e:
             return {"ok": False, "status": e.status, "text": str(e)}
         except Exception as e:
             log.exception("operator command %r raised", argv)
             return {"ok": False, "status": 1, "text": f"internal error: {type(e).__name__}: {e}"}
+        # What a command reports as done is committed first (kill -9 after the reply loses none of it).
+        if (self.writer is not None and (queue.mark() > before or ctx.wait_for_commit)
+                and not self.writer.wait_committed(queue.mark(), 30.0)):
+            return {"ok": False, "status": 1, "text": f"{reply.text}\nbut storage has not committed it yet "
+                                                      f"({self.db.where} is not answering)"}
         return {"ok": reply.status == 0, "status": reply.status, "text": reply.text,
                 "data": json.loads(json.dumps(reply.data, default=str))}
+
+    # ---------------------------------------------------------------- storage
+    def pause_reading(self, conn: Connection) -> None:
+        self.paused.add(conn)
+
+    def _resume_readers(self) -> None:
+        paused, self.paused = self.paused, set()
+        for c in paused:
+            c.resume_reading()
+
+    def _backup(self, path: str) -> dict:
+        """`backup FILE`: everything committed (the queue flushed first), as a portable dump."""
+        from relay.storage import dump
+        self.writer.wait_committed(self.core.storage.queue.mark())
+        return self.writer.pool.apply(dump.backup, (self.db, dump.stores(self.core), self.config.path(path)))
+
+    def _export(self, dsn: str) -> dict:
+        """`export DSN`: copy this server's database onto a PostgreSQL database (its stores created there)."""
+        from relay.storage import dump
+        self.writer.wait_committed(self.core.storage.queue.mark())
+        return self.writer.pool.apply(dump.export, (self.db, dump.stores(self.core), dsn, self.config))
 
     # ---------------------------------------------------------------- reload
     def _sighup(self) -> None:
@@ -503,6 +548,9 @@ class Runtime:
                 p.unlink()
             except FileNotFoundError:
                 pass
+        if self.writer is not None:
+            self.writer.stop()
+            log.info("storage flushed: %d writes committed", self.core.storage.queue.committed)
         self.core.storage.close()
         self.stopped.set()
         self._timer_wake.set()
@@ -533,8 +581,11 @@ def run(config: Config, config_path: str | None, foreground: bool = True, ready=
             print(f"cannot start: {e}", file=sys.stderr)
         if ready:
             ready(f"error {e.status} {e}")
+        if rt.writer is not None:
+            rt.writer.stop(5.0)
+        if rt.db is not None:
+            rt.db.close()
         if rt.core is not None:
-            rt.core.storage.close()
             if rt.control is not None:
                 rt.control.close()
                 try:

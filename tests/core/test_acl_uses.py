@@ -14,7 +14,7 @@ def test_register_rule_gates_in_band_registration(tmp_path):
     c2.send("REGISTER * * s3cret-pw")
     lines = c2.t.take()
     assert any("REGISTER SUCCESS bob" in l for l in lines) and any(" 900 " in l for l in lines)
-    assert w2.cores["a"].storage.get_account("bob") is not None
+    assert w2.cores["a"].accounts.get("bob") is not None
     c2.send("REGISTER bob * other")
     assert any("FAIL REGISTER ALREADY_AUTHENTICATED" in l for l in c2.t.take())
 

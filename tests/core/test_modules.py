@@ -5,7 +5,6 @@ import pytest
 from relay.core.config import parse
 from relay.core.modules import ModuleError
 from relay.core.server import Core
-from relay.core.accounts import SqliteStorage
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ def _sessions(srv) -> dict:
     return {s["client_id"]: s for s in json.loads(srv.ctl("mqtt", "--json", "sessions").stdout)}
 
 
-def test_restart_keeps_persistent_sessions_and_retained(start_mqtt):
-    srv = start_mqtt()
+def test_restart_keeps_persistent_sessions_and_retained(start_mqtt, storage_section):
+    srv = start_mqtt(storage=storage_section)     # on SQLite and on PostgreSQL
     srv.register("rita")
     room = uniq("rr")
     v5, v4, inflight, clean = uniq("v5"), uniq("v4"), uniq("if"), uniq("cl")

@@ -71,7 +71,7 @@ def complete(completer, text):
     ("help mod", ["module"]),
     ("help module ", ["list", "load", "reload", "unload"]),
     ("status --j", ["--json"]),
-    ("ex", ["exit"]),
+    ("ex", ["exit", "export"]),
     ("frobnicate ", []),
 ])
 def test_completion_walks_command_words_then_argument_kinds(completer, text, expected):

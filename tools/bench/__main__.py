@@ -58,6 +58,11 @@ SCENARIOS = [
         ("latency p50 at 100 msg/s (ms)", "p50_ms", None, "ms"),
         ("latency p99 at 100 msg/s (ms)", "p99_ms", None, "ms"),
     ]),
+    ("mqtt-persistent", sc.mqtt_persistent, "Mosquitto", None, [
+        ("deliveries/s at saturation", "deliveries_per_s", None, "int"),
+        ("latency p50 at 100 msg/s (ms)", "p50_ms", None, "ms"),
+        ("latency p99 at 100 msg/s (ms)", "p99_ms", None, "ms"),
+    ]),
     ("mqtt-topics", sc.mqtt_topics, "Mosquitto", None, [
         ("deliveries/s at saturation", "deliveries_per_s", None, "int"),
     ]),
@@ -71,7 +76,7 @@ SCENARIOS = [
     ]),
 ]
 ALIASES = {"mqtt-fanout": ["mqtt-fanout-qos0", "mqtt-fanout-qos1"],
-           "mqtt": ["mqtt-fanout-qos0", "mqtt-fanout-qos1", "mqtt-topics"],
+           "mqtt": ["mqtt-fanout-qos0", "mqtt-fanout-qos1", "mqtt-persistent", "mqtt-topics"],
            "irc": ["irc-fanout", "irc-tree"], "tree": ["irc-tree"]}
 
 

@@ -579,8 +579,8 @@ def _str(s: bytes) -> bytes:
     return len(s).to_bytes(2, "big") + s
 
 
-def mqtt_connect_packet(client_id: str, keepalive: int = 600) -> bytes:
-    var = _str(b"MQTT") + bytes([4, 0x02]) + keepalive.to_bytes(2, "big")
+def mqtt_connect_packet(client_id: str, keepalive: int = 600, clean: bool = True) -> bytes:
+    var = _str(b"MQTT") + bytes([4, 0x02 if clean else 0x00]) + keepalive.to_bytes(2, "big")
     body = var + _str(client_id.encode())
     return b"\x10" + _varint(len(body)) + body
 
@@ -640,8 +640,8 @@ def send_now(sock: socket.socket, data) -> None:
 
 
 def mqtt_connect(host: str, port: int, ids: list[str], concurrency: int = 200, timeout: float = 60.0,
-                 group: int = 0) -> list[Conn]:
-    """Open MQTT 3.1.1 sessions (clean session), waiting for each CONNACK."""
+                 group: int = 0, clean: bool = True) -> list[Conn]:
+    """Open MQTT 3.1.1 sessions (clean session unless `clean` is False: persistent), waiting for each CONNACK."""
     ep = select.epoll()
     todo = deque(enumerate(ids))
     active: dict[int, Conn] = {}
@@ -668,7 +668,7 @@ def mqtt_connect(host: str, port: int, ids: list[str], concurrency: int = 200, t
                     raise BenchError(f"MQTT connect: {os.strerror(err)}")
                 c.state = 1
                 ep.modify(fd, EPOLLIN)
-                c.sock.send(mqtt_connect_packet(c.name))
+                c.sock.send(mqtt_connect_packet(c.name, clean=clean))
                 continue
             try:
                 data = c.sock.recv(RECV)

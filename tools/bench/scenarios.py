@@ -368,11 +368,18 @@ def netjoin(system: str, tmp: Path, p: Params) -> dict:
 
 
 # ====================================================================== MQTT
+def bench_storage() -> dict:
+    """RELAYNET_BENCH_DSN set: relaynet's MQTT servers store in that PostgreSQL database (else SQLite)."""
+    import os
+    dsn = os.environ.get("RELAYNET_BENCH_DSN")
+    return {"storage": {"backend": "postgresql", "dsn": dsn}} if dsn else {}
+
+
 def _mqtt_server(system: str, tmp: Path, tag: str):
     if system == "relaynet":
         port = free_port()
         cfg = Relaynet.config_for(f"{tag}.relay.bench", "001", modules={"mqtt": {}},
-                                  listen=[{"proto": "mqtt", "host": HOST, "port": port}])
+                                  listen=[{"proto": "mqtt", "host": HOST, "port": port}], **bench_storage())
         srv = Relaynet(tmp / f"relaynet-{tag}", cfg)
         try:
             _start(srv)
@@ -420,12 +427,14 @@ def _mqtt_roundtrip(port: int) -> None:
         lg.close_all(sub + pub)
 
 
-def _mqtt_fanout(system: str, tmp: Path, p: Params, qos: int) -> dict:
-    srv = _mqtt_server(system, tmp, f"mqtt-q{qos}")
+def _mqtt_fanout(system: str, tmp: Path, p: Params, qos: int, persistent: bool = False) -> dict:
+    srv = _mqtt_server(system, tmp, f"mqtt-q{qos}" + ("-persistent" if persistent else ""))
     subs = pubs = []
     try:
         port = srv.port("mqtt")
-        subs = lg.mqtt_connect(HOST, port, [f"sub{i:04d}" for i in range(p.mqtt_subs)])
+        # Persistent sessions (clean session 0): every QoS 1 delivery is queued, sent and acknowledged
+        # in the session's stored state, so each one costs database writes.
+        subs = lg.mqtt_connect(HOST, port, [f"sub{i:04d}" for i in range(p.mqtt_subs)], clean=not persistent)
         pubs = lg.mqtt_connect(HOST, port, [f"pub{i}" for i in range(p.mqtt_pubs)])
         lg.mqtt_subscribe(subs, lambda c: "bench/fanout", qos)
         lg.drain(subs + pubs, quiet=0.3)
@@ -452,6 +461,10 @@ def mqtt_fanout_qos0(system, tmp, p):
 
 def mqtt_fanout_qos1(system, tmp, p):
     return _mqtt_fanout(system, tmp, p, 1)
+
+
+def mqtt_persistent(system, tmp, p):
+    return _mqtt_fanout(system, tmp, p, 1, persistent=True)
 
 
 def mqtt_topics(system: str, tmp: Path, p: Params) -> dict:

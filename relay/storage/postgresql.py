@@ -1,0 +1,160 @@
+"""PostgreSQL through psycopg 3 (blocking: the runtime calls it from gevent's thread pool).
+
+Several servers may share one database: the stores key per-server rows by server id, and the
+network-wide ones (accounts) are one set of rows. A small pool of `pool_size` connections: the
+writer holds one per flush, start-up reads, backups and exports take others.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import queue
+import re
+import threading
+from typing import Sequence
+
+from relay.core.storage import Op, Schema, StorageError
+from relay.storage.migrate import migrate
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - psycopg is an install requirement
+    psycopg = None
+
+CONNECT_TIMEOUT = 5
+
+
+@functools.lru_cache(maxsize=1024)
+def _placeholders(sql: str) -> str:
+    """Portable `?` placeholders to psycopg's `%s` (a literal `%` doubled first)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def safe_dsn(dsn: str) -> str:
+    """The DSN for messages: without its password."""
+    dsn = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", dsn)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
+
+
+class PostgresDatabase:
+    backend = "postgresql"
+
+    def __init__(self, dsn: str | None, pool_size: int = 4, server_id: str = ""):
+        if psycopg is None:
+            raise StorageError("storage.backend: postgresql needs psycopg (pip install 'psycopg[binary]')")
+        if not dsn:
+            raise StorageError("storage.dsn: required when storage.backend is postgresql")
+        self.dsn = dsn
+        self.where = safe_dsn(dsn)
+        self.pool_size = pool_size
+        self.application = f"relaynet {server_id}".strip()
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._made = 0
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self._closed = False
+        # Connect now: a wrong DSN or an unreachable database refuses to start.
+        self._release(self._connect())
+
+    def _connect(self):
+        try:
+            conn = psycopg.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT, application_name=self.application,
+                                   autocommit=True)
+        except psycopg.ProgrammingError as e:
+            raise StorageError(f"storage.dsn: invalid: {str(e).strip().splitlines()[0]}") from None
+        except psycopg.Error as e:
+            text = " ".join(str(e).split())
+            raise StorageError(f"storage.dsn: cannot connect to {self.where}: {text}") from None
+        with self._lock:
+            self._made += 1
+        return conn
+
+    def _acquire(self):
+        self._slots.acquire()
+        try:
+            while True:
+                try:
+                    conn = self._idle.get_nowait()
+                except queue.Empty:
+                    return self._connect()
+                if not conn.closed and not conn.broken:
+                    return conn
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _release(self, conn) -> None:
+        if self._closed or conn.closed or conn.broken:
+            conn.close()
+        else:
+            self._idle.put(conn)
+        try:
+            self._slots.release()
+        except ValueError:
+            pass  # the first connection, made before any acquire
+
+    @staticmethod
+    def _run(conn, stmts: Sequence[tuple[str, tuple]]) -> None:
+        # Pipeline mode: the statements go out without waiting for each result (one round trip per
+        # flush, not per write); an error surfaces at the end and rolls the transaction back.
+        # Consecutive writes of one statement (a message fanned out to many sessions) go as one
+        # executemany: prepared once, far less work per row.
+        with conn.transaction():
+            with conn.pipeline(), conn.cursor() as cur:
+                for sql, group in itertools.groupby(stmts, key=lambda s: s[0]):
+                    rows = [args for _, args in group]
+                    if len(rows) == 1:
+                        cur.execute(_placeholders(sql), rows[0])
+                    else:
+                        cur.executemany(_placeholders(sql), rows)
+
+    @staticmethod
+    def _fetch(conn, sql: str, args: tuple) -> list[tuple]:
+        with conn.cursor() as cur:
+            cur.execute(_placeholders(sql), args)
+            return cur.fetchall() if cur.description else []
+
+    def migrate(self, schema: Schema) -> int:
+        # Servers sharing the database may start together: one migrates at a time (a session lock).
+        conn = self._acquire()
+        try:
+            conn.execute("SELECT pg_advisory_lock(7314159)")
+            try:
+                return migrate(schema, self.backend, self.where, lambda q, a: self._fetch(conn, q, a),
+                               lambda stmts: self._run(conn, stmts))
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(7314159)")
+        finally:
+            self._release(conn)
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        conn = self._acquire()
+        try:
+            return self._fetch(conn, sql, args)
+        finally:
+            self._release(conn)
+
+    def execute(self, ops: Sequence[Op]) -> None:
+        conn = self._acquire()
+        try:
+            self._run(conn, [(o.sql, o.args) for o in ops])
+        finally:
+            self._release(conn)
+
+    def dump_table(self, table: str) -> tuple[list[str], list[tuple]]:
+        conn = self._acquire()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'SELECT * FROM "{table}"')
+                return [d.name for d in cur.description], cur.fetchall()
+        finally:
+            self._release(conn)
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return

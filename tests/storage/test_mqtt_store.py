@@ -1,0 +1,123 @@
+"""The `mqtt` store on both backends: what the broker writes comes back at the next start, rows are
+per server (two servers may share one PostgreSQL database), and an old mqtt.db is imported."""
+
+import sqlite3
+
+from storagesupport import flush
+
+from bridges.mqtt.store import Store
+from relay.core.storage import Storage, WriteQueue
+
+
+def fill(st: Store) -> None:
+    st.save_session("c1", 5, "rita", 3600, 10.5)
+    st.save_session("c2", 4, None, 0xFFFFFFFF, None)
+    st.save_sub("c1", "a/+", 1, True, False, 2, 7)
+    st.save_sub("c1", "$share/g/b", 2, False, True, 0, None)
+    st.save_sub("c1", "a/+", 2, False, False, 0, 8)            # a re-subscription replaces
+    st.add_message("c1", 1, 0, None, "a/x", b"\x00bin\xff", 1, False, {"correlation_data": b"\x01"}, None, [7])
+    st.add_message("c1", 2, 0, None, "a/y", b"two", 2, True, None, 99.5)
+    st.update_message("c1", 2, 1, 42)
+    st.add_message("c1", 3, 0, None, "a/z", b"gone", 1, False, None, None)
+    st.delete_message("c1", 3)
+    st.set_retained("r/1", b"kept", 1, {"content_type": "text/plain"}, None)
+    st.set_retained("r/2", b"soon", 0, None, 50.0)
+    st.delete_retained("r/2")
+
+
+def test_everything_written_is_read_back(storage):
+    fill(Store(storage))
+    flush(storage)
+    st = Store(Storage(storage.db, WriteQueue(), "001"))
+    assert sorted(st.sessions()) == [("c1", 5, "rita", 3600, 10.5), ("c2", 4, None, 0xFFFFFFFF, None)]
+    assert sorted(st.subs()) == [("c1", "$share/g/b", 2, 0, 1, 0, None), ("c1", "a/+", 2, 0, 0, 0, 8)]
+    msgs = list(st.messages())
+    assert [(m[1], m[2], m[3], m[4], bytes(m[5])) for m in msgs] == [(1, 0, None, "a/x", b"\x00bin\xff"),
+                                                                    (2, 1, 42, "a/y", b"two")]
+    from bridges.mqtt.store import props_from_json
+    assert props_from_json(msgs[0][8]) == {"correlation_data": b"\x01"} and msgs[0][10] == "[7]"
+    assert [(t, bytes(p)) for t, p, *_ in st.retained()] == [("r/1", b"kept")]
+
+
+def test_deleting_a_session_takes_its_subscriptions_and_messages(storage):
+    st = Store(storage)
+    fill(st)
+    st.delete_session("c1")
+    flush(storage)
+    assert [r[0] for r in st.sessions()] == ["c2"]
+    assert list(st.subs()) == [] and list(st.messages()) == []
+
+
+def test_rows_are_per_server_in_one_database(storage):
+    a = Store(storage)
+    b_storage = Storage(storage.db, WriteQueue(), "002")
+    b = Store(b_storage)
+    a.save_session("same-id", 5, "x", 60, None)
+    b.save_session("same-id", 4, "y", 120, None)
+    a.set_retained("t", b"from a", 0, None, None)
+    flush(storage)
+    flush(b_storage)
+    assert a.sessions() == [("same-id", 5, "x", 60, None)]
+    assert b.sessions() == [("same-id", 4, "y", 120, None)]
+    assert list(b.retained()) == []
+
+
+def test_an_old_mqtt_db_is_imported_when_the_store_is_created(storage, tmp_path):
+    old = tmp_path / "mqtt.db"
+    db = sqlite3.connect(old)
+    db.executescript("""
+        CREATE TABLE sessions (client_id TEXT PRIMARY KEY, version INTEGER NOT NULL, username TEXT,
+                               expiry INTEGER NOT NULL, disconnected_at REAL);
+        CREATE TABLE subscriptions (client_id TEXT NOT NULL, filter TEXT NOT NULL, qos INTEGER NOT NULL,
+            no_local INTEGER NOT NULL DEFAULT 0, retain_as_published INTEGER NOT NULL DEFAULT 0,
+            retain_handling INTEGER NOT NULL DEFAULT 0, sub_id INTEGER, PRIMARY KEY (client_id, filter));
+        CREATE TABLE messages (client_id TEXT NOT NULL, seq INTEGER NOT NULL, state INTEGER NOT NULL,
+            packet_id INTEGER, topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL,
+            retain INTEGER NOT NULL, props TEXT, expires REAL, sub_ids TEXT, PRIMARY KEY (client_id, seq));
+        CREATE TABLE retained (topic TEXT PRIMARY KEY, payload BLOB NOT NULL, qos INTEGER NOT NULL, props TEXT,
+                               expires REAL);
+        INSERT INTO sessions VALUES ('old', 5, 'u', 3600, 1.5);
+        INSERT INTO subscriptions VALUES ('old', 'x/#', 1, 0, 0, 0, NULL);
+        INSERT INTO messages VALUES ('old', 1, 0, NULL, 'x/1', X'00FF', 1, 0, NULL, NULL, NULL);
+        INSERT INTO retained VALUES ('x/r', X'6B', 0, NULL, NULL);
+        PRAGMA user_version = 1;
+    """)
+    db.close()
+    st = Store(storage, old)
+    assert st.sessions() == [("old", 5, "u", 3600, 1.5)]
+    assert list(st.subs()) == [("old", "x/#", 1, 0, 0, 0, None)]
+    assert [bytes(m[5]) for m in st.messages()] == [b"\x00\xff"]
+    assert [(t, bytes(p)) for t, p, *_ in st.retained()] == [("x/r", b"k")]
+    st.delete_session("old")
+    flush(storage)
+    assert Store(Storage(storage.db, WriteQueue(), "001"), old).sessions() == []   # imported once only
+
+
+def test_a_message_acknowledged_within_one_flush_never_reaches_the_database(storage):
+    st = Store(storage)
+    st.save_session("c", 5, None, 60, None)
+    st.add_message("c", 1, 0, None, "t", b"quick", 1, False, None, None)
+    st.update_message("c", 1, 1, 7)
+    st.delete_message("c", 1)                      # acknowledged before the writer took anything
+    st.add_message("c", 2, 0, None, "t", b"slow", 1, False, None, None)
+    assert st.withdrawn == 1
+    assert sum(len(u.ops) for u in storage.queue.units) == 2   # the session row and message 2
+    flush(storage)
+    st.update_message("c", 2, 1, 8)                # message 2 is stored: its changes must be written
+    st.delete_message("c", 2)
+    assert st.withdrawn == 1
+    flush(storage)
+    assert list(st.messages()) == [] and [r[0] for r in st.sessions()] == ["c"]
+
+
+def test_a_message_taken_by_the_writer_is_deleted_for_real(storage):
+    st = Store(storage)
+    st.save_session("c", 5, None, 60, None)
+    st.add_message("c", 1, 0, None, "t", b"x", 1, False, None, None)
+    units = storage.queue.take(10)                 # the writer has it (in flight)
+    st.delete_message("c", 1)
+    assert st.withdrawn == 0 and len(storage.queue) == 3
+    storage.db.execute([op for u in units for op in u.ops])
+    storage.queue.done(len(units))
+    flush(storage)
+    assert list(st.messages()) == []
