@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from relay.core.accounts import Account, AccountError, ScramSecret, account_key, valid_account_name
 
 if TYPE_CHECKING:
-    from relay.core.server import Core
+    from relay.core.interfaces import CoreServices as Core
 
 log = logging.getLogger("relay.accounts")
 

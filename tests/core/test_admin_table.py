@@ -130,7 +130,7 @@ def test_a_module_command_without_a_declaration_is_refused(core, tmp_path, monke
 
 
 def test_complete_lists_the_names_of_each_kind(core):
-    assert run(core, "complete", "module-loaded").data == ["netsplit", "welcome"]
+    assert run(core, "complete", "module-loaded").data == ["irc", "netsplit", "welcome"]
     available = run(core, "complete", "module-available").data
     assert "mqtt" in available and "filter" in available and "welcome" not in available
     run(core, "register", "carol", "pw")

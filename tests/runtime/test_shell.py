@@ -178,10 +178,10 @@ def test_the_shell_under_a_terminal_hints_completes_and_leaves_on_ctrl_d(make_se
         assert all(w in screen for w in ("list loaded modules", "load a module", "reload a module's code"))
         term.type("\x03")
         term.read_until("> module\ntest.relay.local>")
-        # "module unl" + Tab completes the word; Tab again offers the loaded modules (only netsplit: inserted).
+        # "module unl" + Tab completes the word; "n" + Tab completes a loaded module (irc, mqtt, netsplit).
         term.type("module unl\t")
         term.read_until("> module unload")
-        term.type("\t")
+        term.type("n\t")
         term.read_until("module unload netsplit")
         term.type("\r")
         term.read_until("netsplit is a core module")
