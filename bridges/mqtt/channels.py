@@ -41,12 +41,12 @@ to carol not delivered: ..."), a sender on another server by a NOTICE from the m
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from relay.core.model import MESSAGE, NOTICE, TAG_ONLY, Channel, MessageSent
+from relay.core.members import BridgedMembers
 from relay.core.network import JoinRefused
-from relay.proto.irc import valid_channel, valid_nick
+from relay.proto.irc import valid_channel
 
 from relay.core.topic_acl import topic_matches
 from .broker import Message, Session
@@ -55,8 +55,6 @@ from relay.core.topics import valid_topic_name
 if TYPE_CHECKING:
     from .broker import Broker, Sub
 
-_NICK_BAD = re.compile(r"[^A-Za-z0-9\[\]\\`_^{|}\-]")
-_IDENT_BAD = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 class ChannelBridge:
@@ -67,7 +65,8 @@ class ChannelBridge:
         opts = broker.opts
         self.prefix = opts.channel_prefix
         self.direct_prefix = opts.direct_prefix
-        self.host = f"mqtt.{self.core.config.server.name}"
+        self.members = BridgedMembers(self.net, "mqtt", self.core.config)
+        self.host = self.members.host
         self.me = self.core.config.server.id
         # (user, message) while an MQTT member's PUBLISH goes through net.message: its QoS caps the copies.
         self.current: tuple | None = None
@@ -98,28 +97,14 @@ class ChannelBridge:
         return f"{self.direct_prefix}{username}/inbox"
 
     def make_nick(self, username: str | None) -> str:
-        nicklen = self.core.config.network.nicklen
-        base = _NICK_BAD.sub("_", username or "mqtt")
-        if not base or not valid_nick(base[:1], nicklen):
-            base = "m" + base
-        base = base[:nicklen]
-        if valid_nick(base, nicklen) and not self.net.nick_in_use(base):
-            return base
-        for n in range(1, 10 ** min(nicklen, 6)):
-            suffix = str(n)
-            cand = base[: max(1, nicklen - len(suffix))] + suffix
-            if valid_nick(cand, nicklen) and not self.net.nick_in_use(cand):
-                return cand
-        raise RuntimeError("no free nick")
+        return self.members.unique_nick(username, fallback="mqtt")
 
     # ------------------------------------------------------------------ membership
     def ensure_user(self, s: Session, now: float):
         if s.user is None:
             username = s.username or s.cid
-            ident = _IDENT_BAD.sub("", username)[:10] or "mqtt"
-            s.user = self.net.introduce(s, self.make_nick(username), ident, self.host,
-                                        f"MQTT client {s.cid}"[:100], "mqtt", now, account=s.account,
-                                        ip=s.ip or "0.0.0.0")
+            s.user = self.members.introduce(s, username, now, account=s.account, ip=s.ip,
+                                            realname=f"MQTT client {s.cid}", attrs={"client_id": s.cid})
         return s.user
 
     def _join(self, u, name: str, now: float) -> int:

@@ -32,12 +32,15 @@ class SpeakRefused(Exception):
 class BridgedMembers:
     """Members of one protocol on this server (`proto`, shown as host `<proto>.<server name>`)."""
 
-    def __init__(self, net: Network, proto: str, server_name: str, nicklen: int, channellen: int):
+    def __init__(self, net: Network, proto: str, config):
         self.net = net
         self.proto = proto
-        self.host = f"{proto}.{server_name}"
-        self.nicklen = nicklen
-        self.channellen = channellen
+        self.config = config  # read at each use: reload-config may change network: limits
+        self.host = f"{proto}.{config.server.name}"
+
+    @property
+    def nicklen(self) -> int:
+        return self.config.network.nicklen
 
     # ------------------------------------------------------------------ names
     def unique_nick(self, wanted: str | None, fallback: str | None = None) -> str:
@@ -57,7 +60,7 @@ class BridgedMembers:
         raise RuntimeError("no free nick")
 
     def valid_channel(self, name: str) -> bool:
-        return valid_channel(name, self.channellen)
+        return valid_channel(name, self.config.network.channellen)
 
     @staticmethod
     def ident_for(name: str | None, default: str) -> str:

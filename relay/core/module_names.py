@@ -23,14 +23,19 @@ def resolve(name: str) -> str:
     raise ModuleError(f"no module named {name!r} (looked for relay.modules.{name}, bridges.{name}.module, {name})")
 
 
-def section_model(name: str) -> type[BaseModel] | None:
-    """The Options model of a module that owns a top-level config section (`CONFIG_SECTION = True`)."""
+def import_module(name: str):
+    """The Python module of a relaynet module's name; ModuleError if it is missing or fails to import."""
     try:
-        pymod = importlib.import_module(resolve(name))
+        return importlib.import_module(resolve(name))
     except ModuleError:
         raise
     except Exception as e:
         raise ModuleError(f"module {name} failed to import: {type(e).__name__}: {e}") from e
+
+
+def section_model(name: str) -> type[BaseModel] | None:
+    """The Options model of a module that owns a top-level config section (`CONFIG_SECTION = True`)."""
+    pymod = import_module(name)
     if not getattr(pymod, "CONFIG_SECTION", False):
         return None
     return getattr(pymod, "Options", None)

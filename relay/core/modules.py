@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from relay.core.admin import specs_of
 from relay.core.config import format_errors
-from relay.core.module_names import ModuleError, resolve, section_model  # noqa: F401 (re-exported)
+from relay.core.module_names import ModuleError, import_module, resolve, section_model  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from relay.core.interfaces import CoreServices
@@ -280,12 +280,7 @@ class ModuleManager:
     def load(self, name: str, options: dict | None = None, state: Any = None) -> Module:
         if name in self.loaded:
             raise ModuleError(f"module {name} is already loaded")
-        try:
-            pymod = importlib.import_module(resolve(name))
-        except ModuleError:
-            raise
-        except Exception as e:
-            raise ModuleError(f"module {name} failed to import: {type(e).__name__}: {e}") from e
+        pymod = import_module(name)
         if options is None and self.core.config.section(name) is not None:
             options = self.core.config.section(name).model_dump()
         opts = validate_options(name, pymod, options)

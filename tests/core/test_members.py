@@ -27,8 +27,8 @@ def w(tmp_path):
     return w
 
 
-def members(core, nicklen=9):
-    return BridgedMembers(core.net, "fake", core.config.server.name, nicklen, core.config.network.channellen)
+def members(core):
+    return BridgedMembers(core.net, "fake", core.config)
 
 
 def test_unique_nick_within_nicklen(w):
