@@ -20,7 +20,8 @@ from netsplit.replay import ReplayBuffer, SeenWindow
 from relay.core.model import User
 
 if TYPE_CHECKING:
-    from relay.core.links import LinkLayer, LinkSession
+    from relay.core.links import LinkLayer
+    from topology.session import LinkSession
     from relay.core.interfaces import CoreServices
 
 log = logging.getLogger("relay.netsplit")
@@ -125,7 +126,7 @@ class NetsplitPolicy:
         self.prune_backlog(now)
         tree, joining, links = self.links.tree, self.joining, self.links
         for servers, origin, seq, ftype, payload in self.backlog.take(lambda x: x in tree and x not in joining):
-            links._out(ftype, origin, payload, links._links_to(servers), seq)
+            links.out(ftype, origin, payload, links.links_to(servers), seq)
             self.stats["backlog_resent"] += 1
 
     def vector(self) -> dict[str, int]:
