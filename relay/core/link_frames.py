@@ -19,10 +19,12 @@ from relay.proto.link import (
     FRAME_SCHEMAS,
     MAX_SEQ,
     MEMBER_ROWS,
+    Checked,
     Frame,
     LinkProtocolError,
     check_payload,
     compile_schema,
+    is_line,
     valid_server_id,
 )
 from topology.fanout import links_for_all
@@ -116,12 +118,11 @@ def on_pong(lk, s, f, now):
 @frame("VECTOR")
 def on_vector(lk, s, f, now):
     """VECTOR {seen: {server id: seq}}: the peer's view; it is a neighbour now, so burst to it."""
-    if s.peer_id in lk.peers:
-        return
     seen = f.payload["seen"]
     if not all(valid_server_id(k) and _valid_seq(v) for k, v in seen.items()):
         raise LinkProtocolError("VECTOR: seen must map server ids to sequence numbers")
-    lk.neighbour_up(s, seen, now)
+    if s.peer_id not in lk.peers:
+        lk.neighbour_up(s, seen, now)
 
 
 @frame("EOB")
@@ -327,7 +328,11 @@ def on_invite(lk, s, f, now):
 
 # ------------------------------------------------------------------ messages and extensions
 
-@frame("PRIVMSG", "NOTICE", "TAGMSG")
+# Message text crosses links as one line: every protocol's senders fold line breaks before the network.
+_TEXT = {"text": Checked(str, is_line, "is not one line (NUL, CR or LF)")}
+
+
+@frame("PRIVMSG", "NOTICE", "TAGMSG", refine=_TEXT)
 def on_message(lk, s, f, now):
     """PRIVMSG|NOTICE|TAGMSG {source, target, text, [tags, msgid, time]}: numbered per origin."""
     p = f.payload

@@ -99,6 +99,15 @@ class Checked:
     check: Callable[[Any], bool]
     what: str
 
+    def __or__(self, other):
+        return AnyOf((self, other))
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """Any of `specs` (the first that matches); None stands for null."""
+    specs: tuple
+
 
 _TYPE_NAMES = {type(None): "null"}
 
@@ -107,16 +116,33 @@ def _type_name(t) -> str:
     return _TYPE_NAMES.get(t, getattr(t, "__name__", str(t)))
 
 
+def is_word(s: str) -> bool:
+    """A name every protocol can show as one token: not empty, no space or line break, no leading ':'."""
+    return bool(s) and s[0] != ":" and " " not in s and _ONE_LINE.search(s) is None
+
+
+def is_line(s: str) -> bool:
+    """Text on one line: no NUL, CR or LF (every protocol's senders fold them before the network)."""
+    return _ONE_LINE.search(s) is None
+
+
+_ONE_LINE = re.compile(r"[\0\r\n]")
 _A_UID = Checked(str, valid_uid, "is not a valid id")
+_WORD = Checked(str, is_word, "is not a name (empty, or a space, line break or leading ':')")
 # What may stand for who did something to a channel: a user's id, or a server's name.
 _ACTOR = Checked(str, lambda s: valid_uid(s) or (0 < len(s) <= 63 and " " not in s), "is not a user id or server name")
-_SHORT = Checked(str, lambda s: len(s) <= 400, "is longer than 400 characters")
+_SHORT = Checked(str, lambda s: len(s) <= 400 and is_line(s), "is not one line of at most 400 characters")
+_MASK = Checked(str, lambda s: len(s) <= 400 and is_word(s), "is not a mask of at most 400 characters")
 _STATUS = Checked(str, lambda s: len(s) <= 8, "is longer than 8 characters")
 _MODE_CHAR = Checked(str, lambda s: len(s) == 1, "must be one character")
 _SIGN = Checked(str, lambda s: s in ("+", "-"), "must be + or -")
 _TIME = Checked(int, lambda n: 0 <= n <= MAX_TIME, "is not a time")
 # A list entry (ban, exception, invite): [mask, setter, set at].
-_LIST_ENTRY = Tup((_SHORT, _SHORT, _TIME))
+_LIST_ENTRY = Tup((_MASK, _SHORT, _TIME))
+
+# Message tags: keys a protocol can name (IRCv3's rules), values one line.
+_TAGS = MapOf(Checked(str, is_line, "is not one line") | None, lambda k: is_word(k) and not any(c in k for c in "=;"),
+              "is not a tag name", 100)
 
 # Payload keys per frame type, with their exact JSON types. Extra keys are allowed, so a newer peer
 # can add fields without breaking older ones. HELLO keeps these keys in every protocol version, so a
@@ -138,18 +164,19 @@ FRAME_SCHEMAS: dict[str, dict[str, Any]] = {
     "SJOIN": {"channel": str, "ts": int, "modes": str, "members": list,
               "key": Opt(str | None), "limit": Opt(int | None),
               "lists": Opt(MapOf(ListOf(_LIST_ENTRY, 100_000), lambda k: len(k) == 1, "must be one character")),
-              "topic": Opt(Tup((Checked(str, lambda s: len(s) <= 1000, "is longer than 1000 characters"), _SHORT, _TIME)))},
+              "topic": Opt(Tup((Checked(str, lambda s: len(s) <= 1000 and is_line(s), "is not one line of at most 1000 characters"),
+                             _SHORT, _TIME)))},
     "PART": {"uid": str, "channel": str, "reason": str},
     "KICK": {"source": _ACTOR, "channel": str, "uid": str, "reason": str},
-    "MODE": {"source": _ACTOR, "channel": str, "ts": int, "changes": ListOf(Tup((_SIGN, _MODE_CHAR, str | None)), 1000)},
+    "MODE": {"source": _ACTOR, "channel": str, "ts": int, "changes": ListOf(Tup((_SIGN, _MODE_CHAR, _WORD | None)), 1000)},
     "TOPIC": {"source": _ACTOR, "channel": str, "topic": str, "setter": str, "ts": int},
     "UPDATE": {"uid": str, "what": str, "value": str | dict | None},
     "INVITE": {"source": str, "uid": str, "channel": str},
-    "PRIVMSG": {"source": str, "target": str, "text": str, "tags": Opt(MapOf(str | None)),
+    "PRIVMSG": {"source": str, "target": str, "text": str, "tags": Opt(_TAGS),
                 "msgid": Opt(str | None), "time": Opt(int | float)},
-    "NOTICE": {"source": str, "target": str, "text": str, "tags": Opt(MapOf(str | None)),
+    "NOTICE": {"source": str, "target": str, "text": str, "tags": Opt(_TAGS),
                "msgid": Opt(str | None), "time": Opt(int | float)},
-    "TAGMSG": {"source": str, "target": str, "text": str, "tags": Opt(MapOf(str | None)),
+    "TAGMSG": {"source": str, "target": str, "text": str, "tags": Opt(_TAGS),
                "msgid": Opt(str | None), "time": Opt(int | float)},
     "PING": {"token": str},
     "PONG": {"token": str},
@@ -161,7 +188,8 @@ FRAME_SCHEMAS: dict[str, dict[str, Any]] = {
 MEMBER_ROWS = ListOf(Tup((_A_UID, _STATUS)), 100_000)
 
 # UPDATE {what, value}: the type of `value` for each `what` this version knows (others pass on).
-UPDATE_VALUES: dict[str, Any] = {"away": str | None, "account": str | None, "realname": str, "modes": str,
+_LINE = Checked(str, lambda s: len(s) <= 400 and is_line(s), "is not one line of at most 400 characters")
+UPDATE_VALUES: dict[str, Any] = {"away": _LINE | None, "account": _WORD | None, "realname": _LINE, "modes": _LINE,
                                  "attrs": MapOf(dict)}
 
 # Longest string accepted for a payload key, in every known frame type that has it.
@@ -199,6 +227,19 @@ ID_FIELDS: dict[str, Callable[[object], bool]] = {
     "server": valid_server_id,
     "uid": valid_uid,
     "source": _valid_source,
+}
+
+# Strings by key name: what every protocol shows as one token (a word), or as one line of text.
+# Message text is checked by the handler's table (relay.core.link_frames), where it is delivered.
+_WORD_KEYS = ("nick", "user", "channel", "name", "account", "key", "proto", "what")
+# Hosts and addresses may start with ':' (IPv6); the setter of a topic may be empty.
+_LINE_KEYS = ("reason", "realname", "away", "topic", "description", "modes", "setter")
+_TOKEN_KEYS = ("host", "ip")
+STRING_CHECKS: dict[str, tuple[Callable[[str], bool], str]] = {
+    **{k: (is_word, "is not a name (empty, or a space, line break or leading ':')") for k in _WORD_KEYS},
+    **{k: (is_line, "is not one line (NUL, CR or LF)") for k in _LINE_KEYS},
+    **{k: (lambda s: bool(s) and " " not in s and is_line(s), "is not a host (empty, or a space or line break)")
+       for k in _TOKEN_KEYS},
 }
 
 # Numbers a peer could make absurd (a time past what clocks render, a negative count): their range.
@@ -254,6 +295,15 @@ if json.encoder.c_make_encoder is not None:
         return "".join(_c_encoder(obj, 0))
 
 
+def _base_type(spec) -> type:
+    """The JSON type a spec in an AnyOf stands for (one each)."""
+    while isinstance(spec, Checked):
+        spec = spec.spec
+    if spec is None:
+        return type(None)
+    return {ListOf: list, Tup: list, MapOf: dict}.get(type(spec), spec)
+
+
 def _checker(spec, ftype: str, path: str) -> Callable[[Any], None]:
     """A function that raises LinkProtocolError, naming `ftype` and `path`, unless its value matches `spec`."""
     if isinstance(spec, Checked):
@@ -265,6 +315,18 @@ def _checker(spec, ftype: str, path: str) -> Callable[[Any], None]:
             if not check(v):
                 raise LinkProtocolError(f"{ftype} frame: {path} {str(v)[:16]!r} {what}")
         return run
+    if isinstance(spec, AnyOf):
+        alts = [(_base_type(x), _checker(x, ftype, path)) for x in spec.specs]
+        expected = " or ".join(_type_name(t) for t, _ in alts)
+
+        def run(v):
+            for t, alt in alts:
+                if type(v) is t:
+                    return alt(v)
+            raise LinkProtocolError(f"{ftype} frame: {path} must be {expected}, not {_type_name(type(v))}")
+        return run
+    if spec is None:
+        spec = type(None)
     if isinstance(spec, ListOf):
         item, most = spec.item, spec.max_items
 
@@ -317,14 +379,18 @@ def _rule(ftype: str, key: str, spec) -> tuple:
     types = tuple(type(None) if t is None else t for t in get_args(spec)) or (spec,)
     limit = FIELD_LIMITS.get(key) if str in types else None
     idcheck = ID_FIELDS.get(key) if spec is str else None
+    if idcheck is not None:
+        checks = ((idcheck, "is not a valid id"),)
+    else:
+        checks = (STRING_CHECKS[key],) if key in STRING_CHECKS and str in types else ()
     rng = NUMBER_RANGES.get(key) if int in types or float in types else None
     exact = spec if isinstance(spec, type) else None
-    return key, exact, required, limit, idcheck, rng, (None if exact is not None else _checker(spec, ftype, key))
+    return key, exact, required, limit, checks, rng, (None if exact is not None else _checker(spec, ftype, key))
 
 
 def _check_payload(ftype: str, payload: dict[str, Any], rules) -> None:
     """Raise LinkProtocolError unless `payload` has every key of its schema, well typed and within limits."""
-    for key, exact, required, limit, check, rng, deep in rules:
+    for key, exact, required, limit, checks, rng, deep in rules:
         value = payload.get(key, _MISSING)
         if value is _MISSING:
             if required:
@@ -337,8 +403,9 @@ def _check_payload(ftype: str, payload: dict[str, Any], rules) -> None:
             deep(value)
         if limit is not None and type(value) is str and len(value) > limit:
             raise LinkProtocolError(f"{ftype} frame: {key} longer than {limit} characters")
-        if check is not None and not check(value):
-            raise LinkProtocolError(f"{ftype} frame: {key} {value[:16]!r} is not a valid id")
+        for check, what in checks:
+            if type(value) is str and not check(value):
+                raise LinkProtocolError(f"{ftype} frame: {key} {value[:16]!r} {what}")
         if rng is not None and type(value) in (int, float) and not rng[0] <= value <= rng[1]:
             raise LinkProtocolError(f"{ftype} frame: {key} {value!r:.20} is out of range {rng[0]}-{rng[1]}")
     if ftype == "UPDATE" and payload["what"] in _UPDATE_CHECKS:
