@@ -372,11 +372,12 @@ def _checker(spec, ftype: str, path: str) -> Callable[[Any], None]:
 
 
 def _rule(ftype: str, key: str, spec) -> tuple:
-    """A schema row: (key, exact type or None, required, length limit, id check, range, deep check).
-    Plain types take the fast path in _check_payload; anything else runs its checker."""
+    """A schema row: (key, exact types or None, required, length limit, string checks, range, deep check).
+    Plain types and unions of them take the fast path in _check_payload; anything else runs its checker."""
     required = not isinstance(spec, Opt)
     spec = spec.spec if isinstance(spec, Opt) else spec
     types = tuple(type(None) if t is None else t for t in get_args(spec)) or (spec,)
+    plain = all(isinstance(t, type) for t in types)
     limit = FIELD_LIMITS.get(key) if str in types else None
     idcheck = ID_FIELDS.get(key) if spec is str else None
     if idcheck is not None:
@@ -384,8 +385,8 @@ def _rule(ftype: str, key: str, spec) -> tuple:
     else:
         checks = (STRING_CHECKS[key],) if key in STRING_CHECKS and str in types else ()
     rng = NUMBER_RANGES.get(key) if int in types or float in types else None
-    exact = spec if isinstance(spec, type) else None
-    return key, exact, required, limit, checks, rng, (None if exact is not None else _checker(spec, ftype, key))
+    return (key, types if plain else None, required, limit, checks or None, rng,
+            None if plain else _checker(spec, ftype, key))
 
 
 def _check_payload(ftype: str, payload: dict[str, Any], rules) -> None:
@@ -397,16 +398,19 @@ def _check_payload(ftype: str, payload: dict[str, Any], rules) -> None:
                 raise LinkProtocolError(f"{ftype} frame without {key}")
             continue
         if exact is not None:
-            if type(value) is not exact:
-                raise LinkProtocolError(f"{ftype} frame: {key} must be {exact.__name__}, not {_type_name(type(value))}")
+            if type(value) not in exact:
+                expected = " or ".join(map(_type_name, exact))
+                raise LinkProtocolError(f"{ftype} frame: {key} must be {expected}, not {_type_name(type(value))}")
         else:
             deep(value)
-        if limit is not None and type(value) is str and len(value) > limit:
-            raise LinkProtocolError(f"{ftype} frame: {key} longer than {limit} characters")
-        for check, what in checks:
-            if type(value) is str and not check(value):
-                raise LinkProtocolError(f"{ftype} frame: {key} {value[:16]!r} {what}")
-        if rng is not None and type(value) in (int, float) and not rng[0] <= value <= rng[1]:
+        if type(value) is str:
+            if limit is not None and len(value) > limit:
+                raise LinkProtocolError(f"{ftype} frame: {key} longer than {limit} characters")
+            if checks is not None:
+                for check, what in checks:
+                    if not check(value):
+                        raise LinkProtocolError(f"{ftype} frame: {key} {value[:16]!r} {what}")
+        elif rng is not None and type(value) in (int, float) and not rng[0] <= value <= rng[1]:
             raise LinkProtocolError(f"{ftype} frame: {key} {value!r:.20} is out of range {rng[0]}-{rng[1]}")
     if ftype == "UPDATE" and payload["what"] in _UPDATE_CHECKS:
         _UPDATE_CHECKS[payload["what"]](payload["value"])
