@@ -44,7 +44,7 @@ def merge_channel(net, me_name: str, p: dict, now: float, seen: set | None = Non
 
     Local members see the members who joined, then every mode and status the merge changed, one
     ModeChanged (from this server) per change. `open_batch(ch)`, during a netjoin, opens the
-    netjoin batch for the channel's local clients and returns (batch id, close)."""
+    netjoin Batch for the channel's local members and returns (batch, close)."""
     name, ts = p["channel"], int(p["ts"])
     members = [(net.users.get(uid), st) for uid, st in p["members"]]
     members = [(u, st) for u, st in members if u is not None]

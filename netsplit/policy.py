@@ -5,7 +5,7 @@ its users are *held* for `split_hold` seconds: still listed, their nicks still
 reserved, unreachable. If the servers come back within the window, the burst
 is reconciled against what was held, so clients see only what changed (no
 QUIT/JOIN pairs for users who never left); otherwise the QUITs go out when the
-window ends ("<near> <far>", in an IRCv3 netsplit batch for clients with batch).
+window ends ("<near> <far>", inside a netsplit Batch, which IRC shows as an IRCv3 batch).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 from netsplit.backlog import SplitBacklog
 from netsplit.merge import merge_channel, resolve_nick
 from netsplit.replay import ReplayBuffer, SeenWindow
-from relay.core.model import User
+from relay.core.model import NETJOIN, NETSPLIT, Batch, BatchEnded, BatchStarted, User
 
 if TYPE_CHECKING:
-    from relay.core.links import LinkLayer, LinkSession
+    from relay.core.links import LinkLayer
+    from topology.session import LinkSession
     from relay.core.interfaces import CoreServices
 
 log = logging.getLogger("relay.netsplit")
@@ -74,19 +75,13 @@ class NetsplitPolicy:
                              opener)
 
     def _open_netjoin_batch(self, ch, netjoin: tuple[str, str, str]):
-        """BATCH +id netjoin <near> <far> to the channel's local clients with `batch`; returns (id, close)."""
-        ref = f"NJ{next(self._batch_ids):x}"
+        """A netjoin batch (near, far) for the channel's local members; returns (batch, close)."""
         _, near, far = netjoin
-        to = [u for u in ch.local if "batch" in getattr(u.session, "caps", ())]
-        me = self.links.me.name
-        self._send_lines(to, f":{me} BATCH +{ref} netjoin {near} {far}\r\n".encode())
-        return ref, lambda: self._send_lines(to, f":{me} BATCH -{ref}\r\n".encode())
-
-    @staticmethod
-    def _send_lines(users, line: bytes) -> None:
-        for u in users:
-            if u.session is not None:
-                u.session.send(line)
+        batch = Batch(f"NJ{next(self._batch_ids):x}", NETJOIN, near, far)
+        to = list(ch.local)
+        now = self.core.now()
+        self.net.tell(to, BatchStarted(now, batch))
+        return batch, lambda: self.net.tell(to, BatchEnded(self.core.now(), batch))
 
     # ------------------------------------------------------------------ replay and dedupe
     def record(self, now: float, origin: str, seq: int, ftype: str, payload: dict, links) -> None:
@@ -125,7 +120,7 @@ class NetsplitPolicy:
         self.prune_backlog(now)
         tree, joining, links = self.links.tree, self.joining, self.links
         for servers, origin, seq, ftype, payload in self.backlog.take(lambda x: x in tree and x not in joining):
-            links._out(ftype, origin, payload, links._links_to(servers), seq)
+            links.out(ftype, origin, payload, links.links_to(servers), seq)
             self.stats["backlog_resent"] += 1
 
     def vector(self) -> dict[str, int]:
@@ -221,23 +216,18 @@ class NetsplitPolicy:
         self.core.hooks.run("servers_gone", sorted(h.servers))
 
     def _quit_all(self, users: list[User], near: str, far: str, reason: str, now: float) -> None:
-        batch = f"NS{far.split('.')[0]}{int(now * 1000) % 10**6:x}"
-        self._batch(users, f"+{batch} netsplit {near} {far}")
-        for u in users:
-            self.net.quit(u, reason, now, propagate=False, batch=batch)
-        self._batch(users, f"-{batch}")
-
-    def _batch(self, users: list[User], what: str) -> None:
+        """The users quit, in a netsplit batch told to the local users who shared a channel with them."""
         if not users:
             return
-        line = f":{self.links.me.name} BATCH {what}\r\n".encode()
-        seen = set()
+        batch = Batch(f"NS{far.split('.')[0]}{int(now * 1000) % 10**6:x}", NETSPLIT, near, far)
+        # Who to tell, taken before the quits empty the users' channels, so the batch also ends for them.
+        audience: dict[User, None] = {}
         for u in users:
-            for lu in self.net.neighbours(u):
-                s = lu.session
-                if lu not in seen and s is not None and "batch" in getattr(s, "caps", ()):
-                    seen.add(lu)
-                    s.send(line)
+            audience.update(dict.fromkeys(self.net.neighbours(u)))
+        self.net.tell(audience, BatchStarted(now, batch))
+        for u in users:
+            self.net.quit(u, reason, now, propagate=False, batch=batch)
+        self.net.tell(audience, BatchEnded(now, batch))
 
     # ------------------------------------------------------------------ netjoin
     def server_returned(self, sid: str) -> None:

@@ -132,6 +132,40 @@ TAG_ONLY = "tag"      # metadata only (typing, reactions): no text
 KINDS = frozenset((MESSAGE, NOTICE, TAG_ONLY))
 
 
+# Batch.kind: why events belong together.
+NETSPLIT = "netsplit"   # the quits of users behind a lost server: near and far are the servers either side
+NETJOIN = "netjoin"     # the joins and modes a returning server's burst causes
+
+
+class Batch:
+    """Events that belong together (a netsplit's quits, a netjoin's joins and modes). Told to sessions
+    between a BatchStarted and a BatchEnded; a protocol that can group them does (IRC: a BATCH),
+    others ignore the three. `ref` names it uniquely on this server."""
+    __slots__ = ("ref", "kind", "near", "far")
+
+    def __init__(self, ref: str, kind: str, near: str, far: str):
+        self.ref, self.kind, self.near, self.far = ref, kind, near, far
+
+    def __repr__(self) -> str:
+        return f"<Batch {self.ref} {self.kind} {self.near} {self.far}>"
+
+
+class BatchStarted(Event):
+    __slots__ = ("batch",)
+
+    def __init__(self, time, batch: Batch):
+        super().__init__(time)
+        self.batch = batch
+
+
+class BatchEnded(Event):
+    __slots__ = ("batch",)
+
+    def __init__(self, time, batch: Batch):
+        super().__init__(time)
+        self.batch = batch
+
+
 class MessageSent(Event):
     """A message to a channel or a user; `kind` is MESSAGE, NOTICE or TAG_ONLY."""
     __slots__ = ("source", "target", "kind", "text", "tags", "msgid")
@@ -144,7 +178,7 @@ class MessageSent(Event):
 class MemberJoined(Event):
     __slots__ = ("user", "channel", "batch")
 
-    def __init__(self, time, user: User, channel: Channel, batch: str | None = None):
+    def __init__(self, time, user: User, channel: Channel, batch: Batch | None = None):
         super().__init__(time)
         self.user, self.channel, self.batch = user, channel, batch
 
@@ -168,7 +202,7 @@ class MemberKicked(Event):
 class UserQuit(Event):
     __slots__ = ("user", "reason", "batch")
 
-    def __init__(self, time, user: User, reason: str, batch: str | None = None):
+    def __init__(self, time, user: User, reason: str, batch: Batch | None = None):
         super().__init__(time)
         self.user, self.reason, self.batch = user, reason, batch
 
@@ -185,7 +219,7 @@ class ModeChanged(Event):
     __slots__ = ("source", "channel", "changes", "batch")
 
     def __init__(self, time, source: User | str, channel: Channel, changes: list[tuple[str, str, str | None]],
-                 batch: str | None = None):
+                 batch: Batch | None = None):
         super().__init__(time)
         self.source, self.channel, self.changes, self.batch = source, channel, changes, batch
 

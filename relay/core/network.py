@@ -14,7 +14,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Iterable
 
 from relay.core.fanout import ChannelFanout
-from relay.core.model import (KINDS, Ban, Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
+from relay.core.model import (KINDS, Ban, Batch, Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
                               NickChanged, OperNoticeSent, TopicChanged, User, UserInvited, UserQuit, UserUpdated)
 from relay.proto.casemap import fold_for
 from relay.proto.irc import mask_match
@@ -159,7 +159,7 @@ class Network:
             self.router.user_introduced(u)
         return u
 
-    def quit(self, user: User, reason: str, now: float, propagate: bool = True, batch: str | None = None) -> None:
+    def quit(self, user: User, reason: str, now: float, propagate: bool = True, batch: Batch | None = None) -> None:
         if self.users.get(user.uid) is not user:
             return
         ev = UserQuit(now, user, reason, batch)
@@ -265,7 +265,7 @@ class Network:
         return False
 
     def join(self, user: User, name: str, now: float, status: str | None = None,
-             ts: float | None = None, propagate: bool = True, batch: str | None = None) -> Channel:
+             ts: float | None = None, propagate: bool = True, batch: Batch | None = None) -> Channel:
         key = self.fold(name)
         ch = self.channels.get(key)
         created = ch is None
@@ -328,7 +328,7 @@ class Network:
             self.router.user_invited(source, target, ch)
 
     def apply_modes(self, source: User | str, ch: Channel, changes: list[tuple[str, str, str | None]], now: float,
-                    propagate: bool = True, batch: str | None = None) -> list[tuple[str, str, str | None]]:
+                    propagate: bool = True, batch: Batch | None = None) -> list[tuple[str, str, str | None]]:
         """Apply already-validated channel mode changes; returns those that changed something.
         `batch`: the (netjoin) batch that the clients' lines belong to."""
         done = []

@@ -16,7 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from relay.core.sasl import Challenge, SaslServer, Succeeded, offered_mechanisms
-from relay.core.model import (MESSAGE, NOTICE, TAG_ONLY, Channel, OperNoticeSent, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
+from relay.core.model import (MESSAGE, NOTICE, TAG_ONLY, BatchEnded, BatchStarted, Channel, OperNoticeSent, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
                               NickChanged, TopicChanged, User, UserInvited, UserQuit, UserUpdated,
                               format_changes, source_prefix)
 from relay.proto.irc import IrcConnection, LineRejected, MessageReceived, build, escape_tag_value
@@ -431,7 +431,7 @@ def _batch_tags(c: IrcClient, ev, source: User | None) -> dict | None:
     """The event's tags for this client, plus its batch (a netjoin's) where the client has `batch`."""
     tags = c.tags_for(ev, source)
     if ev.batch and "batch" in c.caps:
-        tags = dict(tags or {}, batch=ev.batch)
+        tags = dict(tags or {}, batch=ev.batch.ref)
     return tags
 
 
@@ -461,7 +461,7 @@ def _r_kick(c: IrcClient, ev: MemberKicked) -> bytes:
 
 def _r_quit(c: IrcClient, ev: UserQuit) -> bytes:
     u = ev.user
-    batch = ev.batch if "batch" in c.caps else None
+    batch = ev.batch.ref if ev.batch and "batch" in c.caps else None
 
     def make():
         tags = c.tags_for(ev, u)
@@ -513,8 +513,23 @@ def _r_oper_notice(c: IrcClient, ev: OperNoticeSent) -> bytes:
     return _cached(c, ev, "on", lambda: build(c.server_name, "NOTICE", "*", f"*** {ev.text}"))
 
 
+def _r_batch_started(c: IrcClient, ev: BatchStarted) -> bytes | None:
+    """BATCH +ref netsplit|netjoin near far (IRCv3 netsplit/netjoin batch types), only with `batch`."""
+    if "batch" not in c.caps:
+        return None
+    b = ev.batch
+    return _cached(c, ev, "b+", lambda: build(c.server_name, "BATCH", f"+{b.ref}", b.kind, b.near, b.far))
+
+
+def _r_batch_ended(c: IrcClient, ev: BatchEnded) -> bytes | None:
+    if "batch" not in c.caps:
+        return None
+    return _cached(c, ev, "b-", lambda: build(c.server_name, "BATCH", f"-{ev.batch.ref}"))
+
+
 _RENDER = {
     MessageSent: _r_message, MemberJoined: _r_join, MemberLeft: _r_part, MemberKicked: _r_kick,
     UserQuit: _r_quit, NickChanged: _r_nick, ModeChanged: _r_mode, TopicChanged: _r_topic,
     UserUpdated: _r_updated, UserInvited: _r_invite, OperNoticeSent: _r_oper_notice,
+    BatchStarted: _r_batch_started, BatchEnded: _r_batch_ended,
 }

@@ -5,8 +5,8 @@ array ``[type, origin, seq, payload]``: `origin` is the id of the server that
 generated the frame, `seq` its per-origin sequence number (0 when the frame is
 not sequenced) and `payload` an object.
 
-The codec knows frame types only through `FRAME_SCHEMAS` (required payload
-keys and their exact JSON types). A frame of a type not in it is not an error:
+The codec knows frame types only through `FRAME_SCHEMAS` (payload keys,
+required or optional, and their exact JSON types, down into lists and objects). A frame of a type not in it is not an error:
 it comes out with ``known=False`` so a server can pass it on inside ``ENCAP``.
 
 Any `LinkProtocolError` is fatal to the link: the peer is broken or hostile,
@@ -20,7 +20,7 @@ import hmac
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 PROTOCOL_VERSION = 1
 
@@ -32,6 +32,8 @@ CAPABILITIES = frozenset({"ENCAP", "EOB", "REPLAY"})
 DEFAULT_MAX_FRAME = 1_048_576
 MAX_TYPE_LEN = 32
 MAX_SEQ = 2**63 - 1
+# Latest time a frame may name (ts, signon, time): year 6325, past which clocks cannot render it.
+MAX_TIME = 2**37
 # Challenges are hex strings; 16 random bytes is the least a peer may send.
 MIN_CHALLENGE_BYTES = 16
 MAX_CHALLENGE_LEN = 128
@@ -55,27 +57,140 @@ def _valid_source(s: object) -> bool:
     return valid_uid(s) or valid_server_id(s)
 
 
-# Required payload keys per frame type, with their exact JSON type (bool is not an int).
-# Extra keys are allowed, so a newer peer can add fields without breaking older ones.
-# HELLO keeps these keys in every protocol version, so a version mismatch is reported as one.
-FRAME_SCHEMAS: dict[str, dict[str, type]] = {
+# ---------------------------------------------------------------- the schema language
+# A key's spec is one of: a JSON type (str, int, bool, dict, list; exact, so bool is not an int),
+# a union of them with None for null (`str | None`), ListOf, Tup, MapOf, Checked, and at the top of a
+# schema Opt (the key may be absent). Top-level strings also get FIELD_LIMITS and ID_FIELDS by key
+# name, top-level numbers NUMBER_RANGES.
+
+
+@dataclass(frozen=True, slots=True)
+class Opt:
+    """The key may be absent; when present it must match `spec`."""
+    spec: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ListOf:
+    """A JSON array of at most `max_items` items, each matching `item`."""
+    item: Any
+    max_items: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Tup:
+    """A JSON array of exactly len(items) items, the i-th matching items[i]."""
+    items: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class MapOf:
+    """A JSON object whose keys pass `key_check` (described by `key_what`) and whose values match `value`."""
+    value: Any
+    key_check: Callable[[str], bool] | None = None
+    key_what: str = ""
+    max_items: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """`spec`, and then `check(value)` must hold; `what` says what it must be, for the error."""
+    spec: Any
+    check: Callable[[Any], bool]
+    what: str
+
+    def __or__(self, other):
+        return AnyOf((self, other))
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """Any of `specs` (the first that matches); None stands for null."""
+    specs: tuple
+
+
+_TYPE_NAMES = {type(None): "null"}
+
+
+def _type_name(t) -> str:
+    return _TYPE_NAMES.get(t, getattr(t, "__name__", str(t)))
+
+
+def is_word(s: str) -> bool:
+    """A name every protocol can show as one token: not empty, no space or line break, no leading ':'."""
+    return bool(s) and s[0] != ":" and " " not in s and _ONE_LINE.search(s) is None
+
+
+def is_line(s: str) -> bool:
+    """Text on one line: no NUL, CR or LF (every protocol's senders fold them before the network)."""
+    return _ONE_LINE.search(s) is None
+
+
+_ONE_LINE = re.compile(r"[\0\r\n]")
+_A_UID = Checked(str, valid_uid, "is not a valid id")
+_WORD = Checked(str, is_word, "is not a name (empty, or a space, line break or leading ':')")
+# What may stand for who did something to a channel: a user's id, or a server's name.
+_ACTOR = Checked(str, lambda s: valid_uid(s) or (0 < len(s) <= 63 and " " not in s), "is not a user id or server name")
+_SHORT = Checked(str, lambda s: len(s) <= 400 and is_line(s), "is not one line of at most 400 characters")
+_MASK = Checked(str, lambda s: len(s) <= 400 and is_word(s), "is not a mask of at most 400 characters")
+_STATUS = Checked(str, lambda s: len(s) <= 8, "is longer than 8 characters")
+_MODE_CHAR = Checked(str, lambda s: len(s) == 1, "must be one character")
+_SIGN = Checked(str, lambda s: s in ("+", "-"), "must be + or -")
+_TIME = Checked(int, lambda n: 0 <= n <= MAX_TIME, "is not a time")
+# A list entry (ban, exception, invite): [mask, setter, set at].
+_LIST_ENTRY = Tup((_MASK, _SHORT, _TIME))
+
+# Message tags: keys a protocol can name (IRCv3's rules), values one line.
+_TAGS = MapOf(Checked(str, is_line, "is not one line") | None, lambda k: is_word(k) and not any(c in k for c in "=;"),
+              "is not a tag name", 100)
+
+# Payload keys per frame type, with their exact JSON types. Extra keys are allowed, so a newer peer
+# can add fields without breaking older ones. HELLO keeps these keys in every protocol version, so a
+# version mismatch is reported as one. Each is what the senders in relay/core/links.py put in.
+FRAME_SCHEMAS: dict[str, dict[str, Any]] = {
     "HELLO": {"version": int, "id": str, "name": str, "caps": list, "challenge": str},
     "AUTH": {"response": str},
     "ERROR": {"reason": str},
-    "SERVER": {"id": str, "name": str, "parent": str, "hops": int, "description": str},
+    "VECTOR": {"seen": dict},  # {server id: seq}; checked further by its handler, which names the fault
+    "SERVER": {"id": str, "name": str, "parent": str, "hops": int, "description": str, "seq": Opt(int)},
     "SQUIT": {"id": str, "reason": str},
-    "UID": {"uid": str, "nick": str, "ts": int, "user": str, "host": str, "realname": str},
+    "UID": {"uid": str, "nick": str, "ts": int, "user": str, "host": str, "realname": str,
+            "server": Opt(str), "account": Opt(str | None), "away": Opt(str | None), "modes": Opt(str),
+            "proto": Opt(str), "ip": Opt(str), "signon": Opt(int), "attrs": Opt(MapOf(dict))},
     "NICK": {"uid": str, "nick": str, "ts": int},
     "QUIT": {"uid": str, "reason": str},
-    "SJOIN": {"channel": str, "ts": int, "modes": str, "members": list},
+    "KILL": {"uid": str, "reason": str},
+    # members: [[uid, status], ...]; the rows are checked by the handler's schema (MEMBER_ROWS).
+    "SJOIN": {"channel": str, "ts": int, "modes": str, "members": list,
+              "key": Opt(str | None), "limit": Opt(int | None),
+              "lists": Opt(MapOf(ListOf(_LIST_ENTRY, 100_000), lambda k: len(k) == 1, "must be one character")),
+              "topic": Opt(Tup((Checked(str, lambda s: len(s) <= 1000 and is_line(s), "is not one line of at most 1000 characters"),
+                             _SHORT, _TIME)))},
     "PART": {"uid": str, "channel": str, "reason": str},
-    "PRIVMSG": {"source": str, "target": str, "text": str},
-    "NOTICE": {"source": str, "target": str, "text": str},
+    "KICK": {"source": _ACTOR, "channel": str, "uid": str, "reason": str},
+    "MODE": {"source": _ACTOR, "channel": str, "ts": int, "changes": ListOf(Tup((_SIGN, _MODE_CHAR, _WORD | None)), 1000)},
+    "TOPIC": {"source": _ACTOR, "channel": str, "topic": str, "setter": str, "ts": int},
+    "UPDATE": {"uid": str, "what": str, "value": str | dict | None},
+    "INVITE": {"source": str, "uid": str, "channel": str},
+    "PRIVMSG": {"source": str, "target": str, "text": str, "tags": Opt(_TAGS),
+                "msgid": Opt(str | None), "time": Opt(int | float)},
+    "NOTICE": {"source": str, "target": str, "text": str, "tags": Opt(_TAGS),
+               "msgid": Opt(str | None), "time": Opt(int | float)},
+    "TAGMSG": {"source": str, "target": str, "text": str, "tags": Opt(_TAGS),
+               "msgid": Opt(str | None), "time": Opt(int | float)},
     "PING": {"token": str},
     "PONG": {"token": str},
-    "EOB": {},
+    "EOB": {"server": Opt(str)},
     "ENCAP": {"target": str, "type": str, "payload": dict},
 }
+
+# SJOIN members, as the receiving side's frame table checks them.
+MEMBER_ROWS = ListOf(Tup((_A_UID, _STATUS)), 100_000)
+
+# UPDATE {what, value}: the type of `value` for each `what` this version knows (others pass on).
+_LINE = Checked(str, lambda s: len(s) <= 400 and is_line(s), "is not one line of at most 400 characters")
+UPDATE_VALUES: dict[str, Any] = {"away": _LINE | None, "account": _WORD | None, "realname": _LINE, "modes": _LINE,
+                                 "attrs": MapOf(dict)}
 
 # Longest string accepted for a payload key, in every known frame type that has it.
 # Message text has no limit of its own: the frame limit bounds it.
@@ -94,14 +209,46 @@ FIELD_LIMITS: dict[str, int] = {
     "type": MAX_TYPE_LEN,
     "challenge": MAX_CHALLENGE_LEN,
     "response": 128,
+    "account": 200,
+    "away": 400,
+    "topic": 1000,
+    "setter": 400,
+    "key": 200,
+    "what": 32,
+    "proto": 32,
+    "ip": 64,
+    "msgid": 128,
 }
 
 # Payload keys that hold ids, and the syntax each must have.
 ID_FIELDS: dict[str, Callable[[object], bool]] = {
     "id": valid_server_id,
     "parent": valid_server_id,
+    "server": valid_server_id,
     "uid": valid_uid,
     "source": _valid_source,
+}
+
+# Strings by key name: what every protocol shows as one token (a word), or as one line of text.
+# Message text is checked by the handler's table (relay.core.link_frames), where it is delivered.
+_WORD_KEYS = ("nick", "user", "channel", "name", "account", "key", "proto", "what")
+# Hosts and addresses may start with ':' (IPv6); the setter of a topic may be empty.
+_LINE_KEYS = ("reason", "realname", "away", "topic", "description", "modes", "setter")
+_TOKEN_KEYS = ("host", "ip")
+STRING_CHECKS: dict[str, tuple[Callable[[str], bool], str]] = {
+    **{k: (is_word, "is not a name (empty, or a space, line break or leading ':')") for k in _WORD_KEYS},
+    **{k: (is_line, "is not one line (NUL, CR or LF)") for k in _LINE_KEYS},
+    **{k: (lambda s: bool(s) and " " not in s and is_line(s), "is not a host (empty, or a space or line break)")
+       for k in _TOKEN_KEYS},
+}
+
+# Numbers a peer could make absurd (a time past what clocks render, a negative count): their range.
+NUMBER_RANGES: dict[str, tuple[int, int]] = {
+    "ts": (0, MAX_TIME),
+    "signon": (0, MAX_TIME),
+    "time": (0, MAX_TIME),
+    "hops": (0, 1000),
+    "limit": (0, MAX_SEQ),
 }
 
 
@@ -148,25 +295,141 @@ if json.encoder.c_make_encoder is not None:
         return "".join(_c_encoder(obj, 0))
 
 
+def _base_type(spec) -> type:
+    """The JSON type a spec in an AnyOf stands for (one each)."""
+    while isinstance(spec, Checked):
+        spec = spec.spec
+    if spec is None:
+        return type(None)
+    return {ListOf: list, Tup: list, MapOf: dict}.get(type(spec), spec)
+
+
+def _checker(spec, ftype: str, path: str) -> Callable[[Any], None]:
+    """A function that raises LinkProtocolError, naming `ftype` and `path`, unless its value matches `spec`."""
+    if isinstance(spec, Checked):
+        inner = _checker(spec.spec, ftype, path)
+        check, what = spec.check, spec.what
+
+        def run(v):
+            inner(v)
+            if not check(v):
+                raise LinkProtocolError(f"{ftype} frame: {path} {str(v)[:16]!r} {what}")
+        return run
+    if isinstance(spec, AnyOf):
+        alts = [(_base_type(x), _checker(x, ftype, path)) for x in spec.specs]
+        expected = " or ".join(_type_name(t) for t, _ in alts)
+
+        def run(v):
+            for t, alt in alts:
+                if type(v) is t:
+                    return alt(v)
+            raise LinkProtocolError(f"{ftype} frame: {path} must be {expected}, not {_type_name(type(v))}")
+        return run
+    if spec is None:
+        spec = type(None)
+    if isinstance(spec, ListOf):
+        item, most = spec.item, spec.max_items
+
+        def run(v):
+            if type(v) is not list:
+                raise LinkProtocolError(f"{ftype} frame: {path} must be list, not {_type_name(type(v))}")
+            if len(v) > most:
+                raise LinkProtocolError(f"{ftype} frame: {path} has more than {most} items")
+            for i, x in enumerate(v):
+                _checker(item, ftype, f"{path}[{i}]")(x)
+        return run
+    if isinstance(spec, Tup):
+        items = spec.items
+
+        def run(v):
+            if type(v) is not list or len(v) != len(items):
+                raise LinkProtocolError(f"{ftype} frame: {path} must be a list of {len(items)} items")
+            for i, (s, x) in enumerate(zip(items, v)):
+                _checker(s, ftype, f"{path}[{i}]")(x)
+        return run
+    if isinstance(spec, MapOf):
+        value, key_check, key_what, most = spec.value, spec.key_check, spec.key_what, spec.max_items
+
+        def run(v):
+            if type(v) is not dict:
+                raise LinkProtocolError(f"{ftype} frame: {path} must be dict, not {_type_name(type(v))}")
+            if len(v) > most:
+                raise LinkProtocolError(f"{ftype} frame: {path} has more than {most} keys")
+            for k, x in v.items():
+                if key_check is not None and not key_check(k):
+                    raise LinkProtocolError(f"{ftype} frame: {path} key {k[:16]!r} {key_what}")
+                _checker(value, ftype, f"{path}[{k[:16]!r}]")(x)
+        return run
+    types = tuple(type(None) if t is None else t for t in get_args(spec)) or (spec,)
+    if not all(isinstance(t, type) for t in types):
+        raise TypeError(f"{ftype}.{path}: {spec!r} is not a schema")
+    expected = " or ".join(map(_type_name, types))
+
+    def run(v):
+        if type(v) not in types:
+            raise LinkProtocolError(f"{ftype} frame: {path} must be {expected}, not {_type_name(type(v))}")
+    return run
+
+
+def _rule(ftype: str, key: str, spec) -> tuple:
+    """A schema row: (key, exact types or None, required, length limit, string checks, range, deep check).
+    Plain types and unions of them take the fast path in _check_payload; anything else runs its checker."""
+    required = not isinstance(spec, Opt)
+    spec = spec.spec if isinstance(spec, Opt) else spec
+    types = tuple(type(None) if t is None else t for t in get_args(spec)) or (spec,)
+    plain = all(isinstance(t, type) for t in types)
+    limit = FIELD_LIMITS.get(key) if str in types else None
+    idcheck = ID_FIELDS.get(key) if spec is str else None
+    if idcheck is not None:
+        checks = ((idcheck, "is not a valid id"),)
+    else:
+        checks = (STRING_CHECKS[key],) if key in STRING_CHECKS and str in types else ()
+    rng = NUMBER_RANGES.get(key) if int in types or float in types else None
+    return (key, types if plain else None, required, limit, checks or None, rng,
+            None if plain else _checker(spec, ftype, key))
+
+
 def _check_payload(ftype: str, payload: dict[str, Any], rules) -> None:
     """Raise LinkProtocolError unless `payload` has every key of its schema, well typed and within limits."""
-    for key, expected, limit, check in rules:
+    for key, exact, required, limit, checks, rng, deep in rules:
         value = payload.get(key, _MISSING)
-        if type(value) is not expected:
-            if value is _MISSING:
+        if value is _MISSING:
+            if required:
                 raise LinkProtocolError(f"{ftype} frame without {key}")
-            raise LinkProtocolError(f"{ftype} frame: {key} must be {expected.__name__}, not {type(value).__name__}")
-        if limit is not None and len(value) > limit:
-            raise LinkProtocolError(f"{ftype} frame: {key} longer than {limit} characters")
-        if check is not None and not check(value):
-            raise LinkProtocolError(f"{ftype} frame: {key} {value[:16]!r} is not a valid id")
+            continue
+        if exact is not None:
+            if type(value) not in exact:
+                expected = " or ".join(map(_type_name, exact))
+                raise LinkProtocolError(f"{ftype} frame: {key} must be {expected}, not {_type_name(type(value))}")
+        else:
+            deep(value)
+        if type(value) is str:
+            if limit is not None and len(value) > limit:
+                raise LinkProtocolError(f"{ftype} frame: {key} longer than {limit} characters")
+            if checks is not None:
+                for check, what in checks:
+                    if not check(value):
+                        raise LinkProtocolError(f"{ftype} frame: {key} {value[:16]!r} {what}")
+        elif rng is not None and type(value) in (int, float) and not rng[0] <= value <= rng[1]:
+            raise LinkProtocolError(f"{ftype} frame: {key} {value!r:.20} is out of range {rng[0]}-{rng[1]}")
+    if ftype == "UPDATE" and payload["what"] in _UPDATE_CHECKS:
+        _UPDATE_CHECKS[payload["what"]](payload["value"])
+
+
+def compile_schema(ftype: str, schema: dict[str, Any]) -> tuple:
+    """A schema (key -> spec) as the rows `check_payload` takes."""
+    return tuple(_rule(ftype, k, spec) for k, spec in schema.items())
+
+
+def check_payload(ftype: str, payload: dict[str, Any], rules: tuple) -> None:
+    """Raise LinkProtocolError (naming `ftype` and the key) unless `payload` matches the compiled schema."""
+    _check_payload(ftype, payload, rules)
 
 
 _MISSING = object()
-# The schemas as (key, type, length limit, id check) rows: looked up once, not per frame.
-_RULES = {ftype: tuple((k, t, FIELD_LIMITS.get(k) if t is str else None, ID_FIELDS.get(k) if t is str else None)
-                       for k, t in schema.items())
-          for ftype, schema in FRAME_SCHEMAS.items()}
+# The schemas as rows: looked up once, not per frame.
+_RULES = {ftype: compile_schema(ftype, schema) for ftype, schema in FRAME_SCHEMAS.items()}
+_UPDATE_CHECKS = {what: _checker(spec, "UPDATE", f"value (for {what})") for what, spec in UPDATE_VALUES.items()}
 
 
 def _decode_body(body) -> Frame:
