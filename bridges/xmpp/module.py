@@ -1,0 +1,99 @@
+"""xmpp: the XMPP client service (RFC 6120/6121), as a module.
+
+    xmpp:
+      domain: localhost            # one XMPP domain for the whole tree
+      require_starttls: true
+    listen:
+      - {proto: xmpp, port: 5222}              # c2s, STARTTLS (required by default)
+      - {proto: xmpp, port: 5223, tls: true}   # XEP-0368 direct TLS
+    modules:
+      xmpp: {}
+
+A bound account is a network member (nick from its localpart, shown as `xmpp` in WHOIS);
+every other network user is `nick@domain`. See session.py (streams, SASL, binding),
+service.py (accounts and names), routing.py (the stanza table), roster.py (the store).
+Operator command: `xmpp stats`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from lxml import etree
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .jid import JidError, prep_domain
+from .roster import RosterStore
+from .routing import PING, Router
+from .service import XmppService
+from .stanza import element
+
+CONFIG_SECTION = True   # options come from the top-level xmpp: section
+
+COMMANDS = {"xmpp stats": "XMPP accounts and sessions on this server"}  # syntax: help
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    domain: str = "localhost"
+    require_starttls: bool = True
+    max_stanza_bytes: Annotated[int, Field(ge=4096)] = 256 * 1024
+    max_stanza_bytes_preauth: Annotated[int, Field(ge=1024)] = 16 * 1024
+    max_depth: Annotated[int, Field(ge=4, le=1000)] = 64
+    max_auth_failures: Annotated[int, Field(ge=1)] = 3
+    ping_interval: Annotated[float, Field(gt=0)] = 300.0     # seconds of silence before we ping (XEP-0199)
+    ping_timeout: Annotated[float, Field(gt=0)] = 60.0       # then seconds without an answer before closing
+    roster_file: str = "xmpp-roster.json"                     # in data_dir; "" keeps rosters in memory
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        try:
+            return prep_domain(v)
+        except JidError as e:
+            raise ValueError(f"not a valid XMPP domain: {e}") from None
+
+
+def setup(module) -> None:
+    core = module.core
+    opts: Options = module.options
+    path = None
+    if opts.roster_file:
+        core.config.data_path.mkdir(parents=True, exist_ok=True)
+        path = core.config.data_path / opts.roster_file
+    svc = XmppService(core, opts, RosterStore(path))
+    svc.router = Router(svc)
+    module.provide("xmpp", svc)
+    module.protocol("xmpp", svc.new_session)
+    module.every(1.0, lambda now: svc.roster.flush())
+    module.every(min(opts.ping_interval, opts.ping_timeout) / 4, lambda now: sweep(svc, now))
+    module.command("xmpp stats", lambda ctx: _stats(svc))
+
+    def unload():
+        for acct in list(svc.accounts.values()):
+            acct.server_closing("XMPP module unloaded", core.now())
+        svc.roster.flush()
+    module.on_unload(unload)
+
+
+def _stats(svc: XmppService):
+    from relay.core.admin import Reply
+    data = svc.stats()
+    return Reply("\n".join(f"{k}: {v}" for k, v in data.items()), data)
+
+
+def sweep(svc: XmppService, now: float) -> None:
+    """XEP-0199 from the server: a silent client is pinged, and closed if it stays silent."""
+    o = svc.opts
+    for acct in list(svc.accounts.values()):
+        for s in list(acct.resources.values()):
+            idle = now - s.last_read
+            if idle > o.ping_interval + o.ping_timeout:
+                s.stream_error("connection-timeout", "no answer to ping")
+            elif idle > o.ping_interval and not s.pinged:
+                s.pinged = True
+                iq = element("iq", {"type": "get", "id": "ping-" + secrets.token_hex(4), "from": svc.domain,
+                                    "to": str(s.jid)})
+                etree.SubElement(iq, "{%s}ping" % PING, nsmap={None: PING})
+                s.send(iq)
