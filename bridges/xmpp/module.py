@@ -44,6 +44,7 @@ class Options(BaseModel):
     max_auth_failures: Annotated[int, Field(ge=1)] = 3
     ping_interval: Annotated[float, Field(gt=0)] = 300.0     # seconds of silence before we ping (XEP-0199)
     ping_timeout: Annotated[float, Field(gt=0)] = 60.0       # then seconds without an answer before closing
+    negotiation_timeout: Annotated[float, Field(gt=0)] = 30.0  # seconds from connect to a bound resource
     roster_file: str = "xmpp-roster.json"                     # in data_dir; "" keeps rosters in memory
 
     @field_validator("domain")
@@ -55,9 +56,17 @@ class Options(BaseModel):
             raise ValueError(f"not a valid XMPP domain: {e}") from None
 
 
+def merged_options(core, given: Options) -> Options:
+    """The xmpp: section, with what `modules: {xmpp: {...}}` sets explicitly on top."""
+    section = core.config.section("xmpp")
+    if section is None:
+        return given
+    return Options.model_validate({**section.model_dump(), **given.model_dump(include=given.model_fields_set)})
+
+
 def setup(module) -> None:
     core = module.core
-    opts: Options = module.options
+    opts = merged_options(core, module.options)
     path = None
     if opts.roster_file:
         core.config.data_path.mkdir(parents=True, exist_ok=True)
@@ -67,10 +76,13 @@ def setup(module) -> None:
     module.provide("xmpp", svc)
     module.protocol("xmpp", svc.new_session)
     module.every(1.0, lambda now: svc.roster.flush())
-    module.every(min(opts.ping_interval, opts.ping_timeout) / 4, lambda now: sweep(svc, now))
+    module.every(min(opts.ping_interval, opts.ping_timeout, opts.negotiation_timeout) / 4,
+                 lambda now: sweep(svc, now))
     module.command("xmpp stats", lambda ctx: _stats(svc))
 
     def unload():
+        for s in list(svc.pending):
+            s.stream_error("system-shutdown", "XMPP module unloaded")
         for acct in list(svc.accounts.values()):
             acct.server_closing("XMPP module unloaded", core.now())
         svc.roster.flush()
@@ -84,8 +96,12 @@ def _stats(svc: XmppService):
 
 
 def sweep(svc: XmppService, now: float) -> None:
-    """XEP-0199 from the server: a silent client is pinged, and closed if it stays silent."""
+    """A stream not bound in time is closed; XEP-0199 from the server: a silent client is pinged,
+    and closed if it stays silent."""
     o = svc.opts
+    for s in [s for s in svc.pending if now - s.started > o.negotiation_timeout]:
+        svc.pending.discard(s)
+        s.stream_error("connection-timeout", "negotiation took too long")
     for acct in list(svc.accounts.values()):
         for s in list(acct.resources.values()):
             idle = now - s.last_read

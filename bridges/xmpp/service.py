@@ -38,6 +38,7 @@ class XmppService:
         self.roster = roster
         self.accounts: dict[Jid, AccountMember] = {}   # bare JID -> the account's member (bound here)
         self.router = None                              # routing.Router, set by the module
+        self.pending: set[C2sSession] = set()           # connected, not yet bound
 
     def new_session(self, transport, listener, now: float) -> C2sSession:
         return C2sSession(self, transport, listener, now)
@@ -56,6 +57,7 @@ class XmppService:
             acct = self.accounts[bare] = AccountMember(self, bare)
         acct.resources[s.jid.resource] = s
         s.member = acct
+        self.pending.discard(s)
         if acct.user is None:
             acct.user = self.members.introduce(acct, s.account, now, account=s.account, ip=s.t.peer_host,
                                                realname=str(bare), ident=s.account,

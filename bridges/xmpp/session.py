@@ -68,6 +68,7 @@ class C2sSession:
                                 stream_management=False, client_state_indication=False,
                                 max_auth_failures=o.max_auth_failures, bind=self._bind, limits=svc.limits)
         self.neg = C2sNegotiation(self.policy, secure=transport.tls)
+        svc.pending.add(self)                  # until bound: closed past the negotiation timeout
         self.account: str | None = None
         self.jid: Jid | None = None            # full, once bound
         self.member: AccountMember | None = None
@@ -75,7 +76,7 @@ class C2sSession:
         self.priority = 0
         self.interested = False                # sent initial presence: gets presence broadcasts
         self.roster_requested = False          # asked for the roster: gets roster pushes
-        self.last_read = now
+        self.started = self.last_read = now
         self.pinged = False                    # the server's XEP-0199 ping is out
 
     # ---------------------------------------------------------------- negotiation
@@ -114,6 +115,7 @@ class C2sSession:
             self.neg.tls_started()
 
     def connection_lost(self, reason: str, now: float) -> None:
+        self.svc.pending.discard(self)
         if self.jid is not None:
             self.svc.unbound(self, reason, now)
 
@@ -144,6 +146,7 @@ class C2sSession:
         self.t.write(out.bytes_to(str(self.jid)))
 
     def stream_error(self, condition: str, text: str | None = None) -> None:
+        """Say why (RFC 6120 §4.9) and close; the stream's header first if none was sent."""
         if not self.t.closing:
             self.t.write(self.neg.stream.send(SendStreamError(condition, text)))
             self.t.close(f"stream error {condition}")

@@ -159,3 +159,26 @@ def test_irc_and_xmpp_exchange_direct_messages_and_whois_shows_xmpp(srv):
         irc.close()
         await offline(alice)
     asyncio.run(main())
+
+
+def test_the_xmpp_section_sets_the_domain_and_starttls_is_required(tmp_path):
+    import socket
+    s = xmpp_server(tmp_path / "d", accounts=(), xmpp={"domain": "Chat.Example"})
+    try:
+        def opening(to: str) -> bytes:
+            with socket.create_connection(("127.0.0.1", s.ports["c2s"]), timeout=WAIT) as c:
+                c.sendall(f"<?xml version='1.0'?><stream:stream to='{to}' version='1.0' xmlns='jabber:client' "
+                          "xmlns:stream='http://etherx.jabber.org/streams'>".encode())
+                data = b""
+                while b"</stream:features>" not in data and b"</stream:stream>" not in data:
+                    got = c.recv(65536)
+                    if not got:
+                        break
+                    data += got
+                return data
+        served = opening("chat.example")
+        assert b"from='chat.example'" in served or b'from="chat.example"' in served
+        assert b"<required/>" in served and b"<mechanisms" not in served   # nothing before STARTTLS
+        assert b"<host-unknown" in opening("localhost")
+    finally:
+        s.stop()
