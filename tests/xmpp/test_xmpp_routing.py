@@ -164,3 +164,30 @@ def test_disconnect_quits_the_member_and_tells_presence_subscribers(wire):
     assert core.net.find_nick("bob") is not None
     bob.s.connection_lost("gone", wire.now)
     assert b'type="unavailable"' in alice.take() and core.net.find_nick("bob") is None
+
+
+def test_the_server_pings_a_silent_client_then_closes_it(tmp_path):
+    w = Wire(tmp_path, ["a"], modules={"xmpp": {"roster_file": "", "ping_interval": 10, "ping_timeout": 5}})
+    w.cores["a"].register_account("alice", "secret", w.now)
+    c = Xmpp(w, "a", "alice", "r")
+    w.tick(6)
+    assert b"urn:xmpp:ping" not in c.take()
+    w.tick(6)
+    ping = c.take()
+    assert b'type="get"' in ping and b"<ping xmlns=\"urn:xmpp:ping\"/>" in ping
+    c.feed("<iq type='result' id='x' to='localhost'/>")      # any answer counts
+    w.tick(8)
+    assert not c.t.closing
+    for _ in range(4):
+        w.tick(5)
+    assert c.t.closing and b"<connection-timeout" in c.take()
+
+
+def test_a_stream_not_bound_in_time_is_closed(tmp_path):
+    w = Wire(tmp_path, ["a"], modules={"xmpp": {"roster_file": "", "negotiation_timeout": 5}})
+    t = Transport()
+    w.cores["a"].services["xmpp"].new_session(t, None, w.now).data_received(HEADER, w.now)
+    w.tick(3)
+    assert not t.closing
+    w.tick(3)
+    assert t.closing and b"<connection-timeout" in b"".join(t.out)
