@@ -6,6 +6,7 @@
     listen:
       - {proto: xmpp, port: 5222}              # c2s, STARTTLS (required by default)
       - {proto: xmpp, port: 5223, tls: true}   # XEP-0368 direct TLS
+      - {proto: xmpp-component, port: 5347}    # XEP-0114, with xmpp.components: {domain: secret}
     modules:
       xmpp: {}
 
@@ -46,6 +47,18 @@ class Options(BaseModel):
     ping_timeout: Annotated[float, Field(gt=0)] = 60.0       # then seconds without an answer before closing
     negotiation_timeout: Annotated[float, Field(gt=0)] = 30.0  # seconds from connect to a bound resource
     roster_file: str = "xmpp-roster.json"                     # in data_dir; "" keeps rosters in memory
+    components: dict[str, str] = Field(default_factory=dict)  # XEP-0114: domain -> shared secret
+
+    @field_validator("components")
+    @classmethod
+    def _components(cls, v: dict) -> dict:
+        out = {}
+        for domain, secret in v.items():
+            try:
+                out[prep_domain(domain)] = secret
+            except JidError as e:
+                raise ValueError(f"{domain!r} is not a valid component domain: {e}") from None
+        return out
 
     @field_validator("domain")
     @classmethod
@@ -75,6 +88,7 @@ def setup(module) -> None:
     svc.router = Router(svc)
     module.provide("xmpp", svc)
     module.protocol("xmpp", svc.new_session)
+    module.protocol("xmpp-component", svc.new_component)
     module.every(1.0, lambda now: svc.roster.flush())
     module.every(min(opts.ping_interval, opts.ping_timeout, opts.negotiation_timeout) / 4,
                  lambda now: sweep(svc, now))
@@ -85,6 +99,8 @@ def setup(module) -> None:
             s.stream_error("system-shutdown", "XMPP module unloaded")
         for acct in list(svc.accounts.values()):
             acct.server_closing("XMPP module unloaded", core.now())
+        for c in list(svc.components.values()):
+            c.stream_error("system-shutdown", "XMPP module unloaded")
         svc.roster.flush()
     module.on_unload(unload)
 

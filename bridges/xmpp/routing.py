@@ -81,6 +81,10 @@ class Router:
         elif to.local is None and to.resource is None and to.domain == self.domain:
             kind = "host"
         elif to.domain != self.domain:
+            component = self.svc.components.get(to.domain)
+            if component is not None:
+                component.send(el)
+                return
             if name != "presence":
                 self.error(s, el, "cancel", "remote-server-not-found")
             return
@@ -95,6 +99,37 @@ class Router:
                 return
         if name == "iq" and el.get("type") in ("get", "set"):
             self.error(s, el, "cancel", "service-unavailable")
+
+    def from_component(self, c, el: etree._Element, now: float) -> None:
+        """A component's stanza: from its own domain, to an account here or another component."""
+        try:
+            src = parse_jid(el.get("from") or "")
+            to = parse_jid(el.get("to") or "")
+        except JidError:
+            c.stream_error("improper-addressing" if not el.get("to") else "invalid-from")
+            return
+        if src.domain != c.domain:
+            c.stream_error("invalid-from", f"{src.domain} is not {c.domain}")
+            return
+        other = self.svc.components.get(to.domain)
+        if other is not None:
+            other.send(el)
+            return
+        name = etree.QName(el).localname
+        if to.domain != self.domain or to.local is None:
+            return
+        if to.resource is not None:
+            target = next((x for x in self.sessions_of(to.bare) if x.jid == to), None)
+            if target is not None:
+                target.send(el)
+                return
+        if name == "message":
+            self.to_bare(to.bare, el, now)
+        elif name == "presence":
+            out = Outgoing(el)
+            for x in self.sessions_of(to.bare):
+                if x.interested:
+                    x.send_bytes_of(out)
 
     @staticmethod
     def names(name: str, el: etree._Element, kind: str) -> list[str]:

@@ -38,10 +38,15 @@ class XmppService:
         self.roster = roster
         self.accounts: dict[Jid, AccountMember] = {}   # bare JID -> the account's member (bound here)
         self.router = None                              # routing.Router, set by the module
-        self.pending: set[C2sSession] = set()           # connected, not yet bound
+        self.pending: set = set()                       # connected, not yet bound (or handshaken)
+        self.components: dict[str, object] = {}         # domain -> component.ComponentSession
 
     def new_session(self, transport, listener, now: float) -> C2sSession:
         return C2sSession(self, transport, listener, now)
+
+    def new_component(self, transport, listener, now: float):
+        from .component import ComponentSession
+        return ComponentSession(self, transport, listener, now)
 
     # ---------------------------------------------------------------- binding
     def free_resource(self, full: Jid) -> Jid:

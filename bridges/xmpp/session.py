@@ -113,6 +113,8 @@ class C2sSession:
     def _tls_done(self, ok: bool, reason: str) -> None:
         if ok and self.neg.stage is Stage.TLS:
             self.neg.tls_started()
+        elif not ok:
+            self.t.close(f"STARTTLS failed: {reason}")    # after <proceed/> there is no way back (§5.4.3.3)
 
     def connection_lost(self, reason: str, now: float) -> None:
         self.svc.pending.discard(self)

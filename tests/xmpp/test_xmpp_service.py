@@ -182,3 +182,34 @@ def test_the_xmpp_section_sets_the_domain_and_starttls_is_required(tmp_path):
         assert b"<host-unknown" in opening("localhost")
     finally:
         s.stop()
+
+
+def test_a_component_and_a_client_exchange_messages(tmp_path):
+    from support import free_port
+    port = free_port()
+    s = xmpp_server(tmp_path / "c", xmpp={"components": {"bot.localhost": "s3cret"}})
+    s.stop()
+    s.config["listen"].append({"proto": "xmpp-component", "host": "127.0.0.1", "port": port})
+    s.path.write_text(__import__("yaml").safe_dump(s.config))
+    s.start()
+    try:
+        async def main():
+            loop = asyncio.get_running_loop()
+            bot = slixmpp.ComponentXMPP("bot.localhost", "s3cret", "127.0.0.1", port)
+            ready = loop.create_future()
+            bot.add_event_handler("session_start", lambda _: ready.done() or ready.set_result(True))
+            asked = Inbox(bot, "message")
+            bot.add_event_handler("message", lambda m: m.reply(f"bot got: {m['body']}").send())
+            bot.connect("127.0.0.1", port)
+            await asyncio.wait_for(ready, WAIT)
+            alice = await online(make_client(slixmpp, "alice@localhost/c", "secret", s), s)
+            got = Inbox(alice, "message")
+            alice.send_message(mto="echo@bot.localhost", mbody="hello <bot> & co", mtype="chat")
+            q = await asked.wait(lambda m: m["body"], "the client's message at the component")
+            assert str(q["from"]) == "alice@localhost/c" and str(q["to"]) == "echo@bot.localhost"
+            reply = await got.wait(lambda m: m["body"], "the component's reply")
+            assert reply["body"] == "bot got: hello <bot> & co" and str(reply["from"]) == "echo@bot.localhost"
+            await offline(alice, bot)
+        asyncio.run(main())
+    finally:
+        s.stop()
