@@ -68,7 +68,7 @@ class Target:
 
 # Modules the targets need, with their connect timeouts short (mqtt also serves the probe).
 MODULES = {"mqtt": {"connect_timeout": TIMEOUT, "sweep_interval": 0.2, "sys_interval": 0, "persist": False},
-           "xmpp": {"negotiation_timeout": TIMEOUT, "roster_file": ""}}
+           "xmpp": {"negotiation_timeout": TIMEOUT, "roster_file": "", "components": {"bot.localhost": "x"}}}
 
 
 TARGETS = [
@@ -84,6 +84,8 @@ TARGETS = [
     Target("xmpp", "xmpp", opening=b"<?xml version='1.0'?><stream:stream to='localhost' version='1.0' "
            b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>", module="xmpp"),
     Target("xmpp-tls", "xmpp", tls=True, module="xmpp"),
+    Target("xmpp-component", "xmpp-component", opening=b"<stream:stream to='bot.localhost' "
+           b"xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams'>", module="xmpp"),
     Target("control", None, opening=b'{"argv": ["status"]}\n'),
 ]
 
