@@ -191,3 +191,36 @@ def test_a_stream_not_bound_in_time_is_closed(tmp_path):
     assert not t.closing
     w.tick(3)
     assert t.closing and b"<connection-timeout" in b"".join(t.out)
+
+
+def test_a_whole_session_fed_one_byte_at_a_time(wire):
+    """Login, bind, presence and a chat, each byte in its own read: the same as whole reads."""
+    bob = Xmpp(wire, "a", "bob", "r")
+    t = Transport()
+    s = wire.cores["a"].services["xmpp"].new_session(t, None, wire.now)
+    plain = base64.b64encode(b"\0alice\0secret")
+    steps = [HEADER, b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + plain + b"</auth>",
+             HEADER, b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+             "<presence/><message type='chat' to='bob@localhost'><body>byte \u00e9 by byte</body></message>"
+             .encode()]
+    for step in steps:
+        for i in range(len(step)):
+            s.data_received(step[i:i + 1], wire.now)
+    out = b"".join(t.out)
+    assert b"<success" in out and b"</jid>" in out and not t.closing
+    assert "<body>byte \u00e9 by byte</body>".encode() in bob.take()
+
+
+def test_the_roster_store_survives_a_restart(tmp_path):
+    from bridges.xmpp.roster import RosterStore, with_from, with_to
+    path = tmp_path / "roster.json"
+    store = RosterStore(path)
+    store.put("alice", "bob@localhost", subscription="to", name="Bob")
+    v = store.version("alice")
+    store.flush()
+    again = RosterStore(path)
+    assert again.item("alice", "bob@localhost")["subscription"] == "to" and again.version("alice") == v
+    assert with_from("to", True) == "both" and with_from("both", False) == "to"
+    assert with_to("none", True) == "to" and with_to("from", True) == "both" and with_to("both", False) == "from"
+    path.write_text("not json")
+    assert RosterStore(path).items("alice") == {}       # a damaged file is not the server's death
