@@ -195,7 +195,8 @@ class Config(Strict):
     control_socket: str | None = None
     log: LogSection = LogSection()
     listen: list[Listener] = [Listener(proto="irc", port=6667), Listener(proto="irc", port=6697, tls=True),
-                              Listener(proto="mqtt", port=1883), Listener(proto="http", port=8080)]
+                              Listener(proto="mqtt", port=1883), Listener(proto="http", port=8080),
+                              Listener(proto="xmpp", port=5222), Listener(proto="xmpp", port=5223, tls=True)]
     http: HttpSection = HttpSection()
     limits: LimitsSection = LimitsSection()
     tls: TlsSection = TlsSection()
@@ -207,7 +208,7 @@ class Config(Strict):
     hub: bool = True
     split_hold: Annotated[float, Field(ge=0)] = 30.0
     replay: ReplaySection = ReplaySection()
-    modules: dict[str, dict[str, Any] | None] = {"mqtt": {}}
+    modules: dict[str, dict[str, Any] | None] = {"mqtt": {}, "xmpp": {}}
     acl: dict[str, Any] = {"local": {"ip": ["127.0.0.0/8", "::1/128"]}}
     access_rules: dict[str, Any] = {"oper": [{"allow": "all"}], "register": [{"allow": "all"}],
                                     "create_channel": [{"allow": "all"}], "link": [{"allow": "all"}]}
@@ -334,7 +335,8 @@ def parse(data: Any, base_dir: str = ".") -> Config:
 
 
 # Protocol modules loaded on every server; their top-level sections exist even when the file omits them.
-DEFAULT_PROTOCOL_MODULES = ("irc",)
+# (xmpp: is loaded by default, so its section is in the default configuration too.)
+DEFAULT_PROTOCOL_MODULES = ("irc", "xmpp")
 
 
 def _module_sections(owned: dict[str, Any], errors: list[str]) -> dict[str, Any]:

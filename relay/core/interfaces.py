@@ -53,8 +53,13 @@ class Transport(Protocol):
         """Bytes queued and not yet sent."""
 
     def start_tls(self, on_done: Callable[[bool, str], None]) -> None:
-        """Upgrade a plain connection to TLS (STARTTLS) once what is queued is sent;
-        `on_done(ok, reason)` is called from the loop when the handshake ends."""
+        """Upgrade a plain connection to TLS (STARTTLS) in place, with its listener's certificate.
+
+        What is queued now leaves in plaintext first; nothing more is read in plaintext. Writes
+        made during the handshake leave encrypted. `on_done(ok, reason)` is called (never from
+        inside this call) when the handshake ends; on failure the connection is then closed, and
+        where no certificate is available it is refused and the connection goes on in plaintext.
+        After the upgrade `tls` is True and `channel_bindings()` gives tls-server-end-point."""
 
 
 class SharedRunTransport(Transport, Protocol):

@@ -42,7 +42,7 @@ class Connection:
 
     __slots__ = ("rt", "sock", "fd", "watched", "peer_host", "peer_port", "tls", "proto", "handler", "out",
                  "out_bytes", "sendq", "flush_scheduled", "writer", "rwatch", "closing", "closed", "close_reason",
-                 "lost_told", "bytes_in", "bytes_out", "tail", "runs", "tls_end_point")
+                 "lost_told", "bytes_in", "bytes_out", "tail", "runs", "tls_end_point", "tls_upgrade")
 
     def __init__(self, rt, sock, addr, proto: str, tls: bool, sendq: int):
         self.rt = rt
@@ -72,6 +72,8 @@ class Connection:
         self.tail = None  # the shared run at the end of the outbox, still open (relay.core.fanout)
         self.runs = 0     # shared runs in the outbox
         self.tls_end_point: bytes | None = None  # RFC 5929 hash of our certificate, set by the TLS listener
+        # A plain listener's connection: () -> (server SSLContext, end-point hash), for STARTTLS.
+        self.tls_upgrade = None
 
     # ---------------------------------------------------------------- Transport
     @property
@@ -290,14 +292,21 @@ class Connection:
         handshake is done here first; a failed one is one info line, and no handler is made."""
         rt = self.rt
         rt.connections.add(self)
+        if tls_context is not None and not self._handshake(tls_context, listener, handshake_timeout):
+            self._end_reading()
+            return
         try:
-            if tls_context is not None and not self._handshake(tls_context, listener, handshake_timeout):
-                return
-            try:
-                self.handler = factory(self, listener, rt.now())
-            except Exception:
-                log.exception("%s: protocol handler failed to start", self.proto)
-                return
+            self.handler = factory(self, listener, rt.now())
+        except Exception:
+            log.exception("%s: protocol handler failed to start", self.proto)
+            self._end_reading()
+            return
+        self._read_tls()
+
+    def _read_tls(self) -> None:
+        """The TLS reader loop (a TLS listener's or dial's greenlet, or the STARTTLS upgrade's)."""
+        rt = self.rt
+        try:
             handler = self.handler
             recv = self.sock.recv
             while not self.closing:
@@ -322,11 +331,83 @@ class Connection:
                 # Let the loop send what this read queued before reading more.
                 gevent.sleep(0)
         finally:
+            self._end_reading()
+
+    def _end_reading(self) -> None:
+        self._tell_lost()
+        if not self.closing:
+            self.closing = True
+        if self.writer is None:
+            self._shutdown()
+
+    # ---------------------------------------------------------------- STARTTLS
+    def start_tls(self, on_done) -> None:
+        """Upgrade this plain, watched connection to TLS in place (Transport.start_tls).
+
+        What is queued now (the protocol's "proceed") leaves in plaintext first; nothing more is
+        read in plaintext. A greenlet then does the server side of the handshake, bounded by the
+        handshake timeout, and becomes the reader, as `run` does for a TLS listener; writes made
+        meanwhile wait in the outbox and leave encrypted. `on_done(ok, reason)` is called from
+        that greenlet before anything is read over TLS; on failure the connection is closed."""
+        if self.tls or not self.watched or self.closing or self.tls_upgrade is None:
+            reason = "already TLS" if self.tls else "closing" if self.closing else "TLS is not available here"
+            self.rt.hub.loop.run_callback(on_done, False, reason)
+            return
+        try:
+            ctx, end_point = self.tls_upgrade()
+        except Exception as e:  # no certificate: refused, the plaintext connection goes on
+            log.warning("%s %s: STARTTLS refused: no certificate: %s", self.proto, self.peer_host, e)
+            self.rt.hub.loop.run_callback(on_done, False, "TLS is not available here")
+            return
+        for w in (self.rwatch, self.writer):
+            if w is not None:
+                w.stop()
+                w.close()
+        self.rwatch = None
+        plain = self._take() if self.out else b""
+        self.out_bytes = 0
+        self.flush_scheduled = False
+        raw = self.sock
+        self.sock = _gsocket.socket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+        self.watched = False
+        # The upgrade greenlet holds the writer's place: writes queue until the handshake is done.
+        self.writer = gevent.spawn(self._upgrade, plain, ctx, end_point, on_done)
+
+    def _upgrade(self, plain: bytes, ctx, end_point, on_done) -> None:
+        reason = None
+        try:
+            if plain:
+                self.sock.sendall(plain)
+                self.bytes_out += len(plain)
+            self.sock = ctx.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
+            reason = tls_handshake(self.sock, getattr(self.rt, "handshake_timeout", 10.0))
+        except _TLS_IO_ERRORS as e:
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        except gevent.GreenletExit:  # aborted (or the server stopped) during the handshake
+            self.writer = None
             self._tell_lost()
-            if not self.closing:
-                self.closing = True
-            if self.writer is None:
-                self._shutdown()
+            raise
+        self.writer = None
+        if reason is None and not self.closing:
+            self.tls, self.tls_end_point = True, end_point
+        else:
+            reason = reason or "closing"
+            log.info("%s %s:%s: STARTTLS handshake failed: %s", self.proto, self.peer_host, self.peer_port, reason)
+            self.close_reason = self.close_reason or "TLS handshake failed"
+        try:
+            on_done(reason is None, reason or "")
+        except Exception:
+            log.exception("%s: start_tls on_done raised", self.proto)
+            self.close_reason = "Internal error"
+            reason = reason or "Internal error"
+        if reason is not None:
+            self.closing = True
+            self._shutdown()
+            self._tell_lost()
+            return
+        if self.out and not self.closed:
+            self.writer = gevent.spawn(self._write_loop)
+        self._read_tls()
 
     def _handshake(self, ctx, listener, timeout: float) -> bool:
         if self.closing:  # the server stopped before this greenlet ran

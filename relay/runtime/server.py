@@ -230,19 +230,19 @@ class Runtime:
             sock = make_listen_socket(l.host, l.port)
         except OSError as e:
             raise StartupError(f"listen[{i}]: cannot listen on {l.host}:{l.port}: {e.strerror}", 1) from None
-        ctx = None
+        ctx = end_point = None
         if l.tls:
-            cert, key = l.cert or self.config.tls.cert, l.key or self.config.tls.key
-            if cert is None:
-                cert, key = ensure_certificate(self.config.data_path / "tls", self.config.server.name,
-                                               [x.host for x in self.config.listen])
-            else:
-                cert, key = self.config.path(cert), self.config.path(key or cert)
             try:
-                ctx = server_context(cert, key)
+                ctx, end_point = self._listener_tls(l)
             except (OSError, ssl.SSLError) as e:
-                raise StartupError(f"listen[{i}]: cannot load TLS certificate {cert}: {e}", 2) from None
-            end_point = _end_point_hash(cert)
+                raise StartupError(f"listen[{i}]: {e}", 2) from None
+        upgrade_cache: list = []
+
+        def tls_upgrade():
+            """STARTTLS on a plain listener: its certificate, loaded at the first upgrade."""
+            if not upgrade_cache:
+                upgrade_cache.append(self._listener_tls(l))
+            return upgrade_cache[0]
         proto, tls = l.proto, l.tls
         sendq = self.config.limits.link_sendq if l.proto == "link" else self.config.limits.sendq
 
@@ -254,6 +254,7 @@ class Runtime:
             client_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Connection(self, client_sock, addr, proto, tls, sendq)
             if ctx is None:
+                conn.tls_upgrade = tls_upgrade
                 conn.start(factory[0], l)
             else:  # a greenlet per TLS client: its handshake and reads wait on the loop
                 conn.tls_end_point = end_point
@@ -262,6 +263,20 @@ class Runtime:
         port = sock.getsockname()[1]
         srv = Acceptor(self, sock, on_accept)
         self.servers[i] = (srv, {"proto": l.proto, "host": l.host, "port": port, "tls": l.tls})
+
+    def _listener_tls(self, l) -> tuple:
+        """(server SSLContext, tls-server-end-point hash) of a listener: its own certificate, the
+        tls: section's, or the self-signed one made in <data_dir>/tls."""
+        cert, key = l.cert or self.config.tls.cert, l.key or self.config.tls.key
+        if cert is None:
+            cert, key = ensure_certificate(self.config.data_path / "tls", self.config.server.name,
+                                           [x.host for x in self.config.listen])
+        else:
+            cert, key = self.config.path(cert), self.config.path(key or cert)
+        try:
+            return server_context(cert, key), _end_point_hash(cert)
+        except (OSError, ssl.SSLError) as e:
+            raise OSError(f"cannot load TLS certificate {cert}: {e}") from None
 
     def _open_udp_listener(self, i: int) -> None:
         l = self.config.listen[i]

@@ -21,8 +21,8 @@ def test_builtin_default_is_valid_and_listens_on_loopback():
     cfg = parse({})
     assert [(l.proto, l.host, l.port, l.tls) for l in cfg.listen] == [
         ("irc", "127.0.0.1", 6667, False), ("irc", "127.0.0.1", 6697, True), ("mqtt", "127.0.0.1", 1883, False),
-        ("http", "127.0.0.1", 8080, False)]
-    assert cfg.modules == {"mqtt": {}}
+        ("http", "127.0.0.1", 8080, False), ("xmpp", "127.0.0.1", 5222, False), ("xmpp", "127.0.0.1", 5223, True)]
+    assert cfg.modules == {"mqtt": {}, "xmpp": {}}
 
 
 def test_default_yaml_equals_builtin_default():

@@ -67,7 +67,8 @@ class Target:
 
 
 # Modules the targets need, with their connect timeouts short (mqtt also serves the probe).
-MODULES = {"mqtt": {"connect_timeout": TIMEOUT, "sweep_interval": 0.2, "sys_interval": 0, "persist": False}}
+MODULES = {"mqtt": {"connect_timeout": TIMEOUT, "sweep_interval": 0.2, "sys_interval": 0, "persist": False},
+           "xmpp": {"negotiation_timeout": TIMEOUT, "roster_file": "", "components": {"bot.localhost": "x"}}}
 
 
 TARGETS = [
@@ -80,6 +81,11 @@ TARGETS = [
     Target("https", "http", tls=True),
     Target("link", "link", opening=len(_LINK_BODY).to_bytes(4, "big") + _LINK_BODY),
     Target("link-tls", "link", tls=True),
+    Target("xmpp", "xmpp", opening=b"<?xml version='1.0'?><stream:stream to='localhost' version='1.0' "
+           b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>", module="xmpp"),
+    Target("xmpp-tls", "xmpp", tls=True, module="xmpp"),
+    Target("xmpp-component", "xmpp-component", opening=b"<stream:stream to='bot.localhost' "
+           b"xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams'>", module="xmpp"),
     Target("control", None, opening=b'{"argv": ["status"]}\n'),
 ]
 

@@ -1,0 +1,131 @@
+"""xmpp: the XMPP client service (RFC 6120/6121), as a module.
+
+    xmpp:
+      domain: localhost            # one XMPP domain for the whole tree
+      require_starttls: true
+    listen:
+      - {proto: xmpp, port: 5222}              # c2s, STARTTLS (required by default)
+      - {proto: xmpp, port: 5223, tls: true}   # XEP-0368 direct TLS
+      - {proto: xmpp-component, port: 5347}    # XEP-0114, with xmpp.components: {domain: secret}
+    modules:
+      xmpp: {}
+
+A bound account is a network member (nick from its localpart, shown as `xmpp` in WHOIS);
+every other network user is `nick@domain`. See session.py (streams, SASL, binding),
+service.py (accounts and names), routing.py (the stanza table), roster.py (the store).
+Operator command: `xmpp stats`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from lxml import etree
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .jid import JidError, prep_domain
+from .roster import RosterStore
+from .routing import PING, Router
+from .service import XmppService
+from .stanza import element
+
+CONFIG_SECTION = True   # options come from the top-level xmpp: section
+
+COMMANDS = {"xmpp stats": "XMPP accounts and sessions on this server"}  # syntax: help
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    domain: str = "localhost"
+    require_starttls: bool = True
+    max_stanza_bytes: Annotated[int, Field(ge=4096)] = 256 * 1024
+    max_stanza_bytes_preauth: Annotated[int, Field(ge=1024)] = 16 * 1024
+    max_depth: Annotated[int, Field(ge=4, le=1000)] = 64
+    max_auth_failures: Annotated[int, Field(ge=1)] = 3
+    ping_interval: Annotated[float, Field(gt=0)] = 300.0     # seconds of silence before we ping (XEP-0199)
+    ping_timeout: Annotated[float, Field(gt=0)] = 60.0       # then seconds without an answer before closing
+    negotiation_timeout: Annotated[float, Field(gt=0)] = 30.0  # seconds from connect to a bound resource
+    roster_file: str = "xmpp-roster.json"                     # in data_dir; "" keeps rosters in memory
+    components: dict[str, str] = Field(default_factory=dict)  # XEP-0114: domain -> shared secret
+
+    @field_validator("components")
+    @classmethod
+    def _components(cls, v: dict) -> dict:
+        out = {}
+        for domain, secret in v.items():
+            try:
+                out[prep_domain(domain)] = secret
+            except JidError as e:
+                raise ValueError(f"{domain!r} is not a valid component domain: {e}") from None
+        return out
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        try:
+            return prep_domain(v)
+        except JidError as e:
+            raise ValueError(f"not a valid XMPP domain: {e}") from None
+
+
+def merged_options(core, given: Options) -> Options:
+    """The xmpp: section, with what `modules: {xmpp: {...}}` sets explicitly on top."""
+    section = core.config.section("xmpp")
+    if section is None:
+        return given
+    return Options.model_validate({**section.model_dump(), **given.model_dump(include=given.model_fields_set)})
+
+
+def setup(module) -> None:
+    core = module.core
+    opts = merged_options(core, module.options)
+    path = None
+    if opts.roster_file:
+        core.config.data_path.mkdir(parents=True, exist_ok=True)
+        path = core.config.data_path / opts.roster_file
+    svc = XmppService(core, opts, RosterStore(path))
+    svc.router = Router(svc)
+    module.provide("xmpp", svc)
+    module.protocol("xmpp", svc.new_session)
+    module.protocol("xmpp-component", svc.new_component)
+    module.every(1.0, lambda now: svc.roster.flush())
+    module.every(min(opts.ping_interval, opts.ping_timeout, opts.negotiation_timeout) / 4,
+                 lambda now: sweep(svc, now))
+    module.command("xmpp stats", lambda ctx: _stats(svc))
+
+    def unload():
+        for s in list(svc.pending):
+            s.stream_error("system-shutdown", "XMPP module unloaded")
+        for acct in list(svc.accounts.values()):
+            acct.server_closing("XMPP module unloaded", core.now())
+        for c in list(svc.components.values()):
+            c.stream_error("system-shutdown", "XMPP module unloaded")
+        svc.roster.flush()
+    module.on_unload(unload)
+
+
+def _stats(svc: XmppService):
+    from relay.core.admin import Reply
+    data = svc.stats()
+    return Reply("\n".join(f"{k}: {v}" for k, v in data.items()), data)
+
+
+def sweep(svc: XmppService, now: float) -> None:
+    """A stream not bound in time is closed; XEP-0199 from the server: a silent client is pinged,
+    and closed if it stays silent."""
+    o = svc.opts
+    for s in [s for s in svc.pending if now - s.started > o.negotiation_timeout]:
+        svc.pending.discard(s)
+        s.stream_error("connection-timeout", "negotiation took too long")
+    for acct in list(svc.accounts.values()):
+        for s in list(acct.resources.values()):
+            idle = now - s.last_read
+            if idle > o.ping_interval + o.ping_timeout:
+                s.stream_error("connection-timeout", "no answer to ping")
+            elif idle > o.ping_interval and not s.pinged:
+                s.pinged = True
+                iq = element("iq", {"type": "get", "id": "ping-" + secrets.token_hex(4), "from": svc.domain,
+                                    "to": str(s.jid)})
+                etree.SubElement(iq, "{%s}ping" % PING, nsmap={None: PING})
+                s.send(iq)
