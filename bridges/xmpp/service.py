@@ -32,9 +32,7 @@ class XmppService:
         self.domain = opts.domain
         self.limits = Limits(max_stanza_bytes=opts.max_stanza_bytes,
                              max_stanza_bytes_preauth=opts.max_stanza_bytes_preauth, max_depth=opts.max_depth)
-        cfg = core.config
-        self.members = BridgedMembers(core.net, "xmpp", cfg.server.name, cfg.network.nicklen,
-                                      cfg.network.channellen)
+        self.members = BridgedMembers(core.net, "xmpp", core.config)
         self.roster = roster
         self.accounts: dict[Jid, AccountMember] = {}   # bare JID -> the account's member (bound here)
         self.router = None                              # routing.Router, set by the module
