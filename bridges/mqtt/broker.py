@@ -33,7 +33,7 @@ from typing import Any
 
 from .channels import ChannelBridge
 from .codec import Pubrel, Will
-from .session import FORWARD_PROPS, NEVER, Message, Pending, Session, Sub
+from .session import _UNSET, FORWARD_PROPS, NEVER, Message, Pending, Session, Sub
 from .store import props_from_json
 
 __all__ = ["Broker", "FORWARD_PROPS", "NEVER", "Message", "Session", "Sub"]
@@ -264,10 +264,20 @@ class Broker:
     def deliver_matches(self, s: Session, item, subs: list, now: float) -> None:
         """An item for one session matching through `subs`: one copy with the highest granted QoS and
         every subscription identifier (MQTT 5.0 3.3.4 lets the server choose this)."""
-        if not s.accepts(item):
+        ex = item.cache.get("mqtt.members", _UNSET)     # Session.accepts, inlined: once per recipient
+        if ex is _UNSET:
+            ex = s.members_of(item)
+        if ex and s.cid in ex:
             return
         origin = item.publisher
         mq = item.qos
+        if len(subs) == 1:      # the common case, kept short: this runs once per recipient
+            sub = subs[0]
+            if sub.no_local and origin == s.cid:
+                return
+            self.deliver_to(s, item, sub.qos if sub.qos < mq else mq, item.retain and sub.rap,
+                            [sub.sub_id] if sub.sub_id else None, now)
+            return
         q = -1
         rap = False
         ids = None

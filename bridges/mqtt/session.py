@@ -6,6 +6,7 @@ import it and none of them imports another's module the other way round.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import deque
 from typing import Any
@@ -101,6 +102,7 @@ class Session:
     def __init__(self, broker: Any, cid: str):
         self.broker = broker
         self.cid = cid
+        self.item_published = functools.partial(broker.deliver_matches, self)
         self.version = 4
         self.username: str | None = None
         self.account: str | None = None
@@ -141,15 +143,20 @@ class Session:
 
     def accepts(self, item: TopicItem) -> bool:
         """Not for a channel's members: those get channel messages through the channel path."""
-        cache = item.cache
-        ex = cache.get("mqtt.members", _UNSET)
+        ex = item.cache.get("mqtt.members", _UNSET)
         if ex is _UNSET:
-            b = self.broker
-            ex = cache["mqtt.members"] = (b.channels.member_cids(item.topic)
-                                          if item.topic.startswith(b.chan_prefix) else None)
+            ex = self.members_of(item)
         return not (ex and self.cid in ex)
 
+    def members_of(self, item: TopicItem) -> set[str] | None:
+        """The client ids of the local members of the item's channel (once per item)."""
+        b = self.broker
+        ex = item.cache["mqtt.members"] = (b.channels.member_cids(item.topic)
+                                           if item.topic.startswith(b.chan_prefix) else None)
+        return ex
+
     def item_published(self, item: TopicItem, options: list, now: float) -> None:
+        """Replaced per instance by a partial of Broker.deliver_matches (one call less per recipient)."""
         self.broker.deliver_matches(self, item, options, now)
 
     # ---- what the core asks of a member's session ----
