@@ -48,7 +48,7 @@ import base64
 import logging
 from typing import Any, Callable
 
-from relay.core.topics import TopicItem, TopicTree, parse_shared
+from relay.core.topics import TopicItem, TopicTree, parse_shared, valid_topic_name
 
 log = logging.getLogger("relay.topics")
 
@@ -229,10 +229,10 @@ class TopicFederation:
         try:
             topic = p["topic"]
             payload = base64.b64decode(p.get("payload_b64") or "")
-            qos = int(p.get("qos", 0))
+            qos = int(p.get("qos") or 0)
             retain = bool(p.get("retain"))
             meta = self.metadata_codec[1](p.get("props"))
-            if not isinstance(topic, str) or not topic:
+            if not isinstance(topic, str) or not valid_topic_name(topic):
                 raise ValueError(topic)
         except (KeyError, TypeError, ValueError, AttributeError):
             log.info("topics: malformed %s from %s dropped", PUB_FRAME, origin)
@@ -248,7 +248,10 @@ class TopicFederation:
             if svc.retained.get(topic) is None:
                 svc.set_retained(item)
             return
-        shares = (p.get("shares") or {}).get(self.me)
+        shares = p.get("shares")
+        shares = shares.get(self.me) if isinstance(shares, dict) else None
+        if not isinstance(shares, list) or not all(isinstance(x, str) for x in shares):
+            shares = None
         svc.publish(item, now, origin=origin, shares=shares)
 
     # ------------------------------------------------------------------ frames out

@@ -294,3 +294,35 @@ def test_servers_gone_for_good_are_forgotten(tmp_path):
         w.tick(1.0)
     assert "002" not in w.cores["a"].topics.fed.sets
     assert w.cores["a"].topics.fed.tree.match("news/x") == []
+
+
+@pytest.mark.parametrize("payload", [
+    {},                                                   # no topic
+    {"topic": 7, "payload_b64": ""},
+    {"topic": "", "payload_b64": ""},
+    {"topic": "t/1", "payload_b64": "!!not base64!!"},
+    {"topic": "t/1", "qos": "high"},
+    {"topic": "t/1", "qos": [1]},
+    {"topic": "t/1", "props": "not an object"},
+    {"topic": "t/1", "props": {"x": {"b64": "%%%"}}},
+    {"topic": "t/1", "shares": ["not", "a", "map"]},
+    {"topic": "t/1", "shares": {"001": "not-a-list"}},
+    {"topic": "t/1", "shares": {"001": [1, 2]}},
+    {"topic": "t/1", "expiry": "soon"},
+    {"topic": "a/#/b"},                                   # not a topic name
+])
+def test_malformed_frames_from_a_peer_are_dropped_and_the_service_keeps_running(core, payload):
+    svc = core.topics
+    svc.enable_federation(T0)
+    p = Probe("p")
+    svc.subscribe("t/#", p)
+    svc.subscribe("$share/g/t/#", Probe("member"))
+    wild = Probe("wild")
+    svc.subscribe("a/#", wild)
+    assert svc.fed.on_extension("MQTT_PUB", "002", payload) is True
+    assert wild.got == []                                  # a wildcard is no topic name
+    assert svc.fed.on_extension("MQTT_SUB", "002", {"server": "002", "filters": [1, "a/#/b", "ok/#"],
+                                                    "ver": [1.0, 1]}) is True
+    assert svc.fed.sets["002"][1] == {"a/#/b", "ok/#"} and svc.fed.tree.match("ok/1") == [("002", None)]
+    svc.publish(TopicItem("t/2", b"fine"), T0)
+    assert p.topics()[-1] == "t/2"
