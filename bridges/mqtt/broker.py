@@ -85,7 +85,7 @@ class Broker:
         for s in self.sessions.values():
             for sub in list(s.subs.values()):
                 self.topics.unsubscribe(sub.filter, s)
-        if self.topics.persistence is not None and self.topics.persistence.store is self.store:
+        if getattr(self.topics.persistence, "store", None) is self.store and self.store is not None:
             self.topics.persistence = None
 
     # ------------------------------------------------------------------ persistence

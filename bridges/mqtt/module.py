@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relay.core.http_routes import BINARY_STREAM
 from relay.core.topic_acl import TopicAcl
+from relay.core.topic_federation import DEFAULT_METADATA_CODEC
 from relay.core.topics import valid_topic_filter
 
 from .broker import NEVER, Broker
@@ -116,15 +117,17 @@ def setup(module) -> None:
     # The one rule set of the topic namespace (PubSub asks the same service).
     topics.acl = TopicAcl(opts.acl, opts.acl_default,
                           lambda who, account, ip: core.acl.match(who, core.subject(account, ip)))
-    if store is not None:
-        topics.persistence = RetainedItems(store)
     now = core.now()
     try:
         broker.load(now)
     except Exception:
+        broker.detach_topics()      # the sessions restored so far subscribed already
+        topics.acl = None
         if store is not None:
             store.close()
         raise
+    if store is not None:
+        topics.persistence = RetainedItems(store)
     module.state["broker"] = broker
 
     if opts.federation:
@@ -153,6 +156,8 @@ def setup(module) -> None:
         broker.close_all("Server shutting down", core.now())
         broker.detach_topics()
         topics.acl = None
+        if broker.fed is not None:
+            topics.fed.metadata_codec = DEFAULT_METADATA_CODEC
         if store is not None:
             for s in broker.sessions.values():
                 if s.stored and s.client is None:

@@ -78,6 +78,9 @@ def metadata_from_json(data: dict | None) -> dict[str, Any]:
     return {k: base64.b64decode(v["b64"]) if isinstance(v, dict) and "b64" in v else v for k, v in data.items()}
 
 
+DEFAULT_METADATA_CODEC = (metadata_to_json, metadata_from_json)
+
+
 class TopicFederation:
     def __init__(self, service, core):
         """`service` is the TopicService (its filter_refs, retained store and publish)."""
@@ -95,7 +98,7 @@ class TopicFederation:
         self.last_sent = -1e9
         self.stats = {"pub_out": 0, "pub_in": 0, "sub_out": 0, "sub_in": 0}
         # (to_json, from_json) for item metadata; a protocol with typed metadata installs its own.
-        self.metadata_codec: tuple[Callable, Callable] = (metadata_to_json, metadata_from_json)
+        self.metadata_codec: tuple[Callable, Callable] = DEFAULT_METADATA_CODEC
         core.hooks.add("link_extension", self.on_extension, owner="topics")
         core.hooks.add("link_up", self.on_link_up, owner="topics")
         # Filters of servers behind a split are kept while they are held (items for them are
