@@ -4,18 +4,19 @@ Synchronous and sans-IO like the rest of the core: every entry point takes `now`
 connection handlers (client.py) feed it decoded packets, and it writes encoded packets
 through their transports. One instance per loaded `mqtt` module.
 
-Routing a PUBLISH (`Broker.publish`):
+MQTT is a protocol on the network's topic service (relay/core/topic_service.py): a
+PUBLISH is a published item (`Broker.publish`), and every session is a subscriber.
+The service keeps the retained item (an empty payload clears the topic), matches the
+subscriptions, picks the member of a shared group ($share/GROUP/FILTER, round robin,
+network-wide, preferring connected members) and forwards to the other servers whose
+subscriptions match. What stays here is MQTT's:
 
-1. a retained message is stored (an empty payload clears the topic);
-2. the subscription trie gives every matching subscription; a client with several
-   matching subscriptions gets one copy with the highest granted QoS and all its
-   subscription identifiers (MQTT 5.0 3.3.4 lets the server choose this);
-3. a shared group ($share/GROUP/FILTER) delivers to one member, round robin, preferring
-   connected members (see federation.py for the network-wide rule);
-4. topics under the channel prefix skip the sessions that are members of the channel:
-   those get channel messages through the network's channel path (channels.py), which
-   is the only path to members, so nothing is delivered twice;
-5. the message is forwarded to the other servers whose subscriptions match (federation).
+1. a session matching through several subscriptions gets one copy with the highest
+   granted QoS and all its subscription identifiers (`deliver_matches`; MQTT 5.0 3.3.4);
+2. topics under the channel prefix skip the sessions that are members of the channel
+   (`Session.accepts`): those get channel messages through the network's channel path
+   (channels.py), which is the only path to members, so nothing is delivered twice;
+3. no-local, retain-as-published, QoS, queues and sessions.
 
 Delivery to one session (`deliver_to`): QoS 0 goes straight to the connection if it is
 online (dropped and counted when its send backlog is past `qos0_backlog`, or when the
@@ -25,169 +26,19 @@ Receive Maximum are in flight, otherwise they wait in the session's bounded queu
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import json
 import logging
-import math
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .codec import PublishTemplate, Pubrel, Will
-from relay.core.topics import RetainedStore, TopicTree, parse_shared
+from .channels import ChannelBridge
+from .codec import Pubrel, Will
+from .session import _UNSET, FORWARD_PROPS, NEVER, Message, Pending, Session, Sub
+from .store import props_from_json
 
-if TYPE_CHECKING:
-    from .client import Client
+__all__ = ["Broker", "FORWARD_PROPS", "NEVER", "Message", "Session", "Sub"]
 
 log = logging.getLogger("relay.mod.mqtt")
-
-NEVER = 0xFFFFFFFF  # session expiry interval: the session does not expire
-# Properties a broker passes on from publisher to subscribers (MQTT 5.0 3.3.2.3).
-FORWARD_PROPS = ("payload_format_indicator", "content_type", "response_topic", "correlation_data",
-                 "user_property")
-
-
-class Message:
-    """An application message inside the broker; encoded at most once per (version, QoS)."""
-
-    __slots__ = ("topic", "payload", "qos", "retain", "props", "expires", "origin", "cache")
-
-    def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
-                 props: dict[str, Any] | None = None, expires: float | None = None, origin: str | None = None):
-        self.topic, self.payload, self.qos, self.retain = topic, payload, qos, retain
-        self.props = props or {}
-        self.expires = expires
-        self.origin = origin
-        self.cache: dict = {}
-
-    def expired(self, now: float) -> bool:
-        return self.expires is not None and now >= self.expires
-
-    def remaining(self, now: float) -> int | None:
-        if self.expires is None:
-            return None
-        return max(1, math.ceil(self.expires - now))
-
-    def props_at(self, now: float) -> dict[str, Any]:
-        if self.expires is None:
-            return self.props
-        return {**self.props, "message_expiry_interval": self.remaining(now)}
-
-    def template(self, version: int, qos: int, now: float) -> PublishTemplate:
-        key = (version, qos) if self.expires is None else (version, qos, self.remaining(now))
-        t = self.cache.get(key)
-        if t is None:
-            t = self.cache[key] = PublishTemplate(self.topic, self.payload, qos, False, version,
-                                                  self.props_at(now) if version == 5 else None)
-        return t
-
-
-class Sub:
-    __slots__ = ("filter", "qos", "no_local", "rap", "rh", "sub_id", "group", "real")
-
-    def __init__(self, topic_filter: str, qos: int, no_local: bool = False, rap: bool = False, rh: int = 0,
-                 sub_id: int | None = None):
-        self.filter, self.qos, self.no_local, self.rap, self.rh, self.sub_id = (
-            topic_filter, qos, no_local, rap, rh, sub_id)
-        shared = parse_shared(topic_filter)
-        self.group, self.real = shared if shared else (None, topic_filter)
-
-
-class Pending:
-    """An outgoing QoS 1/2 message of a session: queued (state 0), PUBLISH sent (1), PUBREL sent (2)."""
-
-    __slots__ = ("msg", "qos", "retain", "sub_ids", "state", "pid", "seq")
-
-    def __init__(self, msg: Message, qos: int, retain: bool, sub_ids, seq: int):
-        self.msg, self.qos, self.retain, self.sub_ids, self.seq = msg, qos, retain, sub_ids, seq
-        self.state = 0
-        self.pid: int | None = None
-
-
-class SharedGroup:
-    __slots__ = ("group", "real", "members", "rr")
-
-    def __init__(self, group: str, real: str):
-        self.group, self.real = group, real
-        self.members: dict[str, Sub] = {}
-        self.rr = 0
-
-    @property
-    def name(self) -> str:
-        return f"$share/{self.group}/{self.real}"
-
-
-class Session:
-    """MQTT session state; lives across connections when the session expiry allows.
-
-    It is also the network `User`'s session for a member of channels (it renders
-    network events: `deliver`), so it answers what the core asks of a session.
-    """
-
-    proto = "mqtt"
-
-    def __init__(self, broker: "Broker", cid: str):
-        self.broker = broker
-        self.cid = cid
-        self.version = 4
-        self.username: str | None = None
-        self.account: str | None = None
-        self.ip: str | None = None
-        self.expiry = 0
-        self.subs: dict[str, Sub] = {}
-        self.inflight: dict[int, Pending] = {}
-        self.queue: deque[Pending] = deque()
-        self.qos2_in: set[int] = set()
-        self._pid = 0
-        self.seq = itertools.count(1)
-        self.client: Client | None = None
-        self.user = None
-        self.chan_subs: dict[str, str] = {}   # net.fold(channel) -> the filter that joined it
-        self.disconnected_at: float | None = None
-        self.will: Will | None = None
-        self.will_due: float | None = None
-        self.overflow_logged = -1e9
-        self.refusal_logged = -1e9            # last refused channel publish logged
-        self.stored = False                   # has a row in the store
-
-    @property
-    def persistent(self) -> bool:
-        return self.expiry > 0
-
-    def new_pid(self) -> int:
-        inflight = self.inflight
-        for _ in range(65535):
-            self._pid = self._pid % 65535 + 1
-            if self._pid not in inflight:
-                return self._pid
-        raise RuntimeError("no free packet identifier")
-
-    # ---- what the core asks of a member's session ----
-    @property
-    def t(self):
-        return self.client.t if self.client is not None else None
-
-    def deliver(self, ev) -> None:
-        self.broker.channels.deliver(self, ev)
-
-    def direct_refusal(self) -> str | None:
-        """Why a direct message to this member would be dropped (asked by the sender's protocol)."""
-        return self.broker.channels.direct_refusal(self)
-
-    def server_closing(self, reason: str, now: float) -> None:
-        if self.client is not None:
-            self.client.disconnect(0x8B, reason, now, will=False)
-
-    def quit_and_close(self, reason: str, now: float) -> None:
-        """KILL by an operator (or a link): QUIT with the reason, disconnect with 0x98."""
-        b = self.broker
-        if self.user is not None:
-            b.channels.quit(self, reason, now)
-        if self.client is not None:
-            self.client.disconnect(0x98, reason, now)
-
-    def __repr__(self) -> str:
-        return f"<Session {self.cid}>"
 
 
 class Broker:
@@ -199,13 +50,9 @@ class Broker:
         self.started = core.now()
         self.sessions: dict[str, Session] = {}
         self.offline: dict[str, Session] = {}      # sessions without a connection (expiry, wills)
-        self.clients: dict["Client", None] = {}    # every open connection, CONNECT seen or not
-        self.tree = TopicTree()
-        self.shared: dict[tuple[str, str], SharedGroup] = {}
-        self.retained = RetainedStore()
-        self.retained_expiry: list[tuple[float, str]] = []   # heap: retained messages that expire
-        self.filter_refs: dict[str, int] = {}      # distinct filters with subscribers here
-        self.remote_rr: dict[tuple[str, str], int] = {}
+        self.clients: dict[Any, None] = {}         # every open connection (client.Client), CONNECT seen or not
+        # The network's topic service: matching, shared groups, retained items, federation, topic ACL.
+        self.topics = core.services["topics"]
         self.chan_prefix = opts.channel_prefix
         self.receive_maximum = opts.receive_maximum
         self.qos0_backlog = opts.qos0_backlog or core.config.limits.sendq
@@ -214,10 +61,32 @@ class Broker:
             "dropped_offline", "dropped_overflow", "dropped_too_large", "dropped_expired", "refused_publish",
             "refused_subscribe", "invalid_utf8", "protocol_errors", "auth_failures", "takeovers",
             "wills_published", "keepalive_timeouts", "refused_channel_publish"), 0)
-        from .channels import ChannelBridge
         self.channels = ChannelBridge(self)
-        self.fed = None          # federation.Federation, set by the module
-        self.acl = None          # acl.TopicAcl, set by the module
+        self.fed = None          # the topic service's federation, when the module federates
+
+    @property
+    def retained(self):
+        return self.topics.retained
+
+    @property
+    def filter_refs(self) -> dict[str, int]:
+        return self.topics.filter_refs
+
+    @property
+    def acl(self):
+        return self.topics.acl
+
+    @acl.setter
+    def acl(self, acl) -> None:
+        self.topics.acl = acl
+
+    def detach_topics(self) -> None:
+        """The module unloads: its sessions stop subscribing, the store stops keeping retained items."""
+        for s in self.sessions.values():
+            for sub in list(s.subs.values()):
+                self.topics.unsubscribe(sub.filter, s)
+        if getattr(self.topics.persistence, "store", None) is self.store and self.store is not None:
+            self.topics.persistence = None
 
     # ------------------------------------------------------------------ persistence
     def load(self, now: float) -> None:
@@ -236,7 +105,6 @@ class Broker:
             s = self.sessions.get(cid)
             if s is not None:
                 self._add_sub(s, Sub(filt, qos, bool(nl), bool(rap), rh, sid), persist=False)
-        from .store import props_from_json
         last: dict[str, int] = {}
         for cid, seq, state, pid, topic, payload, qos, retain, props, expires, ids in st.messages():
             s = self.sessions.get(cid)
@@ -254,12 +122,9 @@ class Broker:
         for cid, n in last.items():
             self.sessions[cid].seq = itertools.count(n + 1)
         for topic, payload, qos, props, expires in st.retained():
-            if expires is not None and expires <= now:
+            if not self.topics.restore_retained(Message(topic, payload, qos, True, props_from_json(props), expires),
+                                                now):
                 st.delete_retained(topic)
-                continue
-            self.retained.set(topic, Message(topic, payload, qos, True, props_from_json(props), expires))
-            if expires is not None:
-                heapq.heappush(self.retained_expiry, (expires, topic))
         if self.sessions or len(self.retained):
             self.log.info("mqtt: restored %d persistent sessions, %d retained messages",
                           len(self.sessions), len(self.retained))
@@ -310,7 +175,7 @@ class Broker:
         s.queue.clear()
         s.inflight.clear()
 
-    def attach(self, s: Session, c: "Client", now: float) -> None:
+    def attach(self, s: Session, c, now: float) -> None:
         s.client = c
         s.disconnected_at = None
         s.will = None          # a new connection before the will delay: no will (MQTT-3.1.3-9)
@@ -343,7 +208,7 @@ class Broker:
             return
         props = {k: v for k, v in w.properties.items() if k in FORWARD_PROPS} if w.properties else {}
         exp = w.properties.get("message_expiry_interval") if w.properties else None
-        if self.acl is not None and not self.acl.allowed("publish", w.topic, s.username, s.cid, s.account, s.ip):
+        if not self.topics.may_publish(w.topic, s.username, s.cid, s.account, s.ip):
             self.stats["refused_publish"] += 1
             return
         if w.topic.startswith("$") or self.channels.channel_for(w.topic) is not None:
@@ -361,30 +226,14 @@ class Broker:
         if sub.group is None and (sub.rh == 0 or (sub.rh == 1 and old is None)):
             qos_cap = sub.qos
             ids = [sub.sub_id] if sub.sub_id else None
-            for topic, msg in self.retained.match(sub.real):
-                if msg.expired(now):
-                    self.retained.delete(topic)
-                    if self.store is not None and not topic.startswith("$SYS/"):
-                        self.store.delete_retained(topic)
-                    continue
+            for topic, msg in self.topics.retained_matching(sub.real, now):
                 q = msg.qos if msg.qos < qos_cap else qos_cap
                 self.deliver_to(s, msg, q, True, ids, now)
         return old is None
 
     def _add_sub(self, s: Session, sub: Sub, persist: bool) -> None:
-        old = s.subs.get(sub.filter)
         s.subs[sub.filter] = sub
-        if sub.group is None:
-            self.tree.subscribe(sub.filter, s.cid, sub)
-        else:
-            gk = (sub.group, sub.real)
-            g = self.shared.get(gk)
-            if g is None:
-                g = self.shared[gk] = SharedGroup(sub.group, sub.real)
-                self.tree.subscribe(sub.real, ("$share", sub.group), g)
-            g.members[s.cid] = sub
-        if old is None:
-            self._ref(sub.filter, 1)
+        self.topics.subscribe(sub.filter, s, sub)
         if persist and s.stored and self.store is not None:
             self._store_sub(s, sub)
 
@@ -397,142 +246,57 @@ class Broker:
 
     def _remove_sub(self, s: Session, sub: Sub, persist: bool) -> None:
         del s.subs[sub.filter]
-        if sub.group is None:
-            self.tree.unsubscribe(sub.filter, s.cid)
-        else:
-            gk = (sub.group, sub.real)
-            g = self.shared.get(gk)
-            if g is not None:
-                g.members.pop(s.cid, None)
-                if not g.members:
-                    del self.shared[gk]
-                    self.tree.unsubscribe(sub.real, ("$share", sub.group))
-        self._ref(sub.filter, -1)
+        self.topics.unsubscribe(sub.filter, s)
         if persist and s.stored and self.store is not None:
             self.store.delete_sub(s.cid, sub.filter)
 
-    def _ref(self, topic_filter: str, d: int) -> None:
-        n = self.filter_refs.get(topic_filter, 0) + d
-        if n > 0:
-            self.filter_refs[topic_filter] = n
-            if n == 1 and d > 0 and self.fed is not None:
-                self.fed.filters_changed()
-        else:
-            self.filter_refs.pop(topic_filter, None)
-            if self.fed is not None:
-                self.fed.filters_changed()
-
     # ------------------------------------------------------------------ retained
     def set_retained(self, msg: Message) -> None:
-        topic = msg.topic
-        persist = self.store is not None and not topic.startswith("$SYS/")
-        if not msg.payload:
-            if self.retained.delete(topic) and persist:
-                self.store.delete_retained(topic)
-            return
-        kept = Message(topic, msg.payload, msg.qos, True, msg.props, msg.expires, msg.origin)
-        self.retained.set(topic, kept)
-        if msg.expires is not None:
-            heapq.heappush(self.retained_expiry, (msg.expires, topic))
-        if persist:
-            self.store.set_retained(topic, msg.payload, msg.qos, msg.props, msg.expires)
+        self.topics.set_retained(msg)
 
     # ------------------------------------------------------------------ routing
     def publish(self, msg: Message, now: float, from_server: str | None = None,
                 shares: list[str] | None = None) -> int:
-        """Route one application message; returns how many local sessions it was given to."""
-        topic = msg.topic
-        if msg.retain:
-            self.set_retained(msg)
-        exclude = self.channels.member_cids(topic) if topic.startswith(self.chan_prefix) else None
-        targets: dict[str, list] = {}
-        groups: list[SharedGroup] = []
-        origin = msg.origin
-        mq = msg.qos
-        for key, sub in self.tree.match(topic):
-            if type(key) is not str:
-                groups.append(sub)
-                continue
-            if exclude and key in exclude:
-                continue
-            if sub.no_local and origin == key:
-                continue
-            q = sub.qos if sub.qos < mq else mq
-            t = targets.get(key)
-            if t is None:
-                targets[key] = [q, sub.rap, [sub.sub_id] if sub.sub_id else None]
-            else:
-                if q > t[0]:
-                    t[0] = q
-                t[1] = t[1] or sub.rap
-                if sub.sub_id:
-                    t[2] = (t[2] or []) + [sub.sub_id]
-        fed = self.fed if self.fed is not None and from_server is None and self.fed.active else None
-        remote_shares: dict[str, list[str]] = {}
-        shared_to: list[tuple[str, Sub]] = []
-        if from_server is None:
-            rgroups = fed.shared_candidates(topic) if fed is not None else {}
-            for g in groups:
-                pick = self._pick_shared(g, rgroups.pop((g.group, g.real), ()), exclude)
-                if type(pick) is str:
-                    remote_shares.setdefault(pick, []).append(g.name)
-                elif pick is not None:
-                    shared_to.append(pick)
-            for (group, real), sids in rgroups.items():
-                gk = (group, real)
-                n = self.remote_rr.get(gk, 0)
-                self.remote_rr[gk] = n + 1
-                sids = sorted(sids)
-                remote_shares.setdefault(sids[n % len(sids)], []).append(f"$share/{group}/{real}")
-        elif shares:
-            mine = set(shares)
-            for g in groups:
-                if g.name in mine:
-                    pick = self._pick_shared(g, (), exclude)
-                    if pick is not None and type(pick) is not str:
-                        shared_to.append(pick)
-        sessions = self.sessions
-        retain = msg.retain
-        for cid, (q, rap, ids) in targets.items():
-            self.deliver_to(sessions[cid], msg, q, retain and rap, ids, now)
-        for cid, sub in shared_to:
-            q = sub.qos if sub.qos < mq else mq
-            self.deliver_to(sessions[cid], msg, q, retain and sub.rap, [sub.sub_id] if sub.sub_id else None, now)
-        if fed is not None:
-            fed.forward(msg, remote_shares, now)
-        return len(targets) + len(shared_to)
+        """Route one application message through the topic service (here, and the servers that need it);
+        our sessions get it back as subscribers (`deliver_matches`)."""
+        return self.topics.publish(msg, now, origin=from_server, shares=shares)
 
-    def _pick_shared(self, g: SharedGroup, remote: tuple | list, exclude) -> tuple[str, Sub] | str | None:
-        """Round robin over the local members and the remote servers with members; a connected
-        local member (or a remote server) is preferred over an offline one. Returns
-        (client id, sub) for a local member, a server id for a remote slot, or None."""
-        slots: list[tuple[bool, str]] = [(True, cid) for cid in g.members if not (exclude and cid in exclude)]
-        slots.extend((False, sid) for sid in sorted(remote))
-        n = len(slots)
-        if not n:
-            return None
-        fallback = None
-        sessions = self.sessions
-        for i in range(n):
-            local, k = slots[(g.rr + i) % n]
-            if not local:
-                g.rr += i + 1
-                return k
-            s = sessions.get(k)
-            if s is None:
+    def deliver_matches(self, s: Session, item, subs: list, now: float) -> None:
+        """An item for one session matching through `subs`: one copy with the highest granted QoS and
+        every subscription identifier (MQTT 5.0 3.3.4 lets the server choose this)."""
+        ex = item.cache.get("mqtt.members", _UNSET)     # Session.accepts, inlined: once per recipient
+        if ex is _UNSET:
+            ex = s.members_of(item)
+        if ex and s.cid in ex:
+            return
+        origin = item.publisher
+        mq = item.qos
+        if len(subs) == 1:      # the common case, kept short: this runs once per recipient
+            sub = subs[0]
+            if sub.no_local and origin == s.cid:
+                return
+            self.deliver_to(s, item, sub.qos if sub.qos < mq else mq, item.retain and sub.rap,
+                            [sub.sub_id] if sub.sub_id else None, now)
+            return
+        q = -1
+        rap = False
+        ids = None
+        for sub in subs:
+            if sub.no_local and origin == s.cid:
                 continue
-            if s.client is None:
-                if fallback is None:
-                    fallback = (i, (k, g.members[k]))
-                continue
-            g.rr += i + 1
-            return k, g.members[k]
-        if fallback is not None:
-            g.rr += fallback[0] + 1
-            return fallback[1]
-        return None
+            g = sub.qos if sub.qos < mq else mq
+            if g > q:
+                q = g
+            rap = rap or sub.rap
+            if sub.sub_id:
+                ids = (ids or []) + [sub.sub_id]
+        if q < 0:
+            return
+        self.deliver_to(s, item, q, item.retain and rap, ids, now)
 
     def deliver_to(self, s: Session, msg: Message, qos: int, retain: bool, sub_ids, now: float) -> None:
+        if type(msg) is not Message:
+            msg = Message.of(msg)
         c = s.client
         if qos == 0:
             if c is None or not c.ready:
@@ -555,7 +319,7 @@ class Broker:
         if s.stored:
             self._store_pending(s, p)
 
-    def _send_pending(self, s: Session, c: "Client", p: Pending, now: float, new: bool) -> None:
+    def _send_pending(self, s: Session, c, p: Pending, now: float, new: bool) -> None:
         pid = s.new_pid()
         p.pid, p.state = pid, 1
         s.inflight[pid] = p
@@ -588,7 +352,7 @@ class Broker:
                 continue
             self._send_pending(s, c, p, now, new=False)
 
-    def resend_inflight(self, s: Session, c: "Client", now: float) -> None:
+    def resend_inflight(self, s: Session, c, now: float) -> None:
         """On a resumed session: PUBLISH (DUP) and PUBREL again, with the original packet ids."""
         for pid, p in list(s.inflight.items()):
             if c.closed:
@@ -630,14 +394,7 @@ class Broker:
         """The one periodic check: connect timeouts, keep-alives, will delays, session expiry."""
         for c in list(self.clients):
             c.check(now)
-        heap = self.retained_expiry
-        while heap and heap[0][0] <= now:
-            _, topic = heapq.heappop(heap)
-            msg = self.retained.get(topic)
-            if msg is not None and msg.expired(now):
-                self.retained.delete(topic)
-                if self.store is not None and not topic.startswith("$SYS/"):
-                    self.store.delete_retained(topic)
+        self.topics.expire_retained(now)
         for s in list(self.offline.values()):
             if s.will_due is not None and now >= s.will_due:
                 self.publish_will(s, now)

@@ -41,7 +41,7 @@ to carol not delivered: ..."), a sender on another server by a NOTICE from the m
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from relay.core.model import MESSAGE, NOTICE, TAG_ONLY, Channel, MessageSent
 from relay.core.members import BridgedMembers
@@ -49,16 +49,17 @@ from relay.core.network import JoinRefused
 from relay.proto.irc import valid_channel
 
 from relay.core.topic_acl import topic_matches
-from .broker import Message, Session
+from .session import Message, Session
 from relay.core.topics import valid_topic_name
 
 if TYPE_CHECKING:
-    from .broker import Broker, Sub
+    from .session import Sub
 
 
 
 class ChannelBridge:
-    def __init__(self, broker: "Broker"):
+    def __init__(self, broker: Any):
+        """`broker` is the broker.Broker that owns this bridge (broker.py imports this module)."""
         self.b = broker
         self.core = broker.core
         self.net = broker.core.net

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from relay.core.accounts import check_password
 
-from .broker import FORWARD_PROPS, NEVER, Message, Session, Sub
+from .session import FORWARD_PROPS, NEVER, Message, Session, Sub
 from .codec import (Connack, Connect, Disconnect, MqttConnection, MqttError, Pingreq, Pingresp, Puback, Pubcomp,
                     Publish, PublishTemplate, Pubrec, Pubrel, Suback, Subscribe, Unsuback, Unsubscribe, Auth)
 
@@ -364,8 +364,7 @@ class Client:
         s = self.session
         if p.topic.startswith("$"):
             return 0x87
-        acl = self.broker.acl
-        if acl is not None and not acl.allowed("publish", p.topic, s.username, s.cid, s.account, s.ip):
+        if not self.broker.topics.may_publish(p.topic, s.username, s.cid, s.account, s.ip):
             return 0x87
         return 0
 
@@ -430,8 +429,7 @@ class Client:
 
     def check_subscribe(self, sub: Sub) -> int:
         s = self.session
-        acl = self.broker.acl
-        if acl is not None and not acl.allowed("subscribe", sub.real, s.username, s.cid, s.account, s.ip):
+        if not self.broker.topics.may_subscribe(sub.real, s.username, s.cid, s.account, s.ip):
             return 0x87
         return 0
 

@@ -19,22 +19,26 @@ Listener protocol `mqtt` (TCP); MQTT over WebSocket is the `/mqtt` route of the
 `proto: mqtt-ws` still works: a listener serving that route alone, at any path. Persistent sessions (their
 subscriptions and queued QoS 1/2 messages) and retained messages are kept in
 `<data_dir>/mqtt.db` and survive a restart. See broker.py (routing), channels.py
-(channels and the one-path rule), federation.py (across server links), store.py (schema).
+(channels and the one-path rule), relay/core/topic_service.py and topic_federation.py (the topic
+service it publishes through, across server links), store.py (schema).
 Operator commands: `mqtt stats`, `mqtt sessions`.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relay.core.http_routes import BINARY_STREAM
 from relay.core.topic_acl import TopicAcl
+from relay.core.topic_federation import DEFAULT_METADATA_CODEC
 from relay.core.topics import valid_topic_filter
 
 from .broker import NEVER, Broker
 from .client import Client
+from .store import RetainedItems, Store, props_from_json, props_to_json
 
 # Operator commands, syntax: help (read by relayctl without a server; setup() binds the handlers).
 COMMANDS = {
@@ -105,40 +109,33 @@ def setup(module) -> None:
     opts: Options = module.options
     if not any(l.proto in ("mqtt", "mqtt-ws", "http") for l in core.config.listen):
         module.note(NO_LISTENER)
+    topics = core.services["topics"]
     store = None
     if opts.persist:
-        from .store import Store
         store = Store(core.storage, core.config.data_path / opts.db_file)
     broker = Broker(core, opts, store, module.log)
-    broker.acl = TopicAcl(opts.acl, opts.acl_default,
+    # The one rule set of the topic namespace (PubSub asks the same service).
+    topics.acl = TopicAcl(opts.acl, opts.acl_default,
                           lambda who, account, ip: core.acl.match(who, core.subject(account, ip)))
     now = core.now()
     try:
         broker.load(now)
     except Exception:
+        broker.detach_topics()      # the sessions restored so far subscribed already
+        topics.acl = None
         if store is not None:
             store.close()
         raise
+    if store is not None:
+        topics.persistence = RetainedItems(store)
     module.state["broker"] = broker
 
-    pending_timers: list = []
-
     if opts.federation:
-        from .federation import Federation
-
-        def schedule(delay, fn):
-            t = core.timers.call_at(core.now() + delay, fn, owner=module.name)
-            pending_timers[:] = [x for x in pending_timers if not x.cancelled and x.when > core.now()] + [t]
-            return t
-
-        fed = Federation(broker, schedule, now)
-        broker.fed = fed
-        module.hook("link_extension", fed.on_extension)
-        module.hook("link_up", fed.on_link_up)
-        # Filters of servers behind a split are kept while they are held (messages for them are
-        # replayed when they return); they are forgotten once the servers are gone for good.
-        module.hook("servers_gone", fed.on_servers_gone)
-        fed.announce(hello=True)     # a module loaded on a server that is already linked
+        # Across the tree through the topic service (MQTT_SUB / MQTT_PUB frames); item metadata are
+        # MQTT 5.0 properties, whose user properties are pairs.
+        topics.fed.metadata_codec = (_props_json, props_from_json)
+        broker.fed = topics.fed
+        topics.enable_federation(now)
 
     module.protocol("mqtt", lambda t, listener, now: Client(broker, t, now))
     # MQTT over WebSocket: frames are a byte stream to the codec, which bounds packet sizes. A client
@@ -156,9 +153,11 @@ def setup(module) -> None:
     module.command("mqtt sessions", lambda ctx: _sessions(broker, ctx))
 
     def unload():
-        for t in pending_timers:
-            t.cancel()
         broker.close_all("Server shutting down", core.now())
+        broker.detach_topics()
+        topics.acl = None
+        if broker.fed is not None:
+            topics.fed.metadata_codec = DEFAULT_METADATA_CODEC
         if store is not None:
             for s in broker.sessions.values():
                 if s.stored and s.client is None:
@@ -189,3 +188,8 @@ def _sessions(broker: Broker, ctx):
                      f"{'online' if r['connected'] else 'offline'} subs={len(r['subscriptions'])} "
                      f"queued={r['queued']} inflight={r['inflight']}" for r in rows) or "no sessions"
     return Reply(text, rows)
+
+
+def _props_json(props: dict) -> dict | None:
+    text = props_to_json(props)
+    return json.loads(text) if text is not None else None

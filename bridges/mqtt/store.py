@@ -247,3 +247,16 @@ class Store:
 
     def retained(self) -> Iterator[tuple]:
         return iter(self._read("SELECT topic, payload, qos, props, expires FROM mqtt_retained WHERE server = ?"))
+
+
+class RetainedItems:
+    """The topic service's retained-item persistence (`TopicService.persistence`) on this store."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def set_retained(self, item) -> None:
+        self.store.set_retained(item.topic, item.payload, item.qos, item.metadata, item.expires)
+
+    def delete_retained(self, topic: str) -> None:
+        self.store.delete_retained(topic)

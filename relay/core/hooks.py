@@ -23,6 +23,7 @@ CORE_HOOKS = (
     "link_up", "link_down", "netsplit", "netjoin", "servers_gone", "link_extension",
     "config_reloaded", "module_loaded", "module_unloaded",
     "client_connected", "client_disconnected",
+    "topic_published",
 )
 
 

@@ -1,7 +1,7 @@
 """The interfaces between the layers, written down in one place.
 
 Each is a `typing.Protocol`: the runtime implements Transport; protocol
-modules implement ProtocolHandler, DatagramHandler and MemberSession; the link
+modules implement ProtocolHandler, DatagramHandler, MemberSession and TopicSubscriber; the link
 layer implements Router; the netsplit module implements SplitPolicy; storage
 backends implement the storage API of relay.core.storage. `CoreServices` is
 what the core offers a module. The core checks these by calling them, never
@@ -116,6 +116,25 @@ class SharingMemberSession(MemberSession, Protocol):
 
     @staticmethod
     def render_shared(ev: "MessageSent", profile: Any) -> bytes | None: ...
+
+
+# ---------------------------------------------------------------------- topic service -> protocols
+
+class TopicSubscriber(Protocol):
+    """A local subscriber of the topic service (relay/core/topic_service.py), in its protocol.
+
+    `item_published` gets every `options` the subscriber registered with a filter matching
+    the item, in one call (the protocol picks QoS, identifiers...). For shared groups the
+    service asks `accepts` (may it be handed this item at all) and `online` (preferred
+    over offline members) before picking one member.
+    """
+
+    online: bool
+
+    def item_published(self, item: Any, options: list, now: float) -> None: ...
+
+    def accepts(self, item: Any) -> bool:
+        return True
 
 
 # ---------------------------------------------------------------------- network -> links

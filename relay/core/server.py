@@ -75,6 +75,10 @@ class Core:
         self.links = LinkLayer(self)
         from relay.core.account_sync import AccountSync
         self.account_sync = AccountSync(self)
+        # The topic service is the core's own (not a module's): protocols come and go on top of it.
+        from relay.core.topic_service import TopicService
+        self.topics = TopicService(self)
+        self.services["topics"] = self.topics
         builtin_admin.install(self)
         self.add_protocol("http", self.http.listener(), owner="core")
         self.add_protocol("link", self.links.accept, owner="core")

@@ -19,12 +19,13 @@ independent of the number of stored filters / retained topics.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Hashable, Iterator
 
 __all__ = [
     "MAX_TOPIC_BYTES", "SHARE_PREFIX",
     "valid_topic_name", "valid_topic_filter", "parse_shared",
-    "TopicTree", "RetainedStore",
+    "TopicTree", "RetainedStore", "TopicItem",
 ]
 
 MAX_TOPIC_BYTES = 65535          # a UTF-8 string on the wire has a two-byte length
@@ -335,3 +336,43 @@ class RetainedStore:
                 if child is not None:
                     stack.append((child, i + 1))
         return out
+
+
+# -- published items ---------------------------------------------------------------------
+
+
+class TopicItem:
+    """One published item: what every protocol on the namespace publishes and receives.
+
+    `metadata` is opaque to the service (MQTT 5.0 properties, PubSub item metadata);
+    `expires` is an absolute time or None; `publisher` names who published it in its
+    protocol (an MQTT client id, a JID); `cache` holds per-protocol renderings.
+    """
+
+    __slots__ = ("topic", "payload", "qos", "retain", "metadata", "expires", "publisher", "item_id", "cache")
+
+    def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                 metadata: dict[str, Any] | None = None, expires: float | None = None,
+                 publisher: str | None = None, item_id: str | None = None):
+        self.topic, self.payload, self.qos, self.retain = topic, payload, qos, retain
+        self.metadata = metadata or {}
+        self.expires = expires
+        self.publisher = publisher
+        self.item_id = item_id
+        self.cache: dict = {}
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and now >= self.expires
+
+    def remaining(self, now: float) -> int | None:
+        """Whole seconds left before it expires (at least 1), or None."""
+        if self.expires is None:
+            return None
+        return max(1, math.ceil(self.expires - now))
+
+    def as_retained(self) -> "TopicItem":
+        """The copy kept as the topic's last item (same class, retain set, fresh cache)."""
+        kept = type(self).__new__(type(self))
+        TopicItem.__init__(kept, self.topic, self.payload, self.qos, True, self.metadata, self.expires,
+                           self.publisher, self.item_id)
+        return kept

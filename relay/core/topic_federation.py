@@ -1,4 +1,8 @@
-"""MQTT across server links: subscription-aware routing over the spanning tree.
+"""The topic service across server links: subscription-aware routing over the spanning tree.
+
+Moved from bridges/mqtt/federation.py; the frames keep their MQTT_* names and payloads so
+servers of either version interoperate. `props` carries the item's metadata (MQTT 5.0
+properties today), encoded by `metadata_codec`.
 
 Interface used (the link layer implements it): `core.net.router.send_extension(ftype,
 payload, servers, exclude_link=None)` (servers None: every server; a frame crosses each
@@ -31,7 +35,7 @@ the member of a group. The candidates are its own local members of the group plu
 slot per remote server whose filter set contains "$share/GROUP/FILTER"; it rotates round
 robin over those slots (local members by session, remote servers by id). When a remote
 slot is chosen, the frame lists the group under that server in `shares`, and that server
-hands the message to one of its local members (its own round robin). A server never
+hands the item to one of its local members (its own round robin). A server never
 delivers to a shared group on its own initiative for a message that came from a link.
 
 QoS 1/2 across links rely on the link layer's replay window; `$SYS` topics are local to
@@ -42,30 +46,49 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import TYPE_CHECKING
+from typing import Any, Callable
 
-from .broker import Message
-from .store import props_from_json, props_to_json
-from relay.core.topics import TopicTree, parse_shared
+from relay.core.topics import TopicItem, TopicTree, parse_shared, valid_topic_name
 
-if TYPE_CHECKING:
-    from .broker import Broker
-
-log = logging.getLogger("relay.mod.mqtt")
+log = logging.getLogger("relay.topics")
 
 SUB_FRAME = "MQTT_SUB"
 PUB_FRAME = "MQTT_PUB"
 DEBOUNCE = 0.2
 
 
-class Federation:
-    def __init__(self, broker: "Broker", schedule, now: float):
-        """`schedule(delay, fn)` runs fn(now) later (the module's timer)."""
-        self.b = broker
-        self.core = broker.core
-        self.me = self.core.config.server.id
-        self.schedule = schedule
-        self.epoch = round(now, 6)
+def metadata_to_json(meta: dict[str, Any]) -> dict | None:
+    """Metadata as JSON values: bytes become {"b64": ...}, tuples lists."""
+    if not meta:
+        return None
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        if isinstance(v, (bytes, bytearray)):
+            out[k] = {"b64": base64.b64encode(v).decode()}
+        elif isinstance(v, (list, tuple)):
+            out[k] = [list(x) if isinstance(x, tuple) else x for x in v]
+        else:
+            out[k] = v
+    return out
+
+
+def metadata_from_json(data: dict | None) -> dict[str, Any]:
+    if not data:
+        return {}
+    return {k: base64.b64decode(v["b64"]) if isinstance(v, dict) and "b64" in v else v for k, v in data.items()}
+
+
+DEFAULT_METADATA_CODEC = (metadata_to_json, metadata_from_json)
+
+
+class TopicFederation:
+    def __init__(self, service, core):
+        """`service` is the TopicService (its filter_refs, retained store and publish)."""
+        self.svc = service
+        self.core = core
+        self.me = core.config.server.id
+        self.enabled = False
+        self.epoch = 0.0
         self.n = 0
         self.sets: dict[str, tuple[list, frozenset[str]]] = {}   # server id -> (ver, filters)
         self.tree = TopicTree()         # plain filters -> key server id
@@ -74,24 +97,39 @@ class Federation:
         self.timer = None
         self.last_sent = -1e9
         self.stats = {"pub_out": 0, "pub_in": 0, "sub_out": 0, "sub_in": 0}
+        # (to_json, from_json) for item metadata; a protocol with typed metadata installs its own.
+        self.metadata_codec: tuple[Callable, Callable] = DEFAULT_METADATA_CODEC
+        core.hooks.add("link_extension", self.on_extension, owner="topics")
+        core.hooks.add("link_up", self.on_link_up, owner="topics")
+        # Filters of servers behind a split are kept while they are held (items for them are
+        # replayed when they return); they are forgotten once the servers are gone for good.
+        core.hooks.add("servers_gone", self.on_servers_gone, owner="topics")
+
+    def enable(self, now: float) -> None:
+        if self.enabled:
+            return
+        self.enabled = True
+        self.epoch = round(now, 6)
+        self.announce(hello=True)     # started on a server that is already linked
 
     @property
     def router(self):
-        return getattr(self.core.net, "router", None)
+        return getattr(self.core.net, "router", None) if self.enabled else None
 
     @property
     def active(self) -> bool:
-        """Other MQTT servers are known (they announced a filter set, possibly empty)."""
+        """Other servers are known (they announced a filter set, possibly empty)."""
         return bool(self.sets) and self.router is not None
 
     # ------------------------------------------------------------------ our filter set
     def local_filters(self) -> frozenset[str]:
-        return frozenset(f for f in self.b.filter_refs if not f.startswith("$SYS"))
+        return frozenset(f for f in self.svc.filter_refs if not f.startswith("$SYS"))
 
     def filters_changed(self) -> None:
-        if self.timer is None:
-            delay = max(0.0, self.last_sent + DEBOUNCE - self.core.now())
-            self.timer = self.schedule(delay, self._flush)
+        if self.timer is None and self.enabled:
+            now = self.core.now()
+            delay = max(0.0, self.last_sent + DEBOUNCE - now)
+            self.timer = self.core.timers.call_at(now + delay, self._flush, owner="topics")
 
     def _flush(self, now: float) -> None:
         self.timer = None
@@ -124,16 +162,14 @@ class Federation:
         self.announce()
         for sid, (ver, filters) in list(self.sets.items()):
             router.send_extension(SUB_FRAME, {"server": sid, "filters": sorted(filters), "ver": ver}, None)
-        # Retained messages: a server that joins learns the ones it lacks ("sync": stored where the
-        # topic has none, never delivered as a publish). Where both sides retained a different message
+        # Retained items: a server that joins learns the ones it lacks ("sync": stored where the
+        # topic has none, never delivered as a publish). Where both sides retained a different item
         # on one topic during a split, each keeps its own until the next retained publish there.
         now = self.core.now()
-        for topic, msg in list(self.b.retained.items()):
+        for topic, item in list(self.svc.retained.items()):
             if topic.startswith("$SYS"):
                 continue
-            router.send_extension(PUB_FRAME, {
-                "topic": topic, "payload_b64": base64.b64encode(msg.payload).decode("ascii"), "qos": msg.qos,
-                "retain": True, "props": _props_json(msg.props), "expiry": msg.remaining(now), "sync": True}, None)
+            router.send_extension(PUB_FRAME, {**self._payload(item, now), "retain": True, "sync": True}, None)
         return None
 
     def on_servers_gone(self, gone) -> None:
@@ -148,6 +184,8 @@ class Federation:
         self._apply(sid, old[1], frozenset())
 
     def on_extension(self, ftype: str, origin: str, payload: dict, from_link=None):
+        if not self.enabled:
+            return None
         if ftype == SUB_FRAME:
             self._on_sub(payload)
             return True
@@ -170,7 +208,7 @@ class Federation:
         self._apply(sid, old[1] if old else frozenset(), filters)
         self.sets[sid] = (ver, filters)
         if p.get("hello"):
-            # A server whose module just started: it does not know our set yet.
+            # A server whose service just started federating: it does not know our set yet.
             self.announce()
 
     def _apply(self, sid: str, old: frozenset[str], new: frozenset[str]) -> None:
@@ -188,28 +226,36 @@ class Federation:
                 else:
                     self.shared.subscribe(sh[1], (sid, sh[0]), sh[1])
             except ValueError:
-                log.info("mqtt: server %s announced an invalid filter %r; ignored", sid, f)
+                log.info("topics: server %s announced an invalid filter %r; ignored", sid, f)
 
     def _on_pub(self, origin: str, p: dict) -> None:
         try:
             topic = p["topic"]
             payload = base64.b64decode(p.get("payload_b64") or "")
-            qos = int(p.get("qos", 0))
+            qos = int(p.get("qos") or 0)
             retain = bool(p.get("retain"))
-            props = props_from_json(p.get("props"))
-        except (KeyError, TypeError, ValueError):
-            log.info("mqtt: malformed %s from %s dropped", PUB_FRAME, origin)
+            meta = self.metadata_codec[1](p.get("props"))
+            if not isinstance(topic, str) or not valid_topic_name(topic):
+                raise ValueError(topic)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            log.info("topics: malformed %s from %s dropped", PUB_FRAME, origin)
             return
         self.stats["pub_in"] += 1
         now = self.core.now()
         expiry = p.get("expiry")
-        msg = Message(topic, payload, min(max(qos, 0), 2), retain, props, now + expiry if expiry else None)
+        item = TopicItem(topic, payload, min(max(qos, 0), 2), retain, meta,
+                         now + expiry if isinstance(expiry, (int, float)) and expiry else None,
+                         item_id=p.get("id") if isinstance(p.get("id"), str) else None)
+        svc = self.svc
         if p.get("sync"):
-            if self.b.retained.get(topic) is None:
-                self.b.set_retained(msg)
+            if svc.retained.get(topic) is None:
+                svc.set_retained(item)
             return
-        shares = (p.get("shares") or {}).get(self.me)
-        self.b.publish(msg, now, from_server=origin, shares=shares)
+        shares = p.get("shares")
+        shares = shares.get(self.me) if isinstance(shares, dict) else None
+        if not isinstance(shares, list) or not all(isinstance(x, str) for x in shares):
+            shares = None
+        svc.publish(item, now, origin=origin, shares=shares)
 
     # ------------------------------------------------------------------ frames out
     def shared_candidates(self, topic: str) -> dict[tuple[str, str], list[str]]:
@@ -221,14 +267,22 @@ class Federation:
             out.setdefault((group, real), []).append(sid)
         return out
 
-    def forward(self, msg: Message, shares: dict[str, list[str]], now: float) -> None:
-        topic = msg.topic
+    def _payload(self, item, now: float) -> dict:
+        p = {"topic": item.topic, "payload_b64": base64.b64encode(item.payload).decode("ascii"),
+             "qos": item.qos, "retain": item.retain,
+             "props": self.metadata_codec[0](item.metadata), "expiry": item.remaining(now)}
+        if item.item_id is not None:
+            p["id"] = item.item_id
+        return p
+
+    def forward(self, item, shares: dict[str, list[str]], now: float) -> None:
+        topic = item.topic
         if topic.startswith("$SYS"):
             return
         router = self.router
         if router is None:
             return
-        if msg.retain:
+        if item.retain:
             servers = None
         else:
             servers = {sid for sid, _ in self.tree.match(topic)}
@@ -236,9 +290,7 @@ class Federation:
             servers.discard(self.me)
             if not servers:
                 return
-        payload = {"topic": topic, "payload_b64": base64.b64encode(msg.payload).decode("ascii"),
-                   "qos": msg.qos, "retain": msg.retain,
-                   "props": _props_json(msg.props), "expiry": msg.remaining(now)}
+        payload = self._payload(item, now)
         if shares:
             payload["shares"] = shares
         self.stats["pub_out"] += 1
@@ -253,11 +305,3 @@ def _shared(f: str) -> tuple[str, str] | None:
         return parse_shared(f)
     except ValueError:
         return None
-
-
-def _props_json(props: dict) -> dict | None:
-    text = props_to_json(props)
-    if text is None:
-        return None
-    import json
-    return json.loads(text)
