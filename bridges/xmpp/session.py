@@ -82,7 +82,7 @@ class C2sSession:
     # ---------------------------------------------------------------- negotiation
     def _mechanisms(self, secure: bool) -> dict:
         bindings = self.t.channel_bindings() if secure else {}
-        lookup = self.svc.core.storage.get_account
+        lookup = self.svc.core.accounts.get
         names = offered_mechanisms(secure, bindings)
         return {m: (lambda m=m: SaslAdapter(m, lookup, secure, bindings)) for m in names}
 
