@@ -2,7 +2,7 @@
 
 Registration stores what each protocol needs and never the clear password:
 SCRAM-SHA-1 and SCRAM-SHA-256 secrets (IRC SASL, XMPP) made with scramp, and
-the SIP digest HA1 for the server's realm. Storage is behind `Storage`;
+the SIP digest HA1s (MD5 and SHA-256) for the server's realm. Storage is behind `Storage`;
 SQLite is the embedded default, its schema versioned with migrations.
 """
 
@@ -41,6 +41,7 @@ class Account:
     realm: str
     groups: frozenset[str]
     created: float
+    sip_ha1_sha256: str = ""   # RFC 8760 SHA-256 digest HA1 (empty for accounts made before it)
 
 
 def valid_account_name(name: str) -> bool:
@@ -49,6 +50,10 @@ def valid_account_name(name: str) -> bool:
 
 def sip_ha1(user: str, realm: str, password: str) -> str:
     return hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
+
+
+def sip_ha1_sha256(user: str, realm: str, password: str) -> str:
+    return hashlib.sha256(f"{user}:{realm}:{password}".encode()).hexdigest()
 
 
 def scram_secret(password: str, mechanism: str, iterations: int) -> ScramSecret:
@@ -101,6 +106,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (account, name)
     );
     """,
+    """
+    ALTER TABLE accounts ADD COLUMN sip_ha1_sha256 TEXT NOT NULL DEFAULT '';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -134,8 +142,8 @@ class SqliteStorage(Storage):
             self.db.execute(
                 "INSERT OR REPLACE INTO scram VALUES (?, ?, ?, ?, ?, ?)",
                 (name, mech, s.salt, s.stored_key, s.server_key, s.iterations))
-        self.db.execute("UPDATE accounts SET sip_ha1 = ?, realm = ? WHERE name = ?",
-                        (sip_ha1(name, realm, password), realm, name))
+        self.db.execute("UPDATE accounts SET sip_ha1 = ?, sip_ha1_sha256 = ?, realm = ? WHERE name = ?",
+                        (sip_ha1(name, realm, password), sip_ha1_sha256(name, realm, password), realm, name))
 
     def create_account(self, name, password, realm, iterations, now):
         if not valid_account_name(name):
@@ -145,19 +153,21 @@ class SqliteStorage(Storage):
         with self.db:
             self.db.execute("BEGIN")
             try:
-                self.db.execute("INSERT INTO accounts VALUES (?, ?, '', ?)", (name, realm, now))
+                self.db.execute("INSERT INTO accounts (name, realm, sip_ha1, created) VALUES (?, ?, '', ?)",
+                                (name, realm, now))
             except sqlite3.IntegrityError:
                 raise AccountError(f"account {name} already exists") from None
             self._write_secrets(name, password, realm, iterations)
         return self.get_account(name)
 
     def get_account(self, name):
-        row = self.db.execute("SELECT name, realm, sip_ha1, created FROM accounts WHERE name = ?", (name,)).fetchone()
+        row = self.db.execute("SELECT name, realm, sip_ha1, created, sip_ha1_sha256 FROM accounts WHERE name = ?",
+                              (name,)).fetchone()
         if row is None:
             return None
         scram = {m: ScramSecret(bytes(s), bytes(sk), bytes(svk), it) for m, s, sk, svk, it in self.db.execute(
             "SELECT mechanism, salt, stored_key, server_key, iterations FROM scram WHERE account = ?", (row[0],))}
-        return Account(row[0], scram, row[2], row[1], self.groups(row[0]), row[3])
+        return Account(row[0], scram, row[2], row[1], self.groups(row[0]), row[3], row[4])
 
     def delete_account(self, name):
         with self.db:
