@@ -178,7 +178,8 @@ class Config(Strict):
     control_socket: str | None = None
     log: LogSection = LogSection()
     listen: list[Listener] = [Listener(proto="irc", port=6667), Listener(proto="irc", port=6697, tls=True),
-                              Listener(proto="mqtt", port=1883), Listener(proto="http", port=8080)]
+                              Listener(proto="mqtt", port=1883), Listener(proto="http", port=8080),
+                              Listener(proto="sip", port=5060, transport="udp"), Listener(proto="sip", port=5060)]
     http: HttpSection = HttpSection()
     limits: LimitsSection = LimitsSection()
     tls: TlsSection = TlsSection()
@@ -189,7 +190,7 @@ class Config(Strict):
     hub: bool = True
     split_hold: Annotated[float, Field(ge=0)] = 30.0
     replay: ReplaySection = ReplaySection()
-    modules: dict[str, dict[str, Any] | None] = {"mqtt": {}}
+    modules: dict[str, dict[str, Any] | None] = {"mqtt": {}, "sip": {}}
     acl: dict[str, Any] = {"local": {"ip": ["127.0.0.0/8", "::1/128"]}}
     access_rules: dict[str, Any] = {"oper": [{"allow": "all"}], "register": [{"allow": "all"}],
                                     "create_channel": [{"allow": "all"}], "link": [{"allow": "all"}]}

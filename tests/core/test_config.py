@@ -19,10 +19,11 @@ def errors_of(data) -> list[str]:
 
 def test_builtin_default_is_valid_and_listens_on_loopback():
     cfg = parse({})
-    assert [(l.proto, l.host, l.port, l.tls) for l in cfg.listen] == [
-        ("irc", "127.0.0.1", 6667, False), ("irc", "127.0.0.1", 6697, True), ("mqtt", "127.0.0.1", 1883, False),
-        ("http", "127.0.0.1", 8080, False)]
-    assert cfg.modules == {"mqtt": {}}
+    assert [(l.proto, l.host, l.port, l.tls, l.transport) for l in cfg.listen] == [
+        ("irc", "127.0.0.1", 6667, False, "tcp"), ("irc", "127.0.0.1", 6697, True, "tcp"),
+        ("mqtt", "127.0.0.1", 1883, False, "tcp"), ("http", "127.0.0.1", 8080, False, "tcp"),
+        ("sip", "127.0.0.1", 5060, False, "udp"), ("sip", "127.0.0.1", 5060, False, "tcp")]
+    assert cfg.modules == {"mqtt": {}, "sip": {}}
 
 
 def test_default_yaml_equals_builtin_default():
