@@ -16,6 +16,7 @@ class SipSession:
     """The MemberSession of a registered SIP user: the network tells it events."""
 
     proto = "sip"
+    t = None   # no one connection: WHOIS asks the session's transport whether it is TLS
 
     def __init__(self, mapping: "SipMembers", aor: str):
         self.mapping = mapping

@@ -1,0 +1,215 @@
+"""The sip module on a real server: registrar, proxy and the mapping onto the network, driven over UDP
+and TCP by a small user agent (sipua) and by an IRC client."""
+
+from __future__ import annotations
+
+import pytest
+from sipua import UA
+from support import RawClient, Server, free_port, server_config, wait_for
+
+from bridges.sip.digest import parse_challenge
+
+
+@pytest.fixture(scope="module")
+def sip_server(tmp_path_factory):
+    irc, sip = free_port(), free_port()
+    cfg = server_config(listen=[{"proto": "irc", "host": "127.0.0.1", "port": irc},
+                                {"proto": "sip", "host": "127.0.0.1", "port": sip, "transport": "udp"},
+                                {"proto": "sip", "host": "127.0.0.1", "port": sip}],
+                        modules={"sip": {}}, sip={"min_expires": 30})
+    srv = Server(tmp_path_factory.mktemp("sip"), cfg).start()
+    srv.sip_port = sip
+    for name in ("alice", "bob", "carol", "dave"):
+        srv.ctl("register", name, f"{name}-pw")
+    yield srv
+    srv.stop()
+    assert "Traceback" not in srv.log(), srv.log()[-3000:]
+
+
+def ua(srv, user=None, **kw) -> UA:
+    return UA(srv.sip_port, user, f"{user}-pw" if user else None, **kw)
+
+
+def whois(srv, nick: str) -> list[str]:
+    c = RawClient(srv.irc_port).register(f"w{free_port() % 10000}")
+    c.send(f"WHOIS {nick}")
+    c.read_until(" 318 ")
+    c.close()
+    return [l for l in c.lines if f" {nick} " in l]
+
+
+def test_options_to_the_server_is_answered_with_its_capabilities(sip_server):
+    u = ua(sip_server, "x")
+    r = u.transact(u.request("OPTIONS", f"sip:127.0.0.1:{sip_server.sip_port}"), auth=False)
+    assert r.status == 200
+    assert "MESSAGE" in r.headers.get("Allow") and "REGISTER" in r.headers.get("Allow")
+    assert "text/plain" in r.headers.get("Accept") and r.headers.get("Supported") is not None
+    u.close()
+
+
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+def test_register_with_digest_makes_a_network_member_and_unregister_quits_it(sip_server, transport):
+    u = ua(sip_server, "alice", transport=transport)
+    req = u.request("REGISTER", "sip:localhost", to="sip:alice@localhost",
+                    extra=[("Contact", f"<{u.contact}>"), ("Expires", "600")])
+    u.send(req)
+    challenge = u.next_message()
+    assert challenge.status == 401
+    algorithms = [parse_challenge(v)["algorithm"] for v in challenge.headers.fields("WWW-Authenticate")]
+    assert algorithms == ["MD5", "SHA-256"]  # MD5 first: sipsak answers the first one
+    r = u.register(600)
+    assert r.status == 200
+    assert any(u.contact in c for c in r.headers.values("Contact"))
+    lines = whois(sip_server, "alice")
+    assert any(" 320 " in l and "SIP" in l for l in lines), lines
+    assert u.register(0).status == 200
+    wait_for(lambda: any(" 401 " in l for l in whois(sip_server, "alice")), what="alice quit")
+    u.close()
+
+
+def test_sha256_digest_registers(sip_server):
+    u = ua(sip_server, "carol")
+    req = u.request("REGISTER", "sip:localhost", to="sip:carol@localhost",
+                    extra=[("Contact", f"<{u.contact}>"), ("Expires", "600")])
+    u.send(req)
+    challenge = u.next_message()
+    sha = next(parse_challenge(v) for v in challenge.headers.fields("WWW-Authenticate")
+               if parse_challenge(v)["algorithm"] == "SHA-256")
+    from bridges.sip.digest import authorization
+    u.cseq = 5
+    req.headers.set("CSeq", "5 REGISTER")
+    req.headers.set("Via", f"SIP/2.0/UDP {u.addr}:{u.port};branch=z9hG4bKsha256again;rport")
+    req.headers.add("Authorization", authorization("carol", sha["realm"], "carol-pw", sha["nonce"], "REGISTER",
+                                                   "sip:localhost", "SHA-256"))
+    u.send(req)
+    assert u.next_message().status == 200
+    assert u.register(0).status == 200
+    u.close()
+
+
+def test_register_of_someone_elses_aor_is_forbidden(sip_server):
+    u = ua(sip_server, "bob")
+    req = u.request("REGISTER", "sip:localhost", to="sip:alice@localhost",
+                    extra=[("Contact", f"<{u.contact}>"), ("Expires", "600")])
+    r = u.transact(req)
+    assert r.status == 403 and "own address" in r.reason
+    u.close()
+
+
+def test_too_brief_expires_gets_423_with_min_expires(sip_server):
+    u = ua(sip_server, "bob")
+    r = u.register(5)
+    assert r.status == 423 and r.headers.get("Min-Expires") == "30"
+    u.close()
+
+
+def test_several_contacts_and_contact_star_removes_them_all(sip_server):
+    u = ua(sip_server, "dave")
+    assert u.register(600, contact="sip:dave@127.0.0.1:5991").status == 200
+    r = u.register(600, contact="sip:dave@127.0.0.1:5992")
+    assert r.status == 200
+    assert sorted(c for c in r.headers.values("Contact")) == [
+        "<sip:dave@127.0.0.1:5991>;expires=600", "<sip:dave@127.0.0.1:5992>;expires=600"]
+    star = u.request("REGISTER", "sip:localhost", to="sip:dave@localhost",
+                     extra=[("Contact", "*"), ("Expires", "0")])
+    assert u.transact(star).status == 200
+    assert sip_server.call("sip", "bindings") == [] or all(b["account"] != "dave" for b in sip_server.call("sip", "bindings"))
+    u.close()
+
+
+def test_replayed_nonce_count_is_refused(sip_server):
+    u = ua(sip_server, "bob")
+    assert u.register(600).status == 200
+    replay = u.last_authorized
+    replay.headers.set("CSeq", "99 REGISTER")
+    replay.headers.set("Via", f"SIP/2.0/UDP {u.addr}:{u.port};branch=z9hG4bKreplayed;rport")
+    u.send(replay)                          # same nonce and nc, new CSeq: a replay
+    r = u.next_message()
+    assert r.status == 403 and "replayed" in r.reason
+    u.register(0)
+    u.close()
+
+
+def test_message_between_sip_and_irc(sip_server):
+    u = ua(sip_server, "alice")
+    assert u.register(600).status == 200
+    irc = RawClient(sip_server.irc_port).register("ircbob")
+    r = u.transact(u.request("MESSAGE", "sip:ircbob@localhost", body=b"hello from sip"))
+    assert r.status == 202
+    assert irc.read_until("PRIVMSG ircbob").endswith(":hello from sip")
+    assert irc.lines[-1].startswith(":alice!")
+    irc.send("PRIVMSG alice :hello from irc")
+    got = u.wait_request("MESSAGE")
+    assert got.body == b"hello from irc" and got.from_.uri.user == "ircbob"
+    irc.close()
+    u.register(0)
+    u.close()
+
+
+def test_message_between_two_sip_users_is_proxied_to_each_contact(sip_server):
+    a, b1, b2 = ua(sip_server, "alice"), ua(sip_server, "bob"), ua(sip_server, "bob", transport="TCP")
+    for x in (a, b1, b2):
+        assert x.register(600).status == 200
+    req = a.request("MESSAGE", "sip:bob@localhost", body=b"fork me")
+    a.send(req)
+    a.send(a.authorized(req, a.next_message()))
+    for b in (b1, b2):
+        got = b.wait_request("MESSAGE")
+        assert got.body == b"fork me"
+        assert int(got.headers.get("Max-Forwards")) == 69
+        assert len(got.vias) == 2
+    assert a.next_message().status == 200  # the first 200 goes back at once
+    for x in (a, b1, b2):
+        x.register(0)
+        x.close()
+
+
+def test_spoofed_from_is_refused(sip_server):
+    u = ua(sip_server, "alice")
+    r = u.transact(u.request("MESSAGE", "sip:bob@localhost", body=b"i am bob", from_user="bob"))
+    assert r.status == 403 and "From" in r.reason
+    u.close()
+
+
+def test_unauthenticated_message_is_challenged_407(sip_server):
+    u = ua(sip_server, "alice")
+    u.send(u.request("MESSAGE", "sip:bob@localhost", body=b"hi"))
+    r = u.next_message()
+    assert r.status == 407 and r.headers.get("Proxy-Authenticate")
+    u.close()
+
+
+def test_relaying_to_a_foreign_domain_is_refused_and_loops_are_detected(sip_server):
+    u = ua(sip_server, "alice")
+    r = u.transact(u.request("MESSAGE", "sip:someone@example.com", body=b"x"), auth=False)
+    assert r.status == 403
+    req = u.request("OPTIONS", "sip:localhost", extra=[("Max-Forwards", "0")])
+    req.headers.set("Max-Forwards", "0")
+    assert u.transact(req, auth=False).status == 200   # for the server itself: answered, not forwarded
+    u.close()
+
+
+def test_flood_from_one_source_is_dropped_while_another_is_served(tmp_path):
+    sip = free_port()
+    cfg = server_config(listen=[{"proto": "irc", "host": "127.0.0.1", "port": free_port()},
+                                {"proto": "sip", "host": "127.0.0.1", "port": sip, "transport": "udp"}],
+                        modules={"sip": {"requests_per_second": 5, "request_burst": 20}})
+    srv = Server(tmp_path / "flood", cfg).start()
+    try:
+        flooder = UA(sip, "f", bind="127.0.0.3")
+        for _ in range(300):
+            flooder.send(flooder.request("OPTIONS", "sip:localhost"))
+        answered = 0
+        try:
+            while True:
+                flooder.next_message(timeout=1.0)
+                answered += 1
+        except (TimeoutError, OSError):
+            pass
+        assert 20 <= answered < 60, answered
+        good = UA(sip, "g", bind="127.0.0.2")
+        assert good.transact(good.request("OPTIONS", "sip:localhost"), auth=False).status == 200
+        stats = srv.call("sip", "stats")
+        assert stats["dropped_rate"] > 0 and stats["received"] - stats["dropped_rate"] == answered + 1
+    finally:
+        srv.stop()
