@@ -67,7 +67,8 @@ class Target:
 
 
 # Modules the targets need, with their connect timeouts short (mqtt also serves the probe).
-MODULES = {"mqtt": {"connect_timeout": TIMEOUT, "sweep_interval": 0.2, "sys_interval": 0, "persist": False}}
+MODULES = {"mqtt": {"connect_timeout": TIMEOUT, "sweep_interval": 0.2, "sys_interval": 0, "persist": False},
+           "sip": {"tcp_first_message_timeout": TIMEOUT, "persist": False}}
 
 
 TARGETS = [
@@ -81,6 +82,7 @@ TARGETS = [
     Target("link", "link", opening=len(_LINK_BODY).to_bytes(4, "big") + _LINK_BODY),
     Target("link-tls", "link", tls=True),
     Target("control", None, opening=b'{"argv": ["status"]}\n'),
+    Target("sip", "sip", opening=b"OPTIONS sip:localhost SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKh\r\n", module="sip"),
 ]
 
 
