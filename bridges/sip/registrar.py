@@ -23,7 +23,7 @@ class Registrar:
     def register(self, request: Request, user: str, flow_key: tuple[str, str, int], now: float) -> Response:
         """REGISTER sip:<domain>; To: <sip:user@domain>; Contact: <uri>[;expires=N] | *"""
         to_uri = request.to.uri
-        if not self.is_local_uri(to_uri) or not self.is_local_uri(request.uri, user_allowed=True):
+        if not self.is_local_uri(to_uri) or not self.is_local_uri(request.uri):
             return make_response(request, 403, "Forbidden: not a domain of this registrar")
         if (to_uri.user or "").lower() != user.lower():
             return make_response(request, 403, "Forbidden: you may only register your own address")

@@ -32,11 +32,13 @@ from bridges.sip.transaction import (
     TransactionTerminated, client_transaction_for, reply_destination, server_transaction_for,
 )
 from bridges.sip.uri import SipUri
+from relay.core.members import SpeakRefused, speak_refusal_text
 from relay.core.model import MESSAGE
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER"
 ACCEPT = "text/plain, application/sdp"
 SUPPORTED = "path, outbound"
+FOR_US = frozenset({"REGISTER", "OPTIONS", "MESSAGE"})   # answered here (MESSAGE: when to a network user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,12 @@ class SipService:
             return next((f for f in self.udp if (":" in f.host) == v6), self.udp[0] if self.udp else None)
         return self.tcp.get((host, port))
 
-    def is_local_uri(self, uri, user_allowed: bool = True) -> bool:
+    def is_conference_uri(self, uri) -> bool:
+        """sip:NAME@conference.<domain>: channel #NAME."""
+        return (isinstance(uri, SipUri) and uri.user is not None and
+                uri.host.lower() == f"conference.{self.domain}")
+
+    def is_local_uri(self, uri) -> bool:
         if not isinstance(uri, SipUri):
             return False
         host = uri.host.lower()
@@ -186,17 +193,18 @@ class SipService:
                 req.invalidate()
                 ours = True
         in_dialog = req.to.tag is not None
-        local = self.is_local_uri(req.uri)
+        conference = self.is_conference_uri(req.uri)
+        local = conference or self.is_local_uri(req.uri)
+        user = getattr(req.uri, "user", None)
+        for_us = local and (user is None or conference or req.method in FOR_US)
+        refusal = validate_request(req, for_us=for_us, supported={"path", "outbound"})
+        if refusal is not None:
+            return refusal
         if not local or req.headers.get("Route"):
             if in_dialog and ours:
                 return self.forward_in_dialog(tx, req, now)
             return make_response(req, 403, "Forbidden: relaying denied")
         row = METHODS.get(req.method)
-        user = req.uri.user
-        refusal = validate_request(req, for_us=row is None or user is None or req.method == "REGISTER",
-                                   supported={"path", "outbound"})
-        if refusal is not None:
-            return refusal
         if row is None:
             return make_response(req, 405 if user is None else 501, extra=[("Allow", ALLOW)])
         sender = None
@@ -208,6 +216,8 @@ class SipService:
             if not isinstance(from_uri, SipUri) or (from_uri.user or "").lower() != sender.lower():
                 self._auth_failed(tx, now)
                 return make_response(req, 403, "Forbidden: From is not the authenticated user")
+        if conference:
+            return self.to_conference(tx, req, sender, now)
         return row.handler(self, tx, req, sender, now)
 
     # -------------------------------------------------------------- handlers (one per row of METHODS)
@@ -260,6 +270,28 @@ class SipService:
             known = self.core.net.find_nick(req.uri.user) is not None
             return make_response(req, 480 if known else 404, "Temporarily Unavailable" if known else "Not Found")
         return self.proxy.fork(tx, req, [(b.contact, b.flow) for b in bindings], now)
+
+    def to_conference(self, tx, req: Request, sender, now: float) -> Response | None:
+        """MESSAGE sip:NAME@conference.<domain> outside a dialog: a message to #NAME if the sender may
+        speak there. (INVITE, joining the channel, is not built yet.)"""
+        if req.method != "MESSAGE" or req.to.tag is not None:
+            return make_response(req, 501, "Not Implemented: only MESSAGE outside a dialog to a conference")
+        source = self.members.user_of(sender.lower()) if sender else None
+        if source is None:
+            return make_response(req, 403, "Forbidden: register to post to a conference")
+        try:
+            text = req.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return make_response(req, 400, "Bad Request: the body is not UTF-8")
+        channel = "#" + req.uri.user
+        try:
+            for line in text.replace("\r\n", "\n").split("\n"):
+                if line:
+                    self.members.members.speak(source, channel, line, now)
+        except SpeakRefused as e:
+            return make_response(req, 403, f"Forbidden: {speak_refusal_text(e)}")
+        self.stats["messages"] += 1
+        return make_response(req, 202, "Accepted")
 
     def forward_in_dialog(self, tx, req: Request, now: float) -> Response | None:
         """An in-dialog request that came through our Record-Route: to its Request-URI."""
@@ -318,9 +350,6 @@ class SipService:
 
     # -------------------------------------------------------------- out
     def respond(self, tx, response: Response, now: float) -> None:
-        if getattr(tx, "mute", False):
-            self.transactions.server.pop(tx.key, None)
-            return
         if not tx.flow.reliable and response.status >= 300:
             data = serialise(response)
             if len(data) > self.opts.amplification_limit * max(tx.size, 1):

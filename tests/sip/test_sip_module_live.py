@@ -213,3 +213,45 @@ def test_flood_from_one_source_is_dropped_while_another_is_served(tmp_path):
         assert stats["dropped_rate"] > 0 and stats["received"] - stats["dropped_rate"] == answered + 1
     finally:
         srv.stop()
+
+
+def test_message_to_a_conference_posts_to_the_channel_if_the_sender_may_speak(sip_server):
+    u = ua(sip_server, "alice")
+    assert u.register(600).status == 200
+    op = RawClient(sip_server.irc_port).register("roomop")
+    op.send("JOIN #room")
+    op.read_until(" 366 ")
+    r = u.transact(u.request("MESSAGE", "sip:room@conference.localhost", body=b"knock knock"))
+    assert r.status == 403 and "join #room" in r.reason     # +n: members only
+    op.send("MODE #room -n")
+    op.read_until("MODE #room -n")
+    r = u.transact(u.request("MESSAGE", "sip:room@conference.localhost", body=b"hello room"))
+    assert r.status == 202
+    line = op.read_until("PRIVMSG #room")
+    assert line.startswith(":alice!") and line.endswith(":hello room")
+    op.close()
+    u.register(0)
+    u.close()
+
+
+def test_registrations_survive_a_restart(tmp_path):
+    irc, sip = free_port(), free_port()
+    cfg = server_config(listen=[{"proto": "irc", "host": "127.0.0.1", "port": irc},
+                                {"proto": "sip", "host": "127.0.0.1", "port": sip, "transport": "udp"}],
+                        modules={"sip": {}})
+    srv = Server(tmp_path / "restart", cfg).start()
+    try:
+        srv.ctl("register", "erin", "erin-pw")
+        u = UA(sip, "erin", "erin-pw")
+        assert u.register(600).status == 200
+        srv.stop()
+        srv.start()
+        assert [b["contact"] for b in srv.call("sip", "bindings")] == [u.contact]
+        assert any(" 320 " in l for l in whois(srv, "erin"))       # a member again
+        irc_c = RawClient(irc).register("ircfan")
+        irc_c.send("PRIVMSG erin :still there?")
+        assert u.wait_request("MESSAGE").body == b"still there?"  # reached over the restored binding
+        irc_c.close()
+        u.close()
+    finally:
+        srv.stop()
