@@ -60,6 +60,7 @@ class Proxy:
     def prepare(self, request: Request, target_uri: str, flow, pop_route: bool = False) -> Request:
         """The copy of `request` sent to `target_uri` over `flow`, with our Via and Record-Route."""
         headers = request.headers.copy()
+        headers.remove("Proxy-Authorization")  # credentials were for us (§22.3); we are the only proxy
         mf = request.max_forwards
         headers.set("Max-Forwards", str((mf if mf is not None else 71) - 1))
         branch = f"z9hG4bK{loop_hash(request)}.{next(_branch_ids):x}"
