@@ -70,10 +70,18 @@ class UA:
             for ev in self._events(left):
                 if isinstance(ev, RequestReceived):
                     self.inbox.append(ev.request)
-                    if ev.request.method != "ACK":
-                        self.send_bytes(serialise(make_response(ev.request, 200)))
+                    self._answer(ev.request)
                 elif isinstance(ev, ResponseReceived):
                     self.pending.append(ev.response)
+
+    def _answer(self, req: Request):
+        """200 to anything but ACK; a UAS copies Record-Route into its 2xx and says where it is."""
+        if req.method == "ACK":
+            return
+        extra = [("Record-Route", v) for v in req.headers.fields("Record-Route")]
+        if req.method == "INVITE":
+            extra.append(("Contact", f"<{self.contact}>"))
+        self.send_bytes(serialise(make_response(req, 200, extra=extra)))
 
     def wait_request(self, method: str, timeout: float = 10.0) -> Request:
         deadline = time.monotonic() + timeout
@@ -89,8 +97,7 @@ class UA:
                 for ev in self._events(left):
                     if isinstance(ev, RequestReceived):
                         self.inbox.append(ev.request)
-                        if ev.request.method != "ACK":
-                            self.send_bytes(serialise(make_response(ev.request, 200)))
+                        self._answer(ev.request)
                     elif isinstance(ev, ResponseReceived):
                         self.pending.append(ev.response)
             except socket.timeout:

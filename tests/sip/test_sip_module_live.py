@@ -255,3 +255,39 @@ def test_registrations_survive_a_restart(tmp_path):
         u.close()
     finally:
         srv.stop()
+
+
+def test_a_call_goes_through_the_proxy_and_its_in_dialog_requests_follow_the_record_route(sip_server):
+    a, b = ua(sip_server, "alice"), ua(sip_server, "bob", transport="TCP")
+    for x in (a, b):
+        assert x.register(600).status == 200
+    invite = a.request("INVITE", "sip:bob@localhost", extra=[("Contact", f"<{a.contact}>")])
+    a.send(invite)
+    challenge = a.next_message()
+    while challenge.status < 200:
+        challenge = a.next_message()
+    from bridges.sip.transaction import make_ack
+    a.send(make_ack(invite, challenge))            # the ACK of the 407 (same branch as the INVITE)
+    a.send(a.authorized(invite, challenge))
+    got = b.wait_request("INVITE")                  # answered 200 with Record-Route and Contact
+    assert got.headers.get("Record-Route").endswith(";lr>") and len(got.vias) == 2
+    ok = a.next_message()
+    while ok.status < 200:
+        ok = a.next_message()
+    assert ok.status == 200
+    route, remote = ok.headers.get("Record-Route"), ok.contacts[0].uri
+    dialog = [("Route", route)]
+    to = ok.headers.get("To")
+    for method in ("ACK", "BYE"):
+        req = a.request(method, str(remote), extra=dialog)
+        req.headers.set("To", to)
+        req.headers.set("CSeq", f"{a.cseq - 1 if method == 'ACK' else a.cseq} {method}")
+        if method == "ACK":
+            req.headers.set("CSeq", ok.headers.get("CSeq").replace("INVITE", "ACK"))
+        a.send(req)
+        arrived = b.wait_request(method)
+        assert len(arrived.vias) == 2 and arrived.headers.get("Route") is None  # through us, our Route off
+    assert a.next_message().status == 200          # the BYE's 200, back through the proxy
+    for x in (a, b):
+        x.register(0)
+        x.close()
