@@ -33,6 +33,7 @@ from bridges.sip.transaction import (
 )
 from bridges.sip.uri import SipUri
 from relay.core.members import SpeakRefused, speak_refusal_text
+from relay.core.network import JoinRefused
 from relay.core.model import MESSAGE
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER"
@@ -61,6 +62,7 @@ class SipService:
         self.udp: list = []
         self.tcp: dict[tuple[str, int], object] = {}
         self.store = store
+        self.dialogs: dict[tuple[str, str], tuple[str, str]] = {}  # (Call-ID, our tag) -> (aor, channel)
         self.verifier = DigestVerifier(os.urandom(32), self.realm, opts.nonce_lifetime,
                                        algorithms=tuple(opts.algorithms))
         self.requests = TokenBuckets(opts.requests_per_second, opts.request_burst)
@@ -193,6 +195,8 @@ class SipService:
                 req.invalidate()
                 ours = True
         in_dialog = req.to.tag is not None
+        if in_dialog and (req.call_id, req.to.tag) in self.dialogs:
+            return self.in_conference_dialog(req, now)
         conference = self.is_conference_uri(req.uri)
         local = conference or self.is_local_uri(req.uri)
         user = getattr(req.uri, "user", None)
@@ -273,12 +277,14 @@ class SipService:
 
     def to_conference(self, tx, req: Request, sender, now: float) -> Response | None:
         """MESSAGE sip:NAME@conference.<domain> outside a dialog: a message to #NAME if the sender may
-        speak there. (INVITE, joining the channel, is not built yet.)"""
-        if req.method != "MESSAGE" or req.to.tag is not None:
-            return make_response(req, 501, "Not Implemented: only MESSAGE outside a dialog to a conference")
+        speak there. INVITE to it: join #NAME (the answer declines every media stream, RFC 3264 §6)."""
+        if req.method not in ("MESSAGE", "INVITE") or req.to.tag is not None:
+            return make_response(req, 501, "Not Implemented: only MESSAGE and INVITE to a conference")
         source = self.members.user_of(sender.lower()) if sender else None
         if source is None:
             return make_response(req, 403, "Forbidden: register to post to a conference")
+        if req.method == "INVITE":
+            return self.join_conference(tx, req, source, now)
         try:
             text = req.body.decode("utf-8")
         except UnicodeDecodeError:
@@ -292,6 +298,42 @@ class SipService:
             return make_response(req, 403, f"Forbidden: {speak_refusal_text(e)}")
         self.stats["messages"] += 1
         return make_response(req, 202, "Accepted")
+
+    def join_conference(self, tx, req: Request, source, now: float) -> Response:
+        channel = "#" + req.uri.user
+        try:
+            self.members.members.join(source, channel, now)
+        except JoinRefused as e:
+            return make_response(req, 403, f"Forbidden: cannot join {channel} ({e.code})")
+        flow = tx.flow
+        contact = f"<sip:{req.uri.user}@{flow.host}:{flow.port};transport={flow.transport.lower()}>"
+        answer = sdp_declining(req.body, flow.host) if req.content_type == "application/sdp" and req.body else b""
+        extra = [("Contact", contact)] + ([("Content-Type", "application/sdp")] if answer else [])
+        response = make_response(req, 200, extra=extra, body=answer)
+        self.dialogs[(req.call_id, response.to.tag)] = (sender_aor(source), channel)
+        return response
+
+    def in_conference_dialog(self, req: Request, now: float) -> Response | None:
+        """BYE leaves the channel; MESSAGE in the dialog is a channel message; ACK is absorbed."""
+        key = (req.call_id, req.to.tag)
+        aor, channel = self.dialogs[key]
+        user = self.members.user_of(aor)
+        if req.method == "ACK":
+            return None
+        if req.method == "BYE":
+            del self.dialogs[key]
+            if user is not None:
+                self.members.members.leave(user, channel, "Left the conference", now)
+            return make_response(req, 200)
+        if req.method == "MESSAGE" and user is not None:
+            try:
+                for line in req.body.decode("utf-8", "replace").replace("\r\n", "\n").split("\n"):
+                    if line:
+                        self.members.members.speak(user, channel, line, now)
+            except SpeakRefused as e:
+                return make_response(req, 403, f"Forbidden: {speak_refusal_text(e)}")
+            return make_response(req, 200)
+        return make_response(req, 488 if req.method == "INVITE" else 200)
 
     def forward_in_dialog(self, tx, req: Request, now: float) -> Response | None:
         """An in-dialog request that came through our Record-Route: to its Request-URI."""
@@ -473,6 +515,22 @@ class SipService:
     def close(self, now: float) -> None:
         self.store.save_if_dirty()
         self.members.quit_all("SIP module unloaded", now)
+
+
+def sender_aor(user) -> str:
+    return (user.account or user.nick).lower()
+
+
+def sdp_declining(offer: bytes, host: str) -> bytes:
+    """An SDP answer that declines every stream of the offer (port 0, RFC 3264 §6): the channel has no
+    media to mix."""
+    lines = [f"v=0", f"o=relaynet 0 0 IN IP4 {host}", "s=relaynet conference", f"c=IN IP4 {host}", "t=0 0"]
+    for line in offer.decode("utf-8", "replace").splitlines():
+        if line.startswith("m="):
+            parts = line[2:].split()
+            if len(parts) >= 4:
+                lines.append(f"m={parts[0]} 0 {parts[2]} {parts[3]}")
+    return ("\r\n".join(lines) + "\r\n").encode()
 
 
 METHODS: dict[str, Method] = {

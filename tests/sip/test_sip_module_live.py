@@ -291,3 +291,44 @@ def test_a_call_goes_through_the_proxy_and_its_in_dialog_requests_follow_the_rec
     for x in (a, b):
         x.register(0)
         x.close()
+
+
+def test_invite_to_a_conference_joins_the_channel_and_bye_leaves(sip_server):
+    u = ua(sip_server, "alice")
+    assert u.register(600).status == 200
+    op = RawClient(sip_server.irc_port).register("confop")
+    op.send("JOIN #talk")
+    op.read_until(" 366 ")
+    offer = (b"v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+             b"m=audio 4000 RTP/AVP 0 8\r\nm=video 4002 RTP/AVP 96\r\n")
+    invite = u.request("INVITE", "sip:talk@conference.localhost", extra=[("Contact", f"<{u.contact}>")],
+                       body=offer)
+    invite.headers.set("Content-Type", "application/sdp")
+    u.send(invite)
+    challenge = u.next_message()
+    while challenge.status < 200:
+        challenge = u.next_message()
+    from bridges.sip.transaction import make_ack
+    u.send(make_ack(invite, challenge))
+    u.send(u.authorized(invite, challenge))
+    ok = u.next_message()
+    while ok.status < 200:
+        ok = u.next_message()
+    assert ok.status == 200 and ok.content_type == "application/sdp"
+    media = [l for l in ok.body.decode().splitlines() if l.startswith("m=")]
+    assert media == ["m=audio 0 RTP/AVP 0", "m=video 0 RTP/AVP 96"]   # every stream declined
+    assert op.read_until("JOIN").startswith(":alice!")
+    to, remote = ok.headers.get("To"), str(ok.contacts[0].uri)
+    for method, body in (("ACK", b""), ("MESSAGE", b"hi all"), ("BYE", b"")):
+        req = u.request(method, remote, body=body)
+        req.headers.set("To", to)
+        if method == "ACK":
+            req.headers.set("CSeq", ok.headers.get("CSeq").replace("INVITE", "ACK"))
+        u.send(req)
+        if method != "ACK":
+            assert u.next_message().status == 200
+    assert op.read_until("PRIVMSG #talk").endswith(":hi all")          # a message inside the dialog
+    assert op.read_until("PART #talk").startswith(":alice!")
+    op.close()
+    u.register(0)
+    u.close()
