@@ -11,6 +11,6 @@
 The module layer on top (may import relay.core; see module.py): transport (UDP/TCP flows), service (the
 method table and its dispatch), registrar, proxy, mapping (members, MESSAGE), bindings, ratelimit.
 
-Not yet here (later parts of issue 18): channel traffic into conference dialogs, KICK as BYE, calls
+Not yet here (later parts of issue 18): KICK as BYE of a conference dialog, calls
 across the tree, bindings known network-wide, RFC 5626 flow keepalives, SIP over WebSocket, presence.
 """

@@ -62,7 +62,7 @@ class SipService:
         self.udp: list = []
         self.tcp: dict[tuple[str, int], object] = {}
         self.store = store
-        self.dialogs: dict[tuple[str, str], tuple[str, str]] = {}  # (Call-ID, our tag) -> (aor, channel)
+        self.dialogs: dict[tuple[str, str], ConferenceDialog] = {}  # (Call-ID, our tag) -> dialog
         self.verifier = DigestVerifier(os.urandom(32), self.realm, opts.nonce_lifetime,
                                        algorithms=tuple(opts.algorithms))
         self.requests = TokenBuckets(opts.requests_per_second, opts.request_burst)
@@ -310,13 +310,20 @@ class SipService:
         answer = sdp_declining(req.body, flow.host) if req.content_type == "application/sdp" and req.body else b""
         extra = [("Contact", contact)] + ([("Content-Type", "application/sdp")] if answer else [])
         response = make_response(req, 200, extra=extra, body=answer)
-        self.dialogs[(req.call_id, response.to.tag)] = (sender_aor(source), channel)
+        try:
+            target = str(req.contacts[0].uri) if req.contacts else str(req.from_.uri)
+        except (SipParseError, IndexError):
+            target = str(req.from_.uri)
+        self.dialogs[(req.call_id, response.to.tag)] = ConferenceDialog(
+            sender_aor(source), channel, target, (flow.transport, *tx.source), req.headers.get("From"),
+            response.headers.get("To"))
         return response
 
     def in_conference_dialog(self, req: Request, now: float) -> Response | None:
         """BYE leaves the channel; MESSAGE in the dialog is a channel message; ACK is absorbed."""
         key = (req.call_id, req.to.tag)
-        aor, channel = self.dialogs[key]
+        d = self.dialogs[key]
+        aor, channel = d.aor, d.channel
         user = self.members.user_of(aor)
         if req.method == "ACK":
             return None
@@ -490,6 +497,30 @@ class SipService:
             self.transactions.add(tx)
             self.run(tx.start(now), now)
 
+    def send_to_conference(self, aor: str, ev) -> None:
+        """A channel message to a member in a conference dialog: an in-dialog MESSAGE from the conference."""
+        fold = self.core.net.fold(ev.target.name)
+        for (call_id, _), d in list(self.dialogs.items()):
+            if d.aor != aor or self.core.net.fold(d.channel) != fold:
+                continue
+            flow = self.flow_for(d.flow)
+            if flow is None:
+                continue
+            d.cseq += 1
+            h = Headers()
+            h.add("Via", f"SIP/2.0/{flow.transport} {flow.host}:{flow.port};branch=z9hG4bK{os.urandom(8).hex()};rport")
+            h.add("Max-Forwards", "70")
+            h.add("From", d.local)     # we are the To of the INVITE: our side of the dialog
+            h.add("To", d.remote)
+            h.add("Call-ID", call_id)
+            h.add("CSeq", f"{d.cseq} MESSAGE")
+            h.add("Content-Type", "text/plain;charset=utf-8")
+            text = f"<{ev.source.nick}> {ev.text}"
+            req = Request("MESSAGE", d.target, h, text.encode("utf-8"))
+            tx = client_transaction_for(req, Destination(*d.flow))
+            self.transactions.add(tx)
+            self.run(tx.start(ev.time), ev.time)
+
     # -------------------------------------------------------------- bindings -> members
     def _bindings_changed(self, aor: str, now: float) -> None:
         bindings = self.store.get(aor, now)
@@ -515,6 +546,18 @@ class SipService:
     def close(self, now: float) -> None:
         self.store.save_if_dirty()
         self.members.quit_all("SIP module unloaded", now)
+
+
+@dataclass(slots=True)
+class ConferenceDialog:
+    """A SIP member's dialog with a conference: where in-dialog requests go, and both sides' headers."""
+    aor: str
+    channel: str
+    target: str                   # the member's Contact
+    flow: tuple[str, str, int]
+    remote: str                   # its From (with its tag): our To
+    local: str                    # the To we answered (with our tag): our From
+    cseq: int = 0
 
 
 def sender_aor(user) -> str:

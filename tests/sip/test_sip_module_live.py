@@ -319,7 +319,7 @@ def test_invite_to_a_conference_joins_the_channel_and_bye_leaves(sip_server):
     assert media == ["m=audio 0 RTP/AVP 0", "m=video 0 RTP/AVP 96"]   # every stream declined
     assert op.read_until("JOIN").startswith(":alice!")
     to, remote = ok.headers.get("To"), str(ok.contacts[0].uri)
-    for method, body in (("ACK", b""), ("MESSAGE", b"hi all"), ("BYE", b"")):
+    for method, body in (("ACK", b""), ("MESSAGE", b"hi all")):
         req = u.request(method, remote, body=body)
         req.headers.set("To", to)
         if method == "ACK":
@@ -328,6 +328,14 @@ def test_invite_to_a_conference_joins_the_channel_and_bye_leaves(sip_server):
         if method != "ACK":
             assert u.next_message().status == 200
     assert op.read_until("PRIVMSG #talk").endswith(":hi all")          # a message inside the dialog
+    op.send("PRIVMSG #talk :welcome alice")
+    got = u.wait_request("MESSAGE")                                      # channel traffic, in the dialog
+    assert got.body == b"<confop> welcome alice" and got.call_id == invite.call_id
+    assert got.from_.tag == ok.to.tag and got.to.tag == invite.from_.tag
+    bye = u.request("BYE", remote)
+    bye.headers.set("To", to)
+    u.send(bye)
+    assert u.next_message().status == 200
     assert op.read_until("PART #talk").startswith(":alice!")
     op.close()
     u.register(0)
