@@ -1,4 +1,4 @@
-"""SIP for relaynet (issue 18). Sans-IO and stdlib only: nothing here does I/O or reads a clock.
+"""SIP for relaynet (issue 18). The codec layer is sans-IO and stdlib only: nothing does I/O or reads a clock.
 
 * uri: sip/sips/tel URIs (others kept as absolute URIs), escaping.
 * headers: header names (compact forms), the ordered field list, name-addr, Contact, Via, CSeq.
@@ -8,6 +8,9 @@
 * transaction: RFC 3261 §17 client/server transactions, matching, response_destination.
 * digest: digest authentication against stored HA1s, stateless nonces.
 
-Not yet here (later parts of issue 18): transports and their wiring into the runtime, registrar, proxy,
-dialogs, and the mapping onto the network.
+The module layer on top (may import relay.core; see module.py): transport (UDP/TCP flows), service (the
+method table and its dispatch), registrar, proxy, mapping (members, MESSAGE), bindings, ratelimit.
+
+Not yet here (later parts of issue 18): KICK as BYE of a conference dialog, calls
+across the tree, bindings known network-wide, RFC 5626 flow keepalives, SIP over WebSocket, presence.
 """

@@ -38,7 +38,8 @@ def _b64(b: bytes) -> str:
 
 
 def to_wire(a: Account) -> dict:
-    return {"name": a.name, "realm": a.realm, "sip_ha1": a.sip_ha1, "created": a.created, "updated": a.updated,
+    return {"name": a.name, "realm": a.realm, "sip_ha1": a.sip_ha1, "sip_ha1_sha256": a.sip_ha1_sha256,
+            "created": a.created, "updated": a.updated,
             "groups": sorted(a.groups),
             "scram": {m: {"salt": _b64(s.salt), "stored_key": _b64(s.stored_key), "server_key": _b64(s.server_key),
                           "iterations": s.iterations} for m, s in a.scram.items()}}
@@ -70,8 +71,11 @@ def from_wire(d: Any) -> Account:
     groups = _need(d, "groups", list)
     if not all(isinstance(g, str) for g in groups):
         raise AccountError("groups: must be strings")
+    ha1_256 = d.get("sip_ha1_sha256", "")  # absent from servers older than the SHA-256 HA1
+    if not isinstance(ha1_256, str):
+        raise AccountError("sip_ha1_sha256: must be a string")
     return Account(name, scram, _need(d, "sip_ha1", str), _need(d, "realm", str), frozenset(groups),
-                   float(_need(d, "created", (int, float))), float(_need(d, "updated", (int, float))))
+                   float(_need(d, "created", (int, float))), float(_need(d, "updated", (int, float))), ha1_256)
 
 
 class AccountSync:

@@ -2,7 +2,7 @@
 
 Registration stores what each protocol needs and never the clear password:
 SCRAM-SHA-1 and SCRAM-SHA-256 secrets (IRC SASL, XMPP) made with scramp, and
-the SIP digest HA1 for the server's realm.
+the SIP digest HA1s (MD5 and SHA-256) for the server's realm.
 
 Every account is in memory (`Accounts`, loaded at start), so SASL, MQTT CONNECT and the group
 look-up of every ACL check never touch the database; a change updates memory at once and enqueues
@@ -49,6 +49,7 @@ class Account:
     groups: frozenset[str]
     created: float
     updated: float = 0.0      # last change (registration, password, groups): the newer copy wins a merge
+    sip_ha1_sha256: str = ""  # RFC 8760 SHA-256 digest HA1 (empty for accounts made before it was kept)
 
 
 def valid_account_name(name: str) -> bool:
@@ -57,6 +58,10 @@ def valid_account_name(name: str) -> bool:
 
 def sip_ha1(user: str, realm: str, password: str) -> str:
     return hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
+
+
+def sip_ha1_sha256(user: str, realm: str, password: str) -> str:
+    return hashlib.sha256(f"{user}:{realm}:{password}".encode()).hexdigest()
 
 
 def scram_secret(password: str, mechanism: str, iterations: int) -> ScramSecret:
@@ -94,6 +99,9 @@ SCHEMA = Schema("accounts", (
         PRIMARY KEY (key, name)
     );
     """,
+    """
+    ALTER TABLE accounts ADD COLUMN sip_ha1_sha256 TEXT NOT NULL DEFAULT '';
+    """,
 ), tables=("accounts", "account_secrets", "account_groups"))
 
 LEGACY_FILE = "accounts.db"   # before the storage layer: its own SQLite file in the data directory
@@ -109,16 +117,18 @@ def make_account(name: str, password: str, realm: str, iterations: int, now: flo
         raise AccountError("empty password")
     scram = {m: scram_secret(password, m, iterations) for m in SCRAM_MECHANISMS}
     return Account(name, scram, sip_ha1(name, realm, password), realm, groups,
-                   now if created is None else created, now)
+                   now if created is None else created, now, sip_ha1_sha256(name, realm, password))
 
 
 def _put_ops(a: Account) -> tuple[Op, ...]:
     """The writes that make the stored account equal to `a` (one unit: all or nothing)."""
     k = account_key(a.name)
-    ops = [Op("INSERT INTO accounts(key, name, realm, sip_ha1, created, updated) VALUES (?, ?, ?, ?, ?, ?) "
+    ops = [Op("INSERT INTO accounts(key, name, realm, sip_ha1, created, updated, sip_ha1_sha256) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?) "
               "ON CONFLICT(key) DO UPDATE SET name = excluded.name, realm = excluded.realm, "
-              "sip_ha1 = excluded.sip_ha1, created = excluded.created, updated = excluded.updated",
-              (k, a.name, a.realm, a.sip_ha1, a.created, a.updated)),
+              "sip_ha1 = excluded.sip_ha1, created = excluded.created, updated = excluded.updated, "
+              "sip_ha1_sha256 = excluded.sip_ha1_sha256",
+              (k, a.name, a.realm, a.sip_ha1, a.created, a.updated, a.sip_ha1_sha256)),
            Op("DELETE FROM account_secrets WHERE key = ?", (k,)),
            Op("DELETE FROM account_groups WHERE key = ?", (k,))]
     for mech, s in sorted(a.scram.items()):
@@ -161,9 +171,9 @@ class Accounts:
         st = self.storage
         st.open_store(SCHEMA, (lambda: _legacy_units(legacy_dir / LEGACY_FILE)) if legacy_dir else None)
         by_key: dict[str, Account] = {}
-        for key, name, realm, ha1, created, updated in st.query(
-                "SELECT key, name, realm, sip_ha1, created, updated FROM accounts"):
-            by_key[key] = Account(name, {}, ha1, realm, frozenset(), created, updated)
+        for key, name, realm, ha1, created, updated, ha1_256 in st.query(
+                "SELECT key, name, realm, sip_ha1, created, updated, sip_ha1_sha256 FROM accounts"):
+            by_key[key] = Account(name, {}, ha1, realm, frozenset(), created, updated, ha1_256)
         for key, mech, salt, sk, svk, it in st.query(
                 "SELECT key, mechanism, salt, stored_key, server_key, iterations FROM account_secrets"):
             if key in by_key:

@@ -196,7 +196,8 @@ class Config(Strict):
     log: LogSection = LogSection()
     listen: list[Listener] = [Listener(proto="irc", port=6667), Listener(proto="irc", port=6697, tls=True),
                               Listener(proto="mqtt", port=1883), Listener(proto="http", port=8080),
-                              Listener(proto="xmpp", port=5222), Listener(proto="xmpp", port=5223, tls=True)]
+                              Listener(proto="xmpp", port=5222), Listener(proto="xmpp", port=5223, tls=True),
+                              Listener(proto="sip", port=5060, transport="udp"), Listener(proto="sip", port=5060)]
     http: HttpSection = HttpSection()
     limits: LimitsSection = LimitsSection()
     tls: TlsSection = TlsSection()
@@ -208,7 +209,7 @@ class Config(Strict):
     hub: bool = True
     split_hold: Annotated[float, Field(ge=0)] = 30.0
     replay: ReplaySection = ReplaySection()
-    modules: dict[str, dict[str, Any] | None] = {"mqtt": {}, "xmpp": {}}
+    modules: dict[str, dict[str, Any] | None] = {"mqtt": {}, "xmpp": {}, "sip": {}}
     acl: dict[str, Any] = {"local": {"ip": ["127.0.0.0/8", "::1/128"]}}
     access_rules: dict[str, Any] = {"oper": [{"allow": "all"}], "register": [{"allow": "all"}],
                                     "create_channel": [{"allow": "all"}], "link": [{"allow": "all"}]}

@@ -19,10 +19,12 @@ def errors_of(data) -> list[str]:
 
 def test_builtin_default_is_valid_and_listens_on_loopback():
     cfg = parse({})
-    assert [(l.proto, l.host, l.port, l.tls) for l in cfg.listen] == [
-        ("irc", "127.0.0.1", 6667, False), ("irc", "127.0.0.1", 6697, True), ("mqtt", "127.0.0.1", 1883, False),
-        ("http", "127.0.0.1", 8080, False), ("xmpp", "127.0.0.1", 5222, False), ("xmpp", "127.0.0.1", 5223, True)]
-    assert cfg.modules == {"mqtt": {}, "xmpp": {}}
+    assert [(l.proto, l.host, l.port, l.tls, l.transport) for l in cfg.listen] == [
+        ("irc", "127.0.0.1", 6667, False, "tcp"), ("irc", "127.0.0.1", 6697, True, "tcp"),
+        ("mqtt", "127.0.0.1", 1883, False, "tcp"), ("http", "127.0.0.1", 8080, False, "tcp"),
+        ("xmpp", "127.0.0.1", 5222, False, "tcp"), ("xmpp", "127.0.0.1", 5223, True, "tcp"),
+        ("sip", "127.0.0.1", 5060, False, "udp"), ("sip", "127.0.0.1", 5060, False, "tcp")]
+    assert cfg.modules == {"mqtt": {}, "xmpp": {}, "sip": {}}
 
 
 def test_default_yaml_equals_builtin_default():

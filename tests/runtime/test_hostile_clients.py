@@ -68,7 +68,8 @@ class Target:
 
 # Modules the targets need, with their connect timeouts short (mqtt also serves the probe).
 MODULES = {"mqtt": {"connect_timeout": TIMEOUT, "sweep_interval": 0.2, "sys_interval": 0, "persist": False},
-           "xmpp": {"negotiation_timeout": TIMEOUT, "roster_file": "", "components": {"bot.localhost": "x"}}}
+           "xmpp": {"negotiation_timeout": TIMEOUT, "roster_file": "", "components": {"bot.localhost": "x"}},
+           "sip": {"tcp_first_message_timeout": TIMEOUT, "persist": False}}
 
 
 TARGETS = [
@@ -87,6 +88,7 @@ TARGETS = [
     Target("xmpp-component", "xmpp-component", opening=b"<stream:stream to='bot.localhost' "
            b"xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams'>", module="xmpp"),
     Target("control", None, opening=b'{"argv": ["status"]}\n'),
+    Target("sip", "sip", opening=b"OPTIONS sip:localhost SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKh\r\n", module="sip"),
 ]
 
 

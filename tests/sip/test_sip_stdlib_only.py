@@ -1,5 +1,6 @@
-"""bridges.sip is sans-IO and stdlib only: it imports nothing but the standard library and itself, and
-none of the modules that do I/O or read the clock."""
+"""bridges.sip's codec layer is sans-IO and stdlib only: it imports nothing but the standard library and
+itself. The module layer on top (registrar, proxy, mapping: MODULE_LAYER) may import relay.core and
+pydantic; no file of the package imports the modules that do network I/O or read the clock."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 import bridges.sip
 
 PACKAGE = Path(bridges.sip.__file__).parent
-IO_MODULES = {"socket", "select", "selectors", "asyncio", "threading", "time", "logging", "subprocess"}
+IO_MODULES = {"socket", "select", "selectors", "asyncio", "threading", "time", "logging", "subprocess",
+              "gevent"}
+MODULE_LAYER = {"module.py", "service.py", "registrar.py", "proxy.py", "mapping.py", "bindings.py",
+                "ratelimit.py", "transport.py"}
 
 
 def imports(path: Path) -> set[str]:
@@ -29,5 +33,13 @@ def test_only_stdlib_and_itself():
     for path in files:
         for name in imports(path):
             top = name.split(".")[0]
-            assert name.startswith("bridges.sip") or top in sys.stdlib_module_names, (path.name, name)
+            if path.name not in MODULE_LAYER:
+                assert name.startswith("bridges.sip") or top in sys.stdlib_module_names, (path.name, name)
             assert top not in IO_MODULES, (path.name, name)
+
+
+def test_the_codec_layer_does_not_import_the_module_layer():
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.name not in MODULE_LAYER:
+            for name in imports(path):
+                assert name.split(".")[-1] + ".py" not in MODULE_LAYER, (path.name, name)

@@ -117,6 +117,26 @@ def test_a_change_is_one_unit_committed_whole(accounts, storage):
     assert all(len(u.ops) >= 3 for u in storage.queue.units)
 
 
+def test_sha256_sip_ha1_is_kept_beside_md5_and_reset_with_the_password(accounts, storage):
+    """RFC 8760: SIP digest with SHA-256 needs its own HA1, made at registration (never from a stored hash)."""
+    accounts.create("alice", "pw1", 1.0)
+    acct = reloaded(storage).get("alice")
+    assert acct.sip_ha1 == hashlib.md5(b"alice:relay.test:pw1").hexdigest()
+    assert acct.sip_ha1_sha256 == hashlib.sha256(b"alice:relay.test:pw1").hexdigest()
+    accounts.set_password("alice", "pw2", 2.0)
+    assert reloaded(storage).get("alice").sip_ha1_sha256 == hashlib.sha256(b"alice:relay.test:pw2").hexdigest()
+
+
+def test_an_accounts_store_of_schema_1_gains_an_empty_sha256_ha1(db):
+    from relay.core.storage import Op
+    v1 = Schema("accounts", SCHEMA.migrations[:1], SCHEMA.tables)
+    db.migrate(v1)
+    db.execute([Op("INSERT INTO accounts(key, name, realm, sip_ha1, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                   ("bob", "bob", "r", "md5", 1.0, 1.0))])
+    db.migrate(SCHEMA)
+    assert db.query("SELECT name, sip_ha1, sip_ha1_sha256 FROM accounts") == [("bob", "md5", "")]
+
+
 def test_schema_is_versioned_and_migrations_apply_from_any_version(db):
     v2 = Schema("demo", ("CREATE TABLE demo_a (k TEXT PRIMARY KEY, v {blob})",
                          "CREATE TABLE demo_b (k TEXT PRIMARY KEY, n {int}); ALTER TABLE demo_a ADD COLUMN r {real}"),

@@ -1,0 +1,120 @@
+"""sip: a SIP registrar and proxy, as a module, mapped onto the network (issue 18).
+
+    listen:
+      - {proto: sip, transport: udp, port: 5060}
+      - {proto: sip, port: 5060}               # TCP
+      - {proto: sip, port: 5061, tls: true}    # TLS
+    sip:                                       # or modules: {sip: {...}}
+      domain: example.org                      # default: the xmpp: domain if there is one, else localhost
+      aliases: [sip.example.org]               # the server's own addresses and name count too
+
+A registered account is a network member (nick from the account; WHOIS shows SIP); MESSAGE to
+sip:nick@<domain> is a direct message to that user, whatever its protocol; direct messages to a SIP user
+reach its contacts as MESSAGE. Bindings are kept in `<data_dir>/<bindings_file>` and survive a restart.
+See service.py (routing), registrar.py, proxy.py, mapping.py, ratelimit.py, bindings.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .bindings import BindingStore
+from .service import SipService
+from .transport import TcpFlow, UdpFlow
+
+CONFIG_SECTION = True   # options come from the top-level sip: section (or modules: {sip: {...}})
+
+COMMANDS = {
+    "sip stats": "SIP counters: requests, drops (rate, amplification), failed authentications, bindings",
+    "sip bindings": "SIP registrations: account, contact, seconds left, flow",
+}
+
+TICK = 0.25   # seconds between transaction timer runs (T1 is 0.5 s)
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    domain: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    min_expires: Annotated[int, Field(ge=1)] = 60
+    max_expires: Annotated[int, Field(ge=1)] = 7200
+    default_expires: Annotated[int, Field(ge=1)] = 3600
+    max_contacts: Annotated[int, Field(ge=1)] = 10                   # bindings per account
+    algorithms: list[Literal["MD5", "SHA-256"]] = ["MD5", "SHA-256"]  # challenge order: sipsak knows MD5 only
+    nonce_lifetime: Annotated[float, Field(gt=0)] = 300.0
+    requests_per_second: Annotated[float, Field(gt=0)] = 100.0       # per source address
+    request_burst: Annotated[float, Field(ge=1)] = 200.0
+    auth_failures_per_minute: Annotated[float, Field(gt=0)] = 10.0   # per source address
+    auth_failures_burst: Annotated[float, Field(ge=1)] = 10.0
+    amplification_limit: Annotated[float, Field(ge=1)] = 3.0        # UDP error answer size / request size
+    force_rport: bool = False
+    tcp_first_message_timeout: Annotated[float, Field(gt=0)] = 10.0
+    tcp_idle_timeout: Annotated[float, Field(gt=0)] = 900.0
+    persist: bool = True
+    bindings_file: str = "sip-bindings.json"
+
+    @model_validator(mode="after")
+    def _expiry_bounds(self) -> "Options":
+        if not self.min_expires <= self.default_expires <= self.max_expires:
+            raise ValueError("need min_expires <= default_expires <= max_expires")
+        if not self.algorithms:
+            raise ValueError("algorithms: at least one")
+        return self
+
+
+NO_LISTENER = ("no SIP listener is configured, so SIP clients cannot reach this server. Add under `listen:`:\n"
+               "  - {proto: sip, transport: udp, host: 127.0.0.1, port: 5060}\n"
+               "  - {proto: sip, host: 127.0.0.1, port: 5060}")
+
+
+def _options(module) -> Options:
+    section = module.core.config.section("sip")
+    if section is not None and not module.core.config.modules.get("sip"):
+        return section
+    return module.options
+
+
+def _domain(core, opts: Options) -> str:
+    if opts.domain:
+        return opts.domain
+    xmpp = core.config.section("xmpp")
+    return getattr(xmpp, "domain", None) or "localhost"
+
+
+def setup(module) -> None:
+    core = module.core
+    opts = _options(module)
+    if not any(l.proto == "sip" for l in core.config.listen):
+        module.note(NO_LISTENER)
+    path = None
+    if opts.persist:
+        core.config.data_path.mkdir(parents=True, exist_ok=True)
+        path = core.config.data_path / opts.bindings_file
+    store = BindingStore(path)
+    store.load()
+    svc = SipService(core, opts, _domain(core, opts), store, module.log)
+    module.provide("sip", svc)
+    module.datagram_protocol("sip", lambda endpoint, listener, now: UdpFlow(svc, endpoint, listener, now))
+    module.protocol("sip", lambda transport, listener, now: TcpFlow(svc, transport, listener, now))
+    module.every(TICK, svc.tick)
+    svc.restore(core.now())
+
+    from relay.core.admin import Reply
+
+    def stats(ctx):
+        data = {**svc.stats, "bindings": sum(len(store.get(a, core.now())) for a in store.aors()),
+                "transactions": len(svc.transactions)}
+        return Reply("\n".join(f"{k}: {v}" for k, v in data.items()), data)
+
+    def bindings(ctx):
+        now = ctx.now
+        rows = [{"account": a, "contact": b.contact, "expires": b.remaining(now), "flow": list(b.flow)}
+                for a in store.aors() for b in store.get(a, now)]
+        return Reply("\n".join(f"{r['account']} {r['contact']} {r['expires']}s {'/'.join(map(str, r['flow']))}"
+                                for r in rows) or "no bindings", rows)
+
+    module.command("sip stats", stats)
+    module.command("sip bindings", bindings)
+    module.on_unload(lambda: svc.close(core.now()))
