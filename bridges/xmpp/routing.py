@@ -7,12 +7,21 @@ payload namespace and name), `iq/full`, `message/bare`, `message/full`, `presenc
 or without `to`), `bare` or `full`. The first name the table has wins; an unknown iq get/set
 is `service-unavailable`. What a handler does not look at (receipts, markers, corrections,
 reactions) passes through untouched: stanzas are relayed as parsed, only `from`/`to` change.
+
+Other modules extend the table as Prosody's do: `module.hook("iq-get/host/vcard-temp:vCard", fn)`
+(any narrow name above); `fn(StanzaReceived)` returning non-None has handled the stanza, and the
+hooks of a name run before the table's own row. Services on their own domain (MUC at
+`conference.<domain>`, PubSub at `pubsub.<domain>`) are `xmpp-host` items (`XmppHost`): every stanza
+to that domain or a JID in it goes to the host's handler; they are listed in the domain's
+disco#items. `xmpp-feature` items (strings) add to the domain's disco#info features,
+`xmpp-account-feature` items to an account's.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from lxml import etree
 
@@ -36,6 +45,30 @@ _BODY, _SHOW, _STATUS, _PRIORITY = C + "body", C + "show", C + "status", C + "pr
 _SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 
 ROUTES: dict[str, Callable] = {}
+
+
+@dataclass(slots=True)
+class StanzaReceived:
+    """What a hook on a narrow stanza name gets: the client's session, the stanza (`from` stamped),
+    the parsed `to` (the sender's bare JID where it had none), and the time."""
+
+    router: "Router"
+    session: Any
+    stanza: etree._Element
+    to: Jid
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class XmppHost:
+    """A service on its own domain (an `xmpp-host` item): `handler(session, stanza, to, now)` gets every
+    client stanza to `domain` or a JID in it. `name`, `category` and `type` are its disco identity."""
+
+    domain: str
+    handler: Callable[[Any, etree._Element, Jid, float], None]
+    name: str = ""
+    category: str = "component"
+    type: str = "generic"
 
 
 def route(*names: str):
@@ -81,6 +114,10 @@ class Router:
         elif to.local is None and to.resource is None and to.domain == self.domain:
             kind = "host"
         elif to.domain != self.domain:
+            host = self.host(to.domain)
+            if host is not None:
+                host.handler(s, el, to, now)
+                return
             component = self.svc.components.get(to.domain)
             if component is not None:
                 component.send(el)
@@ -92,7 +129,10 @@ class Router:
             kind = "self" if name == "iq" and to == s.jid.bare else "bare"
         else:
             kind = "full"
+        hooks = self.hooks
         for event in self.names(name, el, kind):
+            if hooks.has(event) and hooks.run(event, StanzaReceived(self, s, el, to, now)) is not None:
+                return
             fn = ROUTES.get(event)
             if fn is not None:
                 fn(self, s, el, to, now)
@@ -131,6 +171,15 @@ class Router:
                 if x.interested:
                     x.send_bytes_of(out)
 
+    def host(self, domain: str) -> XmppHost | None:
+        for h in self.svc.core.items.get("xmpp-host"):
+            if h.domain == domain:
+                return h
+        return None
+
+    def features(self, key: str = "xmpp-feature") -> list[str]:
+        return list(self.svc.core.items.get(key))
+
     @staticmethod
     def names(name: str, el: etree._Element, kind: str) -> list[str]:
         if name == "iq":
@@ -145,6 +194,30 @@ class Router:
     def sessions_of(self, bare: Jid) -> list:
         acct = self.svc.accounts.get(bare)
         return list(acct.resources.values()) if acct is not None else []
+
+    def deliver(self, el: etree._Element, now: float) -> bool:
+        """A stanza from a service here (`from` set) to its `to`: a full JID's session, or a bare JID's
+        resources as a message is (presence: every interested resource); False if no one here has it."""
+        try:
+            to = parse_jid(el.get("to") or "")
+        except JidError:
+            return False
+        if to.domain != self.domain or to.local is None:
+            return False
+        if to.resource is not None:
+            target = next((x for x in self.sessions_of(to.bare) if x.jid == to), None)
+            if target is None:
+                return False
+            target.send(el)
+            return True
+        if etree.QName(el).localname == "presence":
+            out, sent = Outgoing(el), False
+            for x in self.sessions_of(to.bare):
+                if x.interested:
+                    x.send_bytes_of(out)
+                    sent = True
+            return sent
+        return self.to_bare(to.bare, el, now)
 
     def to_full(self, s, el: etree._Element) -> None:
         """`el` to session `s` (its own `to`)."""
@@ -305,7 +378,7 @@ def disco_info(r: Router, s, el, to, now):
     if el[0].get("node"):
         q.set("node", el[0].get("node"))
     etree.SubElement(q, _q(DISCO_INFO, "identity"), category="server", type="im", name="relaynet")
-    for f in SERVER_FEATURES:
+    for f in (*SERVER_FEATURES, *r.features()):
         etree.SubElement(q, _q(DISCO_INFO, "feature"), var=f)
     r.result(s, el, q)
 
@@ -315,13 +388,23 @@ def disco_info(r: Router, s, el, to, now):
 def disco_info_account(r: Router, s, el, to, now):
     q = etree.Element(_q(DISCO_INFO, "query"), nsmap={None: DISCO_INFO})
     etree.SubElement(q, _q(DISCO_INFO, "identity"), category="account", type="registered")
-    etree.SubElement(q, _q(DISCO_INFO, "feature"), var=DISCO_INFO)
+    for f in (DISCO_INFO, *r.features("xmpp-account-feature")):
+        etree.SubElement(q, _q(DISCO_INFO, "feature"), var=f)
     r.result(s, el, q)
 
 
 # <iq type='get' to='domain'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>
-@route(f"iq-get/host/{DISCO_ITEMS}:query", f"iq-get/self/{DISCO_ITEMS}:query")
+@route(f"iq-get/host/{DISCO_ITEMS}:query")
 def disco_items(r: Router, s, el, to, now):
+    q = etree.Element(_q(DISCO_ITEMS, "query"), nsmap={None: DISCO_ITEMS})
+    if not el[0].get("node"):
+        for h in r.svc.core.items.get("xmpp-host"):
+            etree.SubElement(q, _q(DISCO_ITEMS, "item"), jid=h.domain, **({"name": h.name} if h.name else {}))
+    r.result(s, el, q)
+
+
+@route(f"iq-get/self/{DISCO_ITEMS}:query")
+def disco_items_account(r: Router, s, el, to, now):
     r.result(s, el, etree.Element(_q(DISCO_ITEMS, "query"), nsmap={None: DISCO_ITEMS}))
 
 

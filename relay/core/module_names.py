@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -12,9 +13,18 @@ class ModuleError(Exception):
     pass
 
 
+def _bridge_packages() -> list[str]:
+    spec = importlib.util.find_spec("bridges")
+    dirs = list(spec.submodule_search_locations or []) if spec else []
+    return sorted({p.name for d in dirs for p in Path(d).iterdir() if (p / "__init__.py").exists()})
+
+
 def resolve(name: str) -> str:
+    """`relay.modules.NAME`, `relay.NAME.module`, `bridges.NAME.module`, a protocol's own service module
+    `bridges.<p>.NAME.module` (such as the MUC service of XMPP), then a dotted path."""
+    nested = [f"bridges.{p}.{name}.module" for p in _bridge_packages()] if name.isidentifier() else []
     for candidate in (f"relay.modules.{name}", f"relay.{name}.module", f"bridges.{name}.module",
-                      f"{name}.module", name):
+                      *nested, f"{name}.module", name):
         try:
             if importlib.util.find_spec(candidate) is not None:
                 return candidate

@@ -7,7 +7,8 @@ registers through its `Module` handle is recorded, so unloading it needs no
 code from its author.
 
 Names resolve to `relay.modules.<name>`, then `relay.<name>.module` (the IRC
-protocol package), then `bridges.<name>.module`, then a dotted import path. The
+protocol package), then `bridges.<name>.module`, then a service of a protocol
+package, `bridges.<p>.<name>.module` (XMPP's `muc`, `pubsub`), then a dotted import path. The
 core imports them by name only: it never imports a protocol.
 
 Modules meet through two registries, like Prosody's `module:add_item` and
@@ -218,7 +219,7 @@ class ItemRegistry:
 def shipped_modules() -> dict[str, Path]:
     """The modules that ship with relaynet, by name: their source files (nothing is imported)."""
     found: dict[str, Path] = {}
-    for pkg, pattern in (("relay.modules", "*.py"), ("bridges", "*/module.py")):
+    for pkg, pattern in (("relay.modules", "*.py"), ("bridges", "*/module.py"), ("bridges", "*/*/module.py")):
         spec = importlib.util.find_spec(pkg)
         for d in (spec.submodule_search_locations or []) if spec else []:
             for f in sorted(Path(d).glob(pattern)):

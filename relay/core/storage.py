@@ -179,6 +179,8 @@ class Storage:
     backup: Callable[[str], dict] | None = None
     export: Callable[[str], dict] | None = None
     schemas: dict[str, Schema] = field(default_factory=dict)   # the stores opened, for backups
+    # Set by the runtime: runs an asynchronous read (see `read`).
+    reader: Callable[[str, tuple, Callable[[list[tuple] | None], None]], None] | None = None
 
     @classmethod
     def none(cls, server_id: str = "001") -> "Storage":
@@ -199,6 +201,17 @@ class Storage:
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         """A read at start (loading a store into memory)."""
         return [] if self.db is None else self.db.query(sql, args)
+
+    def read(self, sql: str, args: tuple, done: Callable[[list[tuple] | None], None]) -> None:
+        """A read after start, for what is not kept in memory (archive queries): never waits.
+
+        `done(rows)` is called later on the loop, once every write enqueued before this call is
+        committed (a store reads its own writes); `done(None)` if the read failed (the runtime logs
+        why). With no database (a bare core) there is nothing to read: `done([])` at once."""
+        if self.reader is None:
+            done([] if self.db is None else self.query(sql, args))
+        else:
+            self.reader(sql, args, done)
 
     def close(self) -> None:
         if self.db is not None:

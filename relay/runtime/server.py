@@ -126,6 +126,7 @@ class Runtime:
             self.writer.on_drained = self._resume_readers
             self.writer.start()
             storage.backup, storage.export = self._backup, self._export
+            storage.reader = self.writer.read
             self.core = core = Core(cfg, now, storage=storage, clock=self.now)
         except StorageError as e:
             raise StartupError(str(e), 1) from None

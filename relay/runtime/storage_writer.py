@@ -157,6 +157,23 @@ class StorageWriter:
             ev.wait(left)
         return True
 
+    def read(self, sql: str, args: tuple, done) -> None:
+        """Storage.reader: in a greenlet, wait for the writes enqueued so far, run the query in the
+        thread pool, and hand the rows (None on failure) to `done` on the loop."""
+        gevent.spawn(self._read, self.queue.mark(), sql, args, done)
+
+    def _read(self, position: int, sql: str, args: tuple, done) -> None:
+        rows = None
+        try:
+            self.wait_committed(position, timeout=30.0)
+            rows = self.pool.apply(self.db.query, (sql, args))
+        except Exception as e:
+            log.error("storage (%s): read failed: %s: %s", self.db.where, sql[:60], " ".join(str(e).split()))
+        try:
+            done(rows)
+        except Exception:
+            log.exception("storage: the callback of a read raised")
+
     def wait_drained(self) -> None:
         self._drained.wait()
 

@@ -127,3 +127,50 @@ def test_stop_flushes_everything(table):
         q.put(ins(k))
     w.stop()
     assert keys(table) == list(range(50))
+
+
+def test_an_asynchronous_read_sees_the_writes_before_it_and_does_not_block_the_loop(table):
+    from relay.core.storage import Storage
+    q = WriteQueue(10_000)
+    w = StorageWriter(Counting(table), q, flush_interval=3600)   # only the read makes it flush
+    w.start()
+    storage = Storage(table, q, reader=w.read)
+    for k in range(5):
+        q.put(ins(k))
+    got, ticks = [], []
+    storage.read("SELECT k FROM w WHERE k >= ? ORDER BY k", (2,), got.append)
+    assert got == []                      # not called within read()
+    ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.001)) for _ in range(1000)])
+    deadline = gevent.Timeout(30)
+    deadline.start()
+    try:
+        while not got:
+            gevent.sleep(0.001)
+    finally:
+        deadline.cancel()
+    ticker.kill()
+    assert got == [[(2,), (3,), (4,)]]
+    assert ticks                          # the loop ran other greenlets meanwhile
+    w.stop()
+
+
+def test_a_failed_read_calls_back_with_none(table, caplog):
+    from relay.core.storage import Storage
+    q = WriteQueue(10_000)
+    w = StorageWriter(Counting(table), q, flush_interval=0.01)
+    w.start()
+    got = []
+    Storage(table, q, reader=w.read).read("SELECT nope FROM missing_table", (), got.append)
+    with gevent.Timeout(30):
+        while not got:
+            gevent.sleep(0.001)
+    assert got == [None]
+    assert "read failed" in caplog.text
+    w.stop()
+
+
+def test_without_a_database_a_read_answers_at_once():
+    from relay.core.storage import Storage
+    got = []
+    Storage.none().read("SELECT 1", (), got.append)
+    assert got == [[]]

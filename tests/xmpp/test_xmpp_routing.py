@@ -131,6 +131,40 @@ def _rewritten(ev):
     return ev
 
 
+def test_modules_extend_the_table_with_narrow_hooks_hosts_and_features(wire):
+    from bridges.xmpp.routing import XmppHost
+    core = wire.cores["a"]
+    alice = Xmpp(wire, "a", "alice", "r")
+    got = []
+
+    def vcard(ev):
+        got.append(("vcard", ev.session.jid, str(ev.to), ev.stanza.get("id")))
+        ev.router.result(ev.session, ev.stanza)
+        return True
+
+    def host(s, el, to, now):
+        got.append(("host", str(to)))
+        reply = etree.Element("{jabber:client}message", {"from": str(to), "to": str(s.jid), "type": "chat"})
+        etree.SubElement(reply, "{jabber:client}body").text = "hello from the room"
+        assert core.services["xmpp"].router.deliver(reply, now)
+
+    h1 = core.hooks.add("iq-get/self/vcard-temp:vCard", vcard, owner="t")
+    core.items.add("xmpp-host", XmppHost("conference.localhost", host, "Rooms", "conference", "text"), "t")
+    core.items.add("xmpp-feature", "urn:example:feature", "t")
+    alice.feed("<iq type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>")
+    assert b"id=\"v1\"" in alice.take().replace(b"'", b'"') and got[0][0] == "vcard"
+    alice.feed("<message type='groupchat' to='room@conference.localhost'><body>hi</body></message>")
+    assert ("host", "room@conference.localhost") in got
+    assert b"hello from the room" in alice.take()
+    alice.feed("<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+    assert b'jid="conference.localhost"' in alice.take()
+    alice.feed("<iq type='get' id='d2' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    assert b'var="urn:example:feature"' in alice.take()
+    core.hooks.remove(h1)
+    alice.feed("<iq type='get' id='v2'><vCard xmlns='vcard-temp'/></iq>")
+    assert b"service-unavailable" in alice.take()
+
+
 def test_irc_and_xmpp_direct_messages_in_memory(wire):
     alice = Xmpp(wire, "a", "alice", "r")
     irc = wire.client("a", "carol")
