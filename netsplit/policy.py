@@ -85,7 +85,8 @@ class NetsplitPolicy:
 
     # ------------------------------------------------------------------ replay and dedupe
     def record(self, now: float, origin: str, seq: int, ftype: str, payload: dict, links) -> None:
-        self.replay.record(now, origin, seq, ftype, payload, frozenset(links))
+        # `links` is the set the frame just went out on, made for it (LinkLayer.links_to): kept as is.
+        self.replay.record(now, origin, seq, ftype, payload, links)
 
     def accept(self, origin: str, seq: int) -> bool:
         w = self.seen.get(origin)

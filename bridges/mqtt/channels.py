@@ -248,7 +248,8 @@ class ChannelBridge:
         if src.proto == "mqtt" or src.server != self.me:
             return None
         b = self.b
-        if not b.filter_refs and (b.fed is None or not b.fed.active):
+        # No subscriber on any server: nothing to publish (the common case of a plain IRC network).
+        if not b.filter_refs and (b.fed is None or not b.fed.remote_subscribers):
             return None
         topic = self.prefix + ev.target.name[1:]
         if not valid_topic_name(topic):

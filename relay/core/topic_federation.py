@@ -121,6 +121,11 @@ class TopicFederation:
         """Other servers are known (they announced a filter set, possibly empty)."""
         return bool(self.sets) and self.router is not None
 
+    @property
+    def remote_subscribers(self) -> bool:
+        """Some other server has a subscriber (a filter, shared or not): publishing can reach someone."""
+        return self.router is not None and (len(self.tree) > 0 or len(self.shared) > 0)
+
     # ------------------------------------------------------------------ our filter set
     def local_filters(self) -> frozenset[str]:
         return frozenset(f for f in self.svc.filter_refs if not f.startswith("$SYS"))

@@ -327,8 +327,10 @@ def _checker(spec, ftype: str, path: str) -> Callable[[Any], None]:
         return run
     if spec is None:
         spec = type(None)
+    # Containers compile their items' checker once; only a failing item gets one naming its place.
     if isinstance(spec, ListOf):
         item, most = spec.item, spec.max_items
+        check_item = _checker(item, ftype, path)
 
         def run(v):
             if type(v) is not list:
@@ -336,19 +338,29 @@ def _checker(spec, ftype: str, path: str) -> Callable[[Any], None]:
             if len(v) > most:
                 raise LinkProtocolError(f"{ftype} frame: {path} has more than {most} items")
             for i, x in enumerate(v):
-                _checker(item, ftype, f"{path}[{i}]")(x)
+                try:
+                    check_item(x)
+                except LinkProtocolError:
+                    _checker(item, ftype, f"{path}[{i}]")(x)
+                    raise
         return run
     if isinstance(spec, Tup):
         items = spec.items
+        checks = tuple(_checker(s, ftype, path) for s in items)
 
         def run(v):
             if type(v) is not list or len(v) != len(items):
                 raise LinkProtocolError(f"{ftype} frame: {path} must be a list of {len(items)} items")
-            for i, (s, x) in enumerate(zip(items, v)):
-                _checker(s, ftype, f"{path}[{i}]")(x)
+            for i, (check, x) in enumerate(zip(checks, v)):
+                try:
+                    check(x)
+                except LinkProtocolError:
+                    _checker(items[i], ftype, f"{path}[{i}]")(x)
+                    raise
         return run
     if isinstance(spec, MapOf):
         value, key_check, key_what, most = spec.value, spec.key_check, spec.key_what, spec.max_items
+        check_value = _checker(value, ftype, path)
 
         def run(v):
             if type(v) is not dict:
@@ -358,7 +370,11 @@ def _checker(spec, ftype: str, path: str) -> Callable[[Any], None]:
             for k, x in v.items():
                 if key_check is not None and not key_check(k):
                     raise LinkProtocolError(f"{ftype} frame: {path} key {k[:16]!r} {key_what}")
-                _checker(value, ftype, f"{path}[{k[:16]!r}]")(x)
+                try:
+                    check_value(x)
+                except LinkProtocolError:
+                    _checker(value, ftype, f"{path}[{k[:16]!r}]")(x)
+                    raise
         return run
     types = tuple(type(None) if t is None else t for t in get_args(spec)) or (spec,)
     if not all(isinstance(t, type) for t in types):
@@ -376,14 +392,18 @@ def _rule(ftype: str, key: str, spec) -> tuple:
     Plain types and unions of them take the fast path in _check_payload; anything else runs its checker."""
     required = not isinstance(spec, Opt)
     spec = spec.spec if isinstance(spec, Opt) else spec
+    extra = ()
+    if isinstance(spec, Checked) and isinstance(spec.spec, type) and spec.spec is str:
+        extra, spec = ((spec.check, spec.what),), spec.spec     # a checked string: the fast path too
     types = tuple(type(None) if t is None else t for t in get_args(spec)) or (spec,)
     plain = all(isinstance(t, type) for t in types)
     limit = FIELD_LIMITS.get(key) if str in types else None
-    idcheck = ID_FIELDS.get(key) if spec is str else None
+    idcheck = ID_FIELDS.get(key) if spec is str and not extra else None   # a Checked string has its own
     if idcheck is not None:
         checks = ((idcheck, "is not a valid id"),)
     else:
         checks = (STRING_CHECKS[key],) if key in STRING_CHECKS and str in types else ()
+    checks = (*checks, *extra)
     rng = NUMBER_RANGES.get(key) if int in types or float in types else None
     return (key, types if plain else None, required, limit, checks or None, rng,
             None if plain else _checker(spec, ftype, key))
@@ -456,8 +476,42 @@ def _check_frame(data) -> Frame:
     rules = _RULES.get(ftype)
     if rules is None:
         return Frame(ftype, origin, seq, payload, False)
-    _check_payload(ftype, payload, rules)
+    if ftype not in _MESSAGE_TYPES or not _plain_message(payload):
+        _check_payload(ftype, payload, rules)
     return Frame(ftype, origin, seq, payload, True)
+
+
+_MESSAGE_TYPES = frozenset(("PRIVMSG", "NOTICE", "TAGMSG"))
+_SOURCE = re.compile(r"[0-9][0-9A-Z]{2}(?:[A-Z0-9]{6})?")
+_BAD_TAG_KEY = re.compile(r"[\0\r\n =;]")
+
+
+def _plain_message(p: dict) -> bool:
+    """The hot frames, accepted in one pass: True only for a payload the schema accepts (the same
+    rules as FRAME_SCHEMAS and _TAGS, inlined); anything else takes the full check, which accepts it
+    or names the fault. tests/proto checks both agree."""
+    source, target, text = p.get("source"), p.get("target"), p.get("text")
+    if type(source) is not str or type(target) is not str or type(text) is not str or len(target) > 200 \
+            or _SOURCE.fullmatch(source) is None:
+        return False
+    tags = p.get("tags", _MISSING)
+    if tags is not _MISSING:
+        if type(tags) is not dict or len(tags) > 100:
+            return False
+        for k, v in tags.items():
+            if not k or k[0] == ":" or _BAD_TAG_KEY.search(k) is not None:
+                return False
+            if v is not None and (type(v) is not str or _ONE_LINE.search(v) is not None):
+                return False
+    msgid = p.get("msgid")
+    if msgid is not None and (type(msgid) is not str or len(msgid) > 128):
+        return False
+    when = p.get("time", _MISSING)
+    if when is not _MISSING:
+        tw = type(when)
+        if (tw is not float and tw is not int) or not 0 <= when <= MAX_TIME:
+            return False
+    return True
 
 
 class LinkCodec:

@@ -288,3 +288,34 @@ def test_no_payload_makes_a_handler_raise(tmp_path_factory, ftype, data, no_hand
 
 
 _NETS: dict = {}
+
+
+# The message frames' one-pass check (relay.proto.link._plain_message) must never accept what the
+# full schema refuses: payloads near the schema, with every kind of fault it knows.
+_near_text = st.one_of(st.text(max_size=8), st.sampled_from(["", ":x", "a b", "a\r", "a\0", "x" * 201, "k=v", "a;b"]))
+_near_value = st.one_of(_near_text, st.none(), st.integers(-5, 2**38), st.floats(allow_nan=True), st.booleans(),
+                        st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.none(), max_size=2))
+_near_message = st.fixed_dictionaries(
+    {"source": st.one_of(st.sampled_from([BOB_ID, "002", "02", "002abcdef", "002ZZZZZZZ", ""]), _near_value),
+     "target": st.one_of(st.sampled_from(["#c", "x" * 200, "x" * 201]), _near_value),
+     "text": st.one_of(st.sampled_from(["hi", "a\r\nb"]), _near_value)},
+    optional={"tags": st.one_of(st.dictionaries(_near_text, st.one_of(_near_text, st.none()), max_size=3),
+                                st.dictionaries(st.text(max_size=2), st.none(), min_size=101, max_size=102),
+                                _near_value),
+              "msgid": st.one_of(st.sampled_from(["002-9", "m" * 128, "m" * 129]), _near_value),
+              "time": st.one_of(st.sampled_from([0, 1.5, -1, 2**37, 2**37 + 1, True]), _near_value)})
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+@given(ftype=st.sampled_from(["PRIVMSG", "NOTICE", "TAGMSG"]), payload=_near_message)
+def test_the_fast_message_check_accepts_only_what_the_schema_accepts(ftype, payload):
+    from relay.proto.link import _RULES, _check_payload, _plain_message
+    if _plain_message(payload):
+        _check_payload(ftype, payload, _RULES[ftype])     # must not raise
+
+
+def test_the_fast_message_check_takes_the_common_frames():
+    from relay.proto.link import _plain_message
+    assert _plain_message({"source": BOB_ID, "target": "#c", "text": "hi", "tags": {"+draft/x": "1", "label": None},
+                           "msgid": "002-9", "time": 1_000_001.5})
+    assert _plain_message({"source": "002", "target": "#c", "text": "hi"})
