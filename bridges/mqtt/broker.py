@@ -275,8 +275,15 @@ class Broker:
             sub = subs[0]
             if sub.no_local and origin == s.cid:
                 return
-            self.deliver_to(s, item, sub.qos if sub.qos < mq else mq, item.retain and sub.rap,
-                            [sub.sub_id] if sub.sub_id else None, now)
+            q = sub.qos if sub.qos < mq else mq
+            if q == 0 and type(item) is Message:     # deliver_to's QoS 0 branch, inlined
+                c = s.client
+                if c is None or not c.ready:
+                    self.stats["dropped_offline"] += 1
+                    return
+                c.send_publish(item, 0, None, item.retain and sub.rap, [sub.sub_id] if sub.sub_id else None, now)
+                return
+            self.deliver_to(s, item, q, item.retain and sub.rap, [sub.sub_id] if sub.sub_id else None, now)
             return
         q = -1
         rap = False

@@ -76,6 +76,19 @@ class Client:
             return False
         b = self.broker
         v = self.version
+        if not qos and not sub_ids and not dup and not (self.alias_max and v == 5):
+            # QoS 0 fan-out: the one packet every subscriber of this version gets.
+            data = msg.template(v, 0, now).encode(None, retain=True if retain else None)
+            if self.peer_max_packet is not None and len(data) > self.peer_max_packet:
+                b.stats["dropped_too_large"] += 1
+                return False
+            t = self.t
+            if t.backlog + len(data) > b.qos0_backlog:
+                b.stats["dropped_qos0"] += 1
+                return False
+            b.stats["messages_sent"] += 1
+            t.write(data)
+            return True
         new_alias = None
         if self.alias_max and v == 5:
             alias = self.aliases.get(msg.topic)

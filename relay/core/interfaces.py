@@ -124,14 +124,14 @@ class TopicSubscriber(Protocol):
     """A local subscriber of the topic service (relay/core/topic_service.py), in its protocol.
 
     `item_published` gets every `options` the subscriber registered with a filter matching
-    the item, in one call (the protocol picks QoS, identifiers...). For shared groups the
+    the item, as a tuple, in one call (the protocol picks QoS, identifiers...). For shared groups the
     service asks `accepts` (may it be handed this item at all) and `online` (preferred
     over offline members) before picking one member.
     """
 
     online: bool
 
-    def item_published(self, item: Any, options: list, now: float) -> None: ...
+    def item_published(self, item: Any, options: tuple, now: float) -> None: ...
 
     def accepts(self, item: Any) -> bool:
         return True

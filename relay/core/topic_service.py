@@ -9,7 +9,7 @@ PubSub will be the second.
 * Local subscribers register per protocol: `subscribe(filter, subscriber, options)`,
   where `subscriber` is a `TopicSubscriber` (relay/core/interfaces.py) and `options`
   are the protocol's own (handed back untouched). A subscriber matching through
-  several filters gets one call with every matching `options`.
+  several filters gets one call with every matching `options` (a tuple).
 * Shared subscriptions ("$share/GROUP/FILTER") hand an item to one member of the
   group network-wide, round robin, preferring online members (see topic_federation.py).
 * The retained (last) item per topic is kept here (`RetainedStore`); persistence goes
@@ -58,7 +58,10 @@ def is_local(topic: str) -> bool:
 class TopicService:
     def __init__(self, core):
         self.core = core
-        self.tree = TopicTree()          # filter -> {subscriber: options}, {SharedGroup: SharedGroup}
+        # filter -> {subscriber: (options,)}: the 1-tuple is what item_published gets when the item
+        # matches one filter of the subscriber (the common case), made once at subscribe time.
+        self.tree = TopicTree()
+        self.group_tree = TopicTree()    # real filter -> {SharedGroup: None}
         self.shared: dict[tuple[str, str], SharedGroup] = {}
         self.filter_refs: dict[str, int] = {}     # distinct filters with local subscribers
         self.retained = RetainedStore()
@@ -91,12 +94,12 @@ class TopicService:
         True if it is new. Raises ValueError for an invalid filter."""
         shared = parse_shared(topic_filter)
         if shared is None:
-            new = self.tree.subscribe(topic_filter, subscriber, options)
+            new = self.tree.subscribe(topic_filter, subscriber, (options,))
         else:
             g = self.shared.get(shared)
             if g is None:
                 g = self.shared[shared] = SharedGroup(*shared)
-                self.tree.subscribe(g.real, g, g)
+                self.group_tree.subscribe(g.real, g)
             new = subscriber not in g.members
             g.members[subscriber] = options
         if new:
@@ -112,7 +115,7 @@ class TopicService:
             found = g is not None and g.members.pop(subscriber, None) is not None
             if g is not None and not g.members:
                 del self.shared[shared]
-                self.tree.unsubscribe(g.real, g)
+                self.group_tree.unsubscribe(g.real, g)
         if found:
             self._ref(topic_filter, -1)
         return found
@@ -183,17 +186,17 @@ class TopicService:
         topic = item.topic
         if item.retain:
             self.set_retained(item)
-        targets: dict[Any, list] = {}
-        groups: list[SharedGroup] = []
-        for key, opt in self.tree.match(topic):
-            if type(key) is SharedGroup:
-                groups.append(key)
-                continue
-            t = targets.get(key)
-            if t is None:
-                targets[key] = [opt]
-            else:
-                t.append(opt)
+        found = self.tree.match_values(topic)
+        if len(found) == 1:
+            targets = list(found[0].items())     # a copy: a delivery may change the tree
+        else:
+            merged: dict[Any, tuple] = {}
+            for values in found:
+                for key, opts in values.items():
+                    had = merged.get(key)
+                    merged[key] = opts if had is None else had + opts
+            targets = list(merged.items())
+        groups = [g for g, _ in self.group_tree.match(topic)] if self.shared else ()
         fed = self.fed if origin is None and self.fed.active else None
         remote_shares: dict[str, list[str]] = {}
         shared_to: list[tuple[Any, Any]] = []
@@ -217,10 +220,10 @@ class TopicService:
                     pick = self._pick_shared(g, (), item)
                     if pick is not None and type(pick) is not str:
                         shared_to.append(pick)
-        for sub, opts in targets.items():
+        for sub, opts in targets:
             sub.item_published(item, opts, now)
         for sub, opt in shared_to:
-            sub.item_published(item, [opt], now)
+            sub.item_published(item, (opt,), now)
         if fed is not None:
             fed.forward(item, remote_shares, now)
         n = len(targets) + len(shared_to)
@@ -258,5 +261,5 @@ class TopicService:
         return None
 
     def status(self) -> dict:
-        return {"subscriptions": len(self.tree), "filters": len(self.filter_refs),
+        return {"subscriptions": len(self.tree) + len(self.group_tree), "filters": len(self.filter_refs),
                 "retained": len(self.retained), **self.stats}

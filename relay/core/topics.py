@@ -183,6 +183,37 @@ class TopicTree:
             for level, child in node.children.items():
                 stack.append((child, levels + (level,)))
 
+    def match_values(self, topic: str) -> list[dict[Hashable, Any]]:
+        """The {key: value} dicts of every filter matching the topic name (the tree's own: copy
+        before changing the tree while going through them). One dict per filter, so a key in two
+        of them matches twice."""
+        levels = topic.split("/")
+        n = len(levels)
+        out: list[dict[Hashable, Any]] = []
+        dollar = topic[:1] == "$"
+        stack = [(self._root, 0)]
+        pop, push, add = stack.pop, stack.append, out.append
+        while stack:
+            node, i = pop()
+            children = node.children
+            wild = not (dollar and i == 0)
+            if wild:
+                multi = children.get("#")
+                if multi is not None and multi.values:
+                    add(multi.values)
+            if i == n:
+                if node.values:
+                    add(node.values)
+                continue
+            child = children.get(levels[i])
+            if child is not None:
+                push((child, i + 1))
+            if wild:
+                child = children.get("+")
+                if child is not None:
+                    push((child, i + 1))
+        return out
+
     def match(self, topic: str) -> list[tuple[Hashable, Any]]:
         """(key, value) of every subscription whose filter matches the topic name.
 

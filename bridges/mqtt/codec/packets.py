@@ -166,7 +166,7 @@ class PublishTemplate:
     """
 
     __slots__ = ("version", "qos", "retain", "dup", "size",
-                 "_topic", "_props", "_payload", "_head", "_tail")
+                 "_topic", "_props", "_payload", "_head", "_tail", "_whole")
 
     def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, version: int,
                  properties: dict[str, Any] | None = None, dup: bool = False) -> None:
@@ -183,6 +183,7 @@ class PublishTemplate:
         # 3.1.1 has no properties: a 5.0 publisher's properties are simply dropped.
         self._props = _encode_props_body(properties, PacketType.PUBLISH) if version == 5 else None
         self._head, self._tail = self._build(self.retain, self._props)
+        self._whole: bytes | None = None      # QoS 0: the same packet for every subscriber, joined once
         self.size = len(self._head) + (2 if qos else 0) + len(self._tail)
 
     def _build(self, retain: bool, props: bytes | None) -> tuple[bytes, bytes]:
@@ -213,6 +214,11 @@ class PublishTemplate:
     def encode(self, packet_id: int | None = None, *, retain: bool | None = None,
                subscription_ids: Iterable[int] = ()) -> bytes:
         """The whole packet; for QoS 0 `packet_id` is ignored."""
+        if not self.qos and not subscription_ids and (retain is None or retain == self.retain):
+            whole = self._whole
+            if whole is None:
+                whole = self._whole = self._head + self._tail
+            return whole
         if self.qos and retain is None and not subscription_ids:
             # The hot path of fan-out: one join, no re-encoding.
             if packet_id is None or not 0 < packet_id <= 0xFFFF:
