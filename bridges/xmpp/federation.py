@@ -20,8 +20,9 @@ Frames (module frames in ENCAP: numbered, replayed after a short split, deduplic
         the answer: every item and tombstone of the rosters whose versions differ. The receiver keeps
         what is newer and passes on, as XMPP_ROSTER frames, what it took.
     XMPP_RESTORE {servers: [id...]}
-        after a netjoin, to the servers on this side: send presence to, and probe, the servers that
-        came back (whose users may have seen ours go unavailable when the split-hold expired).
+        after a netjoin, to the servers on this side: send the presence of your resources to their
+        subscribers on the servers that came back (who may have seen them go unavailable when the
+        split-hold expired).
 
 Presence of resources behind a split: held with their users, and told unavailable to the
 subscribers here only when the hold expires (their users quit from a server no longer in the tree).
@@ -282,14 +283,14 @@ class XmppFederation:
         self.restore(back)
 
     def restore(self, servers: set[str]) -> None:
+        """The presence of the resources here to their subscribers on `servers`. Every server on both
+        sides does it for its own resources, so presence is restored both ways without probes."""
         r = self.svc.router
         for acct in list(self.svc.accounts.values()):
             for s in list(acct.resources.values()):
                 if s.interested and s.presence is not None:
                     self.broadcast(s, s.presence, [b for c in r.subscribers(s.account) if (b := bare_of(c))],
                                    servers)
-                if s.interested:
-                    self.probe(s, r.contacts(s.account), servers)
 
     # ---------------------------------------------------------------- rosters
     def roster_changed(self, account: str, contact: str, item: dict | None, stamp) -> None:
