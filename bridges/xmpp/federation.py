@@ -82,6 +82,7 @@ class XmppFederation:
     def __init__(self, svc, module):
         self.svc, self.core, self.net = svc, svc.core, svc.net
         self.remote: dict[Jid, dict[str, User]] = {}   # bare JID -> uid -> its user on another server
+        self.bare_of_uid: dict[str, Jid] = {}
         self.stats = {"stanzas_out": 0, "stanzas_in": 0, "stanzas_refused": 0, "roster_in": 0}
         for u in list(self.net.users.values()):
             self._user_came(u)
@@ -102,18 +103,19 @@ class XmppFederation:
             bare = bare_of(u.attrs.get("xmpp", {}).get("jid")) if isinstance(u.attrs.get("xmpp"), dict) else None
             if bare is not None:
                 self.remote.setdefault(bare, {})[u.uid] = u
+                self.bare_of_uid[u.uid] = bare
 
     def _user_left(self, u: User, reason: str) -> None:
-        if u.session is not None or u.proto != "xmpp":
+        bare = self.bare_of_uid.pop(u.uid, None)
+        if bare is None:
             return
-        for bare, users in list(self.remote.items()):
-            if users.pop(u.uid, None) is not None:
-                if not users:
-                    del self.remote[bare]
-                links = self.links
-                if links is not None and u.server not in links.tree:
-                    self._held_expired(bare, u)   # the split-hold ended: its resources are gone
-                return
+        users = self.remote.get(bare, {})
+        users.pop(u.uid, None)
+        if not users:
+            self.remote.pop(bare, None)
+        links = self.links
+        if links is not None and u.server not in links.tree:
+            self._held_expired(bare, u)           # the split-hold ended: its resources are gone
 
     def remote_resources(self, bare: Jid) -> Iterable[tuple[str, str, int | None]]:
         """(server id, resource, priority or None) of `bare`'s resources on other servers."""

@@ -289,3 +289,15 @@ def test_the_filter_module_filters_xmpp_chats_across_servers(tmp_path):
     irc.send("PRIVMSG bob :buy cheap watches", "PRIVMSG bob :another badword")
     bodies = [m.findtext(NS + "body") for m in of(stanzas(bob), "message")]
     assert bodies == ["a *** here", "another ***"]
+
+
+def test_directed_presence_to_bare_and_full_jids_on_another_server(wire):
+    alice, bob1, bob2 = online(wire, "a", "alice", "r"), online(wire, "c", "bob", "one"), online(wire, "c", "bob", "two")
+    bob1.take()                                     # bob's other resource's presence
+    alice.feed("<presence to='bob@localhost'><status>to all of bob</status></presence>")
+    for b in (bob1, bob2):
+        assert [p.findtext(NS + "status") for p in of(stanzas(b), "presence")] == ["to all of bob"]
+    alice.feed("<presence to='bob@localhost/two' type='unavailable'/>")
+    assert of(stanzas(bob1), "presence") == []
+    assert [(p.get("from"), p.get("type")) for p in of(stanzas(bob2), "presence")] == \
+        [("alice@localhost/r", "unavailable")]
