@@ -58,6 +58,13 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=Fals
                           remove_comments=True, huge_tree=False)
 
 
+def full_of(text) -> Jid | None:
+    try:
+        return parse_jid(text) if isinstance(text, str) and text else None
+    except JidError:
+        return None
+
+
 def bare_of(text) -> Jid | None:
     try:
         return parse_jid(text).bare if isinstance(text, str) and text else None
@@ -235,6 +242,73 @@ class XmppFederation:
         if where:
             self.send(el, where, to)
 
+    # ---------------------------------------------------------------- stanzas in
+    def deliver_here(self, el: etree._Element, to: list[Jid] | None, now: float) -> None:
+        """A stanza from another server (XMPP_STANZA) to the resources here.
+
+        `to`: the accounts of a presence broadcast or a probe; else the stanza's own `to` addresses it."""
+        name, typ = etree.QName(el).localname, el.get("type")
+        r = self.svc.router
+        if to is not None:
+            if name != "presence":
+                return
+            if typ == "probe":
+                prober = full_of(el.get("from"))
+                for bare in to:
+                    if prober is not None:
+                        self.answer_probe(prober, bare, now)
+                return
+            out = Outgoing(el)
+            for bare in to:
+                for x in r.sessions_of(bare):
+                    if x.interested:
+                        x.send_bytes_of(out)
+            return
+        target = full_of(el.get("to"))
+        if target is None or target.domain != self.svc.domain or target.local is None:
+            return
+        if name == "message":
+            if target.resource is not None:
+                x = r.session(target)
+                if x is not None:
+                    x.send(el)
+                    return
+                if typ not in (None, "chat", "normal"):
+                    return self.bounce(el, now)
+            if not r.to_bare(target.bare, el, now):
+                self.bounce(el, now)
+        elif name == "iq":
+            x = r.session(target) if target.resource is not None else None
+            if x is not None:
+                x.send(el)
+            elif typ in ("get", "set"):
+                self.bounce(el, now)
+        elif typ in _SUBSCRIPTION_TYPES:
+            out = Outgoing(el)
+            for x in r.sessions_of(target.bare):
+                if x.interested or x.roster_requested:
+                    x.send_bytes_of(out)
+        elif typ == "probe":
+            prober = full_of(el.get("from"))
+            if prober is not None:
+                self.answer_probe(prober, target.bare, now)
+        elif typ in (None, "unavailable"):
+            targets = r.sessions_of(target.bare) if target.resource is None else \
+                [x for x in (r.session(target),) if x is not None]
+            out = Outgoing(el)
+            for x in targets:
+                x.send_bytes_of(out)
+
+    def bounce(self, el: etree._Element, now: float) -> None:
+        """The error reply to a stanza from another server that no resource here could take, sent back."""
+        if el.get("type") in ("error", "result", "groupchat", "headline") or etree.QName(el).localname == "presence":
+            return
+        reply = element(etree.QName(el).localname, {"type": "error", "id": el.get("id"), "from": el.get("to"),
+                                                    "to": el.get("from")})
+        err = etree.SubElement(reply, C + "error", type="cancel")
+        etree.SubElement(err, "{%s}service-unavailable" % ns.STANZA_ERRORS, nsmap={None: ns.STANZA_ERRORS})
+        self.route(reply, now)
+
     # ---------------------------------------------------------------- presence
     def broadcast(self, s, el: etree._Element, subscribers: list[Jid], servers: set[str] | None = None) -> None:
         """`s`'s presence to its subscribers and its own account's resources on other servers."""
@@ -375,4 +449,4 @@ class XmppFederation:
             log.warning("XMPP stanza from server %s refused: not a stanza", origin)
             return
         self.stats["stanzas_in"] += 1
-        self.svc.router.from_remote(el, None if to is None else [b for b in map(bare_of, to) if b is not None], now)
+        self.deliver_here(el, None if to is None else [b for b in map(bare_of, to) if b is not None], now)

@@ -227,72 +227,6 @@ class Router:
             return sent
         return self.to_bare(to.bare, el, now)
 
-    def from_remote(self, el: etree._Element, to: list[Jid] | None, now: float) -> None:
-        """A stanza from another server (federation.py's XMPP_STANZA) to the resources here.
-
-        `to`: the accounts of a presence broadcast or a probe; else the stanza's own `to` addresses it."""
-        name, typ = etree.QName(el).localname, el.get("type")
-        fed = self.svc.federation
-        if to is not None:
-            if name != "presence":
-                return
-            if typ == "probe":
-                prober = _full(el.get("from"))
-                for bare in to:
-                    if prober is not None:
-                        fed.answer_probe(prober, bare, now)
-                return
-            out = Outgoing(el)
-            for bare in to:
-                for x in self.sessions_of(bare):
-                    if x.interested:
-                        x.send_bytes_of(out)
-            return
-        target = _full(el.get("to"))
-        if target is None or target.domain != self.domain or target.local is None:
-            return
-        if name == "message":
-            if target.resource is not None:
-                x = self.session(target)
-                if x is not None:
-                    x.send(el)
-                    return
-                if typ not in (None, "chat", "normal"):
-                    return self.bounce(el, now)
-            if not self.to_bare(target.bare, el, now):
-                self.bounce(el, now)
-        elif name == "iq":
-            x = self.session(target) if target.resource is not None else None
-            if x is not None:
-                x.send(el)
-            elif typ in ("get", "set"):
-                self.bounce(el, now)
-        elif typ in _SUBSCRIPTION_TYPES:
-            out = Outgoing(el)
-            for x in self.sessions_of(target.bare):
-                if x.interested or x.roster_requested:
-                    x.send_bytes_of(out)
-        elif typ == "probe":
-            prober = _full(el.get("from"))
-            if prober is not None:
-                fed.answer_probe(prober, target.bare, now)
-        elif typ in (None, "unavailable"):
-            targets = self.sessions_of(target.bare) if target.resource is None else \
-                [x for x in (self.session(target),) if x is not None]
-            out = Outgoing(el)
-            for x in targets:
-                x.send_bytes_of(out)
-
-    def bounce(self, el: etree._Element, now: float) -> None:
-        """The error reply to a stanza from another server that no resource here could take, sent back."""
-        if el.get("type") in ("error", "result", "groupchat", "headline") or etree.QName(el).localname == "presence":
-            return
-        reply = element(etree.QName(el).localname, {"type": "error", "id": el.get("id"), "from": el.get("to"),
-                                                    "to": el.get("from")})
-        err = etree.SubElement(reply, C + "error", type="cancel")
-        etree.SubElement(err, _q(ns.STANZA_ERRORS, "service-unavailable"), nsmap={None: ns.STANZA_ERRORS})
-        self.svc.federation.route(reply, now)
-
     def to_full(self, s, el: etree._Element) -> None:
         """`el` to session `s` (its own `to`)."""
         el.set("to", str(s.jid))
@@ -441,12 +375,6 @@ def _bare(text: str) -> Jid | None:
     except JidError:
         return None
 
-
-def _full(text) -> Jid | None:
-    try:
-        return parse_jid(text) if isinstance(text, str) and text else None
-    except JidError:
-        return None
 
 
 def _copy(el: etree._Element) -> etree._Element:

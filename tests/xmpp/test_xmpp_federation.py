@@ -145,12 +145,25 @@ def test_a_full_jid_whose_resource_left_falls_back_to_the_bare_jid(wire):
     bob2 = online(wire, "c", "bob", "other")
     bob.s.connection_lost("gone", wire.now)
     wire.pump()
-    # alice's server has not heard yet: the far server delivers it to the bare JID.
-    alice.s.svc.router.from_remote(etree.fromstring(
-        "<message xmlns='jabber:client' type='chat' from='carol@localhost/x' to='bob@localhost/r'>"
+    # A chat to bob/r that was on its way when it left: bob's server gives it to the bare JID.
+    fed(wire, "c").deliver_here(etree.fromstring(
+        "<message xmlns='jabber:client' type='chat' from='alice@localhost/r' to='bob@localhost/r'>"
         "<body>late</body></message>"), None, wire.now)
     alice.feed("<message type='chat' to='bob@localhost/other'><body>direct</body></message>")
-    assert [m.findtext(NS + "body") for m in of(stanzas(bob2), "message")] == ["direct"]
+    assert [m.findtext(NS + "body") for m in of(stanzas(bob2), "message")] == ["late", "direct"]
+    # An iq to a resource that left comes back as an error; so does a chat nobody there can take.
+    fed(wire, "c").deliver_here(etree.fromstring(
+        "<iq xmlns='jabber:client' type='get' id='q1' from='alice@localhost/r' to='bob@localhost/r'>"
+        "<ping xmlns='urn:xmpp:ping'/></iq>"), None, wire.now)
+    fed(wire, "c").deliver_here(etree.fromstring(
+        "<message xmlns='jabber:client' type='chat' id='q2' from='alice@localhost/r' to='carol@localhost'>"
+        "<body>nobody</body></message>"), None, wire.now)
+    wire.pump()
+    got = stanzas(alice)
+    errors = of(got, "iq", id="q1", type="error") + of(got, "message", id="q2", type="error")
+    assert len(errors) == 2 and all(e.get("from") in ("bob@localhost/r", "carol@localhost") for e in errors)
+    assert all(e.find(NS + "error/{urn:ietf:params:xml:ns:xmpp-stanzas}service-unavailable") is not None
+               for e in errors)
 
 
 def test_a_resource_bound_on_another_server_is_a_conflict(wire):
