@@ -314,3 +314,14 @@ def test_directed_presence_to_bare_and_full_jids_on_another_server(wire):
     assert of(stanzas(bob1), "presence") == []
     assert [(p.get("from"), p.get("type")) for p in of(stanzas(bob2), "presence")] == \
         [("alice@localhost/r", "unavailable")]
+
+
+def test_an_explicit_probe_on_one_server_is_answered_from_the_contacts_roster(wire):
+    # The roster is keyed by account (the localpart): the probe used to look it up by the bare JID.
+    alice, bob = online(wire, "a", "alice", "r"), online(wire, "a", "bob", "r")
+    befriend(wire, alice, bob)
+    alice.feed("<presence><status>here</status></presence>")
+    bob.take()
+    bob.feed("<presence type='probe' to='alice@localhost'/>")
+    assert [(p.get("from"), p.findtext(NS + "status")) for p in of(stanzas(bob), "presence")] == \
+        [("alice@localhost/r", "here")]
