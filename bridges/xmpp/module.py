@@ -12,7 +12,8 @@
 
 A bound account is a network member (nick from its localpart, shown as `xmpp` in WHOIS);
 every other network user is `nick@domain`. See session.py (streams, SASL, binding),
-service.py (accounts and names), routing.py (the stanza table), roster.py (the store).
+service.py (accounts and names), routing.py (the stanza table), roster.py (the `xmpp_roster`
+store), federation.py (rosters, resources, stanzas and presence across the tree).
 Operator command: `xmpp stats`.
 """
 
@@ -24,8 +25,9 @@ from typing import Annotated
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .federation import XmppFederation
 from .jid import JidError, prep_domain
-from .roster import RosterStore
+from .roster import LEGACY_FILE, RosterStore
 from .routing import PING, Router
 from .service import XmppService
 from .stanza import element
@@ -46,7 +48,7 @@ class Options(BaseModel):
     ping_interval: Annotated[float, Field(gt=0)] = 300.0     # seconds of silence before we ping (XEP-0199)
     ping_timeout: Annotated[float, Field(gt=0)] = 60.0       # then seconds without an answer before closing
     negotiation_timeout: Annotated[float, Field(gt=0)] = 30.0  # seconds from connect to a bound resource
-    roster_file: str = "xmpp-roster.json"                     # in data_dir; "" keeps rosters in memory
+    roster_file: str = LEGACY_FILE     # before the storage layer (data_dir): imported once into xmpp_roster
     components: dict[str, str] = Field(default_factory=dict)  # XEP-0114: domain -> shared secret
 
     @field_validator("components")
@@ -80,16 +82,13 @@ def merged_options(core, given: Options) -> Options:
 def setup(module) -> None:
     core = module.core
     opts = merged_options(core, module.options)
-    path = None
-    if opts.roster_file:
-        core.config.data_path.mkdir(parents=True, exist_ok=True)
-        path = core.config.data_path / opts.roster_file
-    svc = XmppService(core, opts, RosterStore(path))
+    legacy = core.config.data_path / opts.roster_file if opts.roster_file else None
+    svc = XmppService(core, opts, RosterStore(core.storage, core.config.server.id, legacy))
     svc.router = Router(svc)
+    svc.federation = XmppFederation(svc, module)
     module.provide("xmpp", svc)
     module.protocol("xmpp", svc.new_session)
     module.protocol("xmpp-component", svc.new_component)
-    module.every(1.0, lambda now: svc.roster.flush())
     module.every(min(opts.ping_interval, opts.ping_timeout, opts.negotiation_timeout) / 4,
                  lambda now: sweep(svc, now))
     module.command("xmpp stats", lambda ctx: _stats(svc))
@@ -101,7 +100,7 @@ def setup(module) -> None:
             acct.server_closing("XMPP module unloaded", core.now())
         for c in list(svc.components.values()):
             c.stream_error("system-shutdown", "XMPP module unloaded")
-        svc.roster.flush()
+        svc.roster.changed = None
     module.on_unload(unload)
 
 

@@ -159,17 +159,20 @@ class Router:
         if to.domain != self.domain or to.local is None:
             return
         if to.resource is not None:
-            target = next((x for x in self.sessions_of(to.bare) if x.jid == to), None)
+            target = self.session(to)
             if target is not None:
                 target.send(el)
-                return
+            else:
+                self.svc.federation.route(el, now)      # a resource on another server
+            return
         if name == "message":
-            self.to_bare(to.bare, el, now)
+            self.svc.federation.message_to_bare(to.bare, el, now)
         elif name == "presence":
             out = Outgoing(el)
             for x in self.sessions_of(to.bare):
                 if x.interested:
                     x.send_bytes_of(out)
+            self.svc.federation.to_accounts(el, [to.bare])
 
     def host(self, domain: str) -> XmppHost | None:
         for h in self.svc.core.items.get("xmpp-host"):
@@ -194,6 +197,11 @@ class Router:
     def sessions_of(self, bare: Jid) -> list:
         acct = self.svc.accounts.get(bare)
         return list(acct.resources.values()) if acct is not None else []
+
+    def session(self, full: Jid):
+        """The session of a full JID bound here, or None."""
+        acct = self.svc.accounts.get(full.bare)
+        return acct.resources.get(full.resource) if acct is not None else None
 
     def deliver(self, el: etree._Element, now: float) -> bool:
         """A stanza from a service here (`from` set) to its `to`: a full JID's session, or a bare JID's
@@ -257,19 +265,29 @@ class Router:
 
     # ---------------------------------------------------------------- messages
     def deliver_message(self, s, el: etree._Element, to: Jid, now: float) -> None:
-        """A message to a bare JID: an account here, else the network user `nick@domain`."""
-        target = self.svc.network_user(to.bare)
+        """A message to a bare JID: an XMPP account with resources anywhere in the network (as a stanza),
+        else the network user `nick@domain` (another protocol's: a direct message)."""
+        fed, bare = self.svc.federation, to.bare
         body = el.findtext(_BODY)
-        if target is not None and body is not None and el.get("type") in (None, "chat", "normal"):
-            if target.session is None or target.proto != "xmpp":
-                # Another protocol's user, or an XMPP account on another server: a direct message.
-                self.svc.net.message(s.member.user, target, MESSAGE, body, now)
-                return
-            el = self.filtered(s, el, target, body, now)
-            if el is None:
-                return
-        if not self.to_bare(to.bare, el, now):
-            self.error(s, el, "cancel", "service-unavailable")
+        if fed.online(bare):
+            el = self.chat_filtered(s, el, bare, now)
+            if el is not None and not fed.message_to_bare(bare, el, now):
+                self.error(s, el, "cancel", "service-unavailable")
+            return
+        target = self.svc.network_user(bare)
+        if target is not None and target.proto != "xmpp" and body is not None \
+                and el.get("type") in (None, "chat", "normal"):
+            self.svc.net.message(s.member.user, target, MESSAGE, body, now)
+            return
+        self.error(s, el, "cancel", "service-unavailable")
+
+    def chat_filtered(self, s, el: etree._Element, bare: Jid, now: float):
+        """`el`, or what filter_packet made of it, when it is a chat with a body to an XMPP account."""
+        body = el.findtext(_BODY)
+        if body is None or el.get("type") not in (None, "chat", "normal") or not self.hooks.has("filter_packet"):
+            return el
+        target = self.svc.federation.user_of(bare)
+        return el if target is None else self.filtered(s, el, target, body, now)
 
     def filtered(self, s, el: etree._Element, target, body: str, now: float):
         """filter_packet on a chat between two XMPP accounts, as net.message runs it for others."""
@@ -288,10 +306,18 @@ class Router:
     def subscribers(self, account: str) -> list[str]:
         return [c for c, item in self.svc.roster.items(account).items() if item["subscription"] in ("from", "both")]
 
+    def contacts(self, account: str) -> list[Jid]:
+        """What `account` subscribes to (to, both)."""
+        return [b for c, item in self.svc.roster.items(account).items()
+                if item["subscription"] in ("to", "both") and (b := _bare(c)) is not None]
+
     def broadcast(self, s, el: etree._Element, now: float) -> None:
-        """`s`'s presence to its subscribers' resources here and to its own other resources."""
+        """`s`'s presence to its subscribers' resources and to its own other resources, here and on
+        the other servers that have some (one frame)."""
+        subscribers = [b for c in self.subscribers(s.account) if (b := _bare(c)) is not None]
+        self.svc.federation.broadcast(s, el, subscribers)
         out = Outgoing(el)
-        targets = [x for c in self.subscribers(s.account) for x in self.sessions_of(_bare(c))]
+        targets = [x for b in subscribers for x in self.sessions_of(b)]
         targets += [x for x in self.sessions_of(s.jid.bare) if x is not s]
         for x in targets:
             if x.interested:
@@ -303,9 +329,11 @@ class Router:
         self.broadcast(s, element("presence", {"type": "unavailable", "from": str(s.jid)}), now)
 
     def probe(self, s) -> None:
-        """The presence of what `s` subscribes to, on its initial presence."""
+        """The presence of what `s` subscribes to, on its initial presence (one probe frame for the
+        contacts on other servers; they answer with their resources' presence)."""
         acct = s.account
         contacts = [c for c, item in self.svc.roster.items(acct).items() if item["subscription"] in ("to", "both")]
+        self.svc.federation.probe(s, self.contacts(acct))
         for x in self.sessions_of(s.jid.bare):
             if x is not s and x.presence is not None:
                 self.to_full(s, _copy(x.presence))
@@ -316,9 +344,9 @@ class Router:
             for x in self.sessions_of(bare):
                 if x.presence is not None:
                     self.to_full(s, _copy(x.presence))
-            if bare not in self.svc.accounts:
+            if not self.svc.federation.online(bare):
                 u = self.svc.network_user(bare)
-                if u is not None:
+                if u is not None and u.proto != "xmpp":
                     self.to_full(s, self.user_presence(u))
 
     def user_presence(self, u) -> etree._Element:
@@ -346,6 +374,7 @@ def _bare(text: str) -> Jid | None:
         return parse_jid(text).bare
     except JidError:
         return None
+
 
 
 def _copy(el: etree._Element) -> etree._Element:
@@ -422,7 +451,11 @@ def version(r: Router, s, el, to, now):
 def roster_get(r: Router, s, el, to, now):
     s.roster_requested = True
     store = r.svc.roster
-    q = etree.Element(_q(ROSTER, "query"), nsmap={None: ROSTER}, ver=store.version(s.account))
+    ver = store.version(s.account)
+    if el[0].get("ver") == ver:
+        r.result(s, el)                             # XEP-0237 §2.4: unchanged, pushes follow
+        return
+    q = etree.Element(_q(ROSTER, "query"), nsmap={None: ROSTER}, ver=ver)
     for contact, item in store.items(s.account).items():
         q.append(_item(contact, item))
     r.result(s, el, q)
@@ -443,7 +476,7 @@ def roster_set(r: Router, s, el, to, now):
         if old is None:
             r.error(s, el, "cancel", "item-not-found")
             return
-        store.remove(acct, c)
+        store.remove(acct, c, now)
         r.result(s, el)
         r.push(acct, c)
         if old["subscription"] in ("to", "both") or old.get("ask"):
@@ -452,18 +485,18 @@ def roster_set(r: Router, s, el, to, now):
             subscription(r, s, element("presence", {"type": "unsubscribed", "from": str(s.jid)}), contact, now)
         return
     groups = [g.text for g in items[0].findall(_q(ROSTER, "group")) if g.text]
-    store.put(acct, c, name=items[0].get("name"), groups=groups)
+    store.put(acct, c, now, name=items[0].get("name"), groups=groups)
     r.result(s, el)
     r.push(acct, c)
 
 
 @route("iq/full")
 def iq_to_full(r: Router, s, el, to, now):
-    target = next((x for x in r.sessions_of(to.bare) if x.jid == to), None)
-    if target is None:
-        r.error(s, el, "cancel", "service-unavailable")
-    else:
+    target = r.session(to)
+    if target is not None:
         target.send(el)
+    elif not r.svc.federation.route(el, now):       # a resource on another server, else none
+        r.error(s, el, "cancel", "service-unavailable")
 
 
 @route("message/bare")
@@ -473,9 +506,16 @@ def message_bare(r: Router, s, el, to, now):
 
 @route("message/full")
 def message_full(r: Router, s, el, to, now):
-    target = next((x for x in r.sessions_of(to.bare) if x.jid == to), None)
-    if target is not None:
-        target.send(el)
+    fed = r.svc.federation
+    target = r.session(to)
+    if target is not None or fed.server_of(to) is not None:
+        el = r.chat_filtered(s, el, to.bare, now)
+        if el is None:
+            return
+        if target is not None:
+            target.send(el)
+        else:
+            fed.route(el, now)                      # the resource is on another server
     elif el.get("type") in (None, "chat", "normal"):
         r.deliver_message(s, el, to.bare, now)     # RFC 6121 §8.5.3.2.1: as if to the bare JID
     else:
@@ -493,6 +533,7 @@ def presence_initial(r: Router, s, el, to, now):
     typ = el.get("type")
     if typ == "unavailable":
         r.went_offline(s, now)
+        r.svc.federation.announce(s.member, now)    # the resource is not available: the map says so
         return
     if typ is not None:
         return                                      # subscription stanzas need a `to`
@@ -502,6 +543,7 @@ def presence_initial(r: Router, s, el, to, now):
     except ValueError:
         s.priority = 0
     s.presence, s.interested = el, True
+    r.svc.federation.announce(s.member, now)        # its priority, before the stanzas it causes
     r.broadcast(s, el, now)
     if first:
         r.probe(s)
@@ -520,65 +562,75 @@ def presence_to(r: Router, s, el, to, now):
         el.set("from", str(s.jid.bare))
         subscription(r, s, el, to.bare, now)
     elif typ == "probe":
-        item = r.svc.roster.item(str(to.bare), str(s.jid.bare)) if to.bare in r.svc.accounts else None
-        if item is not None and item["subscription"] in ("from", "both"):
-            for x in r.sessions_of(to.bare):
-                if x.presence is not None:
-                    r.to_full(s, _copy(x.presence))
+        fed = r.svc.federation
+        fed.answer_probe(s.jid, to.bare, now)       # the resources here; those elsewhere answer themselves
+        fed.send(el, fed.servers_of(to.bare))
     elif typ in (None, "unavailable"):               # directed presence
-        targets = r.sessions_of(to.bare) if to.resource is None else \
-            [x for x in r.sessions_of(to.bare) if x.jid == to]
+        fed = r.svc.federation
+        if to.resource is None:
+            targets = r.sessions_of(to.bare)
+            fed.send(el, fed.servers_of(to.bare))
+        else:
+            targets = [x for x in (r.session(to),) if x is not None]
+            if not targets and fed.server_of(to) is not None:
+                fed.send(el, {fed.server_of(to)})
         out = Outgoing(el)
         for x in targets:
             x.send_bytes_of(out)
 
 
 def subscription(r: Router, s, el, contact: Jid, now: float) -> None:
-    """RFC 6121 §3: the user's and the contact's roster items change, both are pushed, the stanza goes on."""
+    """RFC 6121 §3: the user's and the contact's roster items change, both are pushed, the stanza goes on
+    (rosters are network-wide: the contact's server pushes its resources the change it receives)."""
     store, me, c, typ = r.svc.roster, s.account, str(contact), el.get("type")
     my = store.item(me, c) or {"subscription": "none", "ask": None}
     local = contact.domain == r.domain and contact.local is not None
     contact_acct = contact.local if local else None
     theirs = store.item(contact_acct, str(s.jid.bare)) if contact_acct else None
     if typ == "subscribe":
-        store.put(me, c, ask="subscribe")
+        store.put(me, c, now, ask="subscribe")
     elif typ == "subscribed":
-        store.put(me, c, subscription=with_from(my["subscription"], True))
+        store.put(me, c, now, subscription=with_from(my["subscription"], True))
         if theirs is not None or contact_acct:
             t = theirs or {"subscription": "none"}
-            store.put(contact_acct, str(s.jid.bare), subscription=with_to(t["subscription"], True), ask=None)
+            store.put(contact_acct, str(s.jid.bare), now, subscription=with_to(t["subscription"], True), ask=None)
     elif typ == "unsubscribe":
-        store.put(me, c, subscription=with_to(my["subscription"], False), ask=None)
+        store.put(me, c, now, subscription=with_to(my["subscription"], False), ask=None)
         if theirs is not None:
-            store.put(contact_acct, str(s.jid.bare), subscription=with_from(theirs["subscription"], False))
+            store.put(contact_acct, str(s.jid.bare), now, subscription=with_from(theirs["subscription"], False))
     elif typ == "unsubscribed":
-        store.put(me, c, subscription=with_from(my["subscription"], False))
+        store.put(me, c, now, subscription=with_from(my["subscription"], False))
         if theirs is not None:
-            store.put(contact_acct, str(s.jid.bare), subscription=with_to(theirs["subscription"], False), ask=None)
+            store.put(contact_acct, str(s.jid.bare), now, subscription=with_to(theirs["subscription"], False),
+                      ask=None)
     if store.item(me, c) is not None:
         r.push(me, c)
     if contact_acct and store.item(contact_acct, str(s.jid.bare)) is not None and typ != "subscribe":
         r.push(contact_acct, str(s.jid.bare))
     el.set("to", c)
+    fed = r.svc.federation
+    fed.send(el, fed.servers_of(contact))           # the contact's resources on other servers
     sessions = r.sessions_of(contact)
     out = Outgoing(el)
     for x in sessions:
         if x.interested or x.roster_requested:
             x.send_bytes_of(out)
     if typ == "subscribed":
-        for x in r.sessions_of(contact):            # the new subscriber gets our presence at once
-            for mine in r.sessions_of(s.jid.bare):
-                if mine.presence is not None:
+        for mine in r.sessions_of(s.jid.bare):      # the new subscriber gets our presence at once
+            if mine.presence is not None:
+                fed.to_accounts(mine.presence, [contact])
+                for x in r.sessions_of(contact):
                     r.to_full(x, _copy(mine.presence))
     elif typ == "unsubscribed":
         gone = element("presence", {"type": "unavailable", "from": str(s.jid.bare)})
+        fed.to_accounts(gone, [contact])
         for x in sessions:
             r.to_full(x, gone)
-    elif typ == "subscribe" and not sessions and r.svc.network_user(contact) is not None \
-            and contact not in r.svc.accounts:
+    elif typ == "subscribe" and not fed.online(contact) and r.svc.network_user(contact) is not None \
+            and r.svc.network_user(contact).proto != "xmpp":
         # Another protocol's user cannot answer: it is approved, and its presence follows.
         u = r.svc.network_user(contact)
-        store.put(me, c, subscription=with_to(store.item(me, c)["subscription"], True), ask=None)
+        store.put(me, c, now, subscription=with_to(store.item(me, c)["subscription"], True), ask=None)
         r.push(me, c)
         r.to_full(s, element("presence", {"type": "subscribed", "from": c}))
         r.to_full(s, r.user_presence(u))

@@ -1,7 +1,8 @@
 """The XMPP service of one server: accounts online here, their network members, the roster store.
 
 Each account with a bound resource is one network member (`AccountMember`, nick from the
-localpart, attrs `{"jid": full, "resource": r}` of its first resource). Every other network
+localpart, attrs `{"jid": full, "resource": r, "resources": {r: priority or None}}`: its first
+resource, and the map of its resources here that federation.py routes by). Every other network
 user is `nick@domain` to XMPP.
 """
 
@@ -38,6 +39,7 @@ class XmppService:
         self.router = None                              # routing.Router, set by the module
         self.pending: set = set()                       # connected, not yet bound (or handshaken)
         self.components: dict[str, object] = {}         # domain -> component.ComponentSession
+        self.federation = None                          # federation.XmppFederation, set by the module
 
     def new_session(self, transport, listener, now: float) -> C2sSession:
         return C2sSession(self, transport, listener, now)
@@ -48,8 +50,9 @@ class XmppService:
 
     # ---------------------------------------------------------------- binding
     def free_resource(self, full: Jid) -> Jid:
+        """`full`, unless that resource is bound here or on another server: then another one."""
         acct = self.accounts.get(full.bare)
-        if acct is None or full.resource not in acct.resources:
+        if (acct is None or full.resource not in acct.resources) and self.federation.server_of(full) is None:
             return full
         return full.with_resource(f"{full.resource}-{secrets.token_hex(3)}")
 
@@ -64,7 +67,9 @@ class XmppService:
         if acct.user is None:
             acct.user = self.members.introduce(acct, s.account, now, account=s.account, ip=s.t.peer_host,
                                                realname=str(bare), ident=s.account,
-                                               attrs={"jid": str(s.jid), "resource": s.jid.resource})
+                                               attrs=self.federation.attrs_of(acct))
+        else:
+            self.federation.announce(acct, now)
 
     def unbound(self, s: C2sSession, reason: str, now: float) -> None:
         acct = self.accounts.get(s.jid.bare)
@@ -77,9 +82,8 @@ class XmppService:
             del self.accounts[s.jid.bare]
             self.members.quit(acct.user, reason or "Connection closed", now)
             acct.user = None
-        elif acct.user is not None and acct.user.attrs.get("xmpp", {}).get("resource") == s.jid.resource:
-            first = next(iter(acct.resources.values()))
-            self.net.set_attrs(acct.user, "xmpp", {"jid": str(first.jid), "resource": first.jid.resource}, now)
+        else:
+            self.federation.announce(acct, now)
 
     # ---------------------------------------------------------------- names
     def jid_of(self, u: User) -> str:
@@ -106,4 +110,5 @@ class XmppService:
 
     def stats(self) -> dict:
         return {"accounts": len(self.accounts),
-                "sessions": sum(len(a.resources) for a in self.accounts.values())}
+                "sessions": sum(len(a.resources) for a in self.accounts.values()),
+                "remote_accounts": len(self.federation.remote), **self.federation.stats}

@@ -6,8 +6,11 @@
         rules:
           - {channel: "#kids", pattern: "(?i)badword", action: rewrite, replacement: "****"}
           - {channel: "*", pattern: "(?i)buy cheap", action: drop}
+          - {pattern: "(?i)buy cheap", direct: true}     # direct messages (IRC, XMPP chats...) too
 
-Channel patterns are IRC globs; the first matching rule applies. Drops are counted.
+Channel patterns are IRC globs; a rule with `direct: true` also applies to direct messages
+between users, whatever their protocols (an XMPP chat is one). The first matching rule applies.
+Drops are counted.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relay.core.hooks import Stop
-from relay.core.model import Channel, MessageSent
+from relay.core.model import Channel, MessageSent, User
 from relay.proto.irc import mask_match
 
 COMMANDS = {"filter stats": "messages dropped and rewritten by the filter module"}  # syntax: help
@@ -30,6 +33,7 @@ class Rule(BaseModel):
     pattern: str
     action: Literal["drop", "rewrite"] = "drop"
     replacement: str = "***"
+    direct: bool = False               # also direct messages (to a user, not a channel)
 
     @field_validator("pattern")
     @classmethod
@@ -54,10 +58,13 @@ def setup(module) -> None:
     stats.setdefault("rewritten", 0)
 
     def on_packet(ev):
-        if type(ev) is not MessageSent or type(ev.target) is not Channel:
+        if type(ev) is not MessageSent:
+            return None
+        direct = type(ev.target) is User
+        if not direct and type(ev.target) is not Channel:
             return None
         for chan_glob, rx, rule in rules:
-            if not mask_match(chan_glob, ev.target.name) or not rx.search(ev.text):
+            if (not rule.direct if direct else not mask_match(chan_glob, ev.target.name)) or not rx.search(ev.text):
                 continue
             if rule.action == "drop":
                 stats["dropped"] += 1

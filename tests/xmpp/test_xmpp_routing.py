@@ -180,7 +180,8 @@ def test_two_xmpp_accounts_on_two_linked_servers_chat(wire):
     alice, bob = Xmpp(wire, "a", "alice", "here"), Xmpp(wire, "b", "bob", "there")
     alice.feed("<message type='chat' to='bob@localhost'><body>across the tree</body></message>")
     out = bob.take()
-    assert b"<body>across the tree</body>" in out and b'from="alice@localhost"' in out
+    # A stanza now, not a direct message: the sender's full JID, as from a resource on this server.
+    assert b"<body>across the tree</body>" in out and b'from="alice@localhost/here"' in out
     bob.feed("<message type='chat' to='alice@localhost'><body>and back</body></message>")
     assert b"<body>and back</body>" in alice.take()
 
@@ -243,18 +244,3 @@ def test_a_whole_session_fed_one_byte_at_a_time(wire):
     out = b"".join(t.out)
     assert b"<success" in out and b"</jid>" in out and not t.closing
     assert "<body>byte \u00e9 by byte</body>".encode() in bob.take()
-
-
-def test_the_roster_store_survives_a_restart(tmp_path):
-    from bridges.xmpp.roster import RosterStore, with_from, with_to
-    path = tmp_path / "roster.json"
-    store = RosterStore(path)
-    store.put("alice", "bob@localhost", subscription="to", name="Bob")
-    v = store.version("alice")
-    store.flush()
-    again = RosterStore(path)
-    assert again.item("alice", "bob@localhost")["subscription"] == "to" and again.version("alice") == v
-    assert with_from("to", True) == "both" and with_from("both", False) == "to"
-    assert with_to("none", True) == "to" and with_to("from", True) == "both" and with_to("both", False) == "from"
-    path.write_text("not json")
-    assert RosterStore(path).items("alice") == {}       # a damaged file is not the server's death

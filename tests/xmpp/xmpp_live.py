@@ -63,11 +63,13 @@ async def online(client, srv: Server, direct_tls: bool = False, presence: bool =
 
 
 async def offline(*clients):
+    # slixmpp replaces `disconnected` with a new future once it is done: take them before.
+    done = [c.disconnected for c in clients]
     for c in clients:
         c.disconnect()
-    for c in clients:
+    for d in done:
         try:
-            await asyncio.wait_for(c.disconnected, WAIT)
+            await asyncio.wait_for(d, WAIT)
         except asyncio.TimeoutError:
             pass
 
