@@ -1,26 +1,30 @@
-"""PostgreSQL: consecutive writes of one statement as one set-based statement over arrays.
+"""PostgreSQL: consecutive writes of one statement as one set-based statement over a JSON array.
 
 A flush holds runs of the same write with different rows (a message stored for 100 sessions,
 100 acknowledgements deleting them). One statement per row costs the server a statement each
 and the writer thread Python work per row, holding the GIL the event loop needs. Instead, a run
-of the simple forms below goes as one statement whose parameters are one array per column,
-typed from the catalog:
+of the simple forms below goes as one statement whose one parameter is the rows as a JSON array
+(`json.dumps`, in C), each value cast to its column's type from the catalog:
 
     INSERT INTO t (c1, ..) VALUES (?, ..) [ON CONFLICT [(k1, ..)] DO NOTHING | DO UPDATE SET ..]
-        -> INSERT INTO t (c1, ..) SELECT * FROM unnest(?::type1[], ..) [the same ON CONFLICT]
+        -> INSERT INTO t (c1, ..) SELECT (_r->>0)::type1, .. FROM jsonb_array_elements(?) _r [the same tail]
     DELETE FROM t WHERE k1 = ? AND ..
-        -> DELETE FROM t WHERE (k1, ..) IN (SELECT * FROM unnest(?::type1[], ..))
+        -> DELETE FROM t WHERE (k1, ..) IN (SELECT (_r->>0)::type1, .. FROM jsonb_array_elements(?) _r)
     UPDATE t SET c1 = ?, .. WHERE k1 = ? AND ..
-        -> UPDATE t SET c1 = v.a1, .. FROM unnest(..) AS v(a1, ..) WHERE t.k1 = v.an AND ..
+        -> UPDATE t SET c1 = _v.a0, .. FROM (SELECT .. FROM jsonb_array_elements(?) _r) _v WHERE t.k1 = _v.an ..
 
 The result is the one of the writes run in order: where one statement could not touch a row
 twice (an upsert's conflict key, an update's key), a run is cut before a key it already holds.
-Any other SQL, or a column whose values are not of one plain type, goes row by row.
+Any other SQL, or a value that is not None, int, float, str or bytes (for a bytea column), goes
+row by row.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import math
+import operator
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -32,8 +36,8 @@ _CONFLICT = re.compile(rf"ON\s+CONFLICT\s*(?:\(([^()]*)\))?\s*DO\s+(NOTHING|UPDA
 _DELETE = re.compile(rf"DELETE\s+FROM\s+({_NAME})\s+WHERE\s+({_KEYS})", re.I | re.S)
 _UPDATE = re.compile(rf"UPDATE\s+({_NAME})\s+SET\s+({_NAME}\s*=\s*\?(?:\s*,\s*{_NAME}\s*=\s*\?)*)\s+WHERE\s+({_KEYS})",
                      re.I | re.S)
-_PLAIN = (int, float, str, bytes)     # the Python types an array parameter carries (bool is an int: no)
 MIN_ROWS = 2
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 def _names(text: str) -> list[str]:
@@ -44,14 +48,17 @@ def _assigned(text: str) -> list[str]:
     return [p.split("=")[0].strip().lower() for p in re.split(r"\s*(?:,|\bAND\b)\s*", text, flags=re.I)]
 
 
+_ROWS = "jsonb_array_elements(%s::jsonb) AS _r"
+
+
 @dataclass(frozen=True)
 class Plan:
-    """How one portable write becomes a statement over arrays."""
+    """How one portable write becomes a statement over a JSON array of rows."""
 
     table: str
     columns: tuple[str, ...]     # the column of each `?`, in order
     key: tuple[int, ...] | None  # positions of the row key one statement must not repeat; None: no limit
-    build: Callable[[list[str]], str]  # the array casts ("$1::text[]", ...) -> SQL with %s placeholders
+    build: Callable[[str], str]  # the columns' values ("(_r->>0)::text, ...") -> SQL with one %s
 
 
 @functools.lru_cache(maxsize=512)
@@ -75,24 +82,23 @@ def plan(sql: str) -> Plan | None:
                 if any(t not in cols for t in target):
                     return None
                 key = tuple(cols.index(t) for t in target)
-        head = f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest("
-        return Plan(table, tuple(cols), key, lambda casts: head + ", ".join(casts) + ")" + (" " + tail if tail else ""))
+        head = f"INSERT INTO {table} ({', '.join(cols)}) SELECT "
+        tail_sql = " " + tail if tail else ""
+        return Plan(table, tuple(cols), key, lambda values: f"{head}{values} FROM {_ROWS}{tail_sql}")
     m = _DELETE.fullmatch(text)
     if m:
         table, keys = m.group(1), _assigned(m.group(2))
-        sql_head = f"DELETE FROM {table} WHERE ({', '.join(keys)}) IN (SELECT * FROM unnest("
-        return Plan(table, tuple(keys), None, lambda casts: sql_head + ", ".join(casts) + "))")
+        head = f"DELETE FROM {table} WHERE ({', '.join(keys)}) IN (SELECT "
+        return Plan(table, tuple(keys), None, lambda values: f"{head}{values} FROM {_ROWS})")
     m = _UPDATE.fullmatch(text)
     if m:
         table, sets, keys = m.group(1), _assigned(m.group(2)), _assigned(m.group(3))
         n = len(sets) + len(keys)
-        alias = [f"a{i}" for i in range(n)]
-        set_sql = ", ".join(f"{c} = v.{alias[i]}" for i, c in enumerate(sets))
-        where = " AND ".join(f"t.{c} = v.{alias[len(sets) + i]}" for i, c in enumerate(keys))
+        set_sql = ", ".join(f"{c} = _v.a{i}" for i, c in enumerate(sets))
+        where = " AND ".join(f"_t.{c} = _v.a{len(sets) + i}" for i, c in enumerate(keys))
 
-        def build(casts: list[str], table=table) -> str:
-            return (f"UPDATE {table} AS t SET {set_sql} FROM unnest({', '.join(casts)}) AS v({', '.join(alias)}) "
-                    f"WHERE {where}")
+        def build(values: str, table=table) -> str:
+            return f"UPDATE {table} AS _t SET {set_sql} FROM (SELECT {values} FROM {_ROWS}) AS _v WHERE {where}"
         return Plan(table, tuple(sets + keys), tuple(range(len(sets), n)), build)
     return None
 
@@ -102,10 +108,11 @@ def _chunks(rows: Sequence[tuple], key: tuple[int, ...] | None) -> Iterator[Sequ
     if key is None:
         yield rows
         return
+    get = operator.itemgetter(*key)
     seen: set = set()
     start = 0
     for i, r in enumerate(rows):
-        k = tuple(r[j] for j in key)
+        k = get(r)
         if k in seen:
             yield rows[start:i]
             start, seen = i, set()
@@ -113,20 +120,28 @@ def _chunks(rows: Sequence[tuple], key: tuple[int, ...] | None) -> Iterator[Sequ
     yield rows[start:]
 
 
-def _columns(rows: Sequence[tuple]) -> list[list] | None:
-    """One list per column, or None if a column mixes types (psycopg dumps a list of one type)."""
-    cols = [list(c) for c in zip(*rows)]
-    for c in cols:
-        kind = None
-        for v in c:
-            if v is None:
-                continue
+def _json(rows: Sequence[tuple], blobs: list[int]) -> str | None:
+    """The rows as a JSON array of arrays; None if a value cannot go this way (the run goes row by row)."""
+    if blobs:        # bytes only in bytea columns, whose input reads \x and hex digits
+        conv = []
+        for r in rows:
+            r = list(r)
+            for i in blobs:
+                v = r[i]
+                if type(v) is bytes:
+                    r[i] = "\\x" + v.hex()
+            conv.append(r)
+        rows = conv
+    for r in rows:
+        for v in r:
             t = type(v)
-            if t is not kind:
-                if kind is not None or t not in _PLAIN:
-                    return None
-                kind = t
-    return cols
+            if t is str or t is int or v is None or (t is float and math.isfinite(v)):
+                continue
+            return None      # bool, NaN, bytes elsewhere, an array, a date...
+    try:
+        return _dumps(rows)
+    except (TypeError, ValueError):
+        return None
 
 
 def statements(sql: str, rows: Sequence[tuple], types: Callable[[str], dict[str, str] | None]
@@ -136,16 +151,17 @@ def statements(sql: str, rows: Sequence[tuple], types: Callable[[str], dict[str,
     if len(rows) < MIN_ROWS:
         return None
     p = plan(sql)
-    if p is None or any(len(r) != len(p.columns) for r in rows):
+    if p is None or {len(r) for r in rows} != {len(p.columns)}:
         return None
     coltypes = types(p.table)
     if not coltypes or any(c not in coltypes for c in p.columns):
         return None
-    query = p.build([f"%s::{coltypes[c]}[]" for c in p.columns])
+    query = p.build(", ".join(f"(_r->>{i})::{coltypes[c]} AS a{i}" for i, c in enumerate(p.columns)))
+    blobs = [i for i, c in enumerate(p.columns) if coltypes[c] == "bytea"]
     out = []
     for chunk in _chunks(rows, p.key):
-        cols = _columns(chunk)
-        if cols is None:
+        doc = _json(chunk, blobs)
+        if doc is None:
             return None
-        out.append((query, tuple(cols)))
+        out.append((query, (doc,)))
     return out

@@ -97,9 +97,10 @@ class PostgresDatabase:
             pass  # the first connection, made before any acquire
 
     def _column_types(self, conn, table: str) -> dict[str, str] | None:
-        """Each column's SQL type (for the array casts of pgbatch), cached until the next migration."""
+        """Each column's SQL type without its modifier (pgbatch casts to it, the column then checks its
+        length or precision as for a row written alone), cached until the next migration."""
         if table not in self._types:
-            rows = self._fetch(conn, "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            rows = self._fetch(conn, "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
                                "WHERE a.attrelid = to_regclass(?) AND a.attnum > 0 AND NOT a.attisdropped", (table,))
             self._types[table] = dict(rows) or None
         return self._types[table]
@@ -108,7 +109,7 @@ class PostgresDatabase:
         # Pipeline mode: the statements go out without waiting for each result (one round trip per
         # flush, not per write); an error surfaces at the end and rolls the transaction back.
         # Consecutive writes of one statement (a message fanned out to many sessions) go as one
-        # statement over arrays where pgbatch knows the form (far less work per row on both sides,
+        # statement over a JSON array where pgbatch knows the form (far less work per row on both sides,
         # and the writer thread holds the GIL the loop needs far less), else as one executemany.
         runs = [(sql, [args for _, args in group]) for sql, group in itertools.groupby(stmts, key=lambda s: s[0])]
         types = functools.partial(self._column_types, conn)

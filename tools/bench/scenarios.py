@@ -380,7 +380,13 @@ def start_pg_cluster():
     spec = importlib.util.spec_from_file_location("relaynet_pgsupport", ROOT / "tests" / "pgsupport.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    PG_CLUSTER = mod.PgCluster().start()
+    # Not pinned: the database runs where the scheduler finds room (this process is on the generator's CPU).
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    try:
+        PG_CLUSTER = mod.PgCluster().start()
+    finally:
+        os.sched_setaffinity(0, pinned)
     return PG_CLUSTER
 
 
