@@ -83,18 +83,15 @@ class Unit:
     """The ops of one `put`, committed whole. `cancel()` withdraws it while the writer has not taken
     it yet (a change undone within one flush interval never reaches the database)."""
 
-    __slots__ = ("ops", "taken", "queue")
+    __slots__ = ("ops", "taken")
 
-    def __init__(self, ops: tuple[Op, ...], queue: "WriteQueue | None" = None):
+    def __init__(self, ops: tuple[Op, ...]):
         self.ops = ops
         self.taken = False
-        self.queue = queue
 
     def cancel(self) -> bool:
         if self.taken:
             return False
-        if self.ops and self.queue is not None:
-            self.queue.live -= 1
         self.ops = ()
         return True
 
@@ -116,10 +113,8 @@ class WriteQueue:
 
     Positions count units: `mark()` after a change is the position a caller may wait for
     (`committed >= mark`); only the runtime waits (operator commands), never the core.
-    Bounded: past `limit` units still to write the queue is `full` and the runtime stops reading
-    from clients until the writer catches up (no write is ever refused or dropped). Withdrawn units
-    do not count: while the database is behind, more of what is queued is undone before the writer
-    gets to it (an MQTT message acknowledged meanwhile), and that costs the database nothing.
+    Bounded: past `limit` units the queue is `full` and the runtime stops reading from clients
+    until the writer catches up (no write is ever refused or dropped).
     """
 
     def __init__(self, limit: int = 100_000, discard: bool = False):
@@ -128,20 +123,17 @@ class WriteQueue:
         self.discard = discard        # no database (a bare core in tests): nothing is kept
         self.enqueued = 0
         self.committed = 0
-        self.live = 0                 # units with ops, not withdrawn, not yet committed
         self.wakeup: Callable[[], None] | None = None   # the writer: a first unit is waiting, or a full queue
 
     def put(self, *ops: Op) -> Unit:
-        u = Unit(ops, self)
+        u = Unit(ops)
         self.enqueued += 1
         if self.discard:
             u.taken = True
             self.committed = self.enqueued
             return u
         self.units.append(u)
-        if ops:
-            self.live += 1
-        if self.wakeup is not None and (len(self.units) == 1 or self.live >= self.limit):
+        if self.wakeup is not None and (len(self.units) == 1 or len(self.units) >= self.limit):
             self.wakeup()
         return u
 
@@ -156,7 +148,7 @@ class WriteQueue:
 
     @property
     def full(self) -> bool:
-        return self.live >= self.limit
+        return len(self.units) >= self.limit
 
     def take(self, max_ops: int) -> list[Unit]:
         """The writer: the oldest units, up to `max_ops` ops (withdrawn units cost none), left in
@@ -172,8 +164,7 @@ class WriteQueue:
 
     def done(self, n: int) -> None:
         for _ in range(n):
-            if self.units.popleft().ops:
-                self.live -= 1
+            self.units.popleft()
         self.committed += n
 
 

@@ -4,9 +4,8 @@ Every `flush_interval` (or at once when a caller waits) it takes what is queued,
 gevent's thread pool as one transaction (the drivers block: sqlite3 and psycopg release the GIL),
 and marks it committed. The loop serves everyone meanwhile.
 
-Back-pressure: past `queue_limit` units still to write (withdrawn ones do not count) the queue is
-full; the runtime then stops reading from client connections (links keep flowing) until the
-writer has brought it under half the limit, so
+Back-pressure: past `queue_limit` units the queue is full; the runtime then stops reading from
+client connections (links keep flowing) until the writer has brought it under half the limit, so
 MQTT publishers wait (their QoS 1/2 acknowledgements with them) instead of memory growing. A line
 is logged when the database falls behind (the queue over a quarter of the limit, or a flush slower
 than a second), at most every 10 s.
@@ -121,16 +120,16 @@ class StorageWriter:
         self.flushes += 1
         self._after_commit()
         now = time.monotonic()
-        if (q.live > q.limit / 4 or took > 1.0) and now - self._last_behind_log > BEHIND_LOG_EVERY:
+        if (len(q) > q.limit / 4 or took > 1.0) and now - self._last_behind_log > BEHIND_LOG_EVERY:
             self._last_behind_log = now
             log.warning("storage (%s) is falling behind: %d writes queued (limit %d), last flush of %d took "
-                        "%.2fs", self.db.where, q.live, q.limit, len(ops), took)
+                        "%.2fs", self.db.where, len(q), q.limit, len(ops), took)
         return True
 
     def _after_commit(self) -> None:
         self._committed.set()
         self._committed = gevent.event.Event()
-        if self.congested and self.queue.live <= self.queue.limit // 2:
+        if self.congested and len(self.queue) <= self.queue.limit // 2:
             self._drained.set()
             if self.on_drained is not None:
                 self.on_drained()

@@ -119,20 +119,6 @@ def test_a_full_queue_pushes_back_until_the_writer_catches_up(table):
     w.stop()
 
 
-def test_withdrawn_units_do_not_fill_the_queue(table):
-    """What is undone before the writer takes it costs the database nothing: it does not push back."""
-    q = WriteQueue(limit=10)
-    units = [q.put(ins(k)) for k in range(10)]
-    assert q.full
-    for u in units[:5]:
-        assert u.cancel()
-    assert not q.full and q.live == 5 and len(q) == 10
-    taken = q.take(100)
-    assert not taken[5].cancel()                   # taken: no longer withdrawn
-    q.done(len(taken))
-    assert q.live == 0 and len(q) == 0
-
-
 def test_stop_flushes_everything(table):
     q = WriteQueue()
     w = StorageWriter(Counting(table), q, flush_interval=3600)
