@@ -109,10 +109,37 @@ def setup(module) -> None:
     opts: Options = module.options
     if not any(l.proto in ("mqtt", "mqtt-ws", "http") for l in core.config.listen):
         module.note(NO_LISTENER)
+    legacy = core.config.data_path / opts.db_file
+    # Loaded while the server serves (the runtime's listeners are open): the stored state is read
+    # without stalling the loop, and MQTT clients are accepted (the protocol provided) once it is in.
+    if opts.persist and core.protocols_changed is not None:
+        pending = {"unloaded": False}
+        module.on_unload(lambda: pending.update(unloaded=True))
+        module.note("reading the stored MQTT state: MQTT clients are accepted once it is in")
+
+        def loaded(store: Store | None) -> None:
+            if pending["unloaded"]:
+                return
+            if store is None:
+                module.log.error("mqtt: the stored state could not be read (see above); not serving MQTT: "
+                                 "`module reload mqtt` to try again")
+                return
+            try:
+                _serve(module, store)
+            except Exception:
+                module.log.exception("mqtt: failed to start on the stored state; not serving MQTT")
+                return
+            module.log.info("mqtt: stored state read; serving MQTT clients")
+        Store.open_later(core.storage, legacy, loaded)
+        return
+    _serve(module, Store(core.storage, legacy) if opts.persist else None)
+
+
+def _serve(module, store: Store | None) -> None:
+    """Everything but reading the store: the broker on its loaded state, its protocols, hooks and commands."""
+    core = module.core
+    opts: Options = module.options
     topics = core.services["topics"]
-    store = None
-    if opts.persist:
-        store = Store(core.storage, core.config.data_path / opts.db_file)
     broker = Broker(core, opts, store, module.log)
     # The one rule set of the topic namespace (PubSub asks the same service).
     topics.acl = TopicAcl(opts.acl, opts.acl_default,

@@ -7,7 +7,8 @@ runtime's storage writer in batches: `kill -9` loses at most the last flush inte
 clean sessions never touch the database, and neither does a message delivered and acknowledged
 within one flush interval (its queued writes are withdrawn before the writer takes them).
 Rows are per server (`server`: its id), so several
-servers may share one PostgreSQL database. Read once, at start (`sessions()`, `subs()`, ...).
+servers may share one PostgreSQL database. Read once, at start (`sessions()`, `subs()`, ...), or,
+for a `module load` while serving, through the asynchronous `Storage.read` (`open_later`).
 
 Schema (store `mqtt`, version 1; an older deployment's `<data_dir>/mqtt.db` is imported when the
 store is created):
@@ -31,11 +32,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from relay.core.storage import Op, Schema, Storage
+
+log = logging.getLogger("relay.storage")
 
 SCHEMA = Schema("mqtt", ("""
 CREATE TABLE mqtt_sessions (
@@ -153,18 +157,64 @@ def _legacy_units(path: Path, server: str) -> Iterator[tuple[Op, ...]]:
         db.close()
 
 
+_READS = {
+    "sessions": "SELECT client_id, version, username, expiry, disconnected_at FROM mqtt_sessions WHERE server = ?",
+    "subs": "SELECT client_id, filter, qos, no_local, retain_as_published, retain_handling, sub_id "
+            "FROM mqtt_subscriptions WHERE server = ?",
+    "messages": "SELECT client_id, seq, state, packet_id, topic, payload, qos, retain, props, expires, sub_ids "
+                "FROM mqtt_messages WHERE server = ? ORDER BY client_id, seq",
+    "retained": "SELECT topic, payload, qos, props, expires FROM mqtt_retained WHERE server = ?",
+}
+
+
 class Store:
     """The broker's persistence: reads at start, then every change one queued write."""
 
-    def __init__(self, storage: Storage, legacy_file: Path | None = None):
+    def __init__(self, storage: Storage, legacy_file: Path | None = None, migrate: bool = True):
         self.storage = storage
         self.server = storage.server_id
-        storage.open_store(SCHEMA, (lambda: _legacy_units(legacy_file, self.server)) if legacy_file else None)
+        if migrate:
+            storage.open_store(SCHEMA, (lambda: _legacy_units(legacy_file, self.server)) if legacy_file else None)
+        else:                         # at its version already (open_later): only listed for backups
+            storage.schemas[SCHEMA.name] = SCHEMA
+        self._loaded: dict[str, list[tuple]] = {}   # rows read by open_later, handed out once
         self.writes = 0
         self.withdrawn = 0
         # Queued writes of each stored message, while the writer may not have taken them:
         # client id -> seq -> units (its add, then its state changes).
         self._unsent: dict[str, dict[int, list]] = {}
+
+    @classmethod
+    def open_later(cls, storage: Storage, legacy_file: Path | None, done: Callable[["Store | None"], None]) -> None:
+        """Open the store and read what the broker loads without waiting on the database (a `module
+        load` while the server serves): `done(store)` later on the loop, its reads answered from
+        memory; `done(None)` if a read failed. Only a store never made or of an older schema is
+        migrated in place (a blocking step, once per deployment)."""
+        def versioned(rows):
+            if rows is None:
+                done(None)
+                return
+            try:
+                store = cls(storage, legacy_file, migrate=not (rows and rows[0][0] == SCHEMA.version))
+            except Exception as e:     # a schema newer than this code, a database gone
+                log.error("mqtt store (%s): %s", getattr(storage.db, "where", "?"), e)
+                done(None)
+                return
+            names = list(_READS)
+
+            def next_read(rows=None, name=None):
+                if name is not None:
+                    if rows is None:
+                        done(None)
+                        return
+                    store._loaded[name] = rows
+                if len(store._loaded) == len(names):
+                    done(store)
+                    return
+                n = names[len(store._loaded)]
+                storage.read(_READS[n], (store.server,), lambda r, n=n: next_read(r, n))
+            next_read()
+        storage.read("SELECT version FROM schema_versions WHERE store = ?", (SCHEMA.name,), versioned)
 
     def close(self) -> None:
         """Nothing to close: the runtime owns the database (its writer flushes on a clean stop)."""
@@ -173,8 +223,9 @@ class Store:
         self.writes += 1
         return self.storage.queue.put(Op(sql, (self.server, *args)))
 
-    def _read(self, sql: str) -> list[tuple]:
-        return self.storage.query(sql, (self.server,))
+    def _read(self, name: str) -> list[tuple]:
+        rows = self._loaded.pop(name, None)
+        return rows if rows is not None else self.storage.query(_READS[name], (self.server,))
 
     # ---- sessions ----
     def save_session(self, cid: str, version: int, username: str | None, expiry: int,
@@ -186,8 +237,7 @@ class Store:
         self._x("DELETE FROM mqtt_sessions WHERE server = ? AND client_id = ?", (cid,))
 
     def sessions(self) -> list[tuple]:
-        return self._read("SELECT client_id, version, username, expiry, disconnected_at FROM mqtt_sessions "
-                          "WHERE server = ?")
+        return self._read("sessions")
 
     # ---- subscriptions ----
     def save_sub(self, cid: str, topic_filter: str, qos: int, no_local: bool, rap: bool, rh: int,
@@ -198,8 +248,7 @@ class Store:
         self._x("DELETE FROM mqtt_subscriptions WHERE server = ? AND client_id = ? AND filter = ?", (cid, topic_filter))
 
     def subs(self) -> Iterator[tuple]:
-        return iter(self._read("SELECT client_id, filter, qos, no_local, retain_as_published, retain_handling, "
-                               "sub_id FROM mqtt_subscriptions WHERE server = ?"))
+        return iter(self._read("subs"))
 
     # ---- queued / in-flight messages ----
     def add_message(self, cid: str, seq: int, state: int, packet_id: int | None, topic: str, payload: bytes,
@@ -234,9 +283,7 @@ class Store:
         self._x("DELETE FROM mqtt_messages WHERE server = ? AND client_id = ?", (cid,))
 
     def messages(self) -> Iterator[tuple]:
-        return iter(self._read(
-            "SELECT client_id, seq, state, packet_id, topic, payload, qos, retain, props, expires, sub_ids "
-            "FROM mqtt_messages WHERE server = ? ORDER BY client_id, seq"))
+        return iter(self._read("messages"))
 
     # ---- retained ----
     def set_retained(self, topic: str, payload: bytes, qos: int, props: dict | None, expires: float | None) -> None:
@@ -246,7 +293,7 @@ class Store:
         self._x("DELETE FROM mqtt_retained WHERE server = ? AND topic = ?", (topic,))
 
     def retained(self) -> Iterator[tuple]:
-        return iter(self._read("SELECT topic, payload, qos, props, expires FROM mqtt_retained WHERE server = ?"))
+        return iter(self._read("retained"))
 
 
 class RetainedItems:

@@ -13,8 +13,11 @@ Frames (module frames in ENCAP, so they are replayed after a short split and ded
         frames, what it took.
 
 A copy is stored like a local change (an idempotent upsert): with a shared database both servers
-write the same row. Tombstones are kept in memory only: a removal made while two servers were apart
-reaches the other side at the netjoin, unless every server that knew of it has restarted since.
+write the same row. Tombstones are stored with the accounts (table account_tombstones, written in
+the unit that deletes the account), so a removal made while two servers were apart reaches the
+other side at the netjoin even if every server that knew of it has restarted since. They expire
+after `accounts.tombstone_lifetime` (checked hourly): a server apart for longer than that may
+bring the account back.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay.accounts")
 
 PUT_FRAME, SNAPSHOT_FRAME = "ACCOUNT", "ACCOUNTS"
+EXPIRE_EVERY = 3600.0        # seconds between looks for expired tombstones
 
 
 def _b64(b: bytes) -> str:
@@ -81,9 +85,21 @@ def from_wire(d: Any) -> Account:
 class AccountSync:
     def __init__(self, core: "Core"):
         self.core = core
-        self.tombstones: dict[str, float] = {}      # account key -> when it was removed
+        self.lifetime = core.config.accounts.tombstone_lifetime
         core.hooks.add("link_extension", self._frame, owner="accounts")
         core.hooks.add("link_up", self._link_up, owner="accounts")
+        self.expire(core.now())
+        core.timers.every(min(EXPIRE_EVERY, self.lifetime), self.expire, core.now(), owner="accounts")
+
+    @property
+    def tombstones(self) -> dict[str, float]:
+        """Account key -> when it was removed (the accounts store keeps them)."""
+        return self.core.accounts.tombstones
+
+    def expire(self, now: float) -> None:
+        n = self.core.accounts.expire_tombstones(now - self.lifetime)
+        if n:
+            log.info("accounts: %d removal(s) older than %gs forgotten", n, self.lifetime)
 
     def _router(self):
         return getattr(self.core.net, "router", None)
@@ -94,12 +110,13 @@ class AccountSync:
             r.send_extension(PUT_FRAME, {"op": "put", "account": to_wire(a)}, None, exclude_link)
 
     def removed(self, name: str, now: float, exclude_link: str | None = None) -> None:
-        self.tombstones[account_key(name)] = now
+        """A local removal (its tombstone is already stored, with the deletion): tell every server."""
         r = self._router()
         if r is not None and r.peers:
             r.send_extension(PUT_FRAME, {"op": "del", "name": name, "updated": now}, None, exclude_link)
 
     def _link_up(self, peer_id: str) -> None:
+        self.expire(self.core.now())
         accts, r = self.core.accounts.by_key.values(), self._router()
         if (accts or self.tombstones) and r is not None:
             r.send_extension(SNAPSHOT_FRAME, {"accounts": [to_wire(a) for a in accts],
@@ -113,12 +130,14 @@ class AccountSync:
         a = self.core.accounts.get(name)
         if a is not None and a.updated > when:
             return False
-        if self.tombstones.get(key, -1.0) >= when and a is None:
-            return False
-        self.tombstones[key] = max(when, self.tombstones.get(key, when))
+        if a is None and (self.tombstones.get(key, -1.0) >= when or when < self.core.now() - self.lifetime):
+            return False                    # known already, or too old to remember
+        when = max(when, self.tombstones.get(key, when))
         if a is not None:
-            self.core.accounts.delete(a.name)
+            self.core.accounts.delete(a.name, removed=when)
             self.core.hooks.run("account_removed", a.name)
+        else:
+            self.core.accounts.bury(name, when)
         return True
 
     def _take(self, d: Any, origin: str) -> Account | None:
@@ -133,8 +152,7 @@ class AccountSync:
             return None
         if self.tombstones.get(account_key(a.name), -1.0) >= a.updated:
             return None                     # removed after this copy was made
-        self.tombstones.pop(account_key(a.name), None)
-        self.core.accounts.put(a)
+        self.core.accounts.put(a)           # (its tombstone goes with it)
         if mine is None:
             self.core.hooks.run("account_registered", a)
         return a

@@ -102,7 +102,18 @@ SCHEMA = Schema("accounts", (
     """
     ALTER TABLE accounts ADD COLUMN sip_ha1_sha256 TEXT NOT NULL DEFAULT '';
     """,
-), tables=("accounts", "account_secrets", "account_groups"))
+    # Removals carried over the tree (account_sync), kept across restarts until they expire
+    # (accounts.tombstone_lifetime): a server that missed one cannot bring the account back.
+    """
+    CREATE TABLE account_tombstones (
+        key TEXT PRIMARY KEY,                 -- the removed account's name, case-folded
+        removed {real} NOT NULL               -- when: a copy updated before this stays removed
+    );
+    """,
+), tables=("accounts", "account_secrets", "account_groups", "account_tombstones"))
+
+_TOMBSTONE = ("INSERT INTO account_tombstones(key, removed) VALUES (?, ?) "
+              "ON CONFLICT(key) DO UPDATE SET removed = excluded.removed")
 
 LEGACY_FILE = "accounts.db"   # before the storage layer: its own SQLite file in the data directory
 
@@ -166,6 +177,7 @@ class Accounts:
         self.realm = realm
         self.iterations = iterations
         self.by_key: dict[str, Account] = {}
+        self.tombstones: dict[str, float] = {}    # account key -> when it was removed (network-wide)
 
     def load(self, legacy_dir: Path | None = None) -> None:
         st = self.storage
@@ -185,6 +197,7 @@ class Accounts:
             if key in by_key:
                 by_key[key].groups = frozenset(gs)
         self.by_key = by_key
+        self.tombstones = {k: float(t) for k, t in st.query("SELECT key, removed FROM account_tombstones")}
 
     # ---- reads (memory only)
     def get(self, name: str) -> Account | None:
@@ -202,9 +215,13 @@ class Accounts:
 
     # ---- changes: memory now, the database through the queue
     def put(self, a: Account) -> None:
-        """Store `a` as it is (a registration, or a copy that came over a link)."""
-        self.by_key[account_key(a.name)] = a
-        self.storage.queue.put(*_put_ops(a))
+        """Store `a` as it is (a registration, or a copy that came over a link); its tombstone goes."""
+        k = account_key(a.name)
+        self.by_key[k] = a
+        ops = _put_ops(a)
+        if self.tombstones.pop(k, None) is not None:
+            ops += (Op("DELETE FROM account_tombstones WHERE key = ?", (k,)),)
+        self.storage.queue.put(*ops)
 
     def create(self, name: str, password: str, now: float) -> Account:
         if not valid_account_name(name):
@@ -215,12 +232,33 @@ class Accounts:
         self.put(a)
         return a
 
-    def delete(self, name: str) -> bool:
-        a = self.by_key.pop(account_key(name), None)
+    def delete(self, name: str, removed: float | None = None) -> bool:
+        """Remove an account; with `removed` (when), its tombstone is stored with it, in one unit."""
+        k = account_key(name)
+        a = self.by_key.pop(k, None)
         if a is None:
             return False
-        self.storage.queue.write("DELETE FROM accounts WHERE key = ?", (account_key(name),))
+        ops = (Op("DELETE FROM accounts WHERE key = ?", (k,)),)
+        if removed is not None:
+            self.tombstones[k] = removed
+            ops += (Op(_TOMBSTONE, (k, removed)),)
+        self.storage.queue.put(*ops)
         return True
+
+    def bury(self, name: str, removed: float) -> None:
+        """Remember a removal heard of for an account this server does not have."""
+        k = account_key(name)
+        self.tombstones[k] = removed
+        self.storage.queue.write(_TOMBSTONE, (k, removed))
+
+    def expire_tombstones(self, before: float) -> int:
+        """Forget the removals made before `before`; how many."""
+        old = [k for k, t in self.tombstones.items() if t < before]
+        for k in old:
+            del self.tombstones[k]
+        if old:
+            self.storage.queue.write("DELETE FROM account_tombstones WHERE removed < ?", (before,))
+        return len(old)
 
     def set_password(self, name: str, password: str, now: float) -> Account | None:
         a = self.get(name)

@@ -145,6 +145,9 @@ class AccountsSection(Strict):
     scram_iterations: Annotated[int, Field(ge=4096)] = 4096
     # Realm of the SIP digest HA1 kept at registration; defaults to server.name.
     realm: str | None = None
+    # Seconds a removal is remembered (stored) for servers that missed it: one apart for longer
+    # may bring the account back at the netjoin. 30 days.
+    tombstone_lifetime: PositiveFloat = 30 * 86400.0
 
 
 class StorageSection(Strict):

@@ -142,9 +142,10 @@ class Core:
         return acct
 
     def unregister_account(self, name: str, now: float | None = None) -> None:
-        if not self.accounts.delete(name):
+        when = self.now() if now is None else now
+        if not self.accounts.delete(name, removed=when):     # with its tombstone, in one unit
             raise AccountError(f"no account {name}")
-        self.account_sync.removed(name, self.now() if now is None else now)
+        self.account_sync.removed(name, when)
         self.hooks.run("account_removed", name)
 
     def change_account(self, acct: Account | None) -> Account | None:

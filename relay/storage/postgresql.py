@@ -15,6 +15,7 @@ import threading
 from typing import Sequence
 
 from relay.core.storage import Op, Schema, StorageError
+from relay.storage import pgbatch
 from relay.storage.migrate import migrate
 
 try:
@@ -54,6 +55,7 @@ class PostgresDatabase:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(pool_size)
         self._closed = False
+        self._types: dict[str, dict[str, str] | None] = {}
         # Connect now: a wrong DSN or an unreachable database refuses to start.
         self._release(self._connect())
 
@@ -94,20 +96,38 @@ class PostgresDatabase:
         except ValueError:
             pass  # the first connection, made before any acquire
 
-    @staticmethod
-    def _run(conn, stmts: Sequence[tuple[str, tuple]]) -> None:
+    def _column_types(self, conn, table: str) -> dict[str, str] | None:
+        """Each column's SQL type without its modifier (pgbatch casts to it, the column then checks its
+        length or precision as for a row written alone), cached until the next migration."""
+        if table not in self._types:
+            rows = self._fetch(conn, "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
+                               "WHERE a.attrelid = to_regclass(?) AND a.attnum > 0 AND NOT a.attisdropped", (table,))
+            self._types[table] = dict(rows) or None
+        return self._types[table]
+
+    def _run(self, conn, stmts: Sequence[tuple[str, tuple]]) -> None:
         # Pipeline mode: the statements go out without waiting for each result (one round trip per
         # flush, not per write); an error surfaces at the end and rolls the transaction back.
         # Consecutive writes of one statement (a message fanned out to many sessions) go as one
-        # executemany: prepared once, far less work per row.
-        with conn.transaction():
-            with conn.pipeline(), conn.cursor() as cur:
-                for sql, group in itertools.groupby(stmts, key=lambda s: s[0]):
-                    rows = [args for _, args in group]
-                    if len(rows) == 1:
-                        cur.execute(_placeholders(sql), rows[0])
-                    else:
-                        cur.executemany(_placeholders(sql), rows)
+        # statement over a JSON array where pgbatch knows the form (far less work per row on both sides,
+        # and the writer thread holds the GIL the loop needs far less), else as one executemany.
+        runs = [(sql, [args for _, args in group]) for sql, group in itertools.groupby(stmts, key=lambda s: s[0])]
+        types = functools.partial(self._column_types, conn)
+        batched = [pgbatch.statements(sql, rows, types) for sql, rows in runs]   # catalog reads: before the pipeline
+        try:
+            with conn.transaction():
+                with conn.pipeline(), conn.cursor() as cur:
+                    for (sql, rows), sets in zip(runs, batched):
+                        if sets is not None:
+                            for q, params in sets:
+                                cur.execute(q, params)
+                        elif len(rows) == 1:
+                            cur.execute(_placeholders(sql), rows[0])
+                        else:
+                            cur.executemany(_placeholders(sql), rows)
+        except psycopg.Error:
+            self._types.clear()       # a table changed under us (another server migrated it): read again
+            raise
 
     @staticmethod
     def _fetch(conn, sql: str, args: tuple) -> list[tuple]:
@@ -124,6 +144,7 @@ class PostgresDatabase:
                 return migrate(schema, self.backend, self.where, lambda q, a: self._fetch(conn, q, a),
                                lambda stmts: self._run(conn, stmts))
             finally:
+                self._types.clear()
                 conn.execute("SELECT pg_advisory_unlock(7314159)")
         finally:
             self._release(conn)

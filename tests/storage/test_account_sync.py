@@ -86,3 +86,23 @@ def test_a_removal_is_not_undone_by_an_older_copy_and_crosses_a_netjoin(core):
     # A snapshot's removal newer than our copy removes it.
     sync._frame("ACCOUNTS", "003", {"accounts": [], "removed": {"dee": 60.0}}, "003")
     assert core.accounts.get("dee") is None and sync.tombstones["dee"] == 60.0
+
+
+def test_tombstones_expire_after_the_configured_lifetime(tmp_path):
+    """A removal is remembered `accounts.tombstone_lifetime` seconds (checked by a timer and at a
+    link's start); a removal heard of that is already older than that is not kept."""
+    core = Core(parse({"data_dir": str(tmp_path), "accounts": {"tombstone_lifetime": 100}}), now=1000.0)
+    sync = core.account_sync
+    old = make_account("eve", "pw", "r", 4096, 900.0)
+    sync._frame("ACCOUNT", "002", {"op": "put", "account": to_wire(old)}, "002")
+    core.unregister_account("eve", 1000.0)
+    sync._frame("ACCOUNT", "003", {"op": "del", "name": "fay", "updated": 950.0}, "003")
+    sync._frame("ACCOUNT", "003", {"op": "del", "name": "gus", "updated": 850.0}, "003")   # older than 100 s
+    assert sync.tombstones == {"eve": 1000.0, "fay": 950.0}
+    core.tick(1060.0)
+    sync._frame("ACCOUNTS", "003", {"accounts": [to_wire(old)]}, "003")
+    assert core.accounts.get("eve") is None                 # still removed
+    core.tick(1101.0)                                        # the timer: eve's removal is 101 s old
+    assert sync.tombstones == {}
+    sync._frame("ACCOUNTS", "003", {"accounts": [to_wire(old)]}, "003")
+    assert core.accounts.get("eve") is not None             # forgotten: the stale copy is taken again

@@ -137,6 +137,39 @@ def test_an_accounts_store_of_schema_1_gains_an_empty_sha256_ha1(db):
     assert db.query("SELECT name, sip_ha1, sip_ha1_sha256 FROM accounts") == [("bob", "md5", "")]
 
 
+def test_tombstones_are_stored_with_the_deletion_and_go_with_a_new_registration(accounts, storage):
+    accounts.create("tom", "pw", 1.0)
+    accounts.create("ann", "pw", 1.0)
+    flush(storage)
+    accounts.delete("tom", removed=5.0)
+    assert len(storage.queue) == 1              # the deletion and its tombstone: one unit
+    accounts.bury("zed", 7.0)                   # a removal heard of, for an account never seen here
+    again = reloaded(storage)
+    assert again.tombstones == {"tom": 5.0, "zed": 7.0} and again.get("tom") is None
+    again.create("Tom", "pw2", 9.0)             # registered again: no longer removed
+    again.delete("ann")                         # no time given: no tombstone
+    assert reloaded(again.storage).tombstones == {"zed": 7.0}
+
+
+def test_expired_tombstones_are_forgotten_in_memory_and_stored(accounts, storage):
+    for name, t in (("a1", 10.0), ("a2", 20.0), ("a3", 30.0)):
+        accounts.bury(name, t)
+    assert accounts.expire_tombstones(25.0) == 2 and accounts.tombstones == {"a3": 30.0}
+    assert accounts.expire_tombstones(25.0) == 0
+    assert reloaded(storage).tombstones == {"a3": 30.0}
+
+
+def test_an_accounts_store_of_schema_2_gains_an_empty_tombstone_table(db):
+    from relay.core.storage import Op
+    db.migrate(Schema("accounts", SCHEMA.migrations[:2], SCHEMA.tables[:3]))
+    db.execute([Op("INSERT INTO accounts(key, name, realm, sip_ha1, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                   ("bob", "bob", "r", "md5", 1.0, 1.0))])
+    assert db.migrate(SCHEMA) == 2
+    a = Accounts(Storage(db, WriteQueue(), "001"), "r", 4096)
+    a.load()
+    assert a.get("bob") is not None and a.tombstones == {}
+
+
 def test_schema_is_versioned_and_migrations_apply_from_any_version(db):
     v2 = Schema("demo", ("CREATE TABLE demo_a (k TEXT PRIMARY KEY, v {blob})",
                          "CREATE TABLE demo_b (k TEXT PRIMARY KEY, n {int}); ALTER TABLE demo_a ADD COLUMN r {real}"),

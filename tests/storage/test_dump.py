@@ -17,6 +17,8 @@ def populated(storage) -> None:
     a.load()
     a.create("alice", "pw-a", 1.0)
     a.add_group("alice", "ops", 2.0)
+    a.create("gone", "pw-g", 1.0)
+    a.delete("gone", removed=3.0)          # a tombstone
     st = Store(storage)
     st.save_session("c1", 5, "alice", 60, None)
     st.add_message("c1", 1, 0, None, "t", b"\x00\x01", 1, False, None, None)
@@ -46,13 +48,16 @@ def test_backup_then_restore_onto_either_backend(storage, target, tmp_path):
     res = dump.backup(storage.db, [ACCOUNTS, MQTT], path)
     assert res["rows"]["accounts"] == 1 and res["rows"]["mqtt_messages"] == 1
     header = json.loads(path.read_text().splitlines()[0])
-    assert header == {"format": "relaynet-dump", "version": 1, "stores": {"accounts": 2, "mqtt": 1}}  # accounts 2: the SHA-256 HA1
+    # accounts 2: the SHA-256 HA1; 3: the tombstones
+    assert header == {"format": "relaynet-dump", "version": 1, "stores": {"accounts": 3, "mqtt": 1}}
+    assert res["rows"]["account_tombstones"] == 1
     assert "pw-a" not in path.read_text()
     dump.load_dump(target, [ACCOUNTS, MQTT], path)
     assert everything(target) == everything(storage.db)
     again = Accounts(Storage(target, WriteQueue(), "001"), "r", 4096)
     again.load()
     assert check_password(again.get("alice"), "pw-a") and again.groups("alice") == {"ops"}
+    assert again.tombstones == {"gone": 3.0} and again.get("gone") is None
     # A restore replaces: restoring twice leaves one copy.
     dump.load_dump(target, [ACCOUNTS, MQTT], path)
     assert everything(target) == everything(storage.db)

@@ -121,3 +121,43 @@ def test_a_message_taken_by_the_writer_is_deleted_for_real(storage):
     storage.queue.done(len(units))
     flush(storage)
     assert list(st.messages()) == []
+
+
+class LaterReads:
+    """Storage.reader as the runtime's: the read runs (on the database) when the test says so."""
+
+    def __init__(self, storage, fail: str | None = None):
+        self.storage, self.fail, self.waiting = storage, fail, []
+        storage.reader = lambda sql, args, done: self.waiting.append((sql, args, done))
+
+    def run_all(self) -> None:
+        while self.waiting:
+            sql, args, done = self.waiting.pop(0)
+            done(None if self.fail and self.fail in sql else self.storage.db.query(sql, args))
+
+
+def test_open_later_reads_everything_without_waiting_and_answers_from_memory(storage):
+    fill(Store(storage))
+    flush(storage)
+    fresh = Storage(storage.db, WriteQueue(), "001")
+    reads = LaterReads(fresh)
+    got = []
+    Store.open_later(fresh, None, got.append)
+    assert got == [] and len(reads.waiting) == 1         # nothing read on the spot
+    reads.run_all()
+    (st,) = got
+    fresh.db = None                                        # every read now comes from memory
+    assert sorted(s[0] for s in st.sessions()) == ["c1", "c2"]
+    assert len(list(st.subs())) == 2 and len(list(st.messages())) == 2 and len(list(st.retained())) == 1
+    assert fresh.schemas["mqtt"].name == "mqtt"           # listed for backups
+
+
+def test_open_later_reports_a_failed_read(storage):
+    Store(storage)
+    flush(storage)
+    fresh = Storage(storage.db, WriteQueue(), "001")
+    reads = LaterReads(fresh, fail="mqtt_messages")
+    got = []
+    Store.open_later(fresh, None, got.append)
+    reads.run_all()
+    assert got == [None]

@@ -160,6 +160,47 @@ def test_an_account_made_while_apart_arrives_when_the_link_returns(tmp_path):
         net.stop()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_removal_survives_a_restart_and_a_stale_peer_does_not_bring_the_account_back(tmp_path, backend,
+                                                                                        request):
+    """Separate databases: b is down while a removes an account b still has; a restarts (its memory
+    of the removal is gone, its stored tombstone is not); when b links again its stale copy stays
+    out and the removal reaches b."""
+    net = TreeNetwork("tree-3", tmp_path)
+    a, b = net["a"], net["b"]
+    if backend == "postgresql":
+        cluster = request.getfixturevalue("pg_cluster")
+        for srv in (a, b):
+            srv.config["storage"] = {"backend": "postgresql", "dsn": cluster.new_database(), "pool_size": 2}
+            srv.path.write_text(yaml.safe_dump(srv.config))
+
+    def linked():
+        wait_for(lambda: len(a.call("dump-state")["servers"]) == 2 and len(b.call("dump-state")["servers"]) == 2,
+                 what="a and b linked")
+    try:
+        a.start()
+        b.start()
+        linked()
+        a.ctl("register", "zed", "pw-z")
+        a.ctl("register", "amy", "pw-a")
+        wait_for(lambda: {"zed", "amy"} <= set(accounts(b)), what="zed and amy on b")
+        b.stop()
+        a.ctl("unregister", "zed")
+        a.stop()
+        a.start()
+        assert accounts(a) == ["amy"]
+        b.start()                          # its own database still has zed, as of before the removal
+        linked()
+        wait_for(lambda: accounts(b) == ["amy"], what="the removal reaching b at the netjoin")
+        assert accounts(a) == ["amy"]
+        assert not sasl_login(a.irc_port, "z1", "zed", "pw-z")
+        b.stop()                           # b stored the tombstone too
+        b.start()
+        assert accounts(b) == ["amy"]
+    finally:
+        net.stop()
+
+
 def test_backup_restore_and_export(server, storage_section, tmp_path, pg_cluster):
     srv = server()
     srv.ctl("register", "erin", "pw-e")

@@ -1,6 +1,6 @@
 """relaynet benchmark: relaynet against ngIRCd and Mosquitto, as ratios measured in the same run.
 
-    tools/bench/run [--quick] [--only irc-fanout,netjoin,...] [--runs 3] [--profile]
+    tools/bench/run [--quick] [--only irc-fanout,netjoin,...] [--runs 3] [--profile] [--storage postgresql]
 
 Use tools/bench/run (it installs the reference servers and the venv first).
 Servers run pinned to CPU 0, this process (the load generator) to CPU 1.
@@ -181,6 +181,9 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=None, help="saturation window in seconds")
     ap.add_argument("--profile", action="store_true",
                     help="also profile relaynet with py-spy during an IRC fan-out at saturation")
+    ap.add_argument("--storage", choices=("sqlite", "postgresql"), default="sqlite",
+                    help="relaynet's MQTT servers store in SQLite (default) or in a throw-away PostgreSQL "
+                         "cluster the bench starts (Debian's postgresql package)")
     ap.add_argument("--no-record", action="store_true", help="do not append to tools/bench/RESULTS.md")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the servers' directories (configs, logs)")
     a = ap.parse_args(argv)
@@ -228,6 +231,15 @@ def main(argv=None) -> int:
     print(f"servers on CPU {SERVER_CPU}, load generator on CPU {GEN_CPU}; runs per system: {runs}; "
           f"{'quick' if a.quick else 'full'} parameters; work dir {tmp}")
     print(f"references: {ngircd_version()}; {mosquitto_version()}")
+    if a.storage == "postgresql":
+        try:
+            cluster = sc.start_pg_cluster()
+        except Exception as e:
+            print(f"tools/bench/run: --storage postgresql: {e}", file=sys.stderr)
+            return 1
+        print(f"storage: PostgreSQL {cluster.bindir.parent.name} (throw-away cluster in {cluster.dir}, not pinned)")
+    else:
+        print("storage: SQLite" + (" (RELAYNET_BENCH_DSN: PostgreSQL)" if os.environ.get("RELAYNET_BENCH_DSN") else ""))
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt
@@ -292,6 +304,7 @@ def main(argv=None) -> int:
         return 130
     finally:
         sc.stop_all()
+        sc.stop_pg_cluster()
     total = time.monotonic() - t_begin
 
     # ------------------------------------------------------------------ table
@@ -400,7 +413,7 @@ def _record(started, commit, info, a, runs, p, rows, cpu_lines, notes, results, 
                 f"{' (quick)' if a.quick else ''}\n\n")
         f.write(f"- machine: {info['nproc']} CPUs, {info['cpu']}, {info['memory']} RAM, Linux {info['kernel']}, "
                 f"Python {info['python']}, open files {info['nofile']}, load average at start {info['loadavg']}\n")
-        f.write(f"- references: {ngircd_version()}; {mosquitto_version()}\n")
+        f.write(f"- references: {ngircd_version()}; {mosquitto_version()}; relaynet's MQTT storage: {a.storage}\n")
         f.write(f"- servers pinned to CPU {SERVER_CPU} (all of a system's processes, e.g. the 3 of a tree), "
                 f"load generator to CPU {GEN_CPU}; {runs} run(s) per system, alternating which goes first; "
                 f"closed-loop window {p.window} (IRC) / {p.mqtt_window} (MQTT) messages in flight per sender, counted at the slowest receiver; saturation window {p.duration}s after "

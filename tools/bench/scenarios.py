@@ -368,10 +368,39 @@ def netjoin(system: str, tmp: Path, p: Params) -> dict:
 
 
 # ====================================================================== MQTT
+# `--storage postgresql`: the throw-away cluster relaynet's MQTT servers store in (a fresh database each).
+PG_CLUSTER = None
+
+
+def start_pg_cluster():
+    """A throw-away PostgreSQL cluster, the one the tests use (tests/pgsupport.py)."""
+    global PG_CLUSTER
+    import importlib.util
+    from .servers import ROOT
+    spec = importlib.util.spec_from_file_location("relaynet_pgsupport", ROOT / "tests" / "pgsupport.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # Not pinned: the database runs where the scheduler finds room (this process is on the generator's CPU).
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    try:
+        PG_CLUSTER = mod.PgCluster().start()
+    finally:
+        os.sched_setaffinity(0, pinned)
+    return PG_CLUSTER
+
+
+def stop_pg_cluster() -> None:
+    global PG_CLUSTER
+    if PG_CLUSTER is not None:
+        PG_CLUSTER.stop()
+        PG_CLUSTER = None
+
+
 def bench_storage() -> dict:
-    """RELAYNET_BENCH_DSN set: relaynet's MQTT servers store in that PostgreSQL database (else SQLite)."""
-    import os
-    dsn = os.environ.get("RELAYNET_BENCH_DSN")
+    """relaynet's MQTT servers store in PostgreSQL with `--storage postgresql` (a fresh database of the
+    bench's cluster) or RELAYNET_BENCH_DSN (that database); else in SQLite, the default."""
+    dsn = PG_CLUSTER.new_database() if PG_CLUSTER is not None else os.environ.get("RELAYNET_BENCH_DSN")
     return {"storage": {"backend": "postgresql", "dsn": dsn}} if dsn else {}
 
 
