@@ -24,6 +24,7 @@ from typing import Annotated
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from . import sm
 from .jid import JidError, prep_domain
 from .roster import RosterStore
 from .routing import PING, Router
@@ -48,6 +49,9 @@ class Options(BaseModel):
     negotiation_timeout: Annotated[float, Field(gt=0)] = 30.0  # seconds from connect to a bound resource
     roster_file: str = "xmpp-roster.json"                     # in data_dir; "" keeps rosters in memory
     components: dict[str, str] = Field(default_factory=dict)  # XEP-0114: domain -> shared secret
+    resume_timeout: Annotated[float, Field(ge=0)] = 300.0    # XEP-0198: seconds a cut session is held
+    ack_every: Annotated[int, Field(ge=1)] = 5               # XEP-0198: <r/> after this many unacked stanzas
+    ack_seconds: Annotated[float, Field(gt=0)] = 30.0        # ... or once one has waited this long
 
     @field_validator("components")
     @classmethod
@@ -93,6 +97,8 @@ def setup(module) -> None:
     module.every(min(opts.ping_interval, opts.ping_timeout, opts.negotiation_timeout) / 4,
                  lambda now: sweep(svc, now))
     module.command("xmpp stats", lambda ctx: _stats(svc))
+    for extension in (sm,):    # IM extensions, each in its file
+        extension.setup(module, svc)
 
     def unload():
         for s in list(svc.pending):
@@ -107,7 +113,7 @@ def setup(module) -> None:
 
 def _stats(svc: XmppService):
     from relay.core.admin import Reply
-    data = svc.stats()
+    data = {**svc.stats(), **svc.sm.stats()}
     return Reply("\n".join(f"{k}: {v}" for k, v in data.items()), data)
 
 
@@ -120,6 +126,8 @@ def sweep(svc: XmppService, now: float) -> None:
         s.stream_error("connection-timeout", "negotiation took too long")
     for acct in list(svc.accounts.values()):
         for s in list(acct.resources.values()):
+            if s.sm is not None and s.sm.held:
+                continue                    # no connection: sm.py ends it when the resume time is up
             idle = now - s.last_read
             if idle > o.ping_interval + o.ping_timeout:
                 s.stream_error("connection-timeout", "no answer to ping")

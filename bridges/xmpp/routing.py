@@ -15,6 +15,13 @@ hooks of a name run before the table's own row. Services on their own domain (MU
 to that domain or a JID in it goes to the host's handler; they are listed in the domain's
 disco#items. `xmpp-feature` items (strings) add to the domain's disco#info features,
 `xmpp-account-feature` items to an account's.
+
+More hooks for the IM extensions (sm.py, csi.py, offline.py, carbons.py, mam.py, blocking.py):
+`nonza/<namespace>` (XEP-0198/0352 elements outside jabber:client, `to` None, the session maybe not
+bound yet); `message/offline` (a message with a body for an account with no resource anywhere:
+non-None = stored, else `service-unavailable`); `message/delivering` (`Delivering`: a message about
+to reach an account's resources here, to a bare or full JID; it may be changed, non-None = dropped).
+`Router.out_filters` are the last step of every stanza to a client (`f(session, el, data)`, True = taken).
 """
 
 from __future__ import annotations
@@ -59,6 +66,17 @@ class StanzaReceived:
     now: float
 
 
+@dataclass(slots=True)
+class Delivering:
+    """A message about to reach `sessions`, resources here of the account `to` (bare)."""
+
+    router: "Router"
+    to: Jid
+    stanza: etree._Element
+    sessions: list
+    now: float
+
+
 @dataclass(frozen=True, slots=True)
 class XmppHost:
     """A service on its own domain (an `xmpp-host` item): `handler(session, stanza, to, now)` gets every
@@ -88,13 +106,15 @@ class Router:
         self.svc = svc
         self.domain = svc.domain
         self.hooks = svc.core.hooks
+        self.out_filters: list[Callable] = []       # f(session, el, data) -> True: taken (blocking, CSI)
 
     # ---------------------------------------------------------------- in
     def from_client(self, s, el: etree._Element, now: float) -> None:
         """The one dispatch of a client's stanza."""
         tag = el.tag
-        if not tag.startswith(C):
-            return                      # XEP-0198/0352 nonzas: not offered, nothing to do
+        if not tag.startswith(C):       # XEP-0198/0352 nonzas, to their namespace's hook
+            self.hooks.run("nonza/" + tag[1:tag.index("}")], StanzaReceived(self, s, el, None, now))
+            return
         el.set("from", str(s.jid))
         if self.hooks.has("user_send_packet"):
             el = self.hooks.fold("user_send_packet", el, s)
@@ -234,6 +254,9 @@ class Router:
         if available:
             top = max(x.priority for x in available)
             sessions = [x for x in available if x.priority == top]
+        if self.hooks.has("message/delivering") and \
+                self.hooks.run("message/delivering", Delivering(self, bare, el, sessions, now)) is not None:
+            return True
         out = Outgoing(el)
         for x in sessions:
             x.send_bytes_of(out)
@@ -269,6 +292,9 @@ class Router:
             if el is None:
                 return
         if not self.to_bare(to.bare, el, now):
+            if target is None and body is not None and el.get("type") in (None, "chat", "normal") \
+                    and self.hooks.run("message/offline", StanzaReceived(self, s, el, to.bare, now)) is not None:
+                return
             self.error(s, el, "cancel", "service-unavailable")
 
     def filtered(self, s, el: etree._Element, target, body: str, now: float):
@@ -475,7 +501,9 @@ def message_bare(r: Router, s, el, to, now):
 def message_full(r: Router, s, el, to, now):
     target = next((x for x in r.sessions_of(to.bare) if x.jid == to), None)
     if target is not None:
-        target.send(el)
+        if not r.hooks.has("message/delivering") or \
+                r.hooks.run("message/delivering", Delivering(r, to.bare, el, [target], now)) is None:
+            target.send(el)
     elif el.get("type") in (None, "chat", "normal"):
         r.deliver_message(s, el, to.bare, now)     # RFC 6121 §8.5.3.2.1: as if to the bare JID
     else:
