@@ -145,3 +145,23 @@ def test_resume_while_the_old_connection_is_still_open_closes_it(wire):
     assert b"<resumed" in again.take() and bob.t.closing
     bob.s.connection_lost("closed", wire.now)                # the old one's end changes nothing
     assert wire.cores["a"].net.find_nick("bob") is not None
+def test_a_held_session_expires_its_unacked_message_goes_offline(wire):
+    core = wire.cores["a"]
+    alice, bob = Client(wire, "a", "alice"), Client(wire, "a", "bob")
+    bob.feed("<presence/>")
+    sid = bob.enable_sm()
+    bob.cut()
+    alice.chat("bob@localhost", "kept for later")
+    wire.tick(30)
+    assert core.net.find_nick("bob") is not None
+    wire.tick(31)
+    assert core.net.find_nick("bob") is None
+    late = Client(wire, "a", "bob", None)
+    late.feed(f"<resume xmlns='{SM}' previd='{sid}' h='0'/>")
+    assert b"item-not-found" in late.take()
+    late.bind("r")
+    late.feed("<presence/>")
+    out = late.take()
+    assert b"kept for later" in out and b"urn:xmpp:delay" in out
+
+
