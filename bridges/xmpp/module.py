@@ -24,7 +24,7 @@ from typing import Annotated
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from . import carbons, csi, offline, sm
+from . import carbons, csi, mam, offline, sm
 from .jid import JidError, prep_domain
 from .roster import RosterStore
 from .routing import PING, Router
@@ -53,6 +53,7 @@ class Options(BaseModel):
     ack_every: Annotated[int, Field(ge=1)] = 5               # XEP-0198: <r/> after this many unacked stanzas
     ack_seconds: Annotated[float, Field(gt=0)] = 30.0        # ... or once one has waited this long
     offline_max: Annotated[int, Field(ge=0)] = 1000          # XEP-0160: stored messages per account
+    mam_max_page: Annotated[int, Field(ge=1)] = 100          # XEP-0313: most results one query returns
 
     @field_validator("components")
     @classmethod
@@ -98,7 +99,7 @@ def setup(module) -> None:
     module.every(min(opts.ping_interval, opts.ping_timeout, opts.negotiation_timeout) / 4,
                  lambda now: sweep(svc, now))
     module.command("xmpp stats", lambda ctx: _stats(svc))
-    for extension in (sm, csi, offline, carbons):    # IM extensions, each in its file
+    for extension in (sm, csi, offline, carbons, mam):    # IM extensions, each in its file
         extension.setup(module, svc)
 
     def unload():

@@ -68,3 +68,39 @@ class Client:
     def chat(self, to: str, body: str, **attrs) -> None:
         extra = "".join(f" {k}='{v}'" for k, v in attrs.items())
         self.feed(f"<message type='chat' to='{to}'{extra}><body>{body}</body></message>")
+
+
+def stored_wire(tmp_path, modules: dict, accounts=("alice", "bob")):
+    """A one-server Wire whose core has a SQLite database; its reads come after the queued writes are
+    committed, as the runtime's reader does."""
+    from relay.core.config import parse
+    from relay.core.server import Core
+    from relay.core.storage import Storage
+    from relay.storage.sqlite import SqliteDatabase
+    from support_net import Wire
+
+    w = Wire(tmp_path, [])
+    (tmp_path / "a").mkdir(exist_ok=True)
+    db = SqliteDatabase(str(tmp_path / "a" / "relay.db"))
+    storage = Storage(db)
+
+    def flush():
+        q = storage.queue
+        units = q.take(100_000)
+        db.execute([op for u in units for op in u.ops])
+        q.done(len(units))
+
+    def reader(sql, args, done):
+        flush()
+        done(db.query(sql, args))
+
+    storage.reader = reader
+    cfg = parse({"server": {"id": "001", "name": "a.test"}, "data_dir": str(tmp_path / "a"), "links": [],
+                 "shapers": {}, "shaper_rules": [], "modules": modules})
+    core = Core(cfg, w.now, storage)
+    core.start(w.now)
+    w.cores["a"] = core
+    w.flush = flush
+    for name in accounts:
+        core.register_account(name, "secret", w.now)
+    return w
