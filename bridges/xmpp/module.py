@@ -24,7 +24,7 @@ from typing import Annotated
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from . import carbons, csi, mam, offline, sm
+from . import blocking, carbons, csi, mam, offline, sm
 from .jid import JidError, prep_domain
 from .roster import RosterStore
 from .routing import PING, Router
@@ -99,7 +99,7 @@ def setup(module) -> None:
     module.every(min(opts.ping_interval, opts.ping_timeout, opts.negotiation_timeout) / 4,
                  lambda now: sweep(svc, now))
     module.command("xmpp stats", lambda ctx: _stats(svc))
-    for extension in (sm, csi, offline, carbons, mam):    # IM extensions, each in its file
+    for extension in (sm, csi, offline, carbons, mam, blocking):    # IM extensions, each in its file
         extension.setup(module, svc)
 
     def unload():
