@@ -63,11 +63,14 @@ async def online(client, srv: Server, direct_tls: bool = False, presence: bool =
 
 
 async def offline(*clients):
+    # slixmpp replaces `client.disconnected` with a new future once it is disconnected: take each
+    # one before disconnecting, or a client that is already gone is waited for until WAIT runs out.
+    waits = [c.disconnected for c in clients]
     for c in clients:
         c.disconnect()
-    for c in clients:
+    for w in waits:
         try:
-            await asyncio.wait_for(c.disconnected, WAIT)
+            await asyncio.wait_for(w, WAIT)
         except asyncio.TimeoutError:
             pass
 
