@@ -115,7 +115,7 @@ def setup(module) -> None:
 
 def _stats(svc: XmppService):
     from relay.core.admin import Reply
-    data = {**svc.stats(), **svc.sm.stats()}
+    data = {**svc.stats(), **svc.sm.stats(), **svc.offline.stats()}
     return Reply("\n".join(f"{k}: {v}" for k, v in data.items()), data)
 
 
