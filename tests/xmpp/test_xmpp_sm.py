@@ -165,3 +165,18 @@ def test_a_held_session_expires_its_unacked_message_goes_offline(wire):
     assert b"kept for later" in out and b"urn:xmpp:delay" in out
 
 
+
+
+def test_on_expiry_an_unacked_message_with_no_room_offline_bounces(tmp_path):
+    w = Wire(tmp_path, ["a"], modules={"xmpp": {"roster_file": "", "resume_timeout": 5, "offline_max": 0}})
+    for name in ("alice", "bob"):
+        w.cores["a"].register_account(name, "secret", w.now)
+    alice, bob = Client(w, "a", "alice"), Client(w, "a", "bob")
+    bob.feed("<presence/>")
+    bob.enable_sm()
+    alice.take()
+    alice.chat("bob@localhost", "never acked", id="lost1")
+    bob.cut()
+    w.tick(6)
+    out = alice.take()
+    assert b'type="error"' in out and b'id="lost1"' in out and b"<recipient-unavailable" in out
