@@ -180,3 +180,13 @@ def test_on_expiry_an_unacked_message_with_no_room_offline_bounces(tmp_path):
     w.tick(6)
     out = alice.take()
     assert b'type="error"' in out and b'id="lost1"' in out and b"<recipient-unavailable" in out
+
+
+def test_nonzas_split_at_every_byte(wire):
+    bob = Client(wire, "a", "bob")
+    data = (f"<enable xmlns='{SM}' resume='true'/><iq type='get' id='p' to='localhost'>"
+            f"<ping xmlns='urn:xmpp:ping'/></iq><r xmlns='{SM}'/>").encode()
+    for i in range(len(data)):
+        bob.s.data_received(data[i:i + 1], wire.now)
+    out = bob.take()
+    assert b"<enabled" in out and b'type="result"' in out and b'<a xmlns="urn:xmpp:sm:3" h="1"/>' in out
