@@ -441,13 +441,17 @@ def restore(config_path, file):
     except NotRunning:
         pass
     from bridges.mqtt.store import SCHEMA as MQTT
+    from bridges.xmpp.blocking import SCHEMA as XMPP_BLOCKLIST
+    from bridges.xmpp.mam import SCHEMA as XMPP_ARCHIVE
+    from bridges.xmpp.offline import SCHEMA as XMPP_OFFLINE
     from relay.core.accounts import SCHEMA as ACCOUNTS
     from relay.core.storage import StorageError
     from relay.storage import dump, open_database
     try:
         db = open_database(cfg)
         try:
-            res = dump.load_dump(db, [ACCOUNTS, MQTT], os.path.abspath(file))
+            res = dump.load_dump(db, [ACCOUNTS, MQTT, XMPP_OFFLINE, XMPP_ARCHIVE, XMPP_BLOCKLIST],
+                                  os.path.abspath(file))
         finally:
             db.close()
     except StorageError as e:
