@@ -441,6 +441,9 @@ def restore(config_path, file):
     except NotRunning:
         pass
     from bridges.mqtt.store import SCHEMA as MQTT
+    from bridges.xmpp.blocking import SCHEMA as XMPP_BLOCKLIST
+    from bridges.xmpp.mam import SCHEMA as XMPP_ARCHIVE
+    from bridges.xmpp.offline import SCHEMA as XMPP_OFFLINE
     from bridges.xmpp.roster import SCHEMA as XMPP_ROSTER
     from relay.core.accounts import SCHEMA as ACCOUNTS
     from relay.core.storage import StorageError
@@ -448,7 +451,8 @@ def restore(config_path, file):
     try:
         db = open_database(cfg)
         try:
-            res = dump.load_dump(db, [ACCOUNTS, MQTT, XMPP_ROSTER], os.path.abspath(file))
+            res = dump.load_dump(db, [ACCOUNTS, MQTT, XMPP_ROSTER, XMPP_OFFLINE, XMPP_ARCHIVE, XMPP_BLOCKLIST],
+                                  os.path.abspath(file))
         finally:
             db.close()
     except StorageError as e:

@@ -223,10 +223,9 @@ class XmppFederation:
         servers = {c[1] for c in cands if c[1] is not None}
         if servers:
             self.send(el, servers)
-        out = Outgoing(el)
-        for _, _, x in cands:
-            if x is not None:
-                x.send_bytes_of(out)
+        here = [x for _, _, x in cands if x is not None]
+        if here:
+            self.svc.router.deliver_to(bare, el, here, now)
         return True
 
     def to_accounts(self, el: etree._Element, bares: Iterable[Jid], servers: set[str] | None = None) -> None:
@@ -271,7 +270,7 @@ class XmppFederation:
             if target.resource is not None:
                 x = r.session(target)
                 if x is not None:
-                    x.send(el)
+                    r.deliver_to(target.bare, el, [x], now)
                     return
                 if typ not in (None, "chat", "normal"):
                     return self.bounce(el, now)

@@ -25,6 +25,7 @@ from typing import Annotated
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from . import blocking, carbons, csi, mam, offline, sm
 from .federation import XmppFederation
 from .jid import JidError, prep_domain
 from .roster import LEGACY_FILE, RosterStore
@@ -50,6 +51,11 @@ class Options(BaseModel):
     negotiation_timeout: Annotated[float, Field(gt=0)] = 30.0  # seconds from connect to a bound resource
     roster_file: str = LEGACY_FILE     # before the storage layer (data_dir): imported once into xmpp_roster
     components: dict[str, str] = Field(default_factory=dict)  # XEP-0114: domain -> shared secret
+    resume_timeout: Annotated[float, Field(ge=0)] = 300.0    # XEP-0198: seconds a cut session is held
+    ack_every: Annotated[int, Field(ge=1)] = 5               # XEP-0198: <r/> after this many unacked stanzas
+    ack_seconds: Annotated[float, Field(gt=0)] = 30.0        # ... or once one has waited this long
+    offline_max: Annotated[int, Field(ge=0)] = 1000          # XEP-0160: stored messages per account
+    mam_max_page: Annotated[int, Field(ge=1)] = 100          # XEP-0313: most results one query returns
 
     @field_validator("components")
     @classmethod
@@ -92,6 +98,8 @@ def setup(module) -> None:
     module.every(min(opts.ping_interval, opts.ping_timeout, opts.negotiation_timeout) / 4,
                  lambda now: sweep(svc, now))
     module.command("xmpp stats", lambda ctx: _stats(svc))
+    for extension in (sm, csi, offline, carbons, mam, blocking):    # IM extensions, each in its file
+        extension.setup(module, svc)
 
     def unload():
         for s in list(svc.pending):
@@ -106,7 +114,7 @@ def setup(module) -> None:
 
 def _stats(svc: XmppService):
     from relay.core.admin import Reply
-    data = svc.stats()
+    data = {**svc.stats(), **svc.sm.stats(), **svc.offline.stats()}
     return Reply("\n".join(f"{k}: {v}" for k, v in data.items()), data)
 
 
@@ -119,6 +127,8 @@ def sweep(svc: XmppService, now: float) -> None:
         s.stream_error("connection-timeout", "negotiation took too long")
     for acct in list(svc.accounts.values()):
         for s in list(acct.resources.values()):
+            if s.sm is not None and s.sm.held:
+                continue                    # no connection: sm.py ends it when the resume time is up
             idle = now - s.last_read
             if idle > o.ping_interval + o.ping_timeout:
                 s.stream_error("connection-timeout", "no answer to ping")

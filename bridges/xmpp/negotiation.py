@@ -239,6 +239,13 @@ class C2sNegotiation(_Negotiation):
         self.stream.restart()
         self.stage = Stage.HEADER
 
+    def resumed(self, full: Jid) -> None:
+        """XEP-0198: this stream took over the held session of `full` instead of binding."""
+        if self.stage is not Stage.BIND:
+            raise RuntimeError("resumed() outside the bind stage")
+        self.jid = full
+        self.stage = Stage.ESTABLISHED
+
     def opened(self, attrs: dict) -> None:
         self.domain = _domain(attrs.get("to"))
         reply_to = attrs.get("from") if self.stage is Stage.HEADER and self.jid is None else None

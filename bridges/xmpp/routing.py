@@ -15,6 +15,13 @@ hooks of a name run before the table's own row. Services on their own domain (MU
 to that domain or a JID in it goes to the host's handler; they are listed in the domain's
 disco#items. `xmpp-feature` items (strings) add to the domain's disco#info features,
 `xmpp-account-feature` items to an account's.
+
+More hooks for the IM extensions (sm.py, csi.py, offline.py, carbons.py, mam.py, blocking.py):
+`nonza/<namespace>` (XEP-0198/0352 elements outside jabber:client, `to` None, the session maybe not
+bound yet); `message/offline` (a message with a body for an account with no resource anywhere:
+non-None = stored, else `service-unavailable`); `message/delivering` (`Delivering`: a message about
+to reach an account's resources here, to a bare or full JID; it may be changed, non-None = dropped).
+`Router.out_filters` are the last step of every stanza to a client (`f(session, el, data)`, True = taken).
 """
 
 from __future__ import annotations
@@ -59,6 +66,17 @@ class StanzaReceived:
     now: float
 
 
+@dataclass(slots=True)
+class Delivering:
+    """A message about to reach `sessions`, resources here of the account `to` (bare)."""
+
+    router: "Router"
+    to: Jid
+    stanza: etree._Element
+    sessions: list
+    now: float
+
+
 @dataclass(frozen=True, slots=True)
 class XmppHost:
     """A service on its own domain (an `xmpp-host` item): `handler(session, stanza, to, now)` gets every
@@ -88,13 +106,15 @@ class Router:
         self.svc = svc
         self.domain = svc.domain
         self.hooks = svc.core.hooks
+        self.out_filters: list[Callable] = []       # f(session, el, data) -> True: taken (blocking, CSI)
 
     # ---------------------------------------------------------------- in
     def from_client(self, s, el: etree._Element, now: float) -> None:
         """The one dispatch of a client's stanza."""
         tag = el.tag
-        if not tag.startswith(C):
-            return                      # XEP-0198/0352 nonzas: not offered, nothing to do
+        if not tag.startswith(C):       # XEP-0198/0352 nonzas, to their namespace's hook
+            self.hooks.run("nonza/" + tag[1:tag.index("}")], StanzaReceived(self, s, el, None, now))
+            return
         el.set("from", str(s.jid))
         if self.hooks.has("user_send_packet"):
             el = self.hooks.fold("user_send_packet", el, s)
@@ -242,10 +262,18 @@ class Router:
         if available:
             top = max(x.priority for x in available)
             sessions = [x for x in available if x.priority == top]
+        self.deliver_to(bare, el, sessions, now)
+        return True
+
+    def deliver_to(self, bare: Jid, el: etree._Element, sessions: list, now: float) -> None:
+        """A message to resources here of account `bare`: `message/delivering` (carbons, the archive,
+        blocking) may take it over; else it is serialised once for all of them."""
+        if self.hooks.has("message/delivering") and \
+                self.hooks.run("message/delivering", Delivering(self, bare, el, sessions, now)) is not None:
+            return
         out = Outgoing(el)
         for x in sessions:
             x.send_bytes_of(out)
-        return True
 
     def error(self, s, el: etree._Element, kind: str, condition: str) -> None:
         """The stanza error reply to `el` (never to an error)."""
@@ -275,10 +303,13 @@ class Router:
                 self.error(s, el, "cancel", "service-unavailable")
             return
         target = self.svc.network_user(bare)
-        if target is not None and target.proto != "xmpp" and body is not None \
-                and el.get("type") in (None, "chat", "normal"):
+        chat = body is not None and el.get("type") in (None, "chat", "normal")
+        if target is not None and target.proto != "xmpp" and chat:
             self.svc.net.message(s.member.user, target, MESSAGE, body, now)
             return
+        if target is None and chat and \
+                self.hooks.run("message/offline", StanzaReceived(self, s, el, bare, now)) is not None:
+            return                                  # an account with no resource anywhere: stored
         self.error(s, el, "cancel", "service-unavailable")
 
     def chat_filtered(self, s, el: etree._Element, bare: Jid, now: float):
@@ -513,7 +544,7 @@ def message_full(r: Router, s, el, to, now):
         if el is None:
             return
         if target is not None:
-            target.send(el)
+            r.deliver_to(to.bare, el, [target], now)
         else:
             fed.route(el, now)                      # the resource is on another server
     elif el.get("type") in (None, "chat", "normal"):

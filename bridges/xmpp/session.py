@@ -62,10 +62,8 @@ class C2sSession:
     def __init__(self, svc: "XmppService", transport, listener, now: float):
         self.svc, self.t = svc, transport
         o = svc.opts
-        # XEP-0198 and XEP-0352 are not offered yet (their nonzas would be ignored).
         self.policy = C2sPolicy(domain_ok=lambda d: d == svc.domain, sasl_mechanisms=self._mechanisms,
                                 tls_available=not transport.tls, tls_required=o.require_starttls,
-                                stream_management=False, client_state_indication=False,
                                 max_auth_failures=o.max_auth_failures, bind=self._bind, limits=svc.limits)
         self.neg = C2sNegotiation(self.policy, secure=transport.tls)
         svc.pending.add(self)                  # until bound: closed past the negotiation timeout
@@ -78,6 +76,11 @@ class C2sSession:
         self.roster_requested = False          # asked for the roster: gets roster pushes
         self.started = self.last_read = now
         self.pinged = False                    # the server's XEP-0199 ping is out
+        self.ended = False                     # closed by a stream end or error: nothing to resume
+        self.sm = None                         # sm.SmState once XEP-0198 is enabled
+        self.csi = None                        # csi.Held while the client says it is inactive
+        self.carbons = False                   # XEP-0280 enabled
+        self.blocklist_requested = False       # asked for the XEP-0191 blocklist: gets its pushes
 
     # ---------------------------------------------------------------- negotiation
     def _mechanisms(self, secure: bool) -> dict:
@@ -95,6 +98,8 @@ class C2sSession:
         for effect in self.neg.receive_data(data):
             t = type(effect)
             if t is StanzaReceived:
+                if self.sm is not None and effect.element.tag in _COUNTED:
+                    self.sm.h_in = (self.sm.h_in + 1) & 0xFFFFFFFF      # XEP-0198 counts wrap at 2^32
                 self.svc.router.from_client(self, effect.element, now)
             elif t is SendBytes:
                 self.t.write(effect.data)
@@ -106,6 +111,7 @@ class C2sSession:
                 self.jid = effect.full_jid
                 self.svc.bound(self, now)
             elif t is CloseStream:
+                self.ended = True
                 self.t.close("stream closed" if effect.condition is None else f"stream error {effect.condition}")
             if self.t.closing:
                 return
@@ -118,8 +124,12 @@ class C2sSession:
 
     def connection_lost(self, reason: str, now: float) -> None:
         self.svc.pending.discard(self)
+        if self.sm is not None and self.sm.hold(self, now):
+            return                             # XEP-0198: held for resumption, still the network member
         if self.jid is not None:
             self.svc.unbound(self, reason, now)
+            if self.sm is not None:
+                self.sm.finished(self, now)
 
     # ---------------------------------------------------------------- out
     @property
@@ -135,7 +145,7 @@ class C2sSession:
             el = hooks.fold("user_receive_packet", el, self)
             if el is None:
                 return
-        self.t.write(self.neg.stream.send(SendStanza(el)))
+        self.write_stanza(el, self.neg.stream.send(SendStanza(el)))
 
     def send_bytes_of(self, out) -> None:
         """One stanza of several recipients' (stanza.Outgoing): serialised once, `to` spliced in."""
@@ -145,13 +155,31 @@ class C2sSession:
             el = _copy_with_to(out.element, str(self.jid))
             self.send(el)
             return
-        self.t.write(out.bytes_to(str(self.jid)))
+        self.write_stanza(out.element, out.bytes_to(str(self.jid)))
+
+    def write_stanza(self, el: etree._Element, data: bytes) -> None:
+        """The last step of every stanza to this client: the router's filters (blocking, CSI) may take
+        it; then XEP-0198 counts and keeps it until acked."""
+        for f in self.svc.router.out_filters:
+            if f(self, el, data):
+                return
+        self.transmit(data)
+
+    def transmit(self, data: bytes) -> None:
+        if self.sm is not None:
+            self.sm.sent(self, data)
+        else:
+            self.t.write(data)
 
     def stream_error(self, condition: str, text: str | None = None) -> None:
         """Say why (RFC 6120 §4.9) and close; the stream's header first if none was sent."""
+        self.ended = True
         if not self.t.closing:
             self.t.write(self.neg.stream.send(SendStreamError(condition, text)))
             self.t.close(f"stream error {condition}")
+
+
+_COUNTED = frozenset("{%s}%s" % (ns.CLIENT, n) for n in ("message", "presence", "iq"))
 
 
 def _copy_with_to(el: etree._Element, to: str) -> etree._Element:
