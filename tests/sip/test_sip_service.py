@@ -194,21 +194,3 @@ def test_token_buckets_refill_with_time_and_stay_bounded():
     for k in "bcdef":
         b.allow(k, 1.0)
     assert len(b) <= 3
-
-
-def test_binding_store_refresh_remove_expire_and_file(tmp_path):
-    s = BindingStore(tmp_path / "b.json")
-    s.update("alice", Binding("sip:a@1.1.1.1", 100.0, "c1", 1, ("UDP", "1.1.1.1", 5060)))
-    s.update("alice", Binding("sip:a@2.2.2.2", 50.0, "c1", 2, ("UDP", "2.2.2.2", 5060)))
-    s.update("alice", Binding("sip:a@1.1.1.1", 200.0, "c1", 3, ("UDP", "1.1.1.1", 5060)))  # refresh
-    assert sorted((b.contact, b.expires_at) for b in s.get("alice", 0)) == [("sip:a@1.1.1.1", 200.0),
-                                                                           ("sip:a@2.2.2.2", 50.0)]
-    s.save_if_dirty()
-    t = BindingStore(tmp_path / "b.json")
-    t.load()
-    assert [b.flow for b in t.get("alice", 0)] == [("UDP", "2.2.2.2", 5060), ("UDP", "1.1.1.1", 5060)]
-    assert t.expire(60) == [] and t.expire(201) == ["alice"] and t.aors() == []
-    (tmp_path / "b.json").write_text("{not json")
-    u = BindingStore(tmp_path / "b.json")
-    u.load()                       # a damaged file costs the bindings, not the server
-    assert u.aors() == []
