@@ -2,9 +2,9 @@
 channel both ways (in-dialog MESSAGE), and ends by the member's BYE, by a KICK (the server sends BYE),
 or when the dialog is found dead:
 
-* RFC 4028 session timers: an INVITE with Session-Expires below `min_se` gets 422 with Min-SE; otherwise
-  the 200 takes the interval (refresher uac) and a dialog not refreshed (re-INVITE or UPDATE) within it
-  is ended with BYE.
+* RFC 4028 session timers: an INVITE (from a UAC with `Supported: timer`) with Session-Expires below
+  `min_se` gets 422 with Min-SE; otherwise the 200 takes the interval (refresher uac, Require: timer)
+  and a dialog not refreshed (re-INVITE or UPDATE) within it is ended with BYE.
 * Without session timers, an in-dialog OPTIONS every `dialog_keepalive` seconds: no answer (timer F),
   408 or 481 ends the dialog (RFC 3261 §12.2.1.2: a 481 says the peer has no such dialog).
 
@@ -55,8 +55,11 @@ def sdp_declining(offer: bytes, host: str) -> bytes:
 
 
 def _session_expires(req: Request) -> int | None:
+    """The interval a UAC that supports timers asks for (-1: unreadable); None: no session timer (a UAC
+    without `Supported: timer` cannot refresh for us, so its dialog gets the OPTIONS keepalive)."""
     value = req.headers.get("Session-Expires")
-    if value is None:
+    supported = ",".join(req.headers.values("Supported")).lower()
+    if value is None or "timer" not in [s.strip() for s in supported.split(",")]:
         return None
     try:
         return int(value.split(";", 1)[0].strip())
