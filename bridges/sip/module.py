@@ -104,7 +104,7 @@ def setup(module) -> None:
     module.datagram_protocol("sip", lambda endpoint, listener, now: UdpFlow(svc, endpoint, listener, now))
     module.protocol("sip", lambda transport, listener, now: TcpFlow(svc, transport, listener, now))
     module.every(TICK, svc.tick)
-    for name, fn in svc.federation.hooks():
+    for name, fn in svc.federation.hooks() + svc.presence.hooks():
         module.hook(name, fn)
     svc.restore(core.now())
 

@@ -24,6 +24,7 @@ from typing import Callable
 
 from bridges.sip.bindings import BindingStore
 from bridges.sip.conference import Conferences
+from bridges.sip.presence import PresenceAgent
 from bridges.sip.federation import LinkFlow, SipFederation
 from bridges.sip.codec import MessageRejected, RequestReceived, ResponseReceived, serialise, validate_request
 from bridges.sip.digest import DigestVerifier, parse_credentials
@@ -42,10 +43,11 @@ from bridges.sip.uri import SipUri
 from relay.core.members import SpeakRefused, speak_refusal_text
 from relay.core.model import MESSAGE
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY"
 ACCEPT = "text/plain, application/sdp"
 SUPPORTED = "path, outbound"
-FOR_US = frozenset({"REGISTER", "OPTIONS", "MESSAGE"})   # answered here (MESSAGE: when to a network user)
+FOR_US = frozenset({"REGISTER", "OPTIONS", "MESSAGE", "SUBSCRIBE"})   # answered here (MESSAGE: when to a
+# network user; SUBSCRIBE: we are every user's presence agent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ class SipService:
         self.tcp: dict[tuple[str, int], object] = {}
         self.store = store
         self.conferences = Conferences(self)
+        self.presence = PresenceAgent(self)
         self.own: dict[tuple, Callable] = {}     # our client transactions -> on_result(response | None, now)
         self.inbound = ""                        # the flow of the request being handled (for the log)
         self.verifier = DigestVerifier(os.urandom(32), self.realm, opts.nonce_lifetime,
@@ -209,6 +212,7 @@ class SipService:
         response = self.dispatch(tx, req, now)
         if response is not None:
             self.respond(tx, response, now)
+            self.presence.after_response(now)
         elif tx.proxy is None:  # nothing to say and nothing pending: forget it
             self.transactions.server.pop(tx.key, None)
 
@@ -225,6 +229,8 @@ class SipService:
         in_dialog = req.to.tag is not None
         if in_dialog and self.conferences.is_dialog(req):
             return self.conferences.in_dialog(req, now)
+        if in_dialog and self.presence.is_dialog(req):
+            return self.presence.in_dialog(req, now)
         conference = self.is_conference_uri(req.uri)
         local = conference or self.is_local_uri(req.uri)
         user = getattr(req.uri, "user", None)
@@ -303,6 +309,12 @@ class SipService:
                 self.core.net.message(source, target, MESSAGE, line, now)
         self.stats["messages"] += 1
         return make_response(req, 202, "Accepted")
+
+    def on_subscribe(self, tx, req: Request, sender, now: float) -> Response | None:
+        """SUBSCRIBE sip:nick@<domain> (Event: presence): see presence.py"""
+        if req.uri.user is None:
+            return make_response(req, 404, "Not Found")
+        return self.presence.subscribe(tx, req, now)
 
     def on_to_user(self, tx, req: Request, sender, now: float) -> Response | None:
         """INVITE | BYE | ... sip:user@<domain>: proxied to its contacts"""
@@ -553,6 +565,7 @@ class SipService:
         for flow in list(self.tcp.values()):
             flow.sweep(now)
         self.conferences.tick(now)
+        self.presence.tick(now)
 
     def close(self, now: float) -> None:
         self.members.quit_all("SIP module unloaded", now)
@@ -577,6 +590,7 @@ METHODS: dict[str, Method] = {
     "OPTIONS": Method("OPTIONS sip:[user@]<domain>", SipService.on_options, auth=False),
     "MESSAGE": Method("MESSAGE sip:nick@<domain>", SipService.on_message, auth=True),
     "INVITE": Method("INVITE sip:user@<domain>", SipService.on_to_user, auth=True),
+    "SUBSCRIBE": Method("SUBSCRIBE sip:nick@<domain>", SipService.on_subscribe, auth=True),
     "BYE": Method("BYE sip:user@<domain>", SipService.on_to_user, auth=False),
     "INFO": Method("INFO sip:user@<domain>", SipService.on_to_user, auth=False),
     "UPDATE": Method("UPDATE sip:user@<domain>", SipService.on_to_user, auth=False),

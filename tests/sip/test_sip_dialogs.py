@@ -108,3 +108,20 @@ def test_an_answered_keepalive_keeps_the_dialog_and_481_ends_it(sip):
         core.tick(now)
         in_room = bool(core.net.find_nick("alice").channels)
         assert in_room is (status == 200), status
+
+
+def test_a_presence_subscription_that_expires_gets_a_final_notify(sip):
+    core, flow, ep = sip
+    bob = Peer(sip, "bob", ("127.0.0.1", 7002))
+    req = bob.request("SUBSCRIBE", "sip:alice@localhost", extra=[("Event", "presence"), ("Expires", "60"),
+                                                                 ("Contact", "<sip:bob@127.0.0.1:7002>")])
+    out = bob.transact(req)
+    assert responses(out)[-1].status == 200
+    [notify] = requests(out, "NOTIFY")               # alice is an account, not online: closed
+    assert b"<basic>closed</basic>" in notify.body
+    assert notify.headers.get("Subscription-State") == "active;expires=60"
+    out = ticks(core, ep, T0, T0 + 61)
+    states = [n.headers.get("Subscription-State") for n in requests(out, "NOTIFY")]
+    assert states[-1] == "terminated;reason=timeout"            # (the first one retransmitted before it)
+    assert set(states) == {"active;expires=60", "terminated;reason=timeout"}
+    assert not core.services["sip"].presence.subs
