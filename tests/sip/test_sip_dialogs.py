@@ -120,8 +120,20 @@ def test_a_presence_subscription_that_expires_gets_a_final_notify(sip):
     [notify] = requests(out, "NOTIFY")               # alice is an account, not online: closed
     assert b"<basic>closed</basic>" in notify.body
     assert notify.headers.get("Subscription-State") == "active;expires=60"
+    from bridges.sip.codec import serialise
+    from bridges.sip.message import make_response
+    flow.datagram_received(serialise(make_response(notify, 200)), bob.addr, T0)
     out = ticks(core, ep, T0, T0 + 61)
     states = [n.headers.get("Subscription-State") for n in requests(out, "NOTIFY")]
-    # (no one answers: the first NOTIFY is retransmitted meanwhile, then the final one too)
-    assert set(states) == {"active;expires=60", "terminated;reason=timeout"}
+    assert states and set(states) == {"terminated;reason=timeout"}
+    assert not core.services["sip"].presence.subs
+
+
+def test_a_watcher_that_never_answers_a_notify_loses_its_subscription(sip):
+    core, flow, ep = sip
+    bob = Peer(sip, "bob", ("127.0.0.1", 7002))
+    req = bob.request("SUBSCRIBE", "sip:alice@localhost", extra=[("Event", "presence"), ("Expires", "3600"),
+                                                                 ("Contact", "<sip:bob@127.0.0.1:7002>")])
+    assert responses(bob.transact(req))[-1].status == 200
+    ticks(core, ep, T0, T0 + 33)                      # timer F of the first NOTIFY
     assert not core.services["sip"].presence.subs
