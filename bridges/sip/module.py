@@ -4,6 +4,7 @@
       - {proto: sip, transport: udp, port: 5060}
       - {proto: sip, port: 5060}               # TCP
       - {proto: sip, port: 5061, tls: true}    # TLS
+      - {proto: http, port: 8080}              # SIP over WebSocket (RFC 7118) at /sip, subprotocol "sip"
     sip:                                       # or modules: {sip: {...}}
       domain: example.org                      # default: the xmpp: domain if there is one, else localhost
       aliases: [sip.example.org]               # the server's own addresses and name count too
@@ -28,9 +29,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from relay.core.http_routes import Framing
+
 from .bindings import BindingStore
 from .service import SipService
-from .transport import TcpFlow, UdpFlow
+from .transport import TcpFlow, UdpFlow, WsFlow
 
 CONFIG_SECTION = True   # options come from the top-level sip: section (or modules: {sip: {...}})
 
@@ -103,6 +106,9 @@ def setup(module) -> None:
     module.provide("sip", svc)
     module.datagram_protocol("sip", lambda endpoint, listener, now: UdpFlow(svc, endpoint, listener, now))
     module.protocol("sip", lambda transport, listener, now: TcpFlow(svc, transport, listener, now))
+    # RFC 7118: subprotocol "sip" required; each of our messages one text frame, theirs either kind.
+    module.websocket_route("/sip", {"sip": Framing(send_text=True, receive=frozenset({"text", "binary"}))},
+                           lambda transport, listener, now: WsFlow(svc, transport, listener, now))
     module.every(TICK, svc.tick)
     for name, fn in svc.federation.hooks() + svc.presence.hooks():
         module.hook(name, fn)
