@@ -175,6 +175,8 @@ class SipService:
                 self.stats["dropped_rate"] += 1
                 return
             dest = reply_destination(event.response, source, flow.transport, self.opts.force_rport)
+            if dest is not None and dest.transport != flow.transport:
+                dest = Destination(flow.transport, *source)   # no flow of the Via's kind: the sender
             self._send_response(event.response, dest, flow, size)
             if event.framing_lost and flow.reliable:
                 flow.close("SIP framing lost")
@@ -202,8 +204,10 @@ class SipService:
         dest = reply_destination(make_response(req, 100), source, flow.transport, self.opts.force_rport)
         if dest is None:
             return
-        if via.has_param("maddr"):  # a maddr would send our answers elsewhere: answer the sender only
-            rport = self.opts.force_rport or via.has_param("rport")
+        # A maddr would send our answers elsewhere; a Via naming another transport than the request came
+        # over has no flow of that kind to answer on (RFC 4475's messages do both): answer the sender.
+        if via.has_param("maddr") or dest.transport != flow.transport:
+            rport = self.opts.force_rport or via.has_param("rport") or flow.reliable
             dest = Destination(flow.transport, source[0], source[1] if rport else (via.port or 5060))
         tx = server_transaction_for(req, dest, flow.reliable)
         tx.flow, tx.source, tx.size, tx.proxy, tx.identity = flow, source, size, None, None
