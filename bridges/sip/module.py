@@ -65,6 +65,9 @@ class Options(BaseModel):
     tcp_idle_timeout: Annotated[float, Field(gt=0)] = 900.0
     persist: bool = True
     bindings_file: str = "sip-bindings.json"         # the legacy file, imported once into storage
+    # RFC 2069 digest (no qop, so no nonce-count replay check) for user agents that know nothing else
+    # (pyVoIP); their digest uri may differ from the Request-URI in its parameters. Weaker: off by default.
+    allow_digest_without_qop: bool = False
     min_se: Annotated[int, Field(ge=90)] = 90         # RFC 4028 Min-SE (seconds)
     dialog_keepalive: Annotated[float, Field(gt=0)] = 60.0   # in-dialog OPTIONS to conference members
 

@@ -75,7 +75,8 @@ class SipService:
         self.own: dict[tuple, Callable] = {}     # our client transactions -> on_result(response | None, now)
         self.inbound = ""                        # the flow of the request being handled (for the log)
         self.verifier = DigestVerifier(os.urandom(32), self.realm, opts.nonce_lifetime,
-                                       algorithms=tuple(opts.algorithms))
+                                       algorithms=tuple(opts.algorithms),
+                                       allow_without_qop=opts.allow_digest_without_qop)
         self.requests = TokenBuckets(opts.requests_per_second, opts.request_burst)
         self.auth_failures = TokenBuckets(opts.auth_failures_per_minute / 60.0, opts.auth_failures_burst)
         self.registrar = Registrar(store, opts, self.is_local_uri, self._bindings_changed)
