@@ -31,6 +31,10 @@ from __future__ import annotations
 
 from bridges.sip.bindings import RemoteBinding
 from bridges.sip.codec import RequestReceived, ResponseReceived, parse_datagram
+from bridges.sip.errors import SipParseError
+from bridges.sip.headers import parse_name_addr
+from bridges.sip.message import Request
+from bridges.sip.uri import SipUri
 
 BIND_FRAME = "SIP_BIND"
 REQ_FRAME = "SIP_REQ"
@@ -191,3 +195,17 @@ class SipFederation:
         else:
             self._on_message(origin, payload, now)
         return True
+
+
+def asserted_user(req: Request, domain: str) -> str | None:
+    """The user a server of the tree vouches for (P-Asserted-Identity: <sip:user@domain>)."""
+    value = req.headers.get("P-Asserted-Identity")
+    if value is None:
+        return None
+    try:
+        uri = parse_name_addr(value, "P-Asserted-Identity").uri
+    except SipParseError:
+        return None
+    if not isinstance(uri, SipUri) or uri.user is None or uri.host.lower() != domain:
+        return None
+    return uri.user

@@ -25,7 +25,7 @@ from typing import Callable
 from bridges.sip.bindings import BindingStore
 from bridges.sip.conference import Conferences
 from bridges.sip.presence import PresenceAgent
-from bridges.sip.federation import LinkFlow, SipFederation
+from bridges.sip.federation import LinkFlow, SipFederation, asserted_user
 from bridges.sip.codec import MessageRejected, RequestReceived, ResponseReceived, serialise, validate_request
 from bridges.sip.digest import DigestVerifier, parse_credentials
 from bridges.sip.errors import SipParseError
@@ -574,20 +574,6 @@ class SipService:
 
     def close(self, now: float) -> None:
         self.members.quit_all("SIP module unloaded", now)
-
-
-def asserted_user(req: Request, domain: str) -> str | None:
-    """The user a server of the tree vouches for (P-Asserted-Identity: <sip:user@domain>)."""
-    value = req.headers.get("P-Asserted-Identity")
-    if value is None:
-        return None
-    try:
-        uri = parse_name_addr(value, "P-Asserted-Identity").uri
-    except SipParseError:
-        return None
-    if not isinstance(uri, SipUri) or uri.user is None or uri.host.lower() != domain:
-        return None
-    return uri.user
 
 
 METHODS: dict[str, Method] = {
