@@ -36,6 +36,7 @@ setup(
             "websocket-client>=1.7",
             "pyte>=0.8",
             "slixmpp>=1.8",
+            "pyVoIP>=1.6",
         ],
         "bench": ["py-spy>=0.3"],
     },

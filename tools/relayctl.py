@@ -445,13 +445,14 @@ def restore(config_path, file):
     from bridges.xmpp.mam import SCHEMA as XMPP_ARCHIVE
     from bridges.xmpp.offline import SCHEMA as XMPP_OFFLINE
     from bridges.xmpp.roster import SCHEMA as XMPP_ROSTER
+    from bridges.sip.bindings import SCHEMA as SIP
     from relay.core.accounts import SCHEMA as ACCOUNTS
     from relay.core.storage import StorageError
     from relay.storage import dump, open_database
     try:
         db = open_database(cfg)
         try:
-            res = dump.load_dump(db, [ACCOUNTS, MQTT, XMPP_ROSTER, XMPP_OFFLINE, XMPP_ARCHIVE, XMPP_BLOCKLIST],
+            res = dump.load_dump(db, [ACCOUNTS, MQTT, XMPP_ROSTER, XMPP_OFFLINE, XMPP_ARCHIVE, XMPP_BLOCKLIST, SIP],
                                   os.path.abspath(file))
         finally:
             db.close()

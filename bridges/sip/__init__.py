@@ -8,9 +8,7 @@
 * transaction: RFC 3261 §17 client/server transactions, matching, response_destination.
 * digest: digest authentication against stored HA1s, stateless nonces.
 
-The module layer on top (may import relay.core; see module.py): transport (UDP/TCP flows), service (the
-method table and its dispatch), registrar, proxy, mapping (members, MESSAGE), bindings, ratelimit.
-
-Not yet here (later parts of issue 18): KICK as BYE of a conference dialog, calls
-across the tree, bindings known network-wide, RFC 5626 flow keepalives, SIP over WebSocket, presence.
+The module layer on top (may import relay.core; see module.py): transport (UDP/TCP/WebSocket flows),
+service (the method table and its dispatch), registrar, proxy, mapping (members, MESSAGE), bindings (the
+`sip` store), federation (across the tree), conference (conference dialogs), presence, ratelimit.
 """

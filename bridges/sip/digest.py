@@ -213,8 +213,12 @@ class DigestVerifier:
     -sess variants use the plain HA1."""
 
     def __init__(self, secret: bytes, realm: str, nonce_lifetime: float = 300.0, max_nonces: int = 10000,
-                 algorithms: tuple[str, ...] = ("SHA-256", "MD5")):
+                 algorithms: tuple[str, ...] = ("SHA-256", "MD5"), allow_without_qop: bool = False):
         self.secret = secret
+        # RFC 2069 responses (no qop, so no nonce-count: a response can be replayed while its nonce
+        # lives), with a digest uri that may differ from the Request-URI in its parameters: what pyVoIP
+        # sends. Off unless the operator turns it on.
+        self.allow_without_qop = allow_without_qop
         self.realm = realm
         self.nonce_lifetime = nonce_lifetime
         self.algorithms = algorithms
@@ -228,7 +232,9 @@ class DigestVerifier:
                request_uri: str | None = None) -> DigestResult:
         """Check credentials for a request of `method` (and, if given, its Request-URI)."""
         algorithm = creds.algorithm.upper()
-        if request_uri is not None and creds.uri != request_uri:
+        legacy = self.allow_without_qop and creds.qop is None
+        if request_uri is not None and creds.uri != request_uri and \
+                not (legacy and creds.uri.split(";", 1)[0] == request_uri.split(";", 1)[0]):
             return DigestResult(False, reason="digest uri does not match the Request-URI")
         if algorithm not in ALGORITHMS or algorithm.removesuffix("-SESS") not in {a.upper() for a in self.algorithms}:
             return DigestResult(False, reason="unsupported algorithm")
@@ -237,18 +243,27 @@ class DigestVerifier:
         issued = nonce_issued_at(self.secret, creds.nonce)
         if issued is None:
             return DigestResult(False, reason="unknown nonce")
-        if creds.qop != "auth" or creds.nc is None or creds.cnonce is None or not _NC.match(creds.nc):
+        if not legacy and (creds.qop != "auth" or creds.nc is None or creds.cnonce is None or
+                           not _NC.match(creds.nc)):
             return DigestResult(False, reason="qop=auth with nc and cnonce required")
+        if legacy and algorithm.endswith("-SESS"):
+            return DigestResult(False, reason="-sess needs qop")
         stored = lookup(creds.username, "SHA-256" if algorithm.startswith("SHA-256") else "MD5")
         if stored is None:
             return DigestResult(False, reason="unknown user")
-        expected = compute_response(algorithm, stored, creds.nonce, method, creds.uri, "auth", creds.nc, creds.cnonce)
+        if legacy:
+            expected = compute_response(algorithm, stored, creds.nonce, method, creds.uri, None)
+        else:
+            expected = compute_response(algorithm, stored, creds.nonce, method, creds.uri, "auth", creds.nc,
+                                        creds.cnonce)
         given = creds.response.lower().encode("utf-8", "surrogateescape")  # bytes: any octets compare
         if not hmac.compare_digest(expected.encode("ascii"), given):
             return DigestResult(False, reason="wrong response")
         self.counts.expire(int(now - self.nonce_lifetime))
         if now - issued > self.nonce_lifetime:
             return DigestResult(False, creds.username, stale=True, reason="nonce expired")
+        if legacy:
+            return DigestResult(True, creds.username)
         use = self.counts.accept(creds.nonce, issued, int(creds.nc, 16))
         if use == "replay":
             return DigestResult(False, creds.username, reason="nonce count replayed")

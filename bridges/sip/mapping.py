@@ -9,7 +9,7 @@ removed. Its attrs (`user.attrs["sip"]`) are `{"aor": ..., "contact": ...}` (WHO
 from __future__ import annotations
 
 from relay.core.members import BridgedMembers
-from relay.core.model import Channel, MessageSent, User
+from relay.core.model import Channel, MemberKicked, MessageSent, User
 
 
 class SipSession:
@@ -24,12 +24,14 @@ class SipSession:
         self.user: User | None = None
 
     def deliver(self, ev) -> None:
-        if type(ev) is not MessageSent:
-            return
-        if ev.target is self.user:
-            self.mapping.service.send_direct(self.aor, ev)
-        elif type(ev.target) is Channel and ev.source is not self.user:
-            self.mapping.service.send_to_conference(self.aor, ev)
+        t = type(ev)
+        if t is MessageSent:
+            if ev.target is self.user:
+                self.mapping.service.send_direct(self.aor, ev)
+            elif type(ev.target) is Channel and ev.source is not self.user:
+                self.mapping.service.conferences.send_message(self.aor, ev)
+        elif t is MemberKicked and ev.user is self.user:
+            self.mapping.service.conferences.left(self.aor, ev.channel.name, ev.time)  # the dialog ends: BYE
 
     def server_closing(self, reason: str, now: float) -> None:
         pass  # bindings are kept (and saved): the client's registration outlives the restart

@@ -4,14 +4,23 @@
       - {proto: sip, transport: udp, port: 5060}
       - {proto: sip, port: 5060}               # TCP
       - {proto: sip, port: 5061, tls: true}    # TLS
+      - {proto: http, port: 8080}              # SIP over WebSocket (RFC 7118) at /sip, subprotocol "sip"
     sip:                                       # or modules: {sip: {...}}
       domain: example.org                      # default: the xmpp: domain if there is one, else localhost
       aliases: [sip.example.org]               # the server's own addresses and name count too
 
 A registered account is a network member (nick from the account; WHOIS shows SIP); MESSAGE to
 sip:nick@<domain> is a direct message to that user, whatever its protocol; direct messages to a SIP user
-reach its contacts as MESSAGE. Bindings are kept in `<data_dir>/<bindings_file>` and survive a restart.
-See service.py (routing), registrar.py, proxy.py, mapping.py, ratelimit.py, bindings.py.
+reach its contacts as MESSAGE. Bindings are kept in the server's storage (the `sip` store, bindings.py)
+and survive a restart; an older deployment's `<data_dir>/<bindings_file>` is imported once.
+
+Across the tree (federation.py): every server learns every other server's bindings (SIP_BIND frames), and
+a request for a user registered elsewhere is carried to that server (SIP_REQ / SIP_RSP), which proxies
+it to its contacts; in-dialog requests follow the Record-Route back over the same servers.
+
+What is per server: this registrar's bindings (stored; other servers' are learned again from the burst
+after a restart), transactions, conference dialogs (conference.py), presence subscriptions and
+connections. See service.py (routing), registrar.py, proxy.py, mapping.py, ratelimit.py.
 """
 
 from __future__ import annotations
@@ -20,9 +29,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from relay.core.http_routes import Framing
+
 from .bindings import BindingStore
 from .service import SipService
-from .transport import TcpFlow, UdpFlow
+from .transport import TcpFlow, UdpFlow, WsFlow
 
 CONFIG_SECTION = True   # options come from the top-level sip: section (or modules: {sip: {...}})
 
@@ -53,7 +64,12 @@ class Options(BaseModel):
     tcp_first_message_timeout: Annotated[float, Field(gt=0)] = 10.0
     tcp_idle_timeout: Annotated[float, Field(gt=0)] = 900.0
     persist: bool = True
-    bindings_file: str = "sip-bindings.json"
+    bindings_file: str = "sip-bindings.json"         # the legacy file, imported once into storage
+    # RFC 2069 digest (no qop, so no nonce-count replay check) for user agents that know nothing else
+    # (pyVoIP); their digest uri may differ from the Request-URI in its parameters. Weaker: off by default.
+    allow_digest_without_qop: bool = False
+    min_se: Annotated[int, Field(ge=90)] = 90         # RFC 4028 Min-SE (seconds)
+    dialog_keepalive: Annotated[float, Field(gt=0)] = 60.0   # in-dialog OPTIONS to conference members
 
     @model_validator(mode="after")
     def _expiry_bounds(self) -> "Options":
@@ -88,30 +104,34 @@ def setup(module) -> None:
     opts = _options(module)
     if not any(l.proto == "sip" for l in core.config.listen):
         module.note(NO_LISTENER)
-    path = None
-    if opts.persist:
-        core.config.data_path.mkdir(parents=True, exist_ok=True)
-        path = core.config.data_path / opts.bindings_file
-    store = BindingStore(path)
-    store.load()
+    store = BindingStore(core.storage, core.config.data_path / opts.bindings_file) if opts.persist else BindingStore()
     svc = SipService(core, opts, _domain(core, opts), store, module.log)
     module.provide("sip", svc)
     module.datagram_protocol("sip", lambda endpoint, listener, now: UdpFlow(svc, endpoint, listener, now))
     module.protocol("sip", lambda transport, listener, now: TcpFlow(svc, transport, listener, now))
+    # RFC 7118: subprotocol "sip" required; each of our messages one text frame, theirs either kind.
+    module.websocket_route("/sip", {"sip": Framing(send_text=True, receive=frozenset({"text", "binary"}))},
+                           lambda transport, listener, now: WsFlow(svc, transport, listener, now))
     module.every(TICK, svc.tick)
+    for name, fn in svc.federation.hooks() + svc.presence.hooks():
+        module.hook(name, fn)
     svc.restore(core.now())
 
     from relay.core.admin import Reply
 
     def stats(ctx):
         data = {**svc.stats, "bindings": sum(len(store.get(a, core.now())) for a in store.aors()),
-                "transactions": len(svc.transactions)}
+                "transactions": len(svc.transactions), **{f"link_{k}": v for k, v in svc.federation.stats.items()}}
         return Reply("\n".join(f"{k}: {v}" for k, v in data.items()), data)
 
     def bindings(ctx):
         now = ctx.now
-        rows = [{"account": a, "contact": b.contact, "expires": b.remaining(now), "flow": list(b.flow)}
-                for a in store.aors() for b in store.get(a, now)]
+        me = svc.federation.me
+        rows = [{"account": a, "contact": b.contact, "expires": b.remaining(now), "flow": list(b.flow),
+                 "server": me} for a in store.aors() for b in store.get(a, now)]
+        rows += [{"account": a, "contact": b.contact, "expires": b.remaining(now), "flow": ["LINK", sid, 0],
+                  "server": sid} for a in list(store.remote) for sid, bs in store.remote_get(a, now).items()
+                 for b in bs]
         return Reply("\n".join(f"{r['account']} {r['contact']} {r['expires']}s {'/'.join(map(str, r['flow']))}"
                                 for r in rows) or "no bindings", rows)
 

@@ -57,16 +57,26 @@ class Proxy:
         ours = self.service.own_sent_by()
         return any(v.sent_by in ours and (v.branch or "").startswith(mark) for v in request.vias)
 
-    def prepare(self, request: Request, target_uri: str, flow, pop_route: bool = False) -> Request:
-        """The copy of `request` sent to `target_uri` over `flow`, with our Via and Record-Route."""
+    def prepare(self, request: Request, target_uri: str, flow, inbound=None, identity: str | None = None) -> Request:
+        """The copy of `request` sent to `target_uri` over `flow`, with our Via and Record-Route.
+        Towards another server of the tree (a LinkFlow) the Record-Route names the flow the request came
+        in on (the side user agents reach us on) and the identity we authenticated is asserted
+        (P-Asserted-Identity, RFC 3325); towards a user agent, no assertion leaves the tree."""
         headers = request.headers.copy()
         headers.remove("Proxy-Authorization")  # credentials were for us (§22.3); we are the only proxy
+        to_link = flow.transport == "LINK"
+        headers.remove("P-Asserted-Identity")
+        if to_link and identity:
+            headers.add("P-Asserted-Identity", f"<sip:{identity}@{self.service.domain}>")
         mf = request.max_forwards
         headers.set("Max-Forwards", str((mf if mf is not None else 71) - 1))
         branch = f"z9hG4bK{loop_hash(request)}.{next(_branch_ids):x}"
         headers.insert(0, "Via", f"SIP/2.0/{flow.transport} {flow.host}:{flow.port};branch={branch};rport")
         if request.method in RECORD_ROUTE_METHODS:
-            headers.insert(1, "Record-Route", f"<sip:{flow.host}:{flow.port};transport={flow.transport.lower()};lr>")
+            rr = inbound if to_link and inbound is not None and inbound.transport != "LINK" else flow
+            transport = getattr(rr, "rr_transport", None) or rr.transport.lower()
+            headers.insert(1, "Record-Route", f"<sip:{rr.host}:{rr.port};transport={transport};"
+                                              f"relay={self.service.federation.me};lr>")
         return Request(request.method, target_uri, headers, request.body)
 
     def fork(self, server_tx, request: Request, targets: list[tuple[str, tuple]], now: float) -> Response | None:
@@ -76,7 +86,7 @@ class Proxy:
             flow = self.service.flow_for(flow_key)
             if flow is None:
                 continue
-            out = self.prepare(request, uri, flow)
+            out = self.prepare(request, uri, flow, server_tx.flow, getattr(server_tx, "identity", None))
             tx = client_transaction_for(out, Destination(flow.transport, flow_key[1], flow_key[2]))
             ctx.branches[tx.key] = tx
             ctx.open.add(tx.key)

@@ -4,6 +4,10 @@ updates the bindings of the authenticated user's own address-of-record.
 `register(request, user, flow_key, now) -> Response`: the caller has authenticated `user` already
 (see SipService.authenticate); this checks the To AOR, Contact/Expires and Call-ID/CSeq ordering,
 and answers 200 with every current binding, 423 with Min-Expires, 400 or 403.
+
+RFC 5626 outbound: a Contact with +sip.instance and reg-id from a UA that supports outbound is bound to
+the flow its REGISTER came over (a later REGISTER of the same instance and reg-id replaces it, whatever
+its contact URI), answered with `Require: outbound`; when that flow dies its bindings go (service.flow_died).
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ class Registrar:
             self.store.remove_all(aor)
             self.changed(aor, now)
             return make_response(request, 200)
+        # RFC 5626 §6: reg-id counts only when the UA says it supports outbound, and then one Contact.
+        outbound = "outbound" in [x.strip().lower() for x in ",".join(request.headers.values("Supported")).split(",")]
+        if outbound and sum(1 for c in contacts if c.reg_id is not None) > 1:
+            return make_response(request, 400, "Bad Request: more than one Contact with reg-id")
         changes = []
         for c in contacts:
             expires = c.expires if c.expires is not None else default
@@ -62,9 +70,11 @@ class Registrar:
             return make_response(request, 403, f"Forbidden: at most {opts.max_contacts} contacts")
         for c, expires in changes:
             binding = Binding(str(c.uri), now + expires if expires > 0 else 0.0, call_id, cseq, flow_key,
-                              c.q, c.instance, c.reg_id)
+                              c.q, c.instance, c.reg_id if outbound and c.instance else None)
             self.store.update(aor, binding)
         if changes:
             self.changed(aor, now)
         extra = [("Contact", f"<{b.contact}>;expires={b.remaining(now)}") for b in self.store.get(aor, now)]
+        if outbound and any(c.reg_id is not None and c.instance for c, e in changes if e > 0):
+            extra.append(("Require", "outbound"))   # the flow the REGISTER came over is the binding's
         return make_response(request, 200, extra=extra)

@@ -4,10 +4,15 @@ calls `tick(now)`. Flows (transport.py) bring codec events in and send bytes out
 
 Routing a request that no transaction has (dispatch):
 1. the per-source request bucket (pike-like): over it, dropped unanswered;
-2. our own Route (loose routing) is taken off; a request still routed elsewhere, or for a URI that is
+2. our own Routes (loose routing) are taken off; a request still routed elsewhere, or for a URI that is
    not ours, is forwarded only inside a dialog (To tag) through a Route we put there; else 403;
 3. validate_request, then the method's entry in METHODS: where it may go (to the server itself, to a
    user), and whether its sender must authenticate (407, the identity must be the From user).
+
+Requests from another server of the tree (federation.py, a LinkFlow) skip the per-source limits and the
+challenge: that server applied them, and says who it authenticated in P-Asserted-Identity (removed from
+whatever a user agent sends). Which state is per server: the bindings this registrar made (stored),
+transactions, conference dialogs, presence subscriptions; the other servers' bindings are learned.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from bridges.sip.bindings import BindingStore
+from bridges.sip.conference import Conferences
+from bridges.sip.presence import PresenceAgent
+from bridges.sip.federation import LinkFlow, SipFederation, asserted_user
 from bridges.sip.codec import MessageRejected, RequestReceived, ResponseReceived, serialise, validate_request
 from bridges.sip.digest import DigestVerifier, parse_credentials
 from bridges.sip.errors import SipParseError
@@ -33,13 +41,13 @@ from bridges.sip.transaction import (
 )
 from bridges.sip.uri import SipUri
 from relay.core.members import SpeakRefused, speak_refusal_text
-from relay.core.network import JoinRefused
 from relay.core.model import MESSAGE
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY"
 ACCEPT = "text/plain, application/sdp"
 SUPPORTED = "path, outbound"
-FOR_US = frozenset({"REGISTER", "OPTIONS", "MESSAGE"})   # answered here (MESSAGE: when to a network user)
+FOR_US = frozenset({"REGISTER", "OPTIONS", "MESSAGE", "SUBSCRIBE"})   # answered here (MESSAGE: when to a
+# network user; SUBSCRIBE: we are every user's presence agent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +70,13 @@ class SipService:
         self.udp: list = []
         self.tcp: dict[tuple[str, int], object] = {}
         self.store = store
-        self.dialogs: dict[tuple[str, str], ConferenceDialog] = {}  # (Call-ID, our tag) -> dialog
+        self.conferences = Conferences(self)
+        self.presence = PresenceAgent(self)
+        self.own: dict[tuple, Callable] = {}     # our client transactions -> on_result(response | None, now)
+        self.inbound = ""                        # the flow of the request being handled (for the log)
         self.verifier = DigestVerifier(os.urandom(32), self.realm, opts.nonce_lifetime,
-                                       algorithms=tuple(opts.algorithms))
+                                       algorithms=tuple(opts.algorithms),
+                                       allow_without_qop=opts.allow_digest_without_qop)
         self.requests = TokenBuckets(opts.requests_per_second, opts.request_burst)
         self.auth_failures = TokenBuckets(opts.auth_failures_per_minute / 60.0, opts.auth_failures_burst)
         self.registrar = Registrar(store, opts, self.is_local_uri, self._bindings_changed)
@@ -74,6 +86,7 @@ class SipService:
         self.local_hosts = {self.domain, cfg.server.name.lower(), "localhost", *(a.lower() for a in opts.aliases)}
         self.stats = {"received": 0, "dropped_rate": 0, "dropped_amplify": 0, "auth_failed": 0,
                       "registered": 0, "messages": 0}
+        self.federation = SipFederation(self, core)
 
     # -------------------------------------------------------------- flows
     def udp_opened(self, flow) -> None:
@@ -91,6 +104,24 @@ class SipService:
     def tcp_closed(self, flow) -> None:
         if self.tcp.get(flow.peer) is flow:
             del self.tcp[flow.peer]
+            self.flow_died((flow.transport, *flow.peer), self.core.now())
+
+    def flow_died(self, key: tuple[str, str, int], now: float) -> None:
+        """RFC 5626: the bindings reached over a connection that is gone are gone with it."""
+        for aor in self.store.aors():
+            dead = [b.contact for b in self.store.get(aor, now) if b.flow == key]
+            for contact in dead:
+                self.store.remove(aor, contact)
+            if dead:
+                self._bindings_changed(aor, now)
+
+    def own_address(self) -> tuple[str, int, str]:
+        """Our SIP address for Via and Record-Route towards other servers: host, port, transport."""
+        for l in self.core.config.listen:
+            if l.proto == "sip":
+                host = l.host if l.host not in ("0.0.0.0", "::", "", None) else "127.0.0.1"
+                return host, l.port, ("tls" if l.tls else getattr(l, "transport", None) or "tcp").lower()
+        return "127.0.0.1", 5060, "udp"
 
     def _add_address(self, host: str) -> None:
         if host in ("0.0.0.0", "::", ""):
@@ -110,6 +141,8 @@ class SipService:
         """The flow that reaches (transport, host, port): the connection for TCP/TLS, a UDP socket of the
         destination's address family for UDP; None if we have none (we do not dial out yet)."""
         transport, host, port = key
+        if transport == "LINK":
+            return self.federation.flow(host)
         if transport.upper() == "UDP":
             v6 = ":" in host
             return next((f for f in self.udp if (":" in f.host) == v6), self.udp[0] if self.udp else None)
@@ -131,6 +164,7 @@ class SipService:
     # -------------------------------------------------------------- events in
     def received(self, event, source: tuple[str, int], flow, size: int, now: float) -> None:
         self.stats["received"] += 1
+        self.inbound = f"{flow.transport}/{source[0]}:{source[1]}"
         if type(event) is RequestReceived:
             self._request(event.request, source, flow, size, now)
         elif type(event) is ResponseReceived:
@@ -142,14 +176,21 @@ class SipService:
                 self.stats["dropped_rate"] += 1
                 return
             dest = reply_destination(event.response, source, flow.transport, self.opts.force_rport)
+            if dest is not None and dest.transport != flow.transport:
+                dest = Destination(flow.transport, *source)   # no flow of the Via's kind: the sender
             self._send_response(event.response, dest, flow, size)
             if event.framing_lost and flow.reliable:
                 flow.close("SIP framing lost")
 
     def _request(self, req: Request, source, flow, size: int, now: float) -> None:
-        if not self.requests.allow(source[0], now):
-            self.stats["dropped_rate"] += 1
-            return
+        trusted = type(flow) is LinkFlow
+        if not trusted:
+            if not self.requests.allow(source[0], now):
+                self.stats["dropped_rate"] += 1
+                return
+            if req.headers.get("P-Asserted-Identity") is not None:
+                req.headers.remove("P-Asserted-Identity")   # only the servers of the tree may assert
+                req.invalidate()
         tx = self.transactions.match_request(req)
         if tx is not None:
             self.run(tx.receive(req, now), now)
@@ -157,23 +198,26 @@ class SipService:
         if req.method == "ACK":
             self._forward_stateless(req, now)
             return
-        if self.auth_failures.empty(source[0], now):
+        if not trusted and self.auth_failures.empty(source[0], now):
             self.stats["dropped_rate"] += 1  # too many failed authentications: not answered at all
             return
         via = req.top_via
         dest = reply_destination(make_response(req, 100), source, flow.transport, self.opts.force_rport)
         if dest is None:
             return
-        if via.has_param("maddr"):  # a maddr would send our answers elsewhere: answer the sender only
-            rport = self.opts.force_rport or via.has_param("rport")
+        # A maddr would send our answers elsewhere; a Via naming another transport than the request came
+        # over has no flow of that kind to answer on (RFC 4475's messages do both): answer the sender.
+        if via.has_param("maddr") or dest.transport != flow.transport:
+            rport = self.opts.force_rport or via.has_param("rport") or flow.reliable
             dest = Destination(flow.transport, source[0], source[1] if rport else (via.port or 5060))
         tx = server_transaction_for(req, dest, flow.reliable)
-        tx.flow, tx.source, tx.size, tx.proxy = flow, source, size, None
+        tx.flow, tx.source, tx.size, tx.proxy, tx.identity = flow, source, size, None, None
         self.transactions.add(tx)
         self.run(tx.start(now), now)
         response = self.dispatch(tx, req, now)
         if response is not None:
             self.respond(tx, response, now)
+            self.presence.after_response(now)
         elif tx.proxy is None:  # nothing to say and nothing pending: forget it
             self.transactions.server.pop(tx.key, None)
 
@@ -183,20 +227,15 @@ class SipService:
             return self.cancel(req, now)
         if self.proxy.looped(req):
             return make_response(req, 482, "Loop Detected")
-        routes = req.headers.values("Route")
-        ours = False
-        if routes:
-            try:
-                first = parse_name_addr(routes[0], "Route").uri
-            except SipParseError as e:
-                return make_response(req, 400, f"Bad Request: {e.reason}")
-            if self.is_local_uri(first):
-                req.headers.pop_first_value("Route")
-                req.invalidate()
-                ours = True
+        try:
+            ours = self.pop_own_routes(req)
+        except SipParseError as e:
+            return make_response(req, 400, f"Bad Request: {e.reason}")
         in_dialog = req.to.tag is not None
-        if in_dialog and (req.call_id, req.to.tag) in self.dialogs:
-            return self.in_conference_dialog(req, now)
+        if in_dialog and self.conferences.is_dialog(req):
+            return self.conferences.in_dialog(req, now)
+        if in_dialog and self.presence.is_dialog(req):
+            return self.presence.in_dialog(req, now)
         conference = self.is_conference_uri(req.uri)
         local = conference or self.is_local_uri(req.uri)
         user = getattr(req.uri, "user", None)
@@ -212,7 +251,9 @@ class SipService:
         if row is None:
             return make_response(req, 405 if user is None else 501, extra=[("Allow", ALLOW)])
         sender = None
-        if row.auth and not in_dialog:
+        if type(tx.flow) is LinkFlow:
+            sender = asserted_user(req, self.domain)
+        elif row.auth and not in_dialog:
             sender, refusal = self.authenticate(tx, req, "Proxy-Authorization", now)
             if refusal is not None or sender is None:
                 return refusal
@@ -220,9 +261,21 @@ class SipService:
             if not isinstance(from_uri, SipUri) or (from_uri.user or "").lower() != sender.lower():
                 self._auth_failed(tx, now)
                 return make_response(req, 403, "Forbidden: From is not the authenticated user")
+        tx.identity = sender
         if conference:
             return self.to_conference(tx, req, sender, now)
         return row.handler(self, tx, req, sender, now)
+
+    def pop_own_routes(self, req: Request) -> bool:
+        """Take our Routes off the top (one per server we are reached through); True if there were any."""
+        ours = False
+        while True:
+            routes = req.headers.values("Route")
+            if not routes or not self.is_local_uri(parse_name_addr(routes[0], "Route").uri):
+                return ours
+            req.headers.pop_first_value("Route")
+            req.invalidate()
+            ours = True
 
     # -------------------------------------------------------------- handlers (one per row of METHODS)
     def on_register(self, tx, req: Request, sender, now: float) -> Response | None:
@@ -244,7 +297,7 @@ class SipService:
         """MESSAGE sip:nick@<domain> (RFC 3428): to a registered SIP user's contacts, or a direct message
         to the network user of that nick"""
         aor = req.uri.user.lower()
-        if self.store.get(aor, now) or req.to.tag is not None:
+        if self.store.get(aor, now) or self.store.remote_get(aor, now) or req.to.tag is not None:
             return self.to_user(tx, req, now)
         target = self.core.net.find_nick(req.uri.user)
         if target is None:
@@ -262,6 +315,12 @@ class SipService:
         self.stats["messages"] += 1
         return make_response(req, 202, "Accepted")
 
+    def on_subscribe(self, tx, req: Request, sender, now: float) -> Response | None:
+        """SUBSCRIBE sip:nick@<domain> (Event: presence): see presence.py"""
+        if req.uri.user is None:
+            return make_response(req, 404, "Not Found")
+        return self.presence.subscribe(tx, req, now)
+
     def on_to_user(self, tx, req: Request, sender, now: float) -> Response | None:
         """INVITE | BYE | ... sip:user@<domain>: proxied to its contacts"""
         if req.uri.user is None:
@@ -269,11 +328,17 @@ class SipService:
         return self.to_user(tx, req, now)
 
     def to_user(self, tx, req: Request, now: float) -> Response | None:
-        bindings = self.store.get(req.uri.user.lower(), now)
-        if not bindings:
+        """To every contact of the AOR: ours directly, another server's through that server (which
+        forks to its own contacts only)."""
+        aor = req.uri.user.lower()
+        targets = [(b.contact, b.flow) for b in self.store.get(aor, now)]
+        if type(tx.flow) is not LinkFlow:
+            uri = f"sip:{req.uri.user}@{self.domain}"
+            targets += [(uri, ("LINK", sid, 0)) for sid in sorted(self.store.remote_get(aor, now))]
+        if not targets:
             known = self.core.net.find_nick(req.uri.user) is not None
             return make_response(req, 480 if known else 404, "Temporarily Unavailable" if known else "Not Found")
-        return self.proxy.fork(tx, req, [(b.contact, b.flow) for b in bindings], now)
+        return self.proxy.fork(tx, req, targets, now)
 
     def to_conference(self, tx, req: Request, sender, now: float) -> Response | None:
         """MESSAGE sip:NAME@conference.<domain> outside a dialog: a message to #NAME if the sender may
@@ -284,7 +349,7 @@ class SipService:
         if source is None:
             return make_response(req, 403, "Forbidden: register to post to a conference")
         if req.method == "INVITE":
-            return self.join_conference(tx, req, source, now)
+            return self.conferences.join(tx, req, source, now)
         try:
             text = req.body.decode("utf-8")
         except UnicodeDecodeError:
@@ -299,55 +364,22 @@ class SipService:
         self.stats["messages"] += 1
         return make_response(req, 202, "Accepted")
 
-    def join_conference(self, tx, req: Request, source, now: float) -> Response:
-        channel = "#" + req.uri.user
-        try:
-            self.members.members.join(source, channel, now)
-        except JoinRefused as e:
-            return make_response(req, 403, f"Forbidden: cannot join {channel} ({e.code})")
-        flow = tx.flow
-        contact = f"<sip:{req.uri.user}@{flow.host}:{flow.port};transport={flow.transport.lower()}>"
-        answer = sdp_declining(req.body, flow.host) if req.content_type == "application/sdp" and req.body else b""
-        extra = [("Contact", contact)] + ([("Content-Type", "application/sdp")] if answer else [])
-        response = make_response(req, 200, extra=extra, body=answer)
-        try:
-            target = str(req.contacts[0].uri) if req.contacts else str(req.from_.uri)
-        except (SipParseError, IndexError):
-            target = str(req.from_.uri)
-        self.dialogs[(req.call_id, response.to.tag)] = ConferenceDialog(
-            sender_aor(source), channel, target, (flow.transport, *tx.source), req.headers.get("From"),
-            response.headers.get("To"))
-        return response
-
-    def in_conference_dialog(self, req: Request, now: float) -> Response | None:
-        """BYE leaves the channel; MESSAGE in the dialog is a channel message; ACK is absorbed."""
-        key = (req.call_id, req.to.tag)
-        d = self.dialogs[key]
-        aor, channel = d.aor, d.channel
-        user = self.members.user_of(aor)
-        if req.method == "ACK":
-            return None
-        if req.method == "BYE":
-            del self.dialogs[key]
-            if user is not None:
-                self.members.members.leave(user, channel, "Left the conference", now)
-            return make_response(req, 200)
-        if req.method == "MESSAGE" and user is not None:
-            try:
-                for line in req.body.decode("utf-8", "replace").replace("\r\n", "\n").split("\n"):
-                    if line:
-                        self.members.members.speak(user, channel, line, now)
-            except SpeakRefused as e:
-                return make_response(req, 403, f"Forbidden: {speak_refusal_text(e)}")
-            return make_response(req, 200)
-        return make_response(req, 488 if req.method == "INVITE" else 200)
-
     def forward_in_dialog(self, tx, req: Request, now: float) -> Response | None:
-        """An in-dialog request that came through our Record-Route: to its Request-URI."""
-        target = self._target_of(req.uri)
+        """An in-dialog request that came through our Record-Route: to the next Route, else its
+        Request-URI."""
+        target = self.next_hop(req)
         if target is None:
             return make_response(req, 404, "Not Found: no route to the Request-URI")
         return self.proxy.fork(tx, req, [(req.uri_text, target)], now)
+
+    def next_hop(self, req: Request) -> tuple[str, str, int] | None:
+        routes = req.headers.values("Route")
+        if routes:
+            try:
+                return self._target_of(parse_name_addr(routes[0], "Route").uri)
+            except SipParseError:
+                return None
+        return self._target_of(req.uri)
 
     def cancel(self, req: Request, now: float) -> Response:
         """CANCEL: 200 for the CANCEL, then the pending branches are cancelled (their 487 goes up)."""
@@ -429,18 +461,40 @@ class SipService:
                 if flow is not None:
                     flow.send(serialise(e.message), (d.host, d.port))
             elif t is DeliverResponse:
-                self.proxy.response(e.key, e.response, now)
+                done = self.own.get(e.key)
+                if done is None:
+                    self.proxy.response(e.key, e.response, now)
+                elif e.response.status >= 200:
+                    del self.own[e.key]
+                    done(e.response, now)
             elif t is TimeoutOccurred:
                 if e.timer in ("B", "F"):
-                    self.proxy.timed_out(e.key, now)
+                    done = self.own.pop(e.key, None)
+                    if done is None:
+                        self.proxy.timed_out(e.key, now)
+                    else:
+                        done(None, now)
             elif t is TransactionTerminated:
+                self.own.pop(e.key, None)
                 self.proxy.terminated(e.key)
             elif t is DeliverRequest:
                 self._forward_stateless(e.request, now)
 
+    def send_request(self, req: Request, flow_key: tuple[str, str, int], now: float, on_result=None) -> None:
+        """A request of our own (a client transaction); `on_result(final response | None, now)`."""
+        tx = client_transaction_for(req, Destination(*flow_key))
+        self.transactions.add(tx)
+        if on_result is not None:
+            self.own[tx.key] = on_result
+        self.run(tx.start(now), now)
+
     def _target_of(self, uri) -> tuple[str, str, int] | None:
-        """Where a URI is reached: a registered contact's flow, else its own address (literal IPs only:
-        the core does not wait on DNS)."""
+        """Where a URI is reached: another server's Record-Route (relay=<id>) over the link to it, a
+        registered contact's flow, else its own address (literal IPs only: the core does not wait on
+        DNS)."""
+        relay = uri.param("relay") if isinstance(uri, SipUri) else None
+        if relay and relay != self.federation.me:
+            return ("LINK", relay, 0)
         text = str(uri)
         for aor in self.store.aors():
             for b in self.store.get(aor, self.core.now()):
@@ -465,11 +519,10 @@ class SipService:
                 return
         except SipParseError:
             return
-        req.headers.pop_first_value("Route")
-        req.invalidate()
+        self.pop_own_routes(req)
         if req.max_forwards == 0:
             return
-        target = self._target_of(req.uri)
+        target = self.next_hop(req)
         flow = self.flow_for(target) if target else None
         if flow is None:
             return
@@ -492,34 +545,7 @@ class SipService:
             h.add("Call-ID", f"{os.urandom(10).hex()}@{self.domain}")
             h.add("CSeq", "1 MESSAGE")
             h.add("Content-Type", "text/plain;charset=utf-8")
-            req = Request("MESSAGE", b.contact, h, ev.text.encode("utf-8"))
-            tx = client_transaction_for(req, Destination(b.flow[0], b.flow[1], b.flow[2]))
-            self.transactions.add(tx)
-            self.run(tx.start(now), now)
-
-    def send_to_conference(self, aor: str, ev) -> None:
-        """A channel message to a member in a conference dialog: an in-dialog MESSAGE from the conference."""
-        fold = self.core.net.fold(ev.target.name)
-        for (call_id, _), d in list(self.dialogs.items()):
-            if d.aor != aor or self.core.net.fold(d.channel) != fold:
-                continue
-            flow = self.flow_for(d.flow)
-            if flow is None:
-                continue
-            d.cseq += 1
-            h = Headers()
-            h.add("Via", f"SIP/2.0/{flow.transport} {flow.host}:{flow.port};branch=z9hG4bK{os.urandom(8).hex()};rport")
-            h.add("Max-Forwards", "70")
-            h.add("From", d.local)     # we are the To of the INVITE: our side of the dialog
-            h.add("To", d.remote)
-            h.add("Call-ID", call_id)
-            h.add("CSeq", f"{d.cseq} MESSAGE")
-            h.add("Content-Type", "text/plain;charset=utf-8")
-            text = f"<{ev.source.nick}> {ev.text}"
-            req = Request("MESSAGE", d.target, h, text.encode("utf-8"))
-            tx = client_transaction_for(req, Destination(*d.flow))
-            self.transactions.add(tx)
-            self.run(tx.start(ev.time), ev.time)
+            self.send_request(Request("MESSAGE", b.contact, h, ev.text.encode("utf-8")), b.flow, now)
 
     # -------------------------------------------------------------- bindings -> members
     def _bindings_changed(self, aor: str, now: float) -> None:
@@ -527,12 +553,14 @@ class SipService:
         acct = self.core.accounts.get(aor) if bindings else None
         ip = bindings[0].flow[1] if bindings else None
         self.members.update(aor, [b.contact for b in bindings], acct.name if acct else aor, ip, now)
+        self.federation.announce(aor, now)
 
     def restore(self, now: float) -> None:
-        """Members for the bindings loaded from the file (a restart keeps registrations)."""
-        self.store.expire(now)
+        """Members for the bindings loaded from storage (a restart keeps registrations)."""
+        self.store.load(now)
         for aor in self.store.aors():
             self._bindings_changed(aor, now)
+        self.federation.hello(now)
 
     # -------------------------------------------------------------- timers
     def tick(self, now: float) -> None:
@@ -541,39 +569,11 @@ class SipService:
             self._bindings_changed(aor, now)
         for flow in list(self.tcp.values()):
             flow.sweep(now)
-        self.store.save_if_dirty()
+        self.conferences.tick(now)
+        self.presence.tick(now)
 
     def close(self, now: float) -> None:
-        self.store.save_if_dirty()
         self.members.quit_all("SIP module unloaded", now)
-
-
-@dataclass(slots=True)
-class ConferenceDialog:
-    """A SIP member's dialog with a conference: where in-dialog requests go, and both sides' headers."""
-    aor: str
-    channel: str
-    target: str                   # the member's Contact
-    flow: tuple[str, str, int]
-    remote: str                   # its From (with its tag): our To
-    local: str                    # the To we answered (with our tag): our From
-    cseq: int = 0
-
-
-def sender_aor(user) -> str:
-    return (user.account or user.nick).lower()
-
-
-def sdp_declining(offer: bytes, host: str) -> bytes:
-    """An SDP answer that declines every stream of the offer (port 0, RFC 3264 §6): the channel has no
-    media to mix."""
-    lines = [f"v=0", f"o=relaynet 0 0 IN IP4 {host}", "s=relaynet conference", f"c=IN IP4 {host}", "t=0 0"]
-    for line in offer.decode("utf-8", "replace").splitlines():
-        if line.startswith("m="):
-            parts = line[2:].split()
-            if len(parts) >= 4:
-                lines.append(f"m={parts[0]} 0 {parts[2]} {parts[3]}")
-    return ("\r\n".join(lines) + "\r\n").encode()
 
 
 METHODS: dict[str, Method] = {
@@ -581,6 +581,7 @@ METHODS: dict[str, Method] = {
     "OPTIONS": Method("OPTIONS sip:[user@]<domain>", SipService.on_options, auth=False),
     "MESSAGE": Method("MESSAGE sip:nick@<domain>", SipService.on_message, auth=True),
     "INVITE": Method("INVITE sip:user@<domain>", SipService.on_to_user, auth=True),
+    "SUBSCRIBE": Method("SUBSCRIBE sip:nick@<domain>", SipService.on_subscribe, auth=True),
     "BYE": Method("BYE sip:user@<domain>", SipService.on_to_user, auth=False),
     "INFO": Method("INFO sip:user@<domain>", SipService.on_to_user, auth=False),
     "UPDATE": Method("UPDATE sip:user@<domain>", SipService.on_to_user, auth=False),

@@ -24,7 +24,8 @@ from bridges.sip.headers import Headers, Via
 from bridges.sip.message import Message, Request, Response, make_response
 
 MAGIC_COOKIE = "z9hG4bK"
-RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
+# LINK: a request carried to another server of the tree (bridges/sip/federation.py).
+RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS", "LINK"})
 _NOWHERE = frozenset({"255.255.255.255", "0.0.0.0", "[::]", "::"})
 
 

@@ -1,5 +1,6 @@
-"""SIP's listener protocols: the UDP datagram handler (one per bound socket) and the TCP/TLS stream
-handler (one per connection). Both turn bytes into codec events and hand them, with their flow, to the
+"""SIP's listener protocols: the UDP datagram handler (one per bound socket), the TCP/TLS stream
+handler (one per connection) and SIP over WebSocket (RFC 7118, a stream handler on the HTTP listener's
+`/sip` route). Both turn bytes into codec events and hand them, with their flow, to the
 one SipService; a flow is how to send back (`send(data, addr)`) and our address on it (for Via and
 Record-Route)."""
 
@@ -93,3 +94,14 @@ class TcpFlow:
             self.close("no SIP message in time")
         elif now >= self.idle_deadline:
             self.close("idle")
+
+
+class WsFlow(TcpFlow):
+    """SIP over WebSocket (RFC 7118): one SIP message per WebSocket message each way. Our writes are one
+    message each (the route's framing); what arrives is read as a stream with Content-Length framing,
+    so a message must carry Content-Length (JsSIP and SIP.js send it). Via transport WS, or WSS over
+    TLS; requests reach the client only over its connection (its Contact host is a `.invalid` name)."""
+
+    def __init__(self, service, transport, listener, now: float):
+        super().__init__(service, transport, listener, now)
+        self.transport = "WSS" if getattr(transport, "tls", False) else "WS"

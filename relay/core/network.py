@@ -205,6 +205,7 @@ class Network:
     def update_user(self, user: User, what: str, now: float, propagate: bool = True) -> None:
         """Tell neighbours that away / account / realname changed (they filter by capability)."""
         self.tell(self.neighbours(user, include_self=(what == "realname")), UserUpdated(now, user, what))
+        self.core.hooks.run("user_updated", user, what)
         if propagate and self.router:
             self.router.user_updated(user, what)
 

@@ -1,4 +1,4 @@
-"""A tiny SIP user agent for tests, over UDP or TCP, built from the codec and digest modules: it sends
+"""A tiny SIP user agent for tests, over UDP, TCP or WebSocket (RFC 7118, websocket-client), built from the codec and digest modules: it sends
 requests, answers digest challenges, and collects the requests the server sends it (and answers them
 200). Blocking sockets with timeouts; nothing here sleeps."""
 
@@ -20,14 +20,22 @@ class UA:
         self.server = (host, server_port)
         self.user, self.password, self.domain = user, password, domain
         self.transport = transport
-        if transport == "UDP":
+        if transport == "WS":
+            import websocket   # websocket-client
+            self.sock = websocket.create_connection(f"ws://{host}:{server_port}/sip", subprotocols=["sip"],
+                                                    timeout=10)
+            self.addr, self.port = f"{os.urandom(5).hex()}.invalid", None   # RFC 7118 §5.2
+            self.hostport = self.addr
+        elif transport == "UDP":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sock.bind((bind, 0))
         else:
             self.sock = socket.create_connection(self.server, timeout=10, source_address=(bind, 0))
             self.stream = SipStreamConnection()
-        self.sock.settimeout(10)
-        self.addr, self.port = self.sock.getsockname()[:2]
+        if transport != "WS":
+            self.sock.settimeout(10)
+            self.addr, self.port = self.sock.getsockname()[:2]
+            self.hostport = f"{self.addr}:{self.port}"
         self.call_id = os.urandom(8).hex()
         self.cseq = 0
         self.tag = os.urandom(4).hex()
@@ -36,7 +44,7 @@ class UA:
 
     @property
     def contact(self) -> str:
-        return f"sip:{self.user}@{self.addr}:{self.port};transport={self.transport.lower()}"
+        return f"sip:{self.user}@{self.hostport};transport={self.transport.lower()}"
 
     def close(self):
         self.sock.close()
@@ -45,11 +53,20 @@ class UA:
     def send_bytes(self, data: bytes):
         if self.transport == "UDP":
             self.sock.sendto(data, self.server)
+        elif self.transport == "WS":
+            self.sock.send(data.decode("utf-8"))     # one SIP message, one text frame
         else:
             self.sock.sendall(data)
 
     def _events(self, timeout: float):
         self.sock.settimeout(timeout)
+        if self.transport == "WS":
+            import websocket
+            try:
+                data = self.sock.recv()
+            except websocket.WebSocketTimeoutException:
+                raise socket.timeout("timed out") from None
+            return [parse_datagram(data.encode("utf-8") if isinstance(data, str) else data)]
         if self.transport == "UDP":
             data, _ = self.sock.recvfrom(65535)
             return [parse_datagram(data)]
@@ -108,7 +125,7 @@ class UA:
                 from_user: str | None = None, content_type: str | None = None) -> Request:
         self.cseq += 1
         h = Headers()
-        h.add("Via", f"SIP/2.0/{self.transport} {self.addr}:{self.port};branch=z9hG4bK{os.urandom(6).hex()};rport")
+        h.add("Via", f"SIP/2.0/{self.transport} {self.hostport};branch=z9hG4bK{os.urandom(6).hex()};rport")
         h.add("Max-Forwards", "70")
         h.add("From", f"<sip:{from_user or self.user}@{self.domain}>;tag={self.tag}")
         h.add("To", f"<{to or uri}>")
@@ -145,7 +162,7 @@ class UA:
         self.cseq += 1
         h = req.headers.copy()
         h.set("CSeq", f"{self.cseq} {req.method}")
-        h.set("Via", f"SIP/2.0/{self.transport} {self.addr}:{self.port};branch=z9hG4bK{os.urandom(6).hex()};rport")
+        h.set("Via", f"SIP/2.0/{self.transport} {self.hostport};branch=z9hG4bK{os.urandom(6).hex()};rport")
         h.add("Authorization" if challenge.status == 401 else "Proxy-Authorization",
               authorization(self.user, ch["realm"], password or self.password, ch["nonce"], req.method,
                             req.uri_text, ch.get("algorithm", "MD5")))

@@ -205,3 +205,23 @@ def test_sipsak_with_a_wrong_password_is_refused():
                    "-s", f"sip:alice@127.0.0.1:{responder.port}")
         assert r.returncode != 0
         assert [x.reason for x in responder.results] == ["wrong response"]
+
+
+def _rfc2069(nonce, uri="sip:relaynet.test;transport=UDP", password="pw", method="REGISTER"):
+    """What pyVoIP sends: no qop, no nc, no cnonce, and a digest uri with a transport parameter."""
+    response = compute_response("MD5", ha1("MD5", "alice", "relaynet.test", password), nonce, method, uri, None)
+    return parse_credentials(f'Digest username="alice",realm="relaynet.test",nonce="{nonce}",uri="{uri}",'
+                             f'response="{response}",algorithm=MD5')
+
+
+def test_digest_without_qop_only_when_allowed():
+    nonce = make_nonce(SECRET, 1000.0)
+    strict = DigestVerifier(SECRET, "relaynet.test")
+    assert not strict.verify(_rfc2069(nonce, "sip:relaynet.test"), "REGISTER", lookup, 1001, "sip:relaynet.test").ok
+    lax = DigestVerifier(SECRET, "relaynet.test", allow_without_qop=True)
+    assert lax.verify(_rfc2069(nonce), "REGISTER", lookup, 1001, "sip:relaynet.test").ok
+    assert lax.verify(_rfc2069(nonce, password="nope"), "REGISTER", lookup, 1001, "sip:relaynet.test").reason \
+        == "wrong response"
+    assert not lax.verify(_rfc2069(nonce, "sip:elsewhere.test"), "REGISTER", lookup, 1001, "sip:relaynet.test").ok
+    assert lax.verify(_rfc2069(nonce), "REGISTER", lookup, 2000, "sip:relaynet.test").stale   # nonces still expire
+    assert lax.verify(creds_for(nonce), "REGISTER", lookup, 1001, "sip:relaynet.test").ok   # qop=auth as before

@@ -340,3 +340,55 @@ def test_invite_to_a_conference_joins_the_channel_and_bye_leaves(sip_server):
     op.close()
     u.register(0)
     u.close()
+
+
+def test_crlf_keepalives_on_tcp_are_answered(sip_server):
+    import socket
+    with socket.create_connection(("127.0.0.1", sip_server.sip_port), timeout=10) as s:
+        s.sendall(b"\r\n\r\n")                      # RFC 5626 §4.4.1: ping
+        assert s.recv(16) == b"\r\n"                # pong
+        s.sendall(b"\r\n\r\n")
+        assert s.recv(16) == b"\r\n"
+
+
+def test_an_outbound_flow_that_dies_takes_its_bindings(sip_server):
+    u = ua(sip_server, "carol", transport="TCP")
+    contact = f'<{u.contact}>;reg-id=1;+sip.instance="<urn:uuid:00000000-0000-0000-0000-00000000c0de>"'
+    req = u.request("REGISTER", "sip:localhost", to="sip:carol@localhost",
+                    extra=[("Contact", contact), ("Expires", "600"), ("Supported", "outbound, path")])
+    r = u.transact(req)
+    assert r.status == 200 and r.headers.get("Require") == "outbound"
+    assert any(b["account"] == "carol" for b in sip_server.call("sip", "bindings"))
+    assert any(" 320 " in l for l in whois(sip_server, "carol"))
+    u.close()                                       # the flow dies
+    wait_for(lambda: all(b["account"] != "carol" for b in sip_server.call("sip", "bindings")),
+             what="carol's bindings gone with the flow")
+    wait_for(lambda: any(" 401 " in l for l in whois(sip_server, "carol")), what="carol quit")
+
+
+def test_a_kick_from_irc_ends_the_conference_call_with_bye(sip_server):
+    u = ua(sip_server, "dave")
+    assert u.register(600).status == 200
+    op = RawClient(sip_server.irc_port).register("kickop")
+    op.send("JOIN #kicks")
+    op.read_until(" 366 ")
+    invite = u.request("INVITE", "sip:kicks@conference.localhost", extra=[("Contact", f"<{u.contact}>")])
+    u.send(invite)
+    challenge = u.next_message()
+    while challenge.status < 200:
+        challenge = u.next_message()
+    from bridges.sip.transaction import make_ack
+    u.send(make_ack(invite, challenge))
+    u.send(u.authorized(invite, challenge))
+    ok = u.next_message()
+    while ok.status < 200:
+        ok = u.next_message()
+    assert ok.status == 200
+    assert op.read_until("JOIN").startswith(":dave!")
+    op.send("KICK #kicks dave :enough")
+    assert "KICK #kicks dave" in op.read_until("KICK")
+    bye = u.wait_request("BYE")                     # the server ends the dialog (our UA answers 200)
+    assert bye.call_id == invite.call_id and bye.from_.tag == ok.to.tag
+    op.close()
+    u.register(0)
+    u.close()

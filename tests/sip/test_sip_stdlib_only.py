@@ -14,7 +14,8 @@ PACKAGE = Path(bridges.sip.__file__).parent
 IO_MODULES = {"socket", "select", "selectors", "asyncio", "threading", "time", "logging", "subprocess",
               "gevent"}
 MODULE_LAYER = {"module.py", "service.py", "registrar.py", "proxy.py", "mapping.py", "bindings.py",
-                "ratelimit.py", "transport.py"}
+                "ratelimit.py", "transport.py", "conference.py", "federation.py",
+                "presence.py"}
 
 
 def imports(path: Path) -> set[str]:
