@@ -24,11 +24,14 @@ from typing import Annotated
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from . import vcard
 from .jid import JidError, prep_domain
 from .roster import RosterStore
 from .routing import PING, Router
 from .service import XmppService
 from .stanza import element
+
+EXTENSIONS = (vcard,)    # each file's install(module, svc) hooks its stanza names
 
 CONFIG_SECTION = True   # options come from the top-level xmpp: section
 
@@ -48,6 +51,8 @@ class Options(BaseModel):
     negotiation_timeout: Annotated[float, Field(gt=0)] = 30.0  # seconds from connect to a bound resource
     roster_file: str = "xmpp-roster.json"                     # in data_dir; "" keeps rosters in memory
     components: dict[str, str] = Field(default_factory=dict)  # XEP-0114: domain -> shared secret
+    # The services of vcard.py, private.py, last.py, register.py, adhoc.py, upload.py, websocket.py:
+    vcard_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024             # XEP-0054, serialised
 
     @field_validator("components")
     @classmethod
@@ -93,6 +98,8 @@ def setup(module) -> None:
     module.every(min(opts.ping_interval, opts.ping_timeout, opts.negotiation_timeout) / 4,
                  lambda now: sweep(svc, now))
     module.command("xmpp stats", lambda ctx: _stats(svc))
+    for ext in EXTENSIONS:
+        ext.install(module, svc)
 
     def unload():
         for s in list(svc.pending):
