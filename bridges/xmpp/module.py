@@ -24,14 +24,14 @@ from typing import Annotated
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from . import vcard
+from . import private, vcard
 from .jid import JidError, prep_domain
 from .roster import RosterStore
 from .routing import PING, Router
 from .service import XmppService
 from .stanza import element
 
-EXTENSIONS = (vcard,)    # each file's install(module, svc) hooks its stanza names
+EXTENSIONS = (vcard, private)    # each file's install(module, svc) hooks its stanza names
 
 CONFIG_SECTION = True   # options come from the top-level xmpp: section
 
@@ -53,6 +53,8 @@ class Options(BaseModel):
     components: dict[str, str] = Field(default_factory=dict)  # XEP-0114: domain -> shared secret
     # The services of vcard.py, private.py, last.py, register.py, adhoc.py, upload.py, websocket.py:
     vcard_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024             # XEP-0054, serialised
+    private_max_bytes: Annotated[int, Field(ge=256)] = 64 * 1024            # XEP-0049, one namespace's
+    private_max_items: Annotated[int, Field(ge=1)] = 100                    # namespaces per account
 
     @field_validator("components")
     @classmethod
