@@ -90,8 +90,9 @@ def error_of(el: etree._Element) -> str | None:
     return etree.QName(err[0]).localname
 
 
-def wire(tmp_path, names=("a",), accounts=("alice", "bob"), **xmpp) -> Wire:
-    w = Wire(tmp_path, list(names), modules={"xmpp": {"roster_file": "", **xmpp}})
+def wire(tmp_path, names=("a",), accounts=("alice", "bob"), config: dict | None = None, **xmpp) -> Wire:
+    """Cores with the xmpp module (options `xmpp`), the top-level `config` and the accounts registered."""
+    w = Wire(tmp_path, list(names), modules={"xmpp": {"roster_file": "", **xmpp}}, **(config or {}))
     for core in w.cores.values():
         for name in accounts:
             core.register_account(name, "secret", w.now)
