@@ -24,14 +24,14 @@ from typing import Annotated
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from . import last, private, register, vcard
+from . import adhoc, last, private, register, vcard
 from .jid import JidError, prep_domain
 from .roster import RosterStore
 from .routing import PING, Router
 from .service import XmppService
 from .stanza import element
 
-EXTENSIONS = (vcard, private, last, register)    # each file's install(module, svc) hooks its stanza names
+EXTENSIONS = (vcard, private, last, register, adhoc)    # each file's install(module, svc) hooks its stanza names
 
 CONFIG_SECTION = True   # options come from the top-level xmpp: section
 
@@ -55,6 +55,7 @@ class Options(BaseModel):
     vcard_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024             # XEP-0054, serialised
     private_max_bytes: Annotated[int, Field(ge=256)] = 64 * 1024            # XEP-0049, one namespace's
     private_max_items: Annotated[int, Field(ge=1)] = 100                    # namespaces per account
+    adhoc_admin_rule: str = "admin"          # XEP-0050: the access rule of who runs operator commands
 
     @field_validator("components")
     @classmethod
