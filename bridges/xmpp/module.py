@@ -24,14 +24,14 @@ from typing import Annotated
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from . import adhoc, last, private, register, vcard
+from . import adhoc, last, private, register, upload, vcard
 from .jid import JidError, prep_domain
 from .roster import RosterStore
 from .routing import PING, Router
 from .service import XmppService
 from .stanza import element
 
-EXTENSIONS = (vcard, private, last, register, adhoc)    # each file's install(module, svc) hooks its stanza names
+EXTENSIONS = (vcard, private, last, register, adhoc, upload)    # each file's install(module, svc) hooks its stanza names
 
 CONFIG_SECTION = True   # options come from the top-level xmpp: section
 
@@ -56,6 +56,10 @@ class Options(BaseModel):
     private_max_bytes: Annotated[int, Field(ge=256)] = 64 * 1024            # XEP-0049, one namespace's
     private_max_items: Annotated[int, Field(ge=1)] = 100                    # namespaces per account
     adhoc_admin_rule: str = "admin"          # XEP-0050: the access rule of who runs operator commands
+    upload_max_bytes: Annotated[int, Field(ge=1)] = 10 * 1024 * 1024   # XEP-0363 (and http.max_body_bytes)
+    upload_quota_bytes: Annotated[int, Field(ge=0)] = 100 * 1024 * 1024  # per account: files + open slots
+    upload_slot_ttl: Annotated[float, Field(gt=0)] = 300.0              # seconds a slot may be PUT to
+    upload_url: str = ""                     # the slots' base URL; "" = from the first http listener
 
     @field_validator("components")
     @classmethod
