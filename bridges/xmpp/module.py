@@ -13,7 +13,10 @@
 A bound account is a network member (nick from its localpart, shown as `xmpp` in WHOIS);
 every other network user is `nick@domain`. See session.py (streams, SASL, binding),
 service.py (accounts and names), routing.py (the stanza table), roster.py (the store).
-Operator command: `xmpp stats`.
+The services clients rely on are one file each, installed by `EXTENSIONS` through the table's hooks:
+vcard.py (XEP-0054/0153), private.py (XEP-0049), last.py (XEP-0012), register.py (XEP-0077),
+adhoc.py (XEP-0050), upload.py (XEP-0363, `/upload` on the http listener), websocket.py (RFC 7395,
+`/xmpp-websocket`). Operator command: `xmpp stats`.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ from typing import Annotated
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from . import adhoc, last, private, register, upload, vcard
+from . import adhoc, last, private, register, upload, vcard, websocket
 from .jid import JidError, prep_domain
 from .roster import RosterStore
 from .routing import PING, Router
 from .service import XmppService
 from .stanza import element
 
-EXTENSIONS = (vcard, private, last, register, adhoc, upload)    # each file's install(module, svc) hooks its stanza names
+EXTENSIONS = (vcard, private, last, register, adhoc, upload, websocket)    # each file's install(module, svc) hooks its stanza names
 
 CONFIG_SECTION = True   # options come from the top-level xmpp: section
 
@@ -60,6 +63,7 @@ class Options(BaseModel):
     upload_quota_bytes: Annotated[int, Field(ge=0)] = 100 * 1024 * 1024  # per account: files + open slots
     upload_slot_ttl: Annotated[float, Field(gt=0)] = 300.0              # seconds a slot may be PUT to
     upload_url: str = ""                     # the slots' base URL; "" = from the first http listener
+    websocket_secure: bool = False           # RFC 7395 over plain ws counts as TLS (a TLS-terminating proxy)
 
     @field_validator("components")
     @classmethod

@@ -196,6 +196,8 @@ class _Negotiation:
 
     def fail(self, condition: str, text: Optional[str] = None) -> None:
         self._send_raw(self.stream.send(SendStreamError(condition, text)))
+        if self.stream.websocket:
+            self._send_raw(self.stream.send(EndStream()))    # RFC 7395 §3.6.1: <close/>, a message of its own
         self.stage = Stage.CLOSED
         self._out.append(CloseStream(condition))
 

@@ -28,12 +28,15 @@ class Framing:
     with 1003. `lines`: one line per message (CRLF appended on the way in, split
     off on the way out, as IRCv3 websocket says); otherwise each write is one
     message and received frames are a byte stream whose boundaries mean nothing
-    (MQTT), bounded by the protocol's own codec rather than a message size.
+    (MQTT), bounded by the protocol's own codec rather than a message size. `messages`:
+    each whole received message is one `data_received` call (RFC 7395 XMPP: one XML document
+    per message), bounded by `http.max_message_bytes` as lines are.
     """
 
     send_text: bool = False
     receive: frozenset = frozenset({"binary"})
     lines: bool = False
+    messages: bool = False
 
 
 BINARY_STREAM = Framing()
@@ -41,6 +44,7 @@ BINARY_LINES = Framing(lines=True)
 TEXT_LINES = Framing(send_text=True, receive=frozenset({"text"}), lines=True)
 # No subprotocol negotiated by a line protocol: either message type in, text out (legacy web clients).
 ANY_LINES = Framing(send_text=True, receive=frozenset({"text", "binary"}), lines=True)
+TEXT_MESSAGES = Framing(send_text=True, receive=frozenset({"text"}), messages=True)
 
 
 @dataclass(slots=True)

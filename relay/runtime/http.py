@@ -295,6 +295,7 @@ class WebSocketSession:
         self.max_message = conn.server.limits.max_message_bytes
         self.in_message = False   # a fragmented message is being received
         self.message_bytes = 0
+        self.fragments: list[bytes] = []   # messages framing: the message received so far
         self.transport = WebSocketTransport(self, conn.t, subprotocol, target, headers)
         self.handler = None
         route.live[self] = self.transport.going_away
@@ -323,12 +324,25 @@ class WebSocketSession:
                         return
                     self.in_message = True
                 chunk = ev.data.encode("utf-8") if t is TextMessage else ev.data
-                if framing.lines:
+                if framing.lines or framing.messages:
                     self.message_bytes += len(chunk)
                     if self.message_bytes > self.max_message:
                         self._deliver(out, now)
                         self.transport.close_with(CLOSE_TOO_BIG, "WebSocket message too big")
                         return
+                if framing.messages:
+                    # Whole messages only: fragments wait here, across reads, until the last one.
+                    if chunk:
+                        self.fragments.append(chunk)
+                    if ev.message_finished:
+                        self.in_message = False
+                        self.message_bytes = 0
+                        message, self.fragments = b"".join(self.fragments), []
+                        if message:
+                            self._deliver([message], now)
+                        if self.transport.closing:
+                            return
+                    continue
                 if chunk:
                     out.append(chunk)
                 if ev.message_finished:

@@ -97,3 +97,19 @@ def wire(tmp_path, names=("a",), accounts=("alice", "bob"), config: dict | None 
         for name in accounts:
             core.register_account(name, "secret", w.now)
     return w
+
+
+def ext_server(directory, accounts=(("alice", "secret"), ("bob", "secret")), xmpp: dict | None = None, **overrides):
+    """A real server with c2s, direct TLS and an http listener (WebSocket, upload); ports in `.ports`."""
+    from support import Server, free_port, server_config
+    ports = {"irc": free_port(), "c2s": free_port(), "tls": free_port(), "http": free_port()}
+    cfg = server_config(listen=[{"proto": "irc", "host": "127.0.0.1", "port": ports["irc"]},
+                                {"proto": "xmpp", "host": "127.0.0.1", "port": ports["c2s"]},
+                                {"proto": "xmpp", "host": "127.0.0.1", "port": ports["tls"], "tls": True},
+                                {"proto": "http", "host": "127.0.0.1", "port": ports["http"]}],
+                        modules={"xmpp": xmpp or {}}, **overrides)
+    srv = Server(directory, cfg).start()
+    srv.ports = ports
+    for name, password in accounts:
+        srv.ctl("register", name, password)
+    return srv
