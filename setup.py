@@ -36,6 +36,7 @@ setup(
             "websocket-client>=1.7",
             "pyte>=0.8",
             "slixmpp>=1.8",
+            "aiohttp>=3.9",       # slixmpp's xep_0363 (HTTP upload) PUTs with it
         ],
         "bench": ["py-spy>=0.3"],
     },
