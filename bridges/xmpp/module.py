@@ -16,7 +16,7 @@ service.py (accounts and names), routing.py (the stanza table), roster.py (the s
 The services clients rely on are one file each, installed by `EXTENSIONS` through the table's hooks:
 vcard.py (XEP-0054/0153), private.py (XEP-0049), last.py (XEP-0012), register.py (XEP-0077),
 adhoc.py (XEP-0050), upload.py (XEP-0363, `/upload` on the http listener), websocket.py (RFC 7395,
-`/xmpp-websocket`). Operator command: `xmpp stats`.
+`/xmpp-websocket`), bosh.py (XEP-0124/0206, `/http-bind`). Operator command: `xmpp stats`.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from typing import Annotated
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from . import adhoc, last, private, register, upload, vcard, websocket
+from . import adhoc, bosh, last, private, register, upload, vcard, websocket
 from .jid import JidError, prep_domain
 from .roster import RosterStore
 from .routing import PING, Router
 from .service import XmppService
 from .stanza import element
 
-EXTENSIONS = (vcard, private, last, register, adhoc, upload, websocket)    # each file's install(module, svc) hooks its stanza names
+EXTENSIONS = (vcard, private, last, register, adhoc, upload, websocket, bosh)    # each file's install(module, svc) hooks its stanza names
 
 CONFIG_SECTION = True   # options come from the top-level xmpp: section
 
@@ -63,7 +63,10 @@ class Options(BaseModel):
     upload_quota_bytes: Annotated[int, Field(ge=0)] = 100 * 1024 * 1024  # per account: files + open slots
     upload_slot_ttl: Annotated[float, Field(gt=0)] = 300.0              # seconds a slot may be PUT to
     upload_url: str = ""                     # the slots' base URL; "" = from the first http listener
-    websocket_secure: bool = False           # RFC 7395 over plain ws counts as TLS (a TLS-terminating proxy)
+    http_secure: bool = False                # plain ws/http (WebSocket, BOSH) count as TLS (behind a TLS proxy)
+    bosh_max_wait: Annotated[int, Field(ge=1, le=3600)] = 60    # XEP-0124 longest hold of a request, seconds
+    bosh_inactivity: Annotated[float, Field(gt=0)] = 60.0      # seconds without a request that end a session
+    bosh_max_sessions: Annotated[int, Field(ge=1)] = 10000
 
     @field_validator("components")
     @classmethod

@@ -4,7 +4,7 @@ The framing (`<open/>`, `<close/>`, one stanza per message) is the stream codec'
 `framing="websocket"`); the runtime hands each whole text message to the session (TEXT_MESSAGES),
 and each write is one message. Negotiation and the session are c2s's: SASL, bind, routing. There is
 no STARTTLS: the WebSocket's TLS (wss) is the stream's. Plain ws counts as secure only with
-`xmpp.websocket_secure: true` (behind a reverse proxy that terminates TLS); otherwise a plain
+`xmpp.http_secure: true` (behind a reverse proxy that terminates TLS); otherwise a plain
 ws stream is offered no SASL while `require_starttls` holds. No -PLUS mechanisms: the TLS is the
 HTTP connection's, not this stream's.
 """
@@ -26,7 +26,7 @@ class WebSocketC2s(C2sSession):
 
     def __init__(self, svc, transport, listener, now: float):
         super().__init__(svc, transport, listener, now)
-        secure = bool(transport.tls) or svc.opts.websocket_secure
+        secure = bool(transport.tls) or svc.opts.http_secure
         self.policy.tls_available = False
         self.neg = C2sNegotiation(self.policy, secure=secure, framing="websocket")
 

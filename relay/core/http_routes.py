@@ -74,6 +74,42 @@ class HttpResponse:
     content_type: str = "text/plain; charset=utf-8"
 
 
+class DeferredResponse:
+    """What a handler returns to answer later (BOSH long polling): `resolve(response)` sends it, once;
+    `on_lost()` is called instead if the connection goes first. The runtime applies no request timeout
+    to it: its owner answers in time."""
+
+    __slots__ = ("_send", "_early", "done", "on_lost")
+
+    def __init__(self, on_lost: Callable[[], None] | None = None):
+        self._send: Callable[[HttpResponse], None] | None = None
+        self._early: HttpResponse | None = None
+        self.done = False
+        self.on_lost = on_lost
+
+    def resolve(self, response: HttpResponse) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._send is None:
+            self._early = response
+        else:
+            self._send(response)
+
+    def attach(self, send: Callable[[HttpResponse], None]) -> None:
+        """The runtime: where the response goes (at once if it was resolved already)."""
+        self._send = send
+        if self._early is not None:
+            early, self._early = self._early, None
+            send(early)
+
+    def lost(self) -> None:
+        if not self.done:
+            self.done = True
+            if self.on_lost is not None:
+                self.on_lost()
+
+
 @dataclass(slots=True, eq=False)
 class HttpRoute:
     prefix: str

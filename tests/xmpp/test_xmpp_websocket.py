@@ -83,7 +83,7 @@ def test_plain_ws_offers_no_sasl_unless_declared_secure(tmp_path):
     w = wire(tmp_path)
     got = WsClient(w, secure=False).feed(OPEN)
     assert b"mechanism" not in got[1] and b"starttls" not in got[1]
-    w2 = wire(tmp_path / "2", websocket_secure=True)
+    w2 = wire(tmp_path / "2", http_secure=True)
     assert b"PLAIN" in WsClient(w2, secure=False).feed(OPEN)[1]
 
 
@@ -97,7 +97,7 @@ def test_websocket_client_and_slixmpp_exchange_messages(tmp_path):
     from xmpp_ext_support import ext_server
     from xmpp_live import WAIT, Inbox, make_client, offline, online
 
-    srv = ext_server(tmp_path / "x", xmpp={"websocket_secure": True})
+    srv = ext_server(tmp_path / "x", xmpp={"http_secure": True})
     http = srv.ports["http"]
     try:
         ws = websocket.create_connection(f"ws://127.0.0.1:{http}/xmpp-websocket", subprotocols=["xmpp"],
