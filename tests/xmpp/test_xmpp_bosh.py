@@ -205,3 +205,23 @@ def test_a_bosh_client_over_http_chats_with_slixmpp(tmp_path):
         assert post(extra=" type='terminate'").get("type") == "terminate"
     finally:
         srv.stop()
+
+
+def test_hostile_bodies_never_raise(tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    w = wire(tmp_path)
+    b = Bosh(w)
+    b.login()
+    pieces = st.sampled_from([f"{HEAD} rid='1' to='localhost'>", f"{HEAD} sid='{b.sid}' rid='{b.rid + 1}'>",
+                              "<message xmlns='jabber:client'>", "</body>", "<![CDATA[x]]>", "&lt;", "&xx;",
+                              "<!ENTITY", "<?pi?>", "<iq xmlns='jabber:client' type='get'/>", "\xff", "<"])
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.one_of(st.binary(max_size=200), st.lists(pieces, max_size=8).map(lambda p: "".join(p).encode())))
+    def check(data):
+        req = HttpRequest("POST", "/http-bind", "/http-bind", "", [], data, "127.0.0.1", True)
+        resp = b.route.handler(req, w.now)
+        assert isinstance(resp, DeferredResponse) or resp.status in (200, 400)
+    check()
+    assert w.cores["a"].services["xmpp"] is not None
