@@ -133,7 +133,8 @@ def install(module, svc) -> None:
         return True
 
     # <iq type='set' to='domain'><command xmlns='http://jabber.org/protocol/commands' node='NODE'
-    #   [action='execute|complete|next|cancel'] [sessionid='S']>[<x xmlns='jabber:x:data' type='submit'/>]</command></iq>
+    #   [action='execute|complete|next|cancel'] [sessionid='S']>[<x xmlns='jabber:x:data' type='submit'/>]
+    # </command></iq>
     def execute(ev):
         s, iq, now = ev.session, ev.stanza, ev.now
         cmd = iq[0]

@@ -10,7 +10,7 @@ something is queued or `wait` seconds pass; at most `hold` are held, an older on
 empty when a newer comes. Request ids must follow each other (a repeated one gets its answer
 again); a session with no request for `inactivity` seconds ends, as does any broken rule
 (`type='terminate'` with the condition). Security is as for WebSocket: https, or plain http
-with `xmpp.http_secure`.
+from a loopback address or with `xmpp.http_secure`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from relay.core.http_routes import DeferredResponse, HttpResponse
 from . import namespaces as ns
 from .restricted import Refused, RestrictedXmlScanner, declaration_length
 from .stanza import escape_attr
-from .websocket import WebSocketC2s
+from .websocket import WebSocketC2s, http_secure
 
 PATH = "/http-bind"
 BOSH = "http://jabber.org/protocol/httpbind"
@@ -263,7 +263,8 @@ class BoshService:
         if len(self.sessions) >= svc.opts.bosh_max_sessions:
             return terminate("system-shutdown")
         sid = secrets.token_urlsafe(18)
-        s = BoshSession(self, sid, rid, wait, hold, req.peer_host, bool(req.tls) or svc.opts.http_secure, now)
+        s = BoshSession(self, sid, rid, wait, hold, req.peer_host, http_secure(svc.opts, req.tls, req.peer_host),
+                        now)
         self.sessions[sid] = s
         s.busy = True
         s.c2s.data_received(OPEN % svc.domain.encode(), now)

@@ -34,7 +34,8 @@ from .routing import PING, Router
 from .service import XmppService
 from .stanza import element
 
-EXTENSIONS = (vcard, private, last, register, adhoc, upload, websocket, bosh)    # each file's install(module, svc) hooks its stanza names
+# Each file's install(module, svc) hooks its stanza names, items and routes (undone on unload).
+EXTENSIONS = (vcard, private, last, register, adhoc, upload, websocket, bosh)
 
 CONFIG_SECTION = True   # options come from the top-level xmpp: section
 
@@ -63,7 +64,7 @@ class Options(BaseModel):
     upload_quota_bytes: Annotated[int, Field(ge=0)] = 100 * 1024 * 1024  # per account: files + open slots
     upload_slot_ttl: Annotated[float, Field(gt=0)] = 300.0              # seconds a slot may be PUT to
     upload_url: str = ""                     # the slots' base URL; "" = from the first http listener
-    http_secure: bool = False                # plain ws/http (WebSocket, BOSH) count as TLS (behind a TLS proxy)
+    http_secure: bool = False                # plain ws/http (WebSocket, BOSH) count as TLS from anywhere
     bosh_max_wait: Annotated[int, Field(ge=1, le=3600)] = 60    # XEP-0124 longest hold of a request, seconds
     bosh_inactivity: Annotated[float, Field(gt=0)] = 60.0      # seconds without a request that end a session
     bosh_max_sessions: Annotated[int, Field(ge=1)] = 10000

@@ -131,6 +131,14 @@ def test_client_terminate_and_inactivity(w):
     assert not svc.bosh.sessions and not svc.accounts
 
 
+def test_plain_http_from_afar_is_offered_no_sasl(w):
+    route = w.cores["a"].http.find_http("/http-bind")
+    req = HttpRequest("POST", "/http-bind", "/http-bind", "", [], f"{HEAD} rid='1' to='localhost' wait='5'/>".encode(),
+                      "192.0.2.9", False)
+    created = etree.fromstring(route.handler(req, w.now).body)
+    assert created.get("sid") and "mechanism" not in etree.tostring(created).decode()
+
+
 def test_bad_requests(w):
     b = Bosh(w)
     assert b.raw("<body xmlns='wrong'/>").status == 400
@@ -152,7 +160,7 @@ def test_a_bosh_client_over_http_chats_with_slixmpp(tmp_path):
     from xmpp_ext_support import ext_server
     from xmpp_live import WAIT, Inbox, make_client, offline, online
 
-    srv = ext_server(tmp_path / "x", xmpp={"http_secure": True})
+    srv = ext_server(tmp_path / "x")
     port = srv.ports["http"]
     rid = [5000]
     sid = [None]

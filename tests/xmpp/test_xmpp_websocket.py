@@ -19,8 +19,8 @@ OPEN = f"<open xmlns='{F}' to='localhost' version='1.0'/>"
 class WsClient:
     """One message per feed, one message per write (what the runtime's TEXT_MESSAGES framing does)."""
 
-    def __init__(self, w, secure=True):
-        self.w, self.t = w, Transport()
+    def __init__(self, w, secure=True, peer_host="127.0.0.1"):
+        self.w, self.t = w, Transport(peer_host)
         self.t.tls = secure
         self.s = WebSocketC2s(w.cores["a"].services["xmpp"], self.t, None, w.now)
 
@@ -79,12 +79,13 @@ def test_errors_are_followed_by_close(w):
     assert any(b"stream:error" in g for g in got) and got[-1] == f'<close xmlns="{F}"/>'.encode()
 
 
-def test_plain_ws_offers_no_sasl_unless_declared_secure(tmp_path):
+def test_plain_ws_offers_no_sasl_unless_local_or_declared_secure(tmp_path):
     w = wire(tmp_path)
-    got = WsClient(w, secure=False).feed(OPEN)
+    got = WsClient(w, secure=False, peer_host="192.0.2.8").feed(OPEN)
     assert b"mechanism" not in got[1] and b"starttls" not in got[1]
+    assert b"PLAIN" in WsClient(w, secure=False, peer_host="::ffff:127.0.0.1").feed(OPEN)[1]
     w2 = wire(tmp_path / "2", http_secure=True)
-    assert b"PLAIN" in WsClient(w2, secure=False).feed(OPEN)[1]
+    assert b"PLAIN" in WsClient(w2, secure=False, peer_host="192.0.2.8").feed(OPEN)[1]
 
 
 # ---------------------------------------------------------------- live
@@ -97,7 +98,7 @@ def test_websocket_client_and_slixmpp_exchange_messages(tmp_path):
     from xmpp_ext_support import ext_server
     from xmpp_live import WAIT, Inbox, make_client, offline, online
 
-    srv = ext_server(tmp_path / "x", xmpp={"http_secure": True})
+    srv = ext_server(tmp_path / "x")           # plain ws from loopback: secure enough for SASL
     http = srv.ports["http"]
     try:
         ws = websocket.create_connection(f"ws://127.0.0.1:{http}/xmpp-websocket", subprotocols=["xmpp"],
