@@ -1,6 +1,10 @@
 """XEP-0054 vCard-temp (an account's own vCard, set and get; another account's, get) and XEP-0153
 avatar hashes (the PHOTO's SHA-1 in `<x xmlns='vcard-temp:x:update'>` on the account's presence).
 
+One account has one vCard on every server: a change is sent over the tree (`XMPP_VCARD`, the
+newer `updated` wins), and at each link-up both sides announce what they have (`XMPP_VCARD_INDEX`,
+account -> updated) and answer the other's index with the vCards it lacks or has older.
+
 Stored in the `xmpp_vcard` store. What is small is in memory from the start (each account's photo
 hash, needed on every presence); the vCards themselves are read with `storage.read` on a miss and
 then cached (a bounded cache; without a database everything stays in memory). A vCard over
@@ -26,6 +30,7 @@ VCARD = "vcard-temp"
 UPDATE = "vcard-temp:x:update"
 _VCARD_TAG = "{%s}vCard" % VCARD
 _X_TAG = "{%s}x" % UPDATE
+FRAME, INDEX = "XMPP_VCARD", "XMPP_VCARD_INDEX"
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 CACHE = 256            # vCards kept in memory besides the hashes (a database holds the rest)
 
@@ -61,12 +66,15 @@ class VcardStore:
     def __init__(self, storage):
         self.storage = storage
         self.hashes: dict[str, str] = {}         # account key -> photo hash ("" for no photo)
+        self.updated: dict[str, float] = {}      # account key -> when its vCard was set (the newer wins)
         self.cache: OrderedDict[str, bytes] = OrderedDict()
         self.bounded = storage.db is not None    # without a database the cache is all there is
 
     def load(self) -> None:
         self.storage.open_store(SCHEMA)
-        self.hashes = {k: h for k, h in self.storage.query("SELECT account, photo_hash FROM xmpp_vcard")}
+        rows = self.storage.query("SELECT account, photo_hash, updated FROM xmpp_vcard")
+        self.hashes = {k: h for k, h, _ in rows}
+        self.updated = {k: t for k, _, t in rows}
 
     def has(self, account: str) -> bool:
         return account.lower() in self.hashes
@@ -92,12 +100,14 @@ class VcardStore:
     def put(self, account: str, data: bytes, digest: str, now: float) -> None:
         key = account.lower()
         self.hashes[key] = digest
+        self.updated[key] = now
         self._cache(key, data)
         self.storage.queue.put(Op(_PUT, (key, data.decode("utf-8"), digest, now)))
 
     def remove(self, account: str) -> None:
         key = account.lower()
         if self.hashes.pop(key, None) is not None:
+            self.updated.pop(key, None)
             self.cache.pop(key, None)
             self.storage.queue.write("DELETE FROM xmpp_vcard WHERE account = ?", (key,))
 
@@ -148,6 +158,7 @@ def install(module, svc) -> None:
         digest = photo_hash(vcard)
         store.put(s.account, data, digest, ev.now)
         r.result(s, iq)
+        send(s.account.lower(), data, ev.now, None)
         if digest != old:
             _rebroadcast(r, s, digest, ev.now)
         return True
@@ -160,12 +171,52 @@ def install(module, svc) -> None:
                 with_photo(ev.stanza, digest)
         return None                              # the table's own row goes on
 
+    def send(key: str, data: bytes, updated: float, servers) -> None:
+        router = module.core.net.router
+        if router is not None:
+            router.send_extension(FRAME, {"account": key, "vcard": data.decode("utf-8"), "updated": updated},
+                                  servers)
+
+    def link_up(peer_id, *rest):
+        router = module.core.net.router
+        if router is not None:
+            router.send_extension(INDEX, {"index": dict(store.updated)}, None)
+
+    def extension(ftype, origin, payload, from_link=None):
+        if ftype == FRAME:
+            received(payload)
+            return True
+        if ftype == INDEX:
+            index = payload.get("index") if isinstance(payload, dict) else None
+            if isinstance(index, dict):
+                for key, t in list(store.updated.items()):
+                    theirs = index.get(key)
+                    if not isinstance(theirs, (int, float)) or t > theirs:
+                        store.get(key, lambda data, key=key, t=t: data and send(key, data, t, {origin}))
+            return True
+        return None
+
+    def received(p) -> None:
+        """A vCard set on another server: kept if it is newer than ours (and is one)."""
+        try:
+            key, text, updated = p["account"], p["vcard"], float(p["updated"])
+            data = text.encode("utf-8")
+            vcard = etree.fromstring(data, _PARSER) if len(data) <= 2 * limit else None
+        except (KeyError, TypeError, ValueError, etree.XMLSyntaxError):
+            return
+        if vcard is None or vcard.tag != _VCARD_TAG or not isinstance(key, str) or key != key.lower() \
+                or module.core.accounts.get(key) is None or updated <= store.updated.get(key, -1.0):
+            return
+        store.put(key, data, photo_hash(vcard), updated)
+
     module.hook(f"iq-get/self/{VCARD}:vCard", get_own)
     module.hook(f"iq-get/bare/{VCARD}:vCard", get_other)
     module.hook(f"iq-set/self/{VCARD}:vCard", set_own)
     for name in ("presence/initial", "presence/bare", "presence/full"):
         module.hook(name, presence)
     module.hook("account_removed", store.remove)
+    module.hook("link_up", link_up)
+    module.hook("link_extension", extension)
     module.add_item("xmpp-feature", VCARD)
     module.add_item("xmpp-account-feature", VCARD)
 

@@ -99,3 +99,42 @@ def test_an_account_removed_loses_its_vcard(w):
     assert svc.vcards.has("alice")
     w.cores["a"].unregister_account("alice", w.now)
     assert not svc.vcards.has("alice")
+
+
+def test_a_vcard_is_the_same_on_every_server(tmp_path):
+    w = wire(tmp_path, names=("a", "b"), vcard_max_bytes=4096)
+    w.link("a", "b")
+    alice = Xmpp(w, "a").login("alice")
+    alice.iq(f"<iq type='set' id='s1'>{_vcard('Alice on a', PHOTO)}</iq>")
+    bob = Xmpp(w, "b").login("bob")
+    got = bob.iq("<iq type='get' id='g' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>")
+    assert got.findtext("{vcard-temp}vCard/{vcard-temp}FN") == "Alice on a"
+    assert w.cores["b"].services["xmpp"].vcards.hashes["alice"] == SHA1
+    # Set while split: it comes over when the link is back (replayed, or through the index), the newer wins.
+    w.unlink("a", "b")
+    w.tick(1)
+    alice.iq(f"<iq type='set' id='s2'>{_vcard('Alice, newer')}</iq>")
+    w.tick(1)
+    alice_b = Xmpp(w, "b").login("alice", resource="b")
+    assert alice_b.iq("<iq type='get' id='g'><vCard xmlns='vcard-temp'/></iq>").findtext(
+        "{vcard-temp}vCard/{vcard-temp}FN") == "Alice on a"
+    w.tick(1)
+    w.link("a", "b")
+    w.tick(1)
+    got = bob.iq("<iq type='get' id='g2' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>")
+    assert got.findtext("{vcard-temp}vCard/{vcard-temp}FN") == "Alice, newer"
+    got = Xmpp(w, "a").login("bob", resource="x").iq(
+        "<iq type='get' id='g3' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>")
+    assert got.findtext("{vcard-temp}vCard/{vcard-temp}FN") == "Alice, newer"
+
+
+def test_a_server_that_joins_later_gets_the_vcards_through_the_index(tmp_path):
+    w = wire(tmp_path, names=("a", "b", "c"), vcard_max_bytes=4096)
+    w.link("a", "b")
+    Xmpp(w, "a").login("alice").iq(f"<iq type='set' id='s1'>{_vcard('Alice', PHOTO)}</iq>")
+    assert "alice" not in w.cores["c"].services["xmpp"].vcards.hashes
+    w.link("c", "b")
+    w.tick(1)
+    assert w.cores["c"].services["xmpp"].vcards.hashes.get("alice") == SHA1
+    got = Xmpp(w, "c").login("bob").iq("<iq type='get' id='g' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>")
+    assert got.findtext("{vcard-temp}vCard/{vcard-temp}FN") == "Alice"
