@@ -58,3 +58,19 @@ def test_size_and_count_limits(w):
     again = alice.iq(f"<iq type='set' id='s'><query xmlns='{P}'><a xmlns='x:a'>new</a></query></iq>")
     assert again.get("type") == "result"              # replacing one already kept is not a new one
     assert _get(alice, "<a xmlns='x:a'/>")[0][0].text == "new"
+
+
+def test_private_data_is_the_same_on_every_server(tmp_path):
+    w = wire(tmp_path, names=("a", "b", "c"))
+    w.link("a", "b")
+    on_a = Xmpp(w, "a").login("alice")
+    on_a.iq(f"<iq type='set' id='s'><query xmlns='{P}'><prefs xmlns='x:prefs'><a>1</a></prefs></query></iq>")
+    assert _get(Xmpp(w, "b").login("alice", resource="b"), "<prefs xmlns='x:prefs'/>")[0][0].findtext(
+        "{x:prefs}a") == "1"
+    w.link("c", "b")                                   # joins later: the index brings it
+    w.tick(1)
+    on_c = Xmpp(w, "c").login("alice", resource="c")
+    assert _get(on_c, "<prefs xmlns='x:prefs'/>")[0][0].findtext("{x:prefs}a") == "1"
+    w.tick(1)
+    on_c.iq(f"<iq type='set' id='s'><query xmlns='{P}'><prefs xmlns='x:prefs'><a>2</a></prefs></query></iq>")
+    assert _get(on_a, "<prefs xmlns='x:prefs'/>")[0][0].findtext("{x:prefs}a") == "2"
