@@ -3,7 +3,9 @@ online and the time since its last logout (with the status of its last unavailab
 is not. An account's is told only to itself and to those it shares its presence with (subscription
 `from` or `both`, §4); others get forbidden. Queries to a full JID are the client's (routed as any iq).
 
-Logouts are kept in the `xmpp_last` store, all of it in memory (one row per account):
+Logouts are kept in the `xmpp_last` store, all of it in memory (one row per account), and are the
+same on every server: each goes over the tree (`XMPP_LAST`, the later wins), and a link-up sends
+them all (they are small).
 
     xmpp_last(account PK (case-folded), logout {real}, status)
 """
@@ -17,6 +19,7 @@ from relay.core.storage import Op, Schema
 from .stanza import element
 
 LAST = "jabber:iq:last"
+FRAME = "XMPP_LAST"
 _STATUS = "{jabber:client}status"
 
 SCHEMA = Schema("xmpp_last", ("""
@@ -87,6 +90,25 @@ def install(module, svc) -> None:
         now = core.now()
         logouts[key] = (now, leaving.pop(key, ""))
         storage.queue.put(Op(_PUT, (key, *logouts[key])))
+        send([[key, *logouts[key]]])
+
+    def send(rows) -> None:
+        router = core.net.router
+        if router is not None and rows:
+            router.send_extension(FRAME, {"logouts": rows}, None)
+
+    def extension(ftype, origin, payload, from_link=None):
+        if ftype != FRAME:
+            return None
+        try:
+            rows = [(str(k), float(t), str(st)[:1024]) for k, t, st in payload["logouts"]]
+        except (KeyError, TypeError, ValueError):
+            return True
+        for key, t, status in rows:
+            if key == key.lower() and core.accounts.get(key) is not None and t > logouts.get(key, (-1.0, ""))[0]:
+                logouts[key] = (t, status)
+                storage.queue.put(Op(_PUT, (key, t, status)))
+        return True
 
     def removed(name):
         if logouts.pop(name.lower(), None) is not None:
@@ -98,4 +120,6 @@ def install(module, svc) -> None:
     module.hook("presence/initial", unavailable)
     module.hook("client_disconnected", disconnected)
     module.hook("account_removed", removed)
+    module.hook("link_up", lambda peer_id, *rest: send([[k, t, st] for k, (t, st) in logouts.items()]))
+    module.hook("link_extension", extension)
     module.add_item("xmpp-feature", LAST)

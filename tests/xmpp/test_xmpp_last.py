@@ -71,3 +71,18 @@ def test_version_of_the_server(w):
     assert got.get("type") == "result"
     assert got.findtext("{jabber:iq:version}query/{jabber:iq:version}name") == "relaynet"
     assert got.findtext("{jabber:iq:version}query/{jabber:iq:version}version")
+
+
+def test_the_last_logout_is_known_on_every_server(tmp_path):
+    w = wire(tmp_path, names=("a", "b", "c"))
+    w.link("a", "b")
+    alice = Xmpp(w, "a").login("alice")
+    alice.feed("<presence type='unavailable'><status>bye</status></presence>")
+    alice.s.connection_lost("gone", w.now)
+    w.cores["b"].services["xmpp"].roster.put("alice", "bob@localhost", subscription="from")
+    w.tick(10)
+    gone = _last(Xmpp(w, "b").login("bob"), "alice@localhost")
+    assert gone[0].text == "bye" and int(gone[0].get("seconds")) >= 10
+    w.link("c", "b")                                     # joins later: the link-up brings them
+    w.cores["c"].services["xmpp"].roster.put("alice", "bob@localhost", subscription="from")
+    assert _last(Xmpp(w, "c").login("bob", resource="c"), "alice@localhost")[0].text == "bye"
