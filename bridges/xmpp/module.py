@@ -36,6 +36,7 @@ from .stanza import element
 
 # Each file's install(module, svc) hooks its stanza names, items and routes (undone on unload).
 EXTENSIONS = (vcard, private, last, register, adhoc, upload, websocket, bosh)
+SCHEMAS = (vcard.SCHEMA, private.SCHEMA, last.SCHEMA, upload.SCHEMA)   # the stores (relayctl restore)
 
 CONFIG_SECTION = True   # options come from the top-level xmpp: section
 
