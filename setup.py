@@ -37,6 +37,7 @@ setup(
             "pyte>=0.8",
             "slixmpp>=1.8",
             "pyVoIP>=1.6",
+            "aiohttp>=3.9",       # slixmpp's xep_0363 (HTTP upload) PUTs with it
         ],
         "bench": ["py-spy>=0.3"],
     },

@@ -447,13 +447,19 @@ def restore(config_path, file):
     from bridges.xmpp.roster import SCHEMA as XMPP_ROSTER
     from bridges.sip.bindings import SCHEMA as SIP
     from relay.core.accounts import SCHEMA as ACCOUNTS
+    from relay.core.module_names import ModuleError, import_module
     from relay.core.storage import StorageError
     from relay.storage import dump, open_database
+    schemas = {s.name: s for s in (ACCOUNTS, MQTT, XMPP_ROSTER, XMPP_OFFLINE, XMPP_ARCHIVE, XMPP_BLOCKLIST, SIP)}
+    for name in cfg.modules:               # the stores a configured module declares (`SCHEMAS`)
+        try:
+            schemas.update((s.name, s) for s in getattr(import_module(name), "SCHEMAS", ()))
+        except ModuleError:
+            pass
     try:
         db = open_database(cfg)
         try:
-            res = dump.load_dump(db, [ACCOUNTS, MQTT, XMPP_ROSTER, XMPP_OFFLINE, XMPP_ARCHIVE, XMPP_BLOCKLIST, SIP],
-                                  os.path.abspath(file))
+            res = dump.load_dump(db, list(schemas.values()), os.path.abspath(file))
         finally:
             db.close()
     except StorageError as e:

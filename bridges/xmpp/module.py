@@ -14,7 +14,11 @@ A bound account is a network member (nick from its localpart, shown as `xmpp` in
 every other network user is `nick@domain`. See session.py (streams, SASL, binding),
 service.py (accounts and names), routing.py (the stanza table), roster.py (the `xmpp_roster`
 store), federation.py (rosters, resources, stanzas and presence across the tree).
-Operator command: `xmpp stats`.
+The services clients rely on are one file each, hooked into the table: sm.py (XEP-0198), csi.py
+(XEP-0352), offline.py (XEP-0160), carbons.py (XEP-0280), mam.py (XEP-0313), blocking.py (XEP-0191),
+vcard.py (XEP-0054/0153), private.py (XEP-0049), last.py (XEP-0012), register.py (XEP-0077),
+adhoc.py (XEP-0050), upload.py (XEP-0363, `/upload` on the http listener), websocket.py (RFC 7395,
+`/xmpp-websocket`), bosh.py (XEP-0124/0206, `/http-bind`). Operator command: `xmpp stats`.
 """
 
 from __future__ import annotations
@@ -25,13 +29,20 @@ from typing import Annotated
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from . import blocking, carbons, csi, mam, offline, sm
+from . import adhoc, blocking, bosh, carbons, csi, last, mam, offline, private, register, sm, upload, vcard, websocket
 from .federation import XmppFederation
 from .jid import JidError, prep_domain
 from .roster import LEGACY_FILE, RosterStore
+from .roster import SCHEMA as ROSTER_SCHEMA
 from .routing import PING, Router
 from .service import XmppService
 from .stanza import element
+
+# Each file's install(module, svc) hooks its stanza names, items and routes (undone on unload).
+EXTENSIONS = (vcard, private, last, register, adhoc, upload, websocket, bosh)
+# The stores (relayctl restore): the roster's and each extension's.
+SCHEMAS = (ROSTER_SCHEMA, offline.SCHEMA, mam.SCHEMA, blocking.SCHEMA, vcard.SCHEMA, private.SCHEMA, last.SCHEMA,
+           upload.SCHEMA)
 
 CONFIG_SECTION = True   # options come from the top-level xmpp: section
 
@@ -56,6 +67,19 @@ class Options(BaseModel):
     ack_seconds: Annotated[float, Field(gt=0)] = 30.0        # ... or once one has waited this long
     offline_max: Annotated[int, Field(ge=0)] = 1000          # XEP-0160: stored messages per account
     mam_max_page: Annotated[int, Field(ge=1)] = 100          # XEP-0313: most results one query returns
+    # The services of vcard.py, private.py, last.py, register.py, adhoc.py, upload.py, websocket.py:
+    vcard_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024             # XEP-0054, serialised
+    private_max_bytes: Annotated[int, Field(ge=256)] = 64 * 1024            # XEP-0049, one namespace's
+    private_max_items: Annotated[int, Field(ge=1)] = 100                    # namespaces per account
+    adhoc_admin_rule: str = "admin"          # XEP-0050: the access rule of who runs operator commands
+    upload_max_bytes: Annotated[int, Field(ge=1)] = 10 * 1024 * 1024   # XEP-0363 (and http.max_body_bytes)
+    upload_quota_bytes: Annotated[int, Field(ge=0)] = 100 * 1024 * 1024  # per account: files + open slots
+    upload_slot_ttl: Annotated[float, Field(gt=0)] = 300.0              # seconds a slot may be PUT to
+    upload_url: str = ""                     # the slots' base URL; "" = from the first http listener
+    http_secure: bool = False                # plain ws/http (WebSocket, BOSH) count as TLS from anywhere
+    bosh_max_wait: Annotated[int, Field(ge=1, le=3600)] = 60    # XEP-0124 longest hold of a request, seconds
+    bosh_inactivity: Annotated[float, Field(gt=0)] = 60.0      # seconds without a request that end a session
+    bosh_max_sessions: Annotated[int, Field(ge=1)] = 10000
 
     @field_validator("components")
     @classmethod
@@ -100,6 +124,8 @@ def setup(module) -> None:
     module.command("xmpp stats", lambda ctx: _stats(svc))
     for extension in (sm, csi, offline, carbons, mam, blocking):    # IM extensions, each in its file
         extension.setup(module, svc)
+    for ext in EXTENSIONS:
+        ext.install(module, svc)
 
     def unload():
         for s in list(svc.pending):

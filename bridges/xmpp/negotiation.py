@@ -130,6 +130,10 @@ class C2sPolicy:
     new_id: Callable[[], str] = lambda: secrets.token_hex(8)
     new_resource: Callable[[], str] = lambda: secrets.token_hex(6)
     limits: Limits = field(default_factory=Limits)
+    # Before authentication (XEP-0077): the reply to an iq, given the iq and whether the stream is secure
+    # (None: refused as any stanza before authentication is); and stream features to add (<register/>).
+    preauth_iq: Optional[Callable[[etree._Element, bool], Optional[etree._Element]]] = None
+    preauth_features: Callable[[bool], list] = lambda secure: []
 
 
 def _tag(namespace: str, name: str) -> str:
@@ -192,6 +196,8 @@ class _Negotiation:
 
     def fail(self, condition: str, text: Optional[str] = None) -> None:
         self._send_raw(self.stream.send(SendStreamError(condition, text)))
+        if self.stream.websocket:
+            self._send_raw(self.stream.send(EndStream()))    # RFC 7395 §3.6.1: <close/>, a message of its own
         self.stage = Stage.CLOSED
         self._out.append(CloseStream(condition))
 
@@ -228,7 +234,7 @@ class C2sNegotiation(_Negotiation):
         _tag(ns.SASL, "auth"): ("_auth", {Stage.FEATURES}),
         _tag(ns.SASL, "response"): ("_response", {Stage.SASL}),
         _tag(ns.SASL, "abort"): ("_abort", {Stage.SASL}),
-        _IQ: ("_iq", {Stage.BIND, Stage.ESTABLISHED}),
+        _IQ: ("_iq", {Stage.FEATURES, Stage.BIND, Stage.ESTABLISHED}),
     }
 
     def tls_started(self) -> None:
@@ -270,6 +276,8 @@ class C2sNegotiation(_Negotiation):
             if mechanisms:
                 features.append(_el(ns.SASL, "mechanisms",
                                     children=[_el(ns.SASL, "mechanism", name) for name in mechanisms]))
+        for extra in self.policy.preauth_features(self.secure):
+            features.append(extra)
         return features
 
     def _post_auth_features(self) -> etree._Element:
@@ -371,6 +379,13 @@ class C2sNegotiation(_Negotiation):
     # <iq type='set' id='..'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>R</resource></bind></iq>
     # <iq type='set' id='..'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>
     def _iq(self, el: etree._Element) -> None:
+        if self.stage is Stage.FEATURES:
+            reply = self.policy.preauth_iq(el, self.secure) if self.policy.preauth_iq is not None else None
+            if reply is None:
+                self.fail("not-authorized", "iq not allowed before negotiation ends")
+            else:
+                self._send(reply)
+            return
         payload = el[0] if len(el) else None
         kind = payload.tag if payload is not None else None
         if el.get("type") == "set" and kind == _tag(ns.BIND, "bind") and self.stage is Stage.BIND:

@@ -64,7 +64,10 @@ class C2sSession:
         o = svc.opts
         self.policy = C2sPolicy(domain_ok=lambda d: d == svc.domain, sasl_mechanisms=self._mechanisms,
                                 tls_available=not transport.tls, tls_required=o.require_starttls,
-                                max_auth_failures=o.max_auth_failures, bind=self._bind, limits=svc.limits)
+                                max_auth_failures=o.max_auth_failures, bind=self._bind, limits=svc.limits,
+                                preauth_iq=lambda el, secure: svc.core.hooks.run("xmpp_preauth_iq", self, el, secure),
+                                preauth_features=lambda secure: [f for fn in svc.core.items.get("xmpp-stream-feature")
+                                                                 for f in fn(self, secure)])
         self.neg = C2sNegotiation(self.policy, secure=transport.tls)
         svc.pending.add(self)                  # until bound: closed past the negotiation timeout
         self.account: str | None = None

@@ -28,12 +28,15 @@ class Framing:
     with 1003. `lines`: one line per message (CRLF appended on the way in, split
     off on the way out, as IRCv3 websocket says); otherwise each write is one
     message and received frames are a byte stream whose boundaries mean nothing
-    (MQTT), bounded by the protocol's own codec rather than a message size.
+    (MQTT), bounded by the protocol's own codec rather than a message size. `messages`:
+    each whole received message is one `data_received` call (RFC 7395 XMPP: one XML document
+    per message), bounded by `http.max_message_bytes` as lines are.
     """
 
     send_text: bool = False
     receive: frozenset = frozenset({"binary"})
     lines: bool = False
+    messages: bool = False
 
 
 BINARY_STREAM = Framing()
@@ -41,6 +44,7 @@ BINARY_LINES = Framing(lines=True)
 TEXT_LINES = Framing(send_text=True, receive=frozenset({"text"}), lines=True)
 # No subprotocol negotiated by a line protocol: either message type in, text out (legacy web clients).
 ANY_LINES = Framing(send_text=True, receive=frozenset({"text", "binary"}), lines=True)
+TEXT_MESSAGES = Framing(send_text=True, receive=frozenset({"text"}), messages=True)
 
 
 @dataclass(slots=True)
@@ -68,6 +72,42 @@ class HttpResponse:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
+
+
+class DeferredResponse:
+    """What a handler returns to answer later (BOSH long polling): `resolve(response)` sends it, once;
+    `on_lost()` is called instead if the connection goes first. The runtime applies no request timeout
+    to it: its owner answers in time."""
+
+    __slots__ = ("_send", "_early", "done", "on_lost")
+
+    def __init__(self, on_lost: Callable[[], None] | None = None):
+        self._send: Callable[[HttpResponse], None] | None = None
+        self._early: HttpResponse | None = None
+        self.done = False
+        self.on_lost = on_lost
+
+    def resolve(self, response: HttpResponse) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._send is None:
+            self._early = response
+        else:
+            self._send(response)
+
+    def attach(self, send: Callable[[HttpResponse], None]) -> None:
+        """The runtime: where the response goes (at once if it was resolved already)."""
+        self._send = send
+        if self._early is not None:
+            early, self._early = self._early, None
+            send(early)
+
+    def lost(self) -> None:
+        if not self.done:
+            self.done = True
+            if self.on_lost is not None:
+                self.on_lost()
 
 
 @dataclass(slots=True, eq=False)

@@ -29,7 +29,8 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 from wsproto.utilities import generate_accept_token
 
 from relay import __version__
-from relay.core.http_routes import Framing, HttpRequest, HttpResponse, HttpRoutes, WebSocketRoute
+from relay.core.http_routes import (DeferredResponse, Framing, HttpRequest, HttpResponse, HttpRoutes,
+                                    WebSocketRoute)
 
 log = logging.getLogger("relay.http")
 
@@ -94,6 +95,7 @@ class HttpConnection:
         self.session: WebSocketSession | None = None
         self.done = False
         self.started = False      # bytes of a request have arrived since the last response
+        self.deferred: DeferredResponse | None = None   # a response its route gives later
         server.waiting[self] = None
 
     # ---------------------------------------------------------------- protocol handler
@@ -110,6 +112,9 @@ class HttpConnection:
     def connection_lost(self, reason: str, now: float) -> None:
         self.done = True
         self.server.waiting.pop(self, None)
+        if self.deferred is not None:
+            deferred, self.deferred = self.deferred, None
+            deferred.lost()
         if self.session is not None:
             self.session.connection_lost(reason, now)
 
@@ -123,7 +128,8 @@ class HttpConnection:
 
     def check(self, now: float) -> None:
         """Sweep: a request, or the wait for one, past the timeout ends the connection."""
-        if self.done or self.session is not None or now - self.since <= self.server.timeout:
+        if self.done or self.session is not None or self.deferred is not None \
+                or now - self.since <= self.server.timeout:
             return
         if self.started:
             self._fail(408, "request timeout")
@@ -224,13 +230,27 @@ class HttpConnection:
             log.exception("HTTP route %s (%s) raised on %s %s", action.prefix, action.owner,
                           request.method, path)
             resp = HttpResponse(500, body=b"internal error\n")
-        self._respond(resp, head=request.method == "HEAD")
+        head = request.method == "HEAD"
+        if type(resp) is DeferredResponse:
+            # Answered later (long polling): what the client pipelines meanwhile waits in h11.
+            self.deferred = resp
+            resp.attach(lambda r: self._answer(r, head, self.server.core.now(), later=True))
+            return
+        self._answer(resp, head, now)
+
+    def _answer(self, resp: HttpResponse, head: bool, now: float, later: bool = False) -> None:
+        self.deferred = None
+        if self.done:
+            return
+        self._respond(resp, head=head)
         if self.done:
             return
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
             self.since = now
             self.started = bool(self.h11.trailing_data[0])  # a pipelined request already begun
+            if later and self.started:
+                self._drive(now)
         else:
             self._finish("HTTP connection closed")
 
@@ -295,6 +315,7 @@ class WebSocketSession:
         self.max_message = conn.server.limits.max_message_bytes
         self.in_message = False   # a fragmented message is being received
         self.message_bytes = 0
+        self.fragments: list[bytes] = []   # messages framing: the message received so far
         self.transport = WebSocketTransport(self, conn.t, subprotocol, target, headers)
         self.handler = None
         route.live[self] = self.transport.going_away
@@ -323,12 +344,25 @@ class WebSocketSession:
                         return
                     self.in_message = True
                 chunk = ev.data.encode("utf-8") if t is TextMessage else ev.data
-                if framing.lines:
+                if framing.lines or framing.messages:
                     self.message_bytes += len(chunk)
                     if self.message_bytes > self.max_message:
                         self._deliver(out, now)
                         self.transport.close_with(CLOSE_TOO_BIG, "WebSocket message too big")
                         return
+                if framing.messages:
+                    # Whole messages only: fragments wait here, across reads, until the last one.
+                    if chunk:
+                        self.fragments.append(chunk)
+                    if ev.message_finished:
+                        self.in_message = False
+                        self.message_bytes = 0
+                        message, self.fragments = b"".join(self.fragments), []
+                        if message:
+                            self._deliver([message], now)
+                        if self.transport.closing:
+                            return
+                    continue
                 if chunk:
                     out.append(chunk)
                 if ev.message_finished:

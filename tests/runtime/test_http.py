@@ -402,3 +402,65 @@ def test_listen_config_udp_and_http_section():
         with pytest.raises(ConfigError) as e:
             parse(data)
         assert any(m.startswith(msg) for m in e.value.errors), e.value.errors
+
+
+# ---------------------------------------------------------------------- whole messages, answers given later
+
+class Messages:
+    """A handler of the TEXT_MESSAGES framing: each data_received call is kept apart."""
+
+    def __init__(self, t, log):
+        self.t, self.calls = t, []
+        log.append(self)
+
+    def data_received(self, data: bytes, now: float) -> None:
+        self.calls.append(data)
+
+    def connection_lost(self, reason: str, now: float) -> None:
+        pass
+
+
+def test_text_messages_are_whole_at_every_split():
+    from relay.core.http_routes import TEXT_MESSAGES
+    one, two = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>".encode(), "<iq>é</iq>".encode()
+    wire = frame(one, opcode=1) + frame(two[:5], opcode=1, fin=False) + frame(b"", opcode=9) \
+        + frame(two[5:], opcode=0)
+    for cut in range(1, len(wire)):
+        h = make_conn()
+        log: list = []
+        h.routes.add_websocket("/xmpp-websocket", {"xmpp": TEXT_MESSAGES}, lambda t, l, now: Messages(t, log),
+                               owner="test")
+        h.conn.data_received(upgrade("/xmpp-websocket", "xmpp"), 0.0)
+        h.t.take()
+        h.conn.data_received(wire[:cut], 0.0)
+        h.conn.data_received(wire[cut:], 0.0)
+        assert log[0].calls == [one, two], cut
+        log[0].t.write(b"<close/>")                                  # each write is one text message
+        assert server_frames(h.t.take())[-1] == (1, b"<close/>")
+
+
+def test_a_deferred_response_is_sent_when_resolved_and_the_next_request_waits_for_it():
+    from relay.core.http_routes import DeferredResponse
+    h = make_conn()
+    held: list = []
+    lost: list = []
+
+    def later(req, now):
+        d = DeferredResponse(on_lost=lambda: lost.append(req.path))
+        held.append(d)
+        return d
+    h.routes.add_http("/later", later, owner="test")
+    h.conn.data_received(b"POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+                         b"GET /api/next HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+    assert h.t.take() == b"" and len(held) == 1
+    h.server.sweep(100.0)                                           # no request timeout while it is held
+    assert h.t.closed is None
+    held[0].resolve(HttpResponse(200, body=b"at last"))
+    out = h.t.take()
+    assert out.startswith(b"HTTP/1.1 200 ") and b"at last" in out
+    assert b"GET /api/next" in out                                  # the pipelined one, answered after it
+    held[0].resolve(HttpResponse(500))                               # once only
+    assert h.t.take() == b""
+    h.conn.data_received(b"POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 0.0)
+    h.conn.connection_lost("gone", 0.0)
+    assert lost == ["/later"] and held[1].done
