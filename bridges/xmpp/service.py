@@ -72,6 +72,7 @@ class XmppService:
             return
         if s.interested or s.presence is not None:
             self.router.went_offline(s, now)
+        self.core.hooks.run("xmpp_resource_unbound", s, now)   # services drop what the resource had
         del acct.resources[s.jid.resource]
         if not acct.resources:
             del self.accounts[s.jid.bare]

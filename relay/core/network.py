@@ -396,6 +396,8 @@ class Network:
             if fan is None:
                 fan = target.fanout = ChannelFanout(target.local)
             fan.message(ev, source.session)
+            if hooks.has("channel_message"):      # a module keeping room history (MUC) sees each once
+                hooks.run("channel_message", ev)
             if propagate and self.router and target.servers:
                 self.router.channel_message(ev)
         else:

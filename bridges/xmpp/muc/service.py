@@ -1,0 +1,479 @@
+"""The MUC service of one server: which local XMPP sessions occupy which rooms, joins and leaves,
+and the renderer that turns the network's channel events into room stanzas for them.
+
+A room is the channel (names.py); an occupant is the account's network user joined to it; the
+resources of one account in a room are one occupant with several sessions. This keeps only what
+channels cannot hold: the joined resources, the room's recent history and (store.py) affiliations,
+persistent rooms' configuration and the archive. Roles and affiliations are read from the channel:
+moderator = @, participant = +v or no +m, visitor = neither under +m; owner/admin from the store
+(an @ without a stored affiliation is admin), member = `+I $a:account`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from lxml import etree
+
+from relay.core.model import (NETSPLIT, TAG_ONLY, Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent,
+                              ModeChanged, NickChanged, TopicChanged, User, UserInvited, UserQuit)
+from relay.core.network import JoinRefused
+from relay.proto.irc import valid_nick
+
+from ..jid import Jid
+from ..service import xml_text
+from ..stanza import Outgoing
+from .names import local_for
+from .stanzas import MUC_USER, C, error, groupchat, occupant_presence, q
+
+# JoinRefused codes -> (error type, condition, text), XEP-0045 §7.2
+JOIN_ERRORS = {
+    "banned": ("auth", "forbidden", "you are banned from this room"),
+    "invite_only": ("auth", "registration-required", "this room is members-only (+i)"),
+    "bad_key": ("auth", "not-authorized", "this room needs a password (+k)"),
+    "full": ("wait", "service-unavailable", "this room is full (+l)"),
+    "too_many": ("wait", "resource-constraint", "you are in as many rooms as the network allows"),
+    "may_not_create": ("cancel", "not-allowed", "you may not create rooms"),
+    "bad_name": ("modify", "jid-malformed", "not a valid room name"),
+}
+
+
+class Room:
+    """What this server keeps of one room beyond its channel."""
+
+    __slots__ = ("key", "local", "jid", "history", "occupants")
+
+    def __init__(self, key: str, local: str, jid: str, history_length: int):
+        self.key, self.local, self.jid = key, local, jid
+        self.history: deque = deque(maxlen=history_length)   # (time, nick, real jid, text, msgid)
+        self.occupants: dict[Jid, dict[str, object]] = {}      # account bare JID -> resource -> session
+
+
+class MucService:
+    def __init__(self, core, xmpp, opts, store=None):
+        self.core, self.xmpp, self.opts, self.store = core, xmpp, opts, store
+        self.net = core.net
+        self.domain = opts.domain or f"conference.{xmpp.domain}"
+        self.rooms: dict[str, Room] = {}                # channel key -> room
+        self.no_room: set[str] = set()                 # channel keys XMPP cannot name
+
+    # ---------------------------------------------------------------- names
+    def room(self, ch: Channel | str) -> Room | None:
+        """The room of a channel (made on first use), None if XMPP cannot name it."""
+        key = ch.key_name if type(ch) is Channel else self.net.fold(ch)
+        r = self.rooms.get(key)
+        if r is None and key not in self.no_room:
+            name = ch.name if type(ch) is Channel else ch
+            local = local_for(name, self.net.fold)
+            if local is None:
+                self.no_room.add(key)
+                return None
+            r = self.rooms[key] = Room(key, local, f"{local}@{self.domain}", self.opts.history_length)
+        return r
+
+    def real_jid(self, u: User) -> str:
+        full = u.attrs.get("xmpp", {}).get("jid")
+        return full or self.xmpp.jid_of(u)
+
+    def role(self, ch: Channel, u: User) -> str:
+        st = ch.members.get(u)
+        if st is None:
+            return "none"
+        if "o" in st:
+            return "moderator"
+        return "participant" if "v" in st or "m" not in ch.modes else "visitor"
+
+    def affiliation(self, ch: Channel, u: User) -> str:
+        if u.account:
+            stored = self.store.affiliation(ch.key_name, u.account) if self.store else None
+            if stored in ("owner", "admin"):
+                return stored
+            if "o" in ch.members.get(u, ""):
+                return "admin"
+            if stored == "member" or self.net.matches_list(ch, "I", u):
+                return "member"
+        elif "o" in ch.members.get(u, ""):
+            return "admin"
+        return "none"
+
+    def presence_of(self, ch: Channel, room: Room, u: User, codes=(), **kw) -> etree._Element:
+        return occupant_presence(f"{room.jid}/{u.nick}", self.affiliation(ch, u), self.role(ch, u),
+                                 self.real_jid(u), codes, occupant_id=self.occupant_id(room, u), **kw)
+
+    def occupant_id(self, room: Room, u: User) -> str | None:
+        return None
+
+    def crowded(self, ch: Channel) -> bool:
+        """Past max_users_presence only moderators' comings and goings are broadcast (membership is kept)."""
+        return len(ch.members) > self.opts.max_users_presence
+
+    # ---------------------------------------------------------------- sending
+    def send(self, s, el: etree._Element) -> None:
+        el.set("to", str(s.jid))
+        s.send(el)
+
+    def send_error(self, s, el: etree._Element, kind: str, condition: str, text: str | None = None) -> None:
+        s.send(error(el, str(s.jid), kind, condition, text))
+
+    def sessions(self, room: Room, bare: Jid):
+        return room.occupants.get(bare, {}).values()
+
+    # ---------------------------------------------------------------- joining and leaving
+    def join(self, s, el: etree._Element, room_jid: Jid, name: str, now: float) -> None:
+        """Presence to room/nick: a join, a nick change, or (already in) a presence update."""
+        user = s.member.user
+        net = self.net
+        want = room_jid.resource
+        room = self.room(name)
+        key = net.fold(name)
+        here = room.occupants.get(s.jid.bare, {}) if room is not None else {}
+        codes = []
+        if net.fold(want) != net.fold(user.nick):
+            if not valid_nick(want, self.core.config.network.nicklen):
+                codes.append(210)                        # the network nick stays: the service changed it
+            elif net.nick_in_use(want, but=user):
+                self.send_error(s, el, "cancel", "conflict", "that nick is taken on the network")
+                return
+            else:
+                net.change_nick(user, want, now)          # 303 in every room this account is in
+        if s.jid.resource in here:
+            return
+        ch = net.find_channel(name)
+        created = ch is None
+        if ch is None or user not in ch.members:
+            x = el.find(q("http://jabber.org/protocol/muc", "x"))
+            password = x.findtext(q("http://jabber.org/protocol/muc", "password")) if x is not None else None
+            try:
+                ch = self.xmpp.members.join(user, name, now, key=password)
+            except JoinRefused as e:
+                kind, cond, text = JOIN_ERRORS.get(e.code, ("cancel", "not-allowed", e.code))
+                self.send_error(s, el, kind, cond, text)
+                return
+            room = self.room(ch)
+            if created:
+                self.room_created(ch, room, user, now)
+            else:
+                self.rejoined(ch, room, user, now)
+        room.occupants.setdefault(s.jid.bare, {})[s.jid.resource] = s
+        self.welcome(s, el, ch, room, user, codes + ([201] if created else []), now)
+
+    def room_created(self, ch: Channel, room: Room, user: User, now: float) -> None:
+        """A new channel from XMPP: its creator owns it (step 2 restores persistent rooms here)."""
+        if self.store is not None and user.account:
+            self.store.set_affiliation(room.key, user.account, "owner")
+
+    def rejoined(self, ch: Channel, room: Room, user: User, now: float) -> None:
+        """Joined an existing channel: an owner or admin by account gets its @ back."""
+        if self.store is None or not user.account or "o" in ch.members.get(user, ""):
+            return
+        if self.store.affiliation(room.key, user.account) in ("owner", "admin"):
+            self.net.apply_modes(self.core.config.server.name, ch, [("+", "o", user)], now)
+
+    def welcome(self, s, el, ch: Channel, room: Room, user: User, codes: list, now: float) -> None:
+        """XEP-0045 §7.2: the others' presence, self-presence (110 ...), history, subject."""
+        crowded = self.crowded(ch)
+        for u in ch.members:
+            if u is not user and (not crowded or "o" in ch.members[u]):
+                self.send(s, self.presence_of(ch, room, u))
+        self.send(s, self.presence_of(ch, room, user, [110, *codes]))
+        self.send_history(s, el, room, now)
+        by = ch.topic_by.split("!", 1)[0] if ch.topic_by else None
+        self.send(s, groupchat(f"{room.jid}/{by}" if by else room.jid, None, None, room.jid,
+                               subject=xml_text(ch.topic or "")))
+
+    def send_history(self, s, el, room: Room, now: float) -> None:
+        """History on join, limited by `<history maxstanzas maxchars seconds since/>`."""
+        h = el.find(q("http://jabber.org/protocol/muc", "x") + "/" + q("http://jabber.org/protocol/muc", "history"))
+        entries = list(room.history)
+        if h is not None:
+            entries = history_limits(entries, h, now, room.jid)
+        else:
+            entries = entries[-self.opts.history_default:] if self.opts.history_default else []
+        for t, nick, jid, text, msgid in entries:
+            self.send(s, groupchat(f"{room.jid}/{nick}", xml_text(text), msgid, room.jid, delay=t,
+                                   stanza_id=msgid))
+
+    def leave(self, s, el: etree._Element, name: str, now: float) -> None:
+        room = self.room(name)
+        here = room.occupants.get(s.jid.bare) if room is not None else None
+        if not here or s.jid.resource not in here:
+            return
+        del here[s.jid.resource]
+        ch = self.net.find_channel(name)
+        user = s.member.user
+        if ch is not None and user in ch.members:
+            self.send(s, self.presence_of(ch, room, user, [110], unavailable=True))
+        if not here:
+            del room.occupants[s.jid.bare]
+            if ch is not None:
+                self.xmpp.members.leave(user, ch.name, el.findtext(C + "status") or "", now)
+
+    def resource_unbound(self, s, now: float) -> None:
+        """A resource's stream ended: it leaves its rooms (the account's last resource: the QUIT says it)."""
+        acct = s.member
+        last = acct is not None and len(acct.resources) <= 1
+        for room in list(self.rooms.values()):
+            here = room.occupants.get(s.jid.bare)
+            if not here or s.jid.resource not in here:
+                continue
+            del here[s.jid.resource]
+            if not here:
+                del room.occupants[s.jid.bare]
+                ch = self.net.channels.get(room.key)
+                if not last and ch is not None and acct.user in ch.members:
+                    self.xmpp.members.leave(acct.user, ch.name, "", now)
+
+    def is_occupant(self, s, name: str) -> bool:
+        room = self.rooms.get(self.net.fold(name))
+        return room is not None and s.jid.resource in room.occupants.get(s.jid.bare, ())
+
+    # ---------------------------------------------------------------- history
+    def channel_message(self, ev: MessageSent) -> None:
+        """Every channel message this server sees (once): the room's history and archive."""
+        if ev.kind is TAG_ONLY:
+            return
+        room = self.room(ev.target)
+        if room is None:
+            return
+        jid = self.real_jid(ev.source)
+        room.history.append((ev.time, ev.source.nick, jid, ev.text, ev.msgid))
+        if self.store is not None and self.opts.archive:
+            self.store.archive(room.key, ev.msgid, ev.time, ev.source.nick, jid, ev.text)
+
+    def channel_destroyed(self, ch: Channel) -> None:
+        """The last member left: a temporary room ends with it, a persistent one stays in the store."""
+        room = self.rooms.get(ch.key_name)
+        self.no_room.discard(ch.key_name)
+        if room is None:
+            return
+        if self.store is not None and ch.key_name in self.store.rooms:
+            return
+        del self.rooms[ch.key_name]
+        if self.store is not None:
+            self.store.forget_room(ch.key_name)
+
+    # ---------------------------------------------------------------- what an occupant sent
+    def reflect(self, s, el: etree._Element, ch: Channel, ev: MessageSent) -> None:
+        """XEP-0045 §7.4: the sender's own sessions in the room get the message too, with its id."""
+        room = self.rooms[ch.key_name]
+        msg = groupchat(f"{room.jid}/{ev.source.nick}", xml_text(ev.text), el.get("id") or ev.msgid, room.jid,
+                        stanza_id=ev.msgid, occupant_id=self.occupant_id(room, ev.source))
+        self._to(room.occupants.get(s.jid.bare, {}), msg)
+
+    def reflect_subject(self, s, ch: Channel, now: float) -> None:
+        room = self.rooms[ch.key_name]
+        self._to(room.occupants.get(s.jid.bare, {}),
+                 groupchat(f"{room.jid}/{s.member.user.nick}", None, None, room.jid, subject=xml_text(ch.topic)))
+
+    def invite(self, ev, to_text: str) -> None:
+        """A mediated invitation: an INVITE of the network user that JID names."""
+        from ..jid import JidError, parse_jid
+        try:
+            target = self.xmpp.network_user(parse_jid(to_text).bare)
+        except JidError:
+            target = None
+        if target is None:
+            ev.error("cancel", "item-not-found", "no such user on the network")
+            return
+        ch = self.net.find_channel(ev.channel)
+        if "i" in ch.modes and "o" not in ch.members.get(ev.user, ""):
+            ev.error("auth", "forbidden", "only moderators may invite to a members-only room")
+            return
+        self.net.invite(ev.user, target, ch, ev.now)
+
+    def room_form(self, ev) -> None:
+        """A form sent to the room (voice requests); nothing else is taken."""
+
+    # ---------------------------------------------------------------- channel events -> occupants
+    def on_event(self, acct, ev):
+        """The network tells `acct` (an AccountMember) an event; True when it was a room's."""
+        t = type(ev)
+        if t is MessageSent:
+            if type(ev.target) is not Channel:
+                return None
+            room = self.rooms.get(ev.target.key_name)
+            if room is not None and acct.bare in room.occupants and ev.kind is not TAG_ONLY:
+                out = ev.cache.get("muc")
+                if out is None:
+                    out = ev.cache["muc"] = Outgoing(groupchat(
+                        f"{room.jid}/{ev.source.nick}", xml_text(ev.text), ev.msgid, room.jid, stanza_id=ev.msgid,
+                        occupant_id=self.occupant_id(room, ev.source)))
+                for s in room.occupants[acct.bare].values():
+                    s.send_bytes_of(out)
+            return True
+        render = _RENDER.get(t)
+        if render is None:
+            return None
+        render(self, acct, ev)
+        return True
+
+    def _joined(self, acct, ch: Channel):
+        room = self.rooms.get(ch.key_name)
+        if room is None or acct.bare not in room.occupants:
+            return None, ()
+        return room, room.occupants[acct.bare]
+
+    def _to(self, sessions, el: etree._Element) -> None:
+        out = Outgoing(el)
+        for s in list(sessions.values()):
+            s.send_bytes_of(out)
+
+    def _shared(self, ev, key, make):
+        """One element per event (and key) for every local occupant: serialised once."""
+        out = ev.cache.get(key)
+        if out is None:
+            out = ev.cache[key] = Outgoing(make())
+        return out
+
+    def _broadcast(self, ev, sessions, key, make) -> None:
+        out = self._shared(ev, key, make)
+        for s in list(sessions.values()):
+            s.send_bytes_of(out)
+
+    def _gone(self, acct, room: Room) -> None:
+        room.occupants.pop(acct.bare, None)
+
+
+def history_limits(entries: list, h: etree._Element, now: float, room_jid: str) -> list:
+    """XEP-0045 §7.2.15: the most recent entries that fit every limit given."""
+    from .timefmt import parse_stamp
+    try:
+        maxstanzas = int(h.get("maxstanzas")) if h.get("maxstanzas") is not None else None
+        maxchars = int(h.get("maxchars")) if h.get("maxchars") is not None else None
+        seconds = int(h.get("seconds")) if h.get("seconds") is not None else None
+    except ValueError:
+        maxstanzas = maxchars = seconds = None
+    since = parse_stamp(h.get("since")) if h.get("since") else None
+    if seconds is not None:
+        entries = [e for e in entries if e[0] >= now - seconds]
+    if since is not None:
+        entries = [e for e in entries if e[0] >= since]
+    if maxstanzas is not None:
+        entries = entries[-maxstanzas:] if maxstanzas > 0 else []
+    if maxchars is not None:
+        out, used = [], 0
+        for e in reversed(entries):
+            size = len(etree.tostring(groupchat(f"{room_jid}/{e[1]}", xml_text(e[3]), e[4], room_jid, delay=e[0])))
+            if used + size > maxchars:
+                break
+            used += size
+            out.append(e)
+        entries = out[::-1]
+    return entries
+
+
+# ---------------------------------------------------------------- renderers, by event type
+def _r_joined(m: MucService, acct, ev: MemberJoined) -> None:
+    ch, u = ev.channel, ev.user
+    room, sessions = m._joined(acct, ch)
+    if not sessions or u is acct.user or (m.crowded(ch) and "o" not in ch.members.get(u, "")):
+        return
+    m._broadcast(ev, sessions, "muc", lambda: m.presence_of(ch, room, u))
+
+
+def _r_left(m: MucService, acct, ev, codes=(), **kw) -> None:
+    ch, u = ev.channel, ev.user
+    room, sessions = m._joined(acct, ch)
+    if not sessions:
+        return
+    if u is acct.user:                                  # parted or kicked from elsewhere: every session leaves
+        m._to(sessions, m.presence_of(ch, room, u, [110, *codes], unavailable=True, **kw))
+        m._gone(acct, room)
+        return
+    if m.crowded(ch) and "o" not in ch.members.get(u, "") and not codes:
+        return
+    m._broadcast(ev, sessions, "muc", lambda: m.presence_of(ch, room, u, codes, unavailable=True, **kw))
+
+
+def _r_part(m: MucService, acct, ev: MemberLeft) -> None:
+    _r_left(m, acct, ev)
+
+
+def _r_kick(m: MucService, acct, ev: MemberKicked) -> None:
+    actor = ev.source.nick if isinstance(ev.source, User) else None
+    _r_left(m, acct, ev, (307,), reason=ev.reason or None, actor=actor)
+
+
+def _r_quit(m: MucService, acct, ev: UserQuit) -> None:
+    u = ev.user
+    codes = (333,) if ev.batch is not None and ev.batch.kind == NETSPLIT else ()
+    for ch in list(u.channels.values()):
+        room, sessions = m._joined(acct, ch)
+        if not sessions or (m.crowded(ch) and "o" not in ch.members.get(u, "")):
+            continue
+        m._broadcast(ev, sessions, ("muc", ch.key_name),
+                     lambda: m.presence_of(ch, room, u, codes, unavailable=True,
+                                           reason=ev.reason or None))
+
+
+def _r_nick(m: MucService, acct, ev: NickChanged) -> None:
+    """XEP-0045 §7.6: unavailable from the old nick with 303 and the new one, then presence from it."""
+    u, old = ev.user, ev.old_prefix.split("!", 1)[0]
+    mine = u is acct.user
+    for ch in list(u.channels.values()):
+        room, sessions = m._joined(acct, ch)
+        if not sessions or (not mine and m.crowded(ch) and "o" not in ch.members.get(u, "")):
+            continue
+        self_codes = [110] if mine else []
+        gone = m.presence_of(ch, room, u, [303, *self_codes], unavailable=True, nick=u.nick)
+        gone.set("from", f"{room.jid}/{old}")
+        m._to(sessions, gone)
+        m._to(sessions, m.presence_of(ch, room, u, self_codes))
+
+
+def _r_mode(m: MucService, acct, ev: ModeChanged) -> None:
+    """+o/+v and their removal change an occupant's role; +m changes every unvoiced one's."""
+    ch = ev.channel
+    room, sessions = m._joined(acct, ch)
+    if not sessions:
+        return
+    changed: dict[User, None] = {}
+    for sign, mode, arg in ev.changes:
+        if mode in "ov" and arg is not None:
+            u = m.net.find_nick(arg)
+            if u is not None and u in ch.members:
+                changed[u] = None
+        elif mode == "m":
+            changed.update((u, None) for u, st in ch.members.items() if not st)
+    crowded = m.crowded(ch)
+    for u in changed:
+        if u is acct.user:
+            m._to(sessions, m.presence_of(ch, room, u, [110]))
+        elif not crowded or "o" in ch.members.get(u, ""):
+            m._broadcast(ev, sessions, ("muc", u.uid), lambda u=u: m.presence_of(ch, room, u))
+    if any(mode not in "ovbeI" for _s, mode, _a in ev.changes):
+        note = groupchat(room.jid, None, None, room.jid)   # XEP-0045 §10.2.1: 104, the configuration changed
+        x = etree.SubElement(note, q(MUC_USER, "x"), nsmap={None: MUC_USER})
+        etree.SubElement(x, q(MUC_USER, "status"), code="104")
+        m._broadcast(ev, sessions, ("muc", "104"), lambda: note)
+
+
+def _r_topic(m: MucService, acct, ev: TopicChanged) -> None:
+    ch = ev.channel
+    room, sessions = m._joined(acct, ch)
+    if not sessions:
+        return
+    src = ev.source
+    frm = f"{room.jid}/{src.nick}" if isinstance(src, User) and src in ch.members else room.jid
+    m._broadcast(ev, sessions, "muc", lambda: groupchat(frm, None, None, room.jid, subject=xml_text(ch.topic)))
+
+
+def _r_invite(m: MucService, acct, ev: UserInvited) -> None:
+    """An INVITE to this account: a mediated invitation (XEP-0045 §7.8.2) to its bare JID."""
+    if ev.user is not acct.user:
+        return
+    room = m.room(ev.channel)
+    if room is None:
+        return
+    msg = groupchat(room.jid, None, None, room.jid, mtype="normal")
+    del msg.attrib["type"]
+    x = etree.SubElement(msg, q(MUC_USER, "x"), nsmap={None: MUC_USER})
+    etree.SubElement(x, q(MUC_USER, "invite"), **{"from": m.real_jid(ev.source)})
+    if ev.channel.key:
+        etree.SubElement(x, q(MUC_USER, "password")).text = ev.channel.key
+    msg.set("to", str(acct.bare))
+    m.xmpp.router.to_bare(acct.bare, msg, ev.time)
+
+
+_RENDER = {MemberJoined: _r_joined, MemberLeft: _r_part, MemberKicked: _r_kick, UserQuit: _r_quit,
+           NickChanged: _r_nick, ModeChanged: _r_mode, TopicChanged: _r_topic, UserInvited: _r_invite}
