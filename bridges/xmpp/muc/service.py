@@ -23,6 +23,7 @@ from relay.proto.irc import valid_nick
 from ..jid import Jid
 from ..service import xml_text
 from ..stanza import Outgoing
+from .moderation import Moderation
 from .names import local_for
 from .stanzas import MUC_USER, C, error, groupchat, occupant_presence, q
 
@@ -49,7 +50,7 @@ class Room:
         self.occupants: dict[Jid, dict[str, object]] = {}      # account bare JID -> resource -> session
 
 
-class MucService:
+class MucService(Moderation):
     def __init__(self, core, xmpp, opts, store=None):
         self.core, self.xmpp, self.opts, self.store = core, xmpp, opts, store
         self.net = core.net
@@ -158,8 +159,14 @@ class MucService:
         self.welcome(s, el, ch, room, user, codes + ([201] if created else []), now)
 
     def room_created(self, ch: Channel, room: Room, user: User, now: float) -> None:
-        """A new channel from XMPP: its creator owns it (step 2 restores persistent rooms here)."""
-        if self.store is not None and user.account:
+        """A new channel from XMPP: a persistent room's configuration comes back and its owners get
+        their @; otherwise the creator owns it."""
+        if self.store is None:
+            return
+        if self.restore_room(ch, user, now):
+            if self.store.affiliation(room.key, user.account or "") not in ("owner", "admin"):
+                self.net.apply_modes(self.net_source(ch), ch, [("-", "o", user)], now)
+        elif user.account:
             self.store.set_affiliation(room.key, user.account, "owner")
 
     def rejoined(self, ch: Channel, room: Room, user: User, now: float) -> None:
@@ -281,9 +288,6 @@ class MucService:
             return
         self.net.invite(ev.user, target, ch, ev.now)
 
-    def room_form(self, ev) -> None:
-        """A form sent to the room (voice requests); nothing else is taken."""
-
     # ---------------------------------------------------------------- channel events -> occupants
     def on_event(self, acct, ev):
         """The network tells `acct` (an AccountMember) an event; True when it was a room's."""
@@ -390,8 +394,10 @@ def _r_part(m: MucService, acct, ev: MemberLeft) -> None:
 
 
 def _r_kick(m: MucService, acct, ev: MemberKicked) -> None:
+    """A KICK is 307; a KICK of someone the channel bans (+b, set first as IRC ops do) is 301."""
     actor = ev.source.nick if isinstance(ev.source, User) else None
-    _r_left(m, acct, ev, (307,), reason=ev.reason or None, actor=actor)
+    code = 301 if m.net.banned(ev.channel, ev.user) else 307
+    _r_left(m, acct, ev, (code,), reason=ev.reason or None, actor=actor)
 
 
 def _r_quit(m: MucService, acct, ev: UserQuit) -> None:

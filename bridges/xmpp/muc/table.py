@@ -21,7 +21,7 @@ from relay.core.model import MESSAGE, User
 
 from ..jid import Jid
 from .names import RoomNameError, channel_for
-from .stanzas import C, MUC_USER, q
+from .stanzas import C, MUC_ADMIN, MUC_OWNER, MUC_USER, q
 
 TABLE: dict[str, tuple[Callable, bool]] = {}     # name -> (handler, needs an occupant)
 
@@ -177,3 +177,57 @@ def room_message(ev: MucStanza):
 
 def reason_of(item) -> str:
     return (item.findtext(q(MUC_USER, "reason")) or "") if item is not None else ""
+
+
+# ==================================================================== moderation (XEP-0045 §8-10)
+# <iq type='set' to='room'><query xmlns='muc#admin'><item nick='N' role='none|visitor|participant|moderator'>
+#   <reason/></item> | <item jid='J' affiliation='outcast|none|member|admin|owner'/></query></iq>
+@row(f"iq-set/room/{MUC_ADMIN}:query", occupant=True)
+def admin_set(ev: MucStanza):
+    items = ev.el[0].findall(q(MUC_ADMIN, "item"))
+    if not items:
+        ev.error("modify", "bad-request", "no item")
+        return
+    for item in items:
+        failed = ev.muc.admin_item(ev, item)
+        if failed:
+            ev.error(*failed)
+            return
+    ev.muc.result(ev.s, ev.el)
+
+
+# <iq type='get' to='room'><query xmlns='muc#admin'><item role='R'|affiliation='A'/></query></iq>
+@row(f"iq-get/room/{MUC_ADMIN}:query", occupant=True)
+def admin_get(ev: MucStanza):
+    item = ev.el[0].find(q(MUC_ADMIN, "item"))
+    if item is None or (item.get("role") is None and item.get("affiliation") is None):
+        ev.error("modify", "bad-request", "ask for a role or an affiliation")
+        return
+    out = ev.muc.admin_list(ev, item.get("role"), item.get("affiliation"))
+    if isinstance(out, tuple):
+        ev.error(*out)
+    else:
+        ev.muc.result(ev.s, ev.el, out)
+
+
+# <iq type='get' to='room'><query xmlns='muc#owner'/></iq>: the configuration form
+@row(f"iq-get/room/{MUC_OWNER}:query", occupant=True)
+def owner_get(ev: MucStanza):
+    if not ev.muc.may_configure(ev):
+        ev.error("auth", "forbidden", "only the room's owners and admins (@) configure it")
+        return
+    ev.muc.result(ev.s, ev.el, ev.muc.config_form(ev.channel))
+
+
+# <iq type='set' to='room'><query xmlns='muc#owner'><x xmlns='jabber:x:data' type='submit|cancel'/>
+#   | <destroy/></query></iq>
+@row(f"iq-set/room/{MUC_OWNER}:query", occupant=True)
+def owner_set(ev: MucStanza):
+    if not ev.muc.may_configure(ev):
+        ev.error("auth", "forbidden", "only the room's owners and admins (@) configure it")
+        return
+    failed = ev.muc.configure(ev)
+    if failed:
+        ev.error(*failed)
+    else:
+        ev.muc.result(ev.s, ev.el)
