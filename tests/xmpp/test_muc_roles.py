@@ -166,3 +166,11 @@ def test_owner_affiliation_persists_by_account(wire):
     out = admin(alice, "<item affiliation='owner'/>", "get")
     assert b'jid="alice@localhost"' in out
     assert b"<conflict" in admin(alice, "<item jid='alice@localhost' affiliation='none'/>")
+
+
+def test_an_irc_ban_by_account_beats_a_stored_membership(wire):
+    alice, bob = Xmpp(wire, "a", "alice", "r"), Xmpp(wire, "a", "bob", "r")
+    join(alice, "alice")
+    admin(alice, "<item jid='bob@localhost' affiliation='member'/>")
+    wire.cores["a"].net.apply_modes("a.test", channel(wire), [("+", "b", "$a:bob")], wire.now)
+    assert b"<forbidden" in join(bob, "bob")

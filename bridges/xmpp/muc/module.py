@@ -7,6 +7,7 @@
         history_default: 20        # sent on join when the client asks for no limit
         max_users_presence: 1000   # past this, only moderators' joins and leaves are broadcast
         archive: true              # room messages into the muc_archive store (MAM)
+        occupant_id_secret: ""     # XEP-0421 HMAC key, the same on every server (default: one per server)
 
 `name@conference.<domain>` is `#name` (names.py says which names map); every server renders the
 network's channel events to its own XMPP occupants (service.py), so rooms span the tree and hold
@@ -23,6 +24,7 @@ from ..jid import JidError, prep_domain
 from ..routing import XmppHost
 from .service import MucService
 from .store import MucStore
+from . import features
 from .table import dispatch
 
 MUC_FEATURES = ("http://jabber.org/protocol/muc",)
@@ -35,6 +37,7 @@ class Options(BaseModel):
     history_default: Annotated[int, Field(ge=0, le=10_000)] = 20
     max_users_presence: Annotated[int, Field(ge=1)] = 1000
     archive: bool = True       # every room message into the muc_archive store (MAM, history)
+    occupant_id_secret: str = ""   # XEP-0421 key; set one for the whole tree (default: this server's, stored)
 
     @field_validator("domain")
     @classmethod
@@ -80,5 +83,6 @@ def setup(module) -> None:
     module.hook("xmpp_resource_unbound", via("resource_unbound"))
     module.hook("channel_message", via("channel_message"))
     module.hook("channel_destroyed", via("channel_destroyed"))
+    module.hook("message/bare", lambda xev: features.direct_invitation(held["muc"], xev) if held["muc"] else None)
     module.on_unload(lambda: core.services.pop("muc", None))
     attach()

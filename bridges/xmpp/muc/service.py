@@ -11,6 +11,8 @@ moderator = @, participant = +v or no +m, visitor = neither under +m; owner/admi
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections import deque
 
 from lxml import etree
@@ -26,6 +28,8 @@ from ..stanza import Outgoing
 from .moderation import Moderation
 from .names import local_for
 from .stanzas import MUC_USER, C, error, groupchat, occupant_presence, q
+
+REDACT_TAG = "+relaynet/redact"     # a moderator's NOTICE that retracts a message (features.py)
 
 # JoinRefused codes -> (error type, condition, text), XEP-0045 §7.2
 JOIN_ERRORS = {
@@ -56,6 +60,9 @@ class MucService(Moderation):
         self.net = core.net
         self.domain = opts.domain or f"conference.{xmpp.domain}"
         self.rooms: dict[str, Room] = {}                # channel key -> room
+        secret = opts.occupant_id_secret or (store.secret if store is not None else "")
+        self.secret = secret.encode()
+        self._oids: dict = {}                           # (room, uid) -> occupant id
         self.no_room: set[str] = set()                 # channel keys XMPP cannot name
 
     # ---------------------------------------------------------------- names
@@ -102,7 +109,27 @@ class MucService(Moderation):
                                  self.real_jid(u), codes, occupant_id=self.occupant_id(room, u), **kw)
 
     def occupant_id(self, room: Room, u: User) -> str | None:
-        return None
+        """XEP-0421: an HMAC of the room and the real bare JID with the server's secret (the same on
+        every server of the tree when `occupant_id_secret` is set); never what a client sent."""
+        key = (room.jid, u.uid)
+        oid = self._oids.get(key)
+        if oid is None:
+            bare = self.real_jid(u).split("/", 1)[0]
+            oid = hmac.new(self.secret, f"{room.jid}\0{bare}".encode(), hashlib.sha256).hexdigest()[:32]
+            if len(self._oids) > 100_000:
+                self._oids.clear()
+            self._oids[key] = oid
+        return oid
+
+    def may_read_archive(self, s, user: User, ch, key: str) -> bool:
+        """Occupants, the room's affiliated accounts (offline members catch up), anyone in an open room."""
+        if ch is not None and self.is_occupant(s, ch.name):
+            return True
+        if user.account and self.store is not None and self.store.affiliation(key, user.account):
+            return True
+        if ch is not None:
+            return "i" not in ch.modes and "s" not in ch.modes
+        return False
 
     def crowded(self, ch: Channel) -> bool:
         """Past max_users_presence only moderators' comings and goings are broadcast (membership is kept)."""
@@ -144,9 +171,16 @@ class MucService(Moderation):
         if ch is None or user not in ch.members:
             x = el.find(q("http://jabber.org/protocol/muc", "x"))
             password = x.findtext(q("http://jabber.org/protocol/muc", "password")) if x is not None else None
+            granted = ch is not None and self.store is not None and user.account is not None \
+                and self.store.affiliation(key, user.account) is not None and not self.net.banned(ch, user) \
+                and key not in user.invites
+            if granted:
+                user.invites.add(key)           # affiliated accounts pass +i (and +k, +l) as the invited do
             try:
                 ch = self.xmpp.members.join(user, name, now, key=password)
             except JoinRefused as e:
+                if granted:
+                    user.invites.discard(key)
                 kind, cond, text = JOIN_ERRORS.get(e.code, ("cancel", "not-allowed", e.code))
                 self.send_error(s, el, kind, cond, text)
                 return
@@ -242,6 +276,14 @@ class MucService(Moderation):
         room = self.room(ev.target)
         if room is None:
             return
+        redact = ev.tags.get(REDACT_TAG) if ev.tags else None
+        if redact is not None:                      # a moderation: the message leaves history and archive
+            for e in list(room.history):
+                if e[4] == redact:
+                    room.history.remove(e)
+            if self.store is not None:
+                self.store.retract(room.key, redact)
+            return
         jid = self.real_jid(ev.source)
         room.history.append((ev.time, ev.source.nick, jid, ev.text, ev.msgid))
         if self.store is not None and self.opts.archive:
@@ -298,7 +340,9 @@ class MucService(Moderation):
             room = self.rooms.get(ev.target.key_name)
             if room is not None and acct.bare in room.occupants and ev.kind is not TAG_ONLY:
                 out = ev.cache.get("muc")
-                if out is None:
+                if out is None and ev.tags and REDACT_TAG in ev.tags:
+                    out = ev.cache["muc"] = Outgoing(retraction(self, room, ev))
+                elif out is None:
                     out = ev.cache["muc"] = Outgoing(groupchat(
                         f"{room.jid}/{ev.source.nick}", xml_text(ev.text), ev.msgid, room.jid, stanza_id=ev.msgid,
                         occupant_id=self.occupant_id(room, ev.source)))
@@ -336,6 +380,11 @@ class MucService(Moderation):
 
     def _gone(self, acct, room: Room) -> None:
         room.occupants.pop(acct.bare, None)
+
+
+def retraction(muc, room, ev):
+    from .features import retraction as make
+    return make(muc, room, ev)
 
 
 def history_limits(entries: list, h: etree._Element, now: float, room_jid: str) -> list:
