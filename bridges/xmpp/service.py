@@ -38,6 +38,7 @@ class XmppService:
         self.router = None                              # routing.Router, set by the module
         self.pending: set = set()                       # connected, not yet bound (or handshaken)
         self.components: dict[str, object] = {}         # domain -> component.ComponentSession
+        self.channel_events = None                      # renders channel events for every account (MUC)
 
     def new_session(self, transport, listener, now: float) -> C2sSession:
         return C2sSession(self, transport, listener, now)

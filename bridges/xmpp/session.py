@@ -171,6 +171,11 @@ class AccountMember:
         self.user: User | None = None
 
     @property
+    def events_via(self):
+        """What renders channel events for every XMPP account here (the MUC service), if loaded."""
+        return self.svc.channel_events
+
+    @property
     def t(self):
         """The first resource's transport (WHOIS shows whether it is TLS)."""
         for s in self.resources.values():

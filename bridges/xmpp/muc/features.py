@@ -16,7 +16,7 @@ from relay.core.model import NOTICE
 from ..stanza import element
 from .stanzas import DELAY, MUC, MUC_USER, OCCUPANT_ID, C, groupchat, q, stamp
 from .names import local_for
-from .service import REDACT_TAG
+from .render import REDACT_TAG
 from .table import MucStanza, row
 from .timefmt import parse_stamp
 

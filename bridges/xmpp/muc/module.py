@@ -62,12 +62,14 @@ def setup(module) -> None:
             return
         muc = held["muc"] = MucService(core, xmpp, module.options, store)
         core.services["muc"] = muc
+        xmpp.channel_events = muc
         held["host"] = module.add_item("xmpp-host", XmppHost(
             muc.domain, lambda s, el, to, now: dispatch(muc, s, el, to, now), "Chatrooms", "conference", "text"))
 
     def detach(name: str) -> None:
         if name == "xmpp" and held["muc"] is not None:
             core.items.remove("xmpp-host", held["host"])
+            held["muc"].xmpp.channel_events = None
             core.services.pop("muc", None)
             held["muc"] = None
 
@@ -84,5 +86,9 @@ def setup(module) -> None:
     module.hook("channel_message", via("channel_message"))
     module.hook("channel_destroyed", via("channel_destroyed"))
     module.hook("message/bare", lambda xev: features.direct_invitation(held["muc"], xev) if held["muc"] else None)
-    module.on_unload(lambda: core.services.pop("muc", None))
+    def unload() -> None:
+        core.services.pop("muc", None)
+        if held["muc"] is not None:
+            held["muc"].xmpp.channel_events = None
+    module.on_unload(unload)
     attach()

@@ -17,8 +17,7 @@ from collections import deque
 
 from lxml import etree
 
-from relay.core.model import (NETSPLIT, TAG_ONLY, Channel, MemberJoined, MemberKicked, MemberLeft, MessageSent,
-                              ModeChanged, NickChanged, TopicChanged, User, UserInvited, UserQuit)
+from relay.core.model import TAG_ONLY, Channel, MemberJoined, MessageSent, TopicChanged, User, UserInvited
 from relay.core.network import JoinRefused
 from relay.proto.irc import valid_nick
 
@@ -27,9 +26,8 @@ from ..service import xml_text
 from ..stanza import Outgoing
 from .moderation import Moderation
 from .names import local_for
-from .stanzas import MUC_USER, C, error, groupchat, occupant_presence, q
-
-REDACT_TAG = "+relaynet/redact"     # a moderator's NOTICE that retracts a message (features.py)
+from .render import REDACT_TAG, RENDER, invitation
+from .stanzas import C, error, groupchat, occupant_presence, q
 
 # JoinRefused codes -> (error type, condition, text), XEP-0045 §7.2
 JOIN_ERRORS = {
@@ -46,12 +44,13 @@ JOIN_ERRORS = {
 class Room:
     """What this server keeps of one room beyond its channel."""
 
-    __slots__ = ("key", "local", "jid", "history", "occupants")
+    __slots__ = ("key", "local", "jid", "history", "occupants", "mods")
 
     def __init__(self, key: str, local: str, jid: str, history_length: int):
         self.key, self.local, self.jid = key, local, jid
         self.history: deque = deque(maxlen=history_length)   # (time, nick, real jid, text, msgid)
         self.occupants: dict[Jid, dict[str, object]] = {}      # account bare JID -> resource -> session
+        self.mods: list | None = None                          # the @s, while no status or member changes
 
 
 class MucService(Moderation):
@@ -130,6 +129,13 @@ class MucService(Moderation):
         if ch is not None:
             return "i" not in ch.modes and "s" not in ch.modes
         return False
+
+    def moderators(self, ch: Channel, room: "Room") -> list:
+        """The room's @s, kept until a status or a member changes (a crowded room's occupant list)."""
+        mods = room.mods
+        if mods is None:
+            mods = room.mods = [u for u, st in ch.members.items() if "o" in st]
+        return mods
 
     def crowded(self, ch: Channel) -> bool:
         """Past max_users_presence only moderators' comings and goings are broadcast (membership is kept)."""
@@ -212,9 +218,8 @@ class MucService(Moderation):
 
     def welcome(self, s, el, ch: Channel, room: Room, user: User, codes: list, now: float) -> None:
         """XEP-0045 §7.2: the others' presence, self-presence (110 ...), history, subject."""
-        crowded = self.crowded(ch)
-        for u in ch.members:
-            if u is not user and (not crowded or "o" in ch.members[u]):
+        for u in (self.moderators(ch, room) if self.crowded(ch) else ch.members):
+            if u is not user:
                 self.send(s, self.presence_of(ch, room, u))
         self.send(s, self.presence_of(ch, room, user, [110, *codes]))
         self.send_history(s, el, room, now)
@@ -331,61 +336,34 @@ class MucService(Moderation):
         self.net.invite(ev.user, target, ch, ev.now)
 
     # ---------------------------------------------------------------- channel events -> occupants
-    def on_event(self, acct, ev):
-        """The network tells `acct` (an AccountMember) an event; True when it was a room's."""
+    def channel_event(self, ch: Channel, ev, users=None) -> None:
+        """The network tells this (every local XMPP account's `events_via`) a channel's event once."""
         t = type(ev)
-        if t is MessageSent:
-            if type(ev.target) is not Channel:
-                return None
-            room = self.rooms.get(ev.target.key_name)
-            if room is not None and acct.bare in room.occupants and ev.kind is not TAG_ONLY:
-                out = ev.cache.get("muc")
-                if out is None and ev.tags and REDACT_TAG in ev.tags:
-                    out = ev.cache["muc"] = Outgoing(retraction(self, room, ev))
-                elif out is None:
-                    out = ev.cache["muc"] = Outgoing(groupchat(
-                        f"{room.jid}/{ev.source.nick}", xml_text(ev.text), ev.msgid, room.jid, stanza_id=ev.msgid,
-                        occupant_id=self.occupant_id(room, ev.source)))
-                for s in room.occupants[acct.bare].values():
-                    s.send_bytes_of(out)
-            return True
-        render = _RENDER.get(t)
+        render = RENDER.get(t)
         if render is None:
-            return None
-        render(self, acct, ev)
-        return True
-
-    def _joined(self, acct, ch: Channel):
+            return
         room = self.rooms.get(ch.key_name)
-        if room is None or acct.bare not in room.occupants:
-            return None, ()
-        return room, room.occupants[acct.bare]
+        if room is not None and t is not MessageSent and t is not TopicChanged:
+            if t is not MemberJoined or ch.members.get(ev.user):
+                room.mods = None                         # a status or a member with one changed
+        if room is not None and room.occupants:
+            render(self, ch, room, ev)
+
+    def on_event(self, acct, ev):
+        """What the network tells one account (AccountMember.deliver): invitations render here;
+        channel events already came through channel_event, so they stop here."""
+        t = type(ev)
+        if t is UserInvited:
+            invitation(self, acct, ev)
+            return True
+        if t is MessageSent:
+            return True if type(ev.target) is Channel else None
+        return True if t in RENDER else None
 
     def _to(self, sessions, el: etree._Element) -> None:
         out = Outgoing(el)
         for s in list(sessions.values()):
             s.send_bytes_of(out)
-
-    def _shared(self, ev, key, make):
-        """One element per event (and key) for every local occupant: serialised once."""
-        out = ev.cache.get(key)
-        if out is None:
-            out = ev.cache[key] = Outgoing(make())
-        return out
-
-    def _broadcast(self, ev, sessions, key, make) -> None:
-        out = self._shared(ev, key, make)
-        for s in list(sessions.values()):
-            s.send_bytes_of(out)
-
-    def _gone(self, acct, room: Room) -> None:
-        room.occupants.pop(acct.bare, None)
-
-
-def retraction(muc, room, ev):
-    from .features import retraction as make
-    return make(muc, room, ev)
-
 
 def history_limits(entries: list, h: etree._Element, now: float, room_jid: str) -> list:
     """XEP-0045 §7.2.15: the most recent entries that fit every limit given."""
@@ -414,121 +392,3 @@ def history_limits(entries: list, h: etree._Element, now: float, room_jid: str) 
         entries = out[::-1]
     return entries
 
-
-# ---------------------------------------------------------------- renderers, by event type
-def _r_joined(m: MucService, acct, ev: MemberJoined) -> None:
-    ch, u = ev.channel, ev.user
-    room, sessions = m._joined(acct, ch)
-    if not sessions or u is acct.user or (m.crowded(ch) and "o" not in ch.members.get(u, "")):
-        return
-    m._broadcast(ev, sessions, "muc", lambda: m.presence_of(ch, room, u))
-
-
-def _r_left(m: MucService, acct, ev, codes=(), **kw) -> None:
-    ch, u = ev.channel, ev.user
-    room, sessions = m._joined(acct, ch)
-    if not sessions:
-        return
-    if u is acct.user:                                  # parted or kicked from elsewhere: every session leaves
-        m._to(sessions, m.presence_of(ch, room, u, [110, *codes], unavailable=True, **kw))
-        m._gone(acct, room)
-        return
-    if m.crowded(ch) and "o" not in ch.members.get(u, "") and not codes:
-        return
-    m._broadcast(ev, sessions, "muc", lambda: m.presence_of(ch, room, u, codes, unavailable=True, **kw))
-
-
-def _r_part(m: MucService, acct, ev: MemberLeft) -> None:
-    _r_left(m, acct, ev)
-
-
-def _r_kick(m: MucService, acct, ev: MemberKicked) -> None:
-    """A KICK is 307; a KICK of someone the channel bans (+b, set first as IRC ops do) is 301."""
-    actor = ev.source.nick if isinstance(ev.source, User) else None
-    code = 301 if m.net.banned(ev.channel, ev.user) else 307
-    _r_left(m, acct, ev, (code,), reason=ev.reason or None, actor=actor)
-
-
-def _r_quit(m: MucService, acct, ev: UserQuit) -> None:
-    u = ev.user
-    codes = (333,) if ev.batch is not None and ev.batch.kind == NETSPLIT else ()
-    for ch in list(u.channels.values()):
-        room, sessions = m._joined(acct, ch)
-        if not sessions or (m.crowded(ch) and "o" not in ch.members.get(u, "")):
-            continue
-        m._broadcast(ev, sessions, ("muc", ch.key_name),
-                     lambda: m.presence_of(ch, room, u, codes, unavailable=True,
-                                           reason=ev.reason or None))
-
-
-def _r_nick(m: MucService, acct, ev: NickChanged) -> None:
-    """XEP-0045 §7.6: unavailable from the old nick with 303 and the new one, then presence from it."""
-    u, old = ev.user, ev.old_prefix.split("!", 1)[0]
-    mine = u is acct.user
-    for ch in list(u.channels.values()):
-        room, sessions = m._joined(acct, ch)
-        if not sessions or (not mine and m.crowded(ch) and "o" not in ch.members.get(u, "")):
-            continue
-        self_codes = [110] if mine else []
-        gone = m.presence_of(ch, room, u, [303, *self_codes], unavailable=True, nick=u.nick)
-        gone.set("from", f"{room.jid}/{old}")
-        m._to(sessions, gone)
-        m._to(sessions, m.presence_of(ch, room, u, self_codes))
-
-
-def _r_mode(m: MucService, acct, ev: ModeChanged) -> None:
-    """+o/+v and their removal change an occupant's role; +m changes every unvoiced one's."""
-    ch = ev.channel
-    room, sessions = m._joined(acct, ch)
-    if not sessions:
-        return
-    changed: dict[User, None] = {}
-    for sign, mode, arg in ev.changes:
-        if mode in "ov" and arg is not None:
-            u = m.net.find_nick(arg)
-            if u is not None and u in ch.members:
-                changed[u] = None
-        elif mode == "m":
-            changed.update((u, None) for u, st in ch.members.items() if not st)
-    crowded = m.crowded(ch)
-    for u in changed:
-        if u is acct.user:
-            m._to(sessions, m.presence_of(ch, room, u, [110]))
-        elif not crowded or "o" in ch.members.get(u, ""):
-            m._broadcast(ev, sessions, ("muc", u.uid), lambda u=u: m.presence_of(ch, room, u))
-    if any(mode not in "ovbeI" for _s, mode, _a in ev.changes):
-        note = groupchat(room.jid, None, None, room.jid)   # XEP-0045 §10.2.1: 104, the configuration changed
-        x = etree.SubElement(note, q(MUC_USER, "x"), nsmap={None: MUC_USER})
-        etree.SubElement(x, q(MUC_USER, "status"), code="104")
-        m._broadcast(ev, sessions, ("muc", "104"), lambda: note)
-
-
-def _r_topic(m: MucService, acct, ev: TopicChanged) -> None:
-    ch = ev.channel
-    room, sessions = m._joined(acct, ch)
-    if not sessions:
-        return
-    src = ev.source
-    frm = f"{room.jid}/{src.nick}" if isinstance(src, User) and src in ch.members else room.jid
-    m._broadcast(ev, sessions, "muc", lambda: groupchat(frm, None, None, room.jid, subject=xml_text(ch.topic)))
-
-
-def _r_invite(m: MucService, acct, ev: UserInvited) -> None:
-    """An INVITE to this account: a mediated invitation (XEP-0045 §7.8.2) to its bare JID."""
-    if ev.user is not acct.user:
-        return
-    room = m.room(ev.channel)
-    if room is None:
-        return
-    msg = groupchat(room.jid, None, None, room.jid, mtype="normal")
-    del msg.attrib["type"]
-    x = etree.SubElement(msg, q(MUC_USER, "x"), nsmap={None: MUC_USER})
-    etree.SubElement(x, q(MUC_USER, "invite"), **{"from": m.real_jid(ev.source)})
-    if ev.channel.key:
-        etree.SubElement(x, q(MUC_USER, "password")).text = ev.channel.key
-    msg.set("to", str(acct.bare))
-    m.xmpp.router.to_bare(acct.bare, msg, ev.time)
-
-
-_RENDER = {MemberJoined: _r_joined, MemberLeft: _r_part, MemberKicked: _r_kick, UserQuit: _r_quit,
-           NickChanged: _r_nick, ModeChanged: _r_mode, TopicChanged: _r_topic, UserInvited: _r_invite}
