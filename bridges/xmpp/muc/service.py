@@ -178,10 +178,10 @@ class MucService(Moderation):
             x = el.find(q("http://jabber.org/protocol/muc", "x"))
             password = x.findtext(q("http://jabber.org/protocol/muc", "password")) if x is not None else None
             granted = ch is not None and self.store is not None and user.account is not None \
-                and self.store.affiliation(key, user.account) is not None and not self.net.banned(ch, user) \
+                and self.store.affiliation(key, user.account) in ("owner", "admin") and not self.net.banned(ch, user) \
                 and key not in user.invites
             if granted:
-                user.invites.add(key)           # affiliated accounts pass +i (and +k, +l) as the invited do
+                user.invites.add(key)           # owners and admins pass +i +k +l as the invited do (members: +I)
             try:
                 ch = self.xmpp.members.join(user, name, now, key=password)
             except JoinRefused as e:

@@ -74,6 +74,8 @@ def error(el: etree._Element, to: str, kind: str, condition: str, text: str | No
     """The error answer to `el` (XEP-0045 wants the errored stanza's type and id, from the room)."""
     name = etree.QName(el).localname
     reply = element(name, {"type": "error", "id": el.get("id"), "from": el.get("to"), "to": to})
+    if name == "presence":                      # §7.2: the join's <x/> comes back (clients match on it)
+        etree.SubElement(reply, q(MUC, "x"), nsmap={None: MUC})
     err = etree.SubElement(reply, C + "error", type=kind)
     if code:
         err.set("code", str(code))
