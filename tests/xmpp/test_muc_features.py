@@ -197,5 +197,6 @@ def test_mam_with_paging_and_a_restart_keeping_the_persistent_room(tmp_path):
     ch = core.net.find_channel("#room")
     assert "i" in ch.modes and "o" not in ch.members[core.net.find_nick("bob")]
     alice = Xmpp(w, "a", "alice", "r")
-    out = join(alice, "alice")
+    out = join(alice, "alice", extra="<history maxstanzas='3'/>")
     assert b'affiliation="owner"' in out and b'role="moderator"' in out
+    assert b"msg 3" not in out and b"msg 4" in out and b"msg 6" in out     # the history came back too

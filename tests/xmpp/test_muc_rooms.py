@@ -214,3 +214,25 @@ def test_room_across_two_servers(wire):
     assert b'from="room@conference.localhost/bob"' in alice.take()
     alice.feed(f"<message type='groupchat' to='{ROOM}' id='x'><body>over the link</body></message>")
     assert bob.take().count(b"over the link") == 1
+
+
+def test_a_netsplit_is_333_only_once_the_hold_expires(tmp_path):
+    w = Wire(tmp_path, ["a", "b"], modules={"xmpp": {"roster_file": ""}, "muc": {}}, split_hold=10)
+    for core in w.cores.values():
+        for name in ("alice", "bob"):
+            core.register_account(name, "secret", w.now)
+    w.link("a", "b")
+    alice, bob = Xmpp(w, "a", "alice", "r"), Xmpp(w, "b", "bob", "r")
+    join(alice, "alice")
+    join(bob, "bob")
+    alice.take()
+    w.unlink("a", "b")
+    w.tick(5)
+    assert b"unavailable" not in alice.take()            # held: nothing yet
+    w.link("a", "b")
+    w.tick(1)
+    assert b"unavailable" not in alice.take()            # back in time: nothing at all
+    w.unlink("a", "b")
+    w.tick(11)
+    out = alice.take()
+    assert b'from="room@conference.localhost/bob"' in out and b'code="333"' in out

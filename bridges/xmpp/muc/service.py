@@ -59,10 +59,16 @@ class MucService(Moderation):
         self.net = core.net
         self.domain = opts.domain or f"conference.{xmpp.domain}"
         self.rooms: dict[str, Room] = {}                # channel key -> room
+        self.no_room: set[str] = set()                 # channel keys XMPP cannot name
         secret = opts.occupant_id_secret or (store.secret if store is not None else "")
         self.secret = secret.encode()
         self._oids: dict = {}                           # (room, uid) -> occupant id
-        self.no_room: set[str] = set()                 # channel keys XMPP cannot name
+        if store is not None and opts.history_length:
+            for key, config in store.rooms.items():     # persistent rooms: their history survives a restart
+                room = self.room(config.get("name") or key)
+                if room is not None:
+                    room.history.extend((t, nick, jid, body, msgid) for t, nick, jid, body, msgid
+                                        in store.recent(key, opts.history_length))
 
     # ---------------------------------------------------------------- names
     def room(self, ch: Channel | str) -> Room | None:

@@ -123,6 +123,12 @@ class MucStore:
             self._w("DELETE FROM muc_rooms WHERE server = ? AND room = ?", (room,))
 
     # ---------------------------------------------------------------- archive
+    def recent(self, room: str, n: int) -> list[tuple]:
+        """At start only: a persistent room's last `n` messages (time, nick, jid, body, id), oldest first."""
+        rows = self.storage.query("SELECT time, nick, jid, body, id FROM muc_archive WHERE server = ? AND room = ? "
+                                  "AND retracted = 0 ORDER BY time DESC LIMIT ?", (self.server, room, n))
+        return rows[::-1]
+
     def archive(self, room: str, msgid: str, t: float, nick: str, jid: str, body: str) -> None:
         self._w(_ARCHIVE, (room, msgid, t, nick, jid, body))
 
