@@ -174,3 +174,34 @@ def test_an_irc_ban_by_account_beats_a_stored_membership(wire):
     admin(alice, "<item jid='bob@localhost' affiliation='member'/>")
     wire.cores["a"].net.apply_modes("a.test", channel(wire), [("+", "b", "$a:bob")], wire.now)
     assert b"<forbidden" in join(bob, "bob")
+
+
+def test_affiliations_cross_the_tree_and_no_one_gains_one_by_riding_a_split(tmp_path):
+    wire = Wire(tmp_path, ["a", "b"], modules={"xmpp": {"roster_file": ""}, "muc": {}}, split_hold=2)
+    for core in wire.cores.values():
+        for name in ("alice", "bob", "carol"):
+            core.register_account(name, "secret", wire.now)
+    wire.link("a", "b")
+    alice = Xmpp(wire, "a", "alice", "r")
+    join(alice, "alice")
+    admin(alice, "<item jid='bob@localhost' affiliation='admin'/>")
+    mb = wire.cores["b"].services["muc"]
+    assert mb.store.affiliation("#room", "alice") == "owner" and mb.store.affiliation("#room", "bob") == "admin"
+    # b has no member of #room: during a split carol makes it anew there and owns that one
+    wire.tick(1)
+    wire.unlink("a", "b")
+    wire.tick(3)                                            # past the hold: alice is gone from b's #room
+    assert channel(wire, "b") is None
+    carol = Xmpp(wire, "b", "carol", "r")
+    out = stanzas(join(carol, "carol"))
+    assert b'code="201"' in out[0] and b'affiliation="owner"' in out[0]
+    wire.tick(1)
+    wire.link("a", "b")
+    ch_a, ch_b = channel(wire, "a"), channel(wire, "b")
+    assert ch_a.ts == ch_b.ts                               # the older channel won the netjoin
+    for core in ("a", "b"):
+        m = wire.cores[core].services["muc"]
+        ch = channel(wire, core)
+        carol_user = wire.cores[core].net.find_nick("carol")
+        assert m.affiliation(ch, carol_user) == "none", core
+        assert m.store.affiliation("#room", "alice", ch.ts) == "owner"

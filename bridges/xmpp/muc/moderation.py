@@ -98,7 +98,7 @@ class Moderation:
             need = "owner" if "owner" in (aff, old) or "admin" in (aff, old) else "admin"
             if RANK.get(mine, 0) < RANK[need]:
                 return ("auth", "forbidden", f"only an {need} may do that")
-            if aff in ("owner", "none") and old == "owner" and self.store.with_affiliation(ch.key_name, "owner") \
+            if aff in ("owner", "none") and old == "owner" and self.store.with_affiliation(ch.key_name, "owner", ch.ts) \
                     == [account]:
                 return ("cancel", "conflict", "a room keeps at least one owner")
             self.set_affiliation(ch, account, aff, me, reason, ev.now)
@@ -109,7 +109,7 @@ class Moderation:
         mask = "$a:" + account
         if any(self.net.fold(b.mask) == self.net.fold(mask) for b in ch.lists["b"]):
             return "outcast"
-        a = self.store.affiliation(ch.key_name, account)
+        a = self.store.affiliation(ch.key_name, account, ch.ts)
         if a:
             return a
         if any(self.net.fold(b.mask) == self.net.fold(mask) for b in ch.lists["I"]):
@@ -129,7 +129,7 @@ class Moderation:
             changes.append(("+", "I", mask))
         if aff in ("none", "outcast") and has_i:
             changes.append(("-", "I", mask))
-        self.store.set_affiliation(ch.key_name, account, aff if aff in ("owner", "admin", "member") else None)
+        self.grant(ch, account, aff if aff in ("owner", "admin", "member") else None)
         if changes:
             self.modes(ch, changes, now, by)
         for u in [u for u in ch.members if u.account == account]:
@@ -157,11 +157,11 @@ class Moderation:
             accounts = sorted(b.mask[3:] for b in ch.lists["b"] if b.mask.startswith("$a:"))
         elif aff == "member":
             accounts = sorted({b.mask[3:] for b in ch.lists["I"] if b.mask.startswith("$a:")}
-                              | set(self.store.with_affiliation(ch.key_name, "member"))
-                              - set(self.store.with_affiliation(ch.key_name, "admin"))
-                              - set(self.store.with_affiliation(ch.key_name, "owner")))
+                              | set(self.store.with_affiliation(ch.key_name, "member", ch.ts))
+                              - set(self.store.with_affiliation(ch.key_name, "admin", ch.ts))
+                              - set(self.store.with_affiliation(ch.key_name, "owner", ch.ts)))
         elif aff in ("owner", "admin"):
-            accounts = self.store.with_affiliation(ch.key_name, aff)
+            accounts = self.store.with_affiliation(ch.key_name, aff, ch.ts)
         else:
             return ("modify", "bad-request", f"no list of affiliation {aff!r}")
         for a in accounts:

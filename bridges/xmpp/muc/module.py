@@ -85,6 +85,8 @@ def setup(module) -> None:
     module.hook("xmpp_resource_unbound", via("resource_unbound"))
     module.hook("channel_message", via("channel_message"))
     module.hook("channel_destroyed", via("channel_destroyed"))
+    module.hook("link_extension", via("link_extension"))
+    module.hook("link_up", via("link_up"))
     module.hook("message/bare", lambda xev: features.direct_invitation(held["muc"], xev) if held["muc"] else None)
     def unload() -> None:
         core.services.pop("muc", None)

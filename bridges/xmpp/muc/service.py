@@ -29,6 +29,8 @@ from .names import local_for
 from .render import REDACT_TAG, RENDER, invitation
 from .stanzas import C, error, groupchat, occupant_presence, q
 
+AFFIL_FRAME = "MUC_AFFIL"
+
 # JoinRefused codes -> (error type, condition, text), XEP-0045 §7.2
 JOIN_ERRORS = {
     "banned": ("auth", "forbidden", "you are banned from this room"),
@@ -98,7 +100,7 @@ class MucService(Moderation):
 
     def affiliation(self, ch: Channel, u: User) -> str:
         if u.account:
-            stored = self.store.affiliation(ch.key_name, u.account) if self.store else None
+            stored = self.store.affiliation(ch.key_name, u.account, ch.ts) if self.store else None
             if stored in ("owner", "admin"):
                 return stored
             if "o" in ch.members.get(u, ""):
@@ -184,7 +186,8 @@ class MucService(Moderation):
             x = el.find(q("http://jabber.org/protocol/muc", "x"))
             password = x.findtext(q("http://jabber.org/protocol/muc", "password")) if x is not None else None
             granted = ch is not None and self.store is not None and user.account is not None \
-                and self.store.affiliation(key, user.account) in ("owner", "admin") and not self.net.banned(ch, user) \
+                and self.store.affiliation(key, user.account, ch.ts) in ("owner", "admin") \
+                and not self.net.banned(ch, user) \
                 and key not in user.invites
             if granted:
                 user.invites.add(key)           # owners and admins pass +i +k +l as the invited do (members: +I)
@@ -210,16 +213,16 @@ class MucService(Moderation):
         if self.store is None:
             return
         if self.restore_room(ch, user, now):
-            if self.store.affiliation(room.key, user.account or "") not in ("owner", "admin"):
+            if self.store.affiliation(room.key, user.account or "", ch.ts) not in ("owner", "admin"):
                 self.net.apply_modes(self.net_source(ch), ch, [("-", "o", user)], now)
         elif user.account:
-            self.store.set_affiliation(room.key, user.account, "owner")
+            self.grant(ch, user.account, "owner")
 
     def rejoined(self, ch: Channel, room: Room, user: User, now: float) -> None:
         """Joined an existing channel: an owner or admin by account gets its @ back."""
         if self.store is None or not user.account or "o" in ch.members.get(user, ""):
             return
-        if self.store.affiliation(room.key, user.account) in ("owner", "admin"):
+        if self.store.affiliation(room.key, user.account, ch.ts) in ("owner", "admin"):
             self.net.apply_modes(self.core.config.server.name, ch, [("+", "o", user)], now)
 
     def welcome(self, s, el, ch: Channel, room: Room, user: User, codes: list, now: float) -> None:
@@ -274,6 +277,37 @@ class MucService(Moderation):
                 ch = self.net.channels.get(room.key)
                 if not last and ch is not None and acct.user in ch.members:
                     self.xmpp.members.leave(acct.user, ch.name, "", now)
+
+    # ---------------------------------------------------------------- affiliations across the tree
+    def grant(self, ch: Channel, account: str, affiliation: str | None) -> None:
+        """Store an affiliation (stamped with the channel's ts) and tell every server (MUC_AFFIL)."""
+        if self.store.set_affiliation(ch.key_name, account, affiliation, ch.ts):
+            self.announce(ch.key_name, [[account, affiliation or "none", int(ch.ts)]])
+
+    def announce(self, room: str, items: list, servers=None) -> None:
+        router = self.net.router
+        if router is not None and items:
+            router.send_extension(AFFIL_FRAME, {"room": room, "items": items}, servers)
+
+    def link_extension(self, ftype: str, origin: str, payload, from_link):
+        """MUC_AFFIL {room, items: [[account, affiliation, chts]]}: another server's grants."""
+        if ftype != AFFIL_FRAME:
+            return None
+        room, items = payload.get("room") if isinstance(payload, dict) else None, \
+            payload.get("items") if isinstance(payload, dict) else None
+        if not isinstance(room, str) or not isinstance(items, list):
+            return True                                  # malformed: claimed and dropped
+        for item in items:
+            if isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) \
+                    and item[1] in ("owner", "admin", "member", "none") and isinstance(item[2], int):
+                self.store.set_affiliation(room, item[0], item[1], item[2])
+        return True
+
+    def link_up(self, peer_id: str, *rest):
+        """A new link: the peer learns every grant this server holds (its side of the tree sends theirs)."""
+        for room, accounts in list(self.store.affiliations.items()):
+            self.announce(room, [[acct, aff, chts] for acct, (aff, chts) in accounts.items()])
+        return None
 
     def is_occupant(self, s, name: str) -> bool:
         room = self.rooms.get(self.net.fold(name))

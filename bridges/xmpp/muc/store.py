@@ -5,9 +5,11 @@ Affiliations and persistent rooms' configuration are loaded into memory at start
 batches) and read back with `storage.read` for MAM and for history older than memory holds.
 Rows are per server (`server`: its id), so servers may share one PostgreSQL database.
 
-    muc_affiliations(server, room, account, affiliation; PK (server, room, account))
+    muc_affiliations(server, room, account, affiliation, chts; PK (server, room, account))
         room is the folded channel name; affiliation owner, admin or member (outcasts are
-        `+b $a:account` on the channel itself)
+        `+b $a:account` on the channel itself); chts the channel's timestamp when it was granted:
+        a grant made in a channel newer than the one that won a netjoin does not count (no one
+        gains an affiliation by riding a split)
     muc_rooms(server, room, config; PK (server, room))
         a persistent room's configuration (JSON: name, modes, key, limit, topic)
     muc_archive(server, room, id, time, nick, jid, body, retracted; PK (server, room, id))
@@ -29,6 +31,7 @@ CREATE TABLE muc_affiliations (
     room TEXT NOT NULL,
     account TEXT NOT NULL,
     affiliation TEXT NOT NULL,
+    chts {int} NOT NULL DEFAULT 0,
     PRIMARY KEY (server, room, account)
 );
 CREATE TABLE muc_rooms (
@@ -56,8 +59,8 @@ CREATE TABLE muc_secret (
 );
 """,), tables=("muc_affiliations", "muc_rooms", "muc_archive", "muc_secret"))
 
-_AFFIL = ("INSERT INTO muc_affiliations(server, room, account, affiliation) VALUES (?,?,?,?) "
-          "ON CONFLICT(server, room, account) DO UPDATE SET affiliation = excluded.affiliation")
+_AFFIL = ("INSERT INTO muc_affiliations(server, room, account, affiliation, chts) VALUES (?,?,?,?,?) "
+          "ON CONFLICT(server, room, account) DO UPDATE SET affiliation = excluded.affiliation, chts = excluded.chts")
 _ROOM = ("INSERT INTO muc_rooms(server, room, config) VALUES (?,?,?) "
          "ON CONFLICT(server, room) DO UPDATE SET config = excluded.config")
 _ARCHIVE = ("INSERT INTO muc_archive(server, room, id, time, nick, jid, body) VALUES (?,?,?,?,?,?,?) "
@@ -69,10 +72,10 @@ class MucStore:
         self.storage = storage
         self.server = storage.server_id
         storage.open_store(SCHEMA)
-        self.affiliations: dict[str, dict[str, str]] = {}     # room -> account -> affiliation
-        for room, account, aff in storage.query(
-                "SELECT room, account, affiliation FROM muc_affiliations WHERE server = ?", (self.server,)):
-            self.affiliations.setdefault(room, {})[account] = aff
+        self.affiliations: dict[str, dict[str, tuple[str, int]]] = {}   # room -> account -> (affiliation, chts)
+        for room, account, aff, chts in storage.query(
+                "SELECT room, account, affiliation, chts FROM muc_affiliations WHERE server = ?", (self.server,)):
+            self.affiliations.setdefault(room, {})[account] = (aff, int(chts))
         self.rooms: dict[str, dict] = {}                      # persistent rooms' configuration
         for room, config in storage.query("SELECT room, config FROM muc_rooms WHERE server = ?", (self.server,)):
             try:
@@ -91,22 +94,31 @@ class MucStore:
         self.storage.queue.put(Op(sql, (self.server, *args)))
 
     # ---------------------------------------------------------------- affiliations
-    def affiliation(self, room: str, account: str) -> str | None:
+    def affiliation(self, room: str, account: str, ts: float | None = None) -> str | None:
+        """The account's affiliation; with `ts` (the channel's), only a grant made in that channel or before."""
         a = self.affiliations.get(room)
-        return a.get(account) if a else None
+        got = a.get(account) if a else None
+        if got is None or (ts is not None and got[1] > ts):
+            return None
+        return got[0]
 
-    def with_affiliation(self, room: str, affiliation: str) -> list[str]:
-        return sorted(acct for acct, a in self.affiliations.get(room, {}).items() if a == affiliation)
+    def with_affiliation(self, room: str, affiliation: str, ts: float | None = None) -> list[str]:
+        return sorted(acct for acct, (a, chts) in self.affiliations.get(room, {}).items()
+                      if a == affiliation and (ts is None or chts <= ts))
 
-    def set_affiliation(self, room: str, account: str, affiliation: str | None) -> None:
+    def set_affiliation(self, room: str, account: str, affiliation: str | None, chts: float = 0) -> bool:
+        """True if it changed."""
         if affiliation in (None, "none", "outcast"):
             if self.affiliations.get(room, {}).pop(account, None) is not None:
                 self._w("DELETE FROM muc_affiliations WHERE server = ? AND room = ? AND account = ?", (room, account))
-            return
-        if self.affiliation(room, account) == affiliation:
-            return
-        self.affiliations.setdefault(room, {})[account] = affiliation
-        self._w(_AFFIL, (room, account, affiliation))
+                return True
+            return False
+        value = (affiliation, int(chts))
+        if self.affiliations.get(room, {}).get(account) == value:
+            return False
+        self.affiliations.setdefault(room, {})[account] = value
+        self._w(_AFFIL, (room, account, affiliation, int(chts)))
+        return True
 
     def forget_room(self, room: str) -> None:
         """A temporary room ended: its affiliations go (a persistent room keeps them)."""
