@@ -21,6 +21,13 @@ from .stanzas import MUC_USER, groupchat, q
 REDACT_TAG = "+relaynet/redact"     # a moderator's NOTICE that retracts a message (features.py)
 
 
+def stanza_id(ev) -> str:
+    """XEP-0359 stanza-id and archive id of a channel message: the network msgid and the origin's time
+    (both travel with the message, so every server names it alike; the time keeps it unique after the
+    origin restarts and its msgid counter starts again)."""
+    return f"{ev.msgid}-{int(ev.time * 1000):x}"
+
+
 def _send(out: Outgoing, sessions) -> None:
     for s in list(sessions.values()):
         s.send_bytes_of(out)
@@ -47,7 +54,7 @@ def r_message(m, ch, room, ev: MessageSent) -> None:
         from .features import retraction
         el = retraction(m, room, ev)
     else:
-        el = groupchat(f"{room.jid}/{ev.source.nick}", xml_text(ev.text), ev.msgid, room.jid, stanza_id=ev.msgid,
+        el = groupchat(f"{room.jid}/{ev.source.nick}", xml_text(ev.text), ev.msgid, room.jid, stanza_id=stanza_id(ev),
                        occupant_id=m.occupant_id(room, ev.source))
     broadcast(room, el, but=own(ev.source))         # the sender's own sessions get the reflection
 

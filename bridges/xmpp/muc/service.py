@@ -26,7 +26,7 @@ from ..service import xml_text
 from ..stanza import Outgoing
 from .moderation import Moderation
 from .names import local_for
-from .render import REDACT_TAG, RENDER, invitation
+from .render import REDACT_TAG, RENDER, invitation, stanza_id
 from .stanzas import C, error, groupchat, occupant_presence, q
 
 AFFIL_FRAME = "MUC_AFFIL"
@@ -50,7 +50,7 @@ class Room:
 
     def __init__(self, key: str, local: str, jid: str, history_length: int):
         self.key, self.local, self.jid = key, local, jid
-        self.history: deque = deque(maxlen=history_length)   # (time, nick, real jid, text, msgid)
+        self.history: deque = deque(maxlen=history_length)   # (time, nick, real jid, text, stanza-id)
         self.occupants: dict[Jid, dict[str, object]] = {}      # account bare JID -> resource -> session
         self.mods: list | None = None                          # the @s, while no status or member changes
 
@@ -330,9 +330,10 @@ class MucService(Moderation):
                 self.store.retract(room.key, redact)
             return
         jid = self.real_jid(ev.source)
-        room.history.append((ev.time, ev.source.nick, jid, ev.text, ev.msgid))
+        sid = stanza_id(ev)
+        room.history.append((ev.time, ev.source.nick, jid, ev.text, sid))
         if self.store is not None and self.opts.archive:
-            self.store.archive(room.key, ev.msgid, ev.time, ev.source.nick, jid, ev.text)
+            self.store.archive(room.key, sid, ev.time, ev.source.nick, jid, ev.text)
 
     def channel_destroyed(self, ch: Channel) -> None:
         """The last member left: a temporary room ends with it, a persistent one stays in the store."""
@@ -351,7 +352,7 @@ class MucService(Moderation):
         """XEP-0045 §7.4: the sender's own sessions in the room get the message too, with its id."""
         room = self.rooms[ch.key_name]
         msg = groupchat(f"{room.jid}/{ev.source.nick}", xml_text(ev.text), el.get("id") or ev.msgid, room.jid,
-                        stanza_id=ev.msgid, occupant_id=self.occupant_id(room, ev.source))
+                        stanza_id=stanza_id(ev), occupant_id=self.occupant_id(room, ev.source))
         self._to(room.occupants.get(s.jid.bare, {}), msg)
 
     def reflect_subject(self, s, ch: Channel, now: float) -> None:
