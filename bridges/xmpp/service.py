@@ -40,6 +40,7 @@ class XmppService:
         self.pending: set = set()                       # connected, not yet bound (or handshaken)
         self.components: dict[str, object] = {}         # domain -> component.ComponentSession
         self.federation = None                          # federation.XmppFederation, set by the module
+        self.channel_events = None                      # renders channel events for every account (MUC)
 
     def new_session(self, transport, listener, now: float) -> C2sSession:
         return C2sSession(self, transport, listener, now)
@@ -77,6 +78,7 @@ class XmppService:
             return
         if s.interested or s.presence is not None:
             self.router.went_offline(s, now)
+        self.core.hooks.run("xmpp_resource_unbound", s, now)   # services drop what the resource had
         del acct.resources[s.jid.resource]
         if not acct.resources:
             del self.accounts[s.jid.bare]

@@ -202,6 +202,11 @@ class AccountMember:
         self.user: User | None = None
 
     @property
+    def events_via(self):
+        """What renders channel events for every XMPP account here (the MUC service), if loaded."""
+        return self.svc.channel_events
+
+    @property
     def t(self):
         """The first resource's transport (WHOIS shows whether it is TLS)."""
         for s in self.resources.values():
@@ -210,6 +215,9 @@ class AccountMember:
 
     def deliver(self, ev) -> None:
         from .service import xml_text
+        hooks = self.svc.core.hooks
+        if hooks.has("xmpp_member_event") and hooks.run("xmpp_member_event", self, ev) is not None:
+            return                          # a service rendered it (MUC: channel events to occupants)
         if type(ev) is MessageSent and type(ev.target) is User and ev.kind in (MESSAGE, NOTICE):
             msg = element("message", {"type": "chat" if ev.kind == MESSAGE else "normal",
                                       "from": self.svc.jid_of(ev.source), "to": str(self.bare), "id": ev.msgid})

@@ -45,14 +45,18 @@ class SharedRun:
 class ChannelFanout:
     """Built from a channel's local members; dropped (`channel.fanout = None`) when they change."""
 
-    __slots__ = ("shared", "others", "src", "runs", "direct")
+    __slots__ = ("shared", "others", "src", "runs", "direct", "via")
 
     def __init__(self, local):
         self.shared = []   # sessions that can share runs
         self.others = []   # everyone else: told one by one
+        self.via = {}      # bridges that render for all their members (events_via): told once
         for u in local:
             s = u.session
-            if getattr(s, "shares_runs", False) and hasattr(s.t, "write_shared"):
+            d = getattr(s, "events_via", None)
+            if d is not None:
+                self.via[d] = None
+            elif getattr(s, "shares_runs", False) and hasattr(s.t, "write_shared"):
                 self.shared.append(s)
             else:
                 self.others.append(s)
@@ -76,6 +80,8 @@ class ChannelFanout:
                 run.parts.append(data)
         for s in self.direct:
             s.deliver(ev)
+        for d in self.via:
+            d.channel_event(ev.target, ev)
 
     def _start(self, src) -> list:
         by_profile: dict = {}

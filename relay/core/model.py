@@ -60,7 +60,7 @@ class Ban:
 
 class Channel:
     __slots__ = ("name", "key_name", "ts", "modes", "key", "limit", "lists", "topic", "topic_by", "topic_ts",
-                 "members", "local", "servers", "fanout")
+                 "members", "local", "direct", "via", "servers", "fanout")
 
     def __init__(self, name: str, key_name: str, ts: float):
         self.name, self.key_name, self.ts = name, key_name, ts
@@ -75,6 +75,11 @@ class Channel:
         self.members: dict[User, str] = {}
         # local members, for delivery; servers -> member count, for routing
         self.local: dict[User, None] = {}
+        # Channel events (joins, parts, modes...): `direct` members are told one by one; a session with
+        # an `events_via` (a bridge that renders for all its members, MUC) is told through it, once per
+        # event, so a join costs O(1) per bridge instead of O(members) (network.tell_channel).
+        self.direct: dict[User, None] = {}
+        self.via: dict[Any, dict[User, None]] = {}
         self.servers: dict[str, int] = {}
         self.fanout = None  # relay.core.fanout.ChannelFanout, built on the first message after a change
 
@@ -83,6 +88,11 @@ class Channel:
         if user.session is not None:
             self.local[user] = None
             self.fanout = None
+            d = getattr(user.session, "events_via", None)
+            if d is None:
+                self.direct[user] = None
+            else:
+                self.via.setdefault(d, {})[user] = None
         else:
             self.servers[user.server] = self.servers.get(user.server, 0) + 1
         user.channels[self.key_name] = self
@@ -92,6 +102,12 @@ class Channel:
         if user.session is not None:
             self.local.pop(user, None)
             self.fanout = None
+            if self.direct.pop(user, 0) is not None:
+                for d, users in self.via.items():
+                    if users.pop(user, 0) is None:
+                        if not users:
+                            del self.via[d]
+                        break
         else:
             n = self.servers[user.server] - 1
             if n:

@@ -119,6 +119,20 @@ class Network:
             if s is not None:
                 s.deliver(event)
 
+    def tell_channel(self, ch: Channel, event) -> None:
+        """A channel event to its local members: direct ones one by one, each bridge (events_via) once."""
+        self.tell(ch.direct, event)
+        if ch.via:
+            for d, users in list(ch.via.items()):
+                d.channel_event(ch, event, users)
+
+    def tell_channels_of(self, user: User, event) -> None:
+        """A user's event (quit, nick) to the bridges of every channel it is in, once per channel."""
+        for ch in list(user.channels.values()):
+            if ch.via:
+                for d, users in list(ch.via.items()):
+                    d.channel_event(ch, event, users)
+
     def notify_opers(self, text: str, now: float) -> None:
         """Tell local network operators (user mode o), in whatever protocol they use."""
         self.tell([u for u in self.users.values() if u.session is not None and "o" in u.modes],
@@ -128,7 +142,7 @@ class Network:
         """Local users sharing a channel with `user` (each once)."""
         seen: dict[User, None] = {}
         for ch in user.channels.values():
-            seen.update(ch.local)
+            seen.update(ch.direct)         # members told through a bridge: tell_channels_of
         if include_self and user.session is not None:
             seen[user] = None
         else:
@@ -164,6 +178,7 @@ class Network:
             return
         ev = UserQuit(now, user, reason, batch)
         self.tell(self.neighbours(user), ev)
+        self.tell_channels_of(user, ev)
         for ch in list(user.channels.values()):
             ch.remove(user)
             self.core.hooks.run("member_left", user, ch, reason)
@@ -190,7 +205,9 @@ class Network:
         self.whowas.append(WhowasEntry(user, self.server_name(user.server), now))
         user.nick = new
         user.nick_ts = int(now if ts is None else ts)
-        self.tell(self.neighbours(user, include_self=True), NickChanged(now, user, old_prefix))
+        ev = NickChanged(now, user, old_prefix)
+        self.tell(self.neighbours(user, include_self=True), ev)
+        self.tell_channels_of(user, ev)
         if propagate and self.router:
             self.router.nick_changed(user)
 
@@ -280,7 +297,7 @@ class Network:
             status = "o" if created else ""
         ch.add(user, status)
         user.invites.discard(key)
-        self.tell(ch.local, MemberJoined(now, user, ch, batch))
+        self.tell_channel(ch, MemberJoined(now, user, ch, batch))
         self.core.hooks.run("member_joined", user, ch)
         if propagate and self.router:
             self.router.member_joined(user, ch, created)
@@ -288,7 +305,7 @@ class Network:
 
     def part(self, user: User, ch: Channel, reason: str, now: float, propagate: bool = True) -> None:
         ev = MemberLeft(now, user, ch, reason)
-        self.tell(ch.local, ev)
+        self.tell_channel(ch, ev)
         ch.remove(user)
         self.core.hooks.run("member_left", user, ch, reason)
         if propagate and self.router:
@@ -297,7 +314,7 @@ class Network:
 
     def kick(self, source: User | str, ch: Channel, target: User, reason: str, now: float,
              propagate: bool = True) -> None:
-        self.tell(ch.local, MemberKicked(now, source, ch, target, reason))
+        self.tell_channel(ch, MemberKicked(now, source, ch, target, reason))
         ch.remove(target)
         self.core.hooks.run("member_left", target, ch, reason)
         if propagate and self.router:
@@ -313,7 +330,7 @@ class Network:
         ch.topic = text
         ch.topic_by = source.prefix if isinstance(source, User) else source
         ch.topic_ts = now
-        self.tell(ch.local, TopicChanged(now, source, ch))
+        self.tell_channel(ch, TopicChanged(now, source, ch))
         if propagate and self.router:
             self.router.topic_changed(source, ch)
 
@@ -375,7 +392,7 @@ class Network:
                 (ch.modes.add if add else ch.modes.discard)(m)
                 done.append((sign, m, None))
         if done:
-            self.tell(ch.local, ModeChanged(now, source, ch, done, batch))
+            self.tell_channel(ch, ModeChanged(now, source, ch, done, batch))
             if propagate and self.router:
                 self.router.modes_changed(source, ch, done)
         return done
@@ -397,6 +414,8 @@ class Network:
             if fan is None:
                 fan = target.fanout = ChannelFanout(target.local)
             fan.message(ev, source.session)
+            if hooks.has("channel_message"):      # a module keeping room history (MUC) sees each once
+                hooks.run("channel_message", ev)
             if propagate and self.router and target.servers:
                 self.router.channel_message(ev)
         else:

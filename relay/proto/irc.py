@@ -336,8 +336,10 @@ def normalize_mask(mask: str) -> str:
     """Complete a ban mask to nick!user@host; missing parts become '*'.
 
     Like charybdis/solanum, a bare word with '.' or ':' is a host, since
-    nicks cannot contain either.
+    nicks cannot contain either. An account extban (`$a:account`) stays as it is.
     """
+    if mask.startswith("$a:") and len(mask) > 3:
+        return mask
     if "!" in mask:
         nick, _, rest = mask.partition("!")
         user, _, host = rest.partition("@")

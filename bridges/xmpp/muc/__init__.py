@@ -1,0 +1,1 @@
+"""MUC (XEP-0045) on the network's channels: see module.py."""

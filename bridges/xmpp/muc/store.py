@@ -1,0 +1,177 @@
+"""What rooms keep that channels cannot hold, in the server's storage: the `muc` store.
+
+Affiliations and persistent rooms' configuration are loaded into memory at start and written as
+`Op`s when they change; the archive is only written (one Op per message, committed in the writer's
+batches) and read back with `storage.read` for MAM and for history older than memory holds.
+Rows are per server (`server`: its id), so servers may share one PostgreSQL database.
+
+    muc_affiliations(server, room, account, affiliation, chts; PK (server, room, account))
+        room is the folded channel name; affiliation owner, admin or member (outcasts are
+        `+b $a:account` on the channel itself); chts the channel's timestamp when it was granted:
+        a grant made in a channel newer than the one that won a netjoin does not count (no one
+        gains an affiliation by riding a split)
+    muc_rooms(server, room, config; PK (server, room))
+        a persistent room's configuration (JSON: name, modes, key, limit, topic)
+    muc_archive(server, room, id, time, nick, jid, body, retracted; PK (server, room, id))
+        every room message this server saw; id is the network msgid (the stanza-id)
+    muc_secret(server, secret; PK (server))
+        the XEP-0421 occupant-id key
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from relay.core.storage import Op, Schema, Storage
+
+SCHEMA = Schema("muc", ("""
+CREATE TABLE muc_affiliations (
+    server TEXT NOT NULL,
+    room TEXT NOT NULL,
+    account TEXT NOT NULL,
+    affiliation TEXT NOT NULL,
+    chts {int} NOT NULL DEFAULT 0,
+    PRIMARY KEY (server, room, account)
+);
+CREATE TABLE muc_rooms (
+    server TEXT NOT NULL,
+    room TEXT NOT NULL,
+    config TEXT NOT NULL,
+    PRIMARY KEY (server, room)
+);
+CREATE TABLE muc_archive (
+    server TEXT NOT NULL,
+    room TEXT NOT NULL,
+    id TEXT NOT NULL,
+    time {real} NOT NULL,
+    nick TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    body TEXT NOT NULL,
+    retracted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (server, room, id)
+);
+CREATE INDEX muc_archive_time ON muc_archive (server, room, time);
+CREATE TABLE muc_secret (
+    server TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    PRIMARY KEY (server)
+);
+""",), tables=("muc_affiliations", "muc_rooms", "muc_archive", "muc_secret"))
+
+_AFFIL = ("INSERT INTO muc_affiliations(server, room, account, affiliation, chts) VALUES (?,?,?,?,?) "
+          "ON CONFLICT(server, room, account) DO UPDATE SET affiliation = excluded.affiliation, chts = excluded.chts")
+_ROOM = ("INSERT INTO muc_rooms(server, room, config) VALUES (?,?,?) "
+         "ON CONFLICT(server, room) DO UPDATE SET config = excluded.config")
+_ARCHIVE = ("INSERT INTO muc_archive(server, room, id, time, nick, jid, body) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT(server, room, id) DO NOTHING")
+
+
+class MucStore:
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self.server = storage.server_id
+        storage.open_store(SCHEMA)
+        self.affiliations: dict[str, dict[str, tuple[str, int]]] = {}   # room -> account -> (affiliation, chts)
+        for room, account, aff, chts in storage.query(
+                "SELECT room, account, affiliation, chts FROM muc_affiliations WHERE server = ?", (self.server,)):
+            self.affiliations.setdefault(room, {})[account] = (aff, int(chts))
+        self.rooms: dict[str, dict] = {}                      # persistent rooms' configuration
+        for room, config in storage.query("SELECT room, config FROM muc_rooms WHERE server = ?", (self.server,)):
+            try:
+                self.rooms[room] = json.loads(config)
+            except ValueError:
+                continue
+        rows = storage.query("SELECT secret FROM muc_secret WHERE server = ?", (self.server,))
+        if rows:
+            self.secret = rows[0][0]
+        else:
+            self.secret = secrets.token_hex(32)
+            self._w("INSERT INTO muc_secret(server, secret) VALUES (?,?) ON CONFLICT(server) DO NOTHING",
+                    (self.secret,))
+
+    def _w(self, sql: str, args: tuple) -> None:
+        self.storage.queue.put(Op(sql, (self.server, *args)))
+
+    # ---------------------------------------------------------------- affiliations
+    def affiliation(self, room: str, account: str, ts: float | None = None) -> str | None:
+        """The account's affiliation; with `ts` (the channel's), only a grant made in that channel or before."""
+        a = self.affiliations.get(room)
+        got = a.get(account) if a else None
+        if got is None or (ts is not None and got[1] > ts):
+            return None
+        return got[0]
+
+    def with_affiliation(self, room: str, affiliation: str, ts: float | None = None) -> list[str]:
+        return sorted(acct for acct, (a, chts) in self.affiliations.get(room, {}).items()
+                      if a == affiliation and (ts is None or chts <= ts))
+
+    def set_affiliation(self, room: str, account: str, affiliation: str | None, chts: float = 0) -> bool:
+        """True if it changed."""
+        if affiliation in (None, "none", "outcast"):
+            if self.affiliations.get(room, {}).pop(account, None) is not None:
+                self._w("DELETE FROM muc_affiliations WHERE server = ? AND room = ? AND account = ?", (room, account))
+                return True
+            return False
+        value = (affiliation, int(chts))
+        if self.affiliations.get(room, {}).get(account) == value:
+            return False
+        self.affiliations.setdefault(room, {})[account] = value
+        self._w(_AFFIL, (room, account, affiliation, int(chts)))
+        return True
+
+    def forget_room(self, room: str) -> None:
+        """A temporary room ended: its affiliations go (a persistent room keeps them)."""
+        if self.affiliations.pop(room, None) is not None:
+            self._w("DELETE FROM muc_affiliations WHERE server = ? AND room = ?", (room,))
+
+    # ---------------------------------------------------------------- persistent rooms
+    def save_room(self, room: str, config: dict) -> None:
+        self.rooms[room] = config
+        self._w(_ROOM, (room, json.dumps(config, separators=(",", ":"), sort_keys=True)))
+
+    def drop_room(self, room: str) -> None:
+        if self.rooms.pop(room, None) is not None:
+            self._w("DELETE FROM muc_rooms WHERE server = ? AND room = ?", (room,))
+
+    # ---------------------------------------------------------------- archive
+    def recent(self, room: str, n: int) -> list[tuple]:
+        """At start only: a persistent room's last `n` messages (time, nick, jid, body, id), oldest first."""
+        rows = self.storage.query("SELECT time, nick, jid, body, id FROM muc_archive WHERE server = ? AND room = ? "
+                                  "AND retracted = 0 ORDER BY time DESC LIMIT ?", (self.server, room, n))
+        return rows[::-1]
+
+    def archive(self, room: str, msgid: str, t: float, nick: str, jid: str, body: str) -> None:
+        self._w(_ARCHIVE, (room, msgid, t, nick, jid, body))
+
+    def retract(self, room: str, msgid: str) -> None:
+        self._w("UPDATE muc_archive SET retracted = 1, body = '' WHERE server = ? AND room = ? AND id = ?",
+                (room, msgid))
+
+    def query(self, room: str, start: float | None, end: float | None, after: str | None,
+              before: str | None, limit: int, done) -> None:
+        """Archived messages of `room` in time order (`before`: the last `limit` before that id),
+        `done(rows)` later: rows of (id, time, nick, jid, body, retracted), or None if the read failed."""
+        sql = "SELECT id, time, nick, jid, body, retracted FROM muc_archive WHERE server = ? AND room = ?"
+        args: list = [self.server, room]
+        if start is not None:
+            sql += " AND time >= ?"
+            args.append(start)
+        if end is not None:
+            sql += " AND time <= ?"
+            args.append(end)
+        if after is not None:
+            sql += " AND time > (SELECT time FROM muc_archive WHERE server = ? AND room = ? AND id = ?)"
+            args += [self.server, room, after]
+        if before is not None:
+            sql += " AND time < (SELECT time FROM muc_archive WHERE server = ? AND room = ? AND id = ?)"
+            args += [self.server, room, before]
+        desc = before is not None
+        sql += f" ORDER BY time {'DESC' if desc else 'ASC'}, id LIMIT ?"
+        args.append(limit + 1)
+
+        def got(rows):
+            if rows is not None and desc:
+                rows = rows[::-1]
+            done(rows)
+        self.storage.read(sql, tuple(args), got)

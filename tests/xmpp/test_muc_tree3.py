@@ -1,0 +1,80 @@
+"""One room across configs/tree-3 with real processes: XMPP occupants on the two ends, an IRC member
+in the middle; each message once everywhere; a split past the split-hold is status 333 to XMPP
+occupants, the netjoin brings the presence back, and messages said during the split arrive once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from xmpp_live import Inbox, make_client, offline, online
+
+from support import RawClient, TreeNetwork, wait_for
+
+slixmpp = pytest.importorskip("slixmpp")
+pytestmark = pytest.mark.timeout(300)
+
+FAST_LINKS = {"linking": {"ping_interval": 0.5, "timeout": 2.0, "retry_min": 0.2, "retry_max": 1.0}}
+PLUGINS = ("xep_0199", "xep_0030", "xep_0045")
+
+
+def test_room_across_the_tree_with_a_split_and_a_netjoin(tmp_path):
+    net = TreeNetwork("tree-3", tmp_path, extra_listen=("xmpp",), modules={"xmpp": {}, "muc": {}},
+                      split_hold=3, **FAST_LINKS).start()
+    try:
+        a, b, c = net["a"], net["b"], net["c"]
+        for srv in (a, c):
+            srv.ports = {"c2s": net.port(srv.dir.name, "xmpp")}
+        a.ctl("register", "alice", "secret")
+        a.ctl("register", "bob", "secret")
+        from slixmpp import JID
+        room = JID("tree@conference.localhost")
+
+        async def main():
+            dave = RawClient(net.port("b", "irc")).register("dave")
+            dave.send("JOIN #tree")
+            await asyncio.to_thread(dave.read_until, " 366 ")
+            alice = await online(make_client(slixmpp, "alice@localhost/a", "secret", a, verify=False, plugins=PLUGINS), a)
+            bob = None
+            for _ in range(100):                       # the account crosses the tree to c
+                try:
+                    bob = await online(make_client(slixmpp, "bob@localhost/c", "secret", c, verify=False,
+                                                   plugins=PLUGINS), c)
+                    break
+                except AssertionError:
+                    await asyncio.sleep(0.2)
+            a_msgs, b_msgs = Inbox(alice, "groupchat_message"), Inbox(bob, "groupchat_message")
+            a_pres = Inbox(alice, "groupchat_presence")
+            joined = await alice.plugin["xep_0045"].join_muc_wait(room, "alice", maxstanzas=0)
+            assert "dave" in [p["from"].resource for p in joined[2]]
+            joined = await bob.plugin["xep_0045"].join_muc_wait(room, "bob", maxstanzas=0)
+            assert {"dave", "alice"} <= {p["from"].resource for p in joined[2]}
+            await a_pres.wait(lambda p: p["from"].resource == "bob", "bob's join across the tree")
+            alice.send_message(mto=room, mbody="over two links", mtype="groupchat")
+            await b_msgs.wait(lambda m: m["body"] == "over two links", "alice's message at c")
+            await asyncio.to_thread(dave.read_until, "over two links")
+            dave.send("PRIVMSG #tree :from the middle")
+            for inbox in (a_msgs, b_msgs):
+                await inbox.wait(lambda m: m["body"] == "from the middle", "dave's message")
+            # split c off; past the hold alice sees bob leave with 333
+            net.wait_converged()
+            c.ctl("unlink", "b.relay.test")
+            bob.send_message(mto=room, mbody="said during the split", mtype="groupchat")
+            gone = await a_pres.wait(lambda p: p["from"].resource == "bob" and p["type"] == "unavailable",
+                                     "bob's netsplit")
+            assert 333 in gone["muc"]["status_codes"]
+            # the netjoin: bob is back in alice's view, and what he said during the split arrives once
+            c.ctl("link", "b.relay.test")
+            net.wait_linked()
+            back = len(a_pres.items)
+            await a_pres.wait(lambda p: p in a_pres.items[back:] and p["from"].resource == "bob"
+                              and p["type"] != "unavailable", "bob back after the netjoin")
+            alice.send_message(mto=room, mbody="after the netjoin", mtype="groupchat")
+            await b_msgs.wait(lambda m: m["body"] == "after the netjoin", "the room after the netjoin")
+            assert [m["body"] for m in b_msgs.items].count("over two links") == 1
+            assert [m["body"] for m in b_msgs.items].count("from the middle") == 1
+            dave.close()
+            await offline(alice, bob)
+        asyncio.run(main())
+    finally:
+        net.stop()
