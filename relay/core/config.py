@@ -209,7 +209,7 @@ class Config(Strict):
     hub: bool = True
     split_hold: Annotated[float, Field(ge=0)] = 30.0
     replay: ReplaySection = ReplaySection()
-    modules: dict[str, dict[str, Any] | None] = {"mqtt": {}, "xmpp": {}, "sip": {}}
+    modules: dict[str, dict[str, Any] | None] = {"mqtt": {}, "xmpp": {}, "pubsub": {}, "sip": {}}
     acl: dict[str, Any] = {"local": {"ip": ["127.0.0.0/8", "::1/128"]}}
     access_rules: dict[str, Any] = {"oper": [{"allow": "all"}], "register": [{"allow": "all"}],
                                     "create_channel": [{"allow": "all"}], "link": [{"allow": "all"}]}
