@@ -115,4 +115,8 @@ def _stats(svc: PubsubService) -> Reply:
     data = svc.stats()
     if svc.fed is not None:
         data["frames"] = dict(svc.fed.stats)
+    topics = svc.core.services.get("topics")
+    if topics is not None:
+        # server id -> how many topic filters it announced (pubsub's subscriptions there included)
+        data["topic_servers"] = topics.fed.status()["servers"]
     return Reply("\n".join(f"{k}: {v}" for k, v in data.items()), data)
