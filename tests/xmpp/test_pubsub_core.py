@@ -503,6 +503,10 @@ def test_topic_items_both_ways_with_wildcards(wire):
     assert item_ids(bob.ok("get", ps("<items node='home/xml'/>")))
     topics.publish(TopicItem("home/xml", b"", 0, True), wire.now)
     assert item_ids(bob.ok("get", ps("<items node='home/xml'/>"))) == []
+    # MQTT's channel and direct-message topics are chats, not nodes
+    topics.publish(TopicItem("chan/test", b"hello", 0, False), wire.now)
+    topics.publish(TopicItem("users/bob/inbox", b"secret", 0, False), wire.now)
+    assert svc.tree.get(SVC, "chan/test") is None and svc.tree.get(SVC, "users/bob/inbox") is None
 
 
 def test_topic_acl_governs_both_sides(wire):
@@ -634,3 +638,47 @@ def test_publish_crosses_to_the_server_with_subscribers_and_state_converges(tmp_
     assert "x1" in w.cores["c"].services["pubsub"].tree.get(SVC, "tree/news").items
     # through the topic federation: once, and only towards the server with a subscriber
     assert sent == [("MQTT_PUB", {"003"})]
+
+
+def test_pep_event_reaches_a_contact_on_another_server(tmp_path):
+    w = make_wire(tmp_path, ["a", "b"])
+    w.link("a", "b")
+    w.cores["b"].services["xmpp"].roster.put("bob", "alice@localhost", subscription="both")
+    alice, bob = Client(w, "a", "alice"), Client(w, "b", "bob")
+    tune = "http://jabber.org/protocol/tune"
+    with_caps(bob, [tune + "+notify"])
+    bob.got()
+    alice.ok("set", ps(f"<publish node='{tune}'><item id='t'><tune xmlns='{tune}'><title>Far</title></tune>"
+                       "</item></publish>"), to=None)
+    w.pump()
+    ev = bob.events()
+    assert len(ev) == 1 and ev[0].findtext(".//{%s}title" % tune) == "Far"
+    assert ev[0].get("from") == "alice@localhost"
+
+
+def test_node_state_and_items_converge_after_a_netsplit(tmp_path):
+    w = make_wire(tmp_path, ["a", "b"])
+    w.link("a", "b")
+    alice_a = Client(w, "a", "alice")
+    alice_a.ok("set", ps("<create node='split'/><configure>" + config(max_items="50") + "</configure>"))
+    alice_a.ok("set", ps(f"<publish node='split'><item id='before'>{entry('0')}</item></publish>"))
+    w.pump()
+    nb = w.cores["b"].services["pubsub"].tree.get(SVC, "split")
+    assert nb is not None and "before" not in nb.items       # no subscriber on b: the item did not go there
+    w.unlink("a", "b")
+    w.tick(1.0)
+    alice_b = Client(w, "b", "alice", "other")
+    alice_a.ok("set", ps(f"<publish node='split'><item id='on-a'>{entry('a')}</item></publish>"))
+    w.tick(0.5)
+    alice_b.ok("set", ps(f"<publish node='split'><item id='on-b'>{entry('b')}</item></publish>"))
+    w.tick(1.0)
+    alice_b.ok("set", owner(f"<configure node='split'>{config(title='newest')}</configure>"))
+    alice_b.ok("set", owner("<affiliations node='split'><affiliation jid='bob@localhost' affiliation='publisher'/>"
+                            "</affiliations>"))
+    w.link("a", "b")
+    w.tick(1.0)
+    na = w.cores["a"].services["pubsub"].tree.get(SVC, "split")
+    nb = w.cores["b"].services["pubsub"].tree.get(SVC, "split")
+    for n in (na, nb):
+        assert list(n.items) == ["before", "on-a", "on-b"]
+        assert n.config["title"] == "newest" and n.affiliations["bob@localhost"] == "publisher"

@@ -158,12 +158,17 @@ class PubsubFederation:
             svc.changed_subscriptions()
         if p.get("items"):
             plugin, w = svc.plugin_of(node), svc.writes(node)
-            incoming = sorted((item_of(d) for d in p["items"]), key=lambda i: i.published)
+            incoming = sorted((item_of(d) for d in p["items"]), key=_order)
             for it in incoming:
                 if it.id not in node.items:
                     plugin.publish_item(node, it, w)
             # Keep the items in publish order (the newest last), whichever side they came from.
             if incoming:
-                ordered = sorted(node.items.values(), key=lambda i: i.published)
+                ordered = sorted(node.items.values(), key=_order)
                 node.items.clear()
                 node.items.update((i.id, i) for i in ordered)
+
+
+def _order(i: Item) -> tuple:
+    """Items by publish time; the same order on every server when times are equal."""
+    return (i.published, i.origin, i.id)

@@ -53,6 +53,9 @@ class Options(BaseModel):
     persist: bool = True                  # nodes and items in the server's storage (tree and dag)
     mqtt: bool = True                     # one namespace with the topic service
     mqtt_autocreate: bool = True          # an MQTT publish to a topic without a node creates it
+    # Topic prefixes that are not nodes; None: the mqtt module's channel_prefix and direct_prefix
+    # (channel messages and direct messages are chats, not items to keep).
+    mqtt_skip: list[str] | None = None
     federation: bool = True
     caps_cache: Annotated[int, Field(ge=16)] = 10_000
     expiry_interval: Annotated[float, Field(gt=0)] = 5.0
@@ -91,7 +94,11 @@ def setup(module) -> None:
     topics = core.services.get("topics")
     bridge = None
     if opts.mqtt and topics is not None:
-        bridge = svc.topics = TopicBridge(svc, topics)
+        skip = opts.mqtt_skip
+        if skip is None:
+            m = (core.config.modules.get("mqtt") or {}) if "mqtt" in core.config.modules else {}
+            skip = [p for p in (m.get("channel_prefix", "chan/"), m.get("direct_prefix", "users/")) if p]
+        bridge = svc.topics = TopicBridge(svc, topics, tuple(skip))
         module.hook("topic_published", bridge.published)
         svc.changed_subscriptions = lambda: bridge.refresh()
         module.every(1.0, bridge.refresh)        # accounts bind and leave: whose subscriptions are here

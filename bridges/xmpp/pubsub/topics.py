@@ -9,7 +9,8 @@
   kept in its node (auto-created with the default configuration unless `mqtt_autocreate: false`;
   id from the item, else generated), and notified to the node's XMPP subscribers and the
   collections above it. A retained MQTT message is stored as the node's last item; an empty
-  retained message (MQTT's "clear") purges the node.
+  retained message (MQTT's "clear") purges the node. MQTT's channel and direct-message topics
+  (`chan/`, `users/`: the `mqtt_skip` option) are chats, not nodes.
 * The service subscribes to the topic service (as one `TopicSubscriber`) for the nodes with
   subscribers bound here (a collection subscription: `name/#` for depth all, `name/+` for depth 1),
   so items published elsewhere are routed to this server only when someone here wants them.
@@ -29,8 +30,9 @@ from .service import PubsubService
 class TopicBridge:
     online = True
 
-    def __init__(self, svc: PubsubService, topics):
+    def __init__(self, svc: PubsubService, topics, skip: tuple[str, ...] = ()):
         self.svc, self.topics = svc, topics
+        self.skip = skip            # topic prefixes that are not nodes (MQTT's channels and inboxes)
         self.filters: set[str] = set()
 
     # ---------------------------------------------------------------- TopicSubscriber
@@ -46,7 +48,7 @@ class TopicBridge:
     # ---------------------------------------------------------------- out
     def publish(self, node: Node, item: Item, now: float) -> bool:
         """An XMPP item into the topic service; False if the node is not a topic."""
-        if node.name.startswith("$") or not valid_topic_name(node.name):
+        if node.name.startswith(("$", *self.skip)) or not valid_topic_name(node.name):
             return False
         meta = {"pubsub": {"server": self.svc.me, "id": item.id, "publisher": item.publisher}}
         self.topics.publish(TopicItem(node.name, item.payload, 1, False, meta, item.expires, item.publisher,
@@ -57,7 +59,7 @@ class TopicBridge:
     def published(self, item: TopicItem, origin, now: float):
         """Hook topic_published: an item of the namespace that pubsub did not publish here."""
         topic = item.topic
-        if topic.startswith("$"):
+        if topic.startswith(("$", *self.skip)):
             return None
         meta = item.metadata.get("pubsub") if isinstance(item.metadata, dict) else None
         if isinstance(meta, dict) and meta.get("server") == self.svc.me:
@@ -104,15 +106,16 @@ class TopicBridge:
         return out
 
     def refresh(self, now: float | None = None) -> None:
-        want = self.wanted()
+        want = {f for f in self.wanted() if not f.startswith(self.skip)} if self.skip else self.wanted()
         for f in self.filters - want:
             self.topics.unsubscribe(f, self)
+            self.filters.discard(f)
         for f in want - self.filters:
             try:
                 self.topics.subscribe(f, self, None)
             except ValueError:
                 continue
-        self.filters = want
+            self.filters.add(f)
 
     def detach(self) -> None:
         for f in self.filters:
