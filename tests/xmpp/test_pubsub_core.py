@@ -682,3 +682,31 @@ def test_node_state_and_items_converge_after_a_netsplit(tmp_path):
     for n in (na, nb):
         assert list(n.items) == ["before", "on-a", "on-b"]
         assert n.config["title"] == "newest" and n.affiliations["bob@localhost"] == "publisher"
+
+
+def test_hostile_requests_get_clear_errors_and_the_service_goes_on(wire):
+    alice, bob = Client(wire, "a", "alice"), Client(wire, "a", "bob")
+    alice.ok("set", ps("<create node='n'/>"))
+    alice.fails("set", ps("<create node='" + "x" * 2000 + "'/>"), "not-acceptable")
+    alice.fails("set", ps(f"<publish node='n'><item id='{'i' * 2000}'>{entry('x')}</item></publish>"),
+                "not-acceptable")
+    alice.fails("set", ps(""), "bad-request")
+    alice.fails("get", ps("<items node='n' max_items='lots'/>"), "bad-request")
+    alice.fails("get", ps("<items node='n'/><set xmlns='http://jabber.org/protocol/rsm'><max>x</max></set>"),
+                "bad-request")
+    alice.fails("get", ps("<items node='n'/><set xmlns='http://jabber.org/protocol/rsm'><after>none</after></set>"),
+                "item-not-found")
+    alice.fails("set", owner("<configure node='n'><x xmlns='jabber:x:data' type='submit'>"
+                             "<field var='pubsub#deliver_payloads'><value>maybe</value></field></x></configure>"),
+                "not-acceptable")
+    alice.fails("set", owner("<configure node='n'/>"), "bad-request")
+    alice.fails("get", ps("<items node='n'/>"), "item-not-found", to="nobody@pubsub.localhost")
+    alice.fails("get", "<query xmlns='urn:example:nothing'/>", "service-unavailable")
+    # a stranger's answer with the id of a caps ask is not taken for the asked resource
+    caps = wire.cores["a"].modules.loaded["pubsub"].state["caps"]
+    alice.feed("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='unknown='/></presence>")
+    ask = next(el for el in alice.stanzas() if el.tag == C + "iq" and el.get("type") == "get")
+    bob.feed(f"<iq type='result' id='{ask.get('id')}' to='localhost'><query xmlns='http://jabber.org/protocol/"
+             "disco#info'><feature var='urn:x+notify'/></query></iq>")
+    assert alice.jid not in caps.by_jid and ask.get("id") in caps.asked
+    alice.ok("get", ps("<items node='n'/>"))

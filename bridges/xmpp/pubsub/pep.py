@@ -78,6 +78,9 @@ class Caps:
     def presence(self, ev) -> None:
         """An available presence of a resource here: learn its caps (ask when unknown), then the last items."""
         s, el = ev.session, ev.stanza
+        if el.get("type") == "unavailable":
+            self.gone(str(s.jid))
+            s.pubsub_caps = None
         if el.get("type") is not None:
             return None
         c = el.find("{%s}c" % CAPS)
@@ -92,6 +95,8 @@ class Caps:
             return None
         iq_id = f"caps-{next(self.ids)}"
         self.asked[iq_id] = (jid, ver, c.get("hash") or "")
+        while len(self.asked) > self.limit:           # asks never answered (the client left)
+            del self.asked[next(iter(self.asked))]
         iq = element("iq", {"type": "get", "id": iq_id, "from": self.svc.xmpp_domain, "to": jid})
         etree.SubElement(iq, "{%s}query" % DISCO_INFO, nsmap={None: DISCO_INFO},
                          node=f"{c.get('node', '')}#{ver}")
@@ -101,9 +106,10 @@ class Caps:
     def answer(self, ev):
         """A resource's disco#info answer to our ask (an iq result to the domain)."""
         el = ev.stanza
-        asked = self.asked.pop(el.get("id") or "", None)
-        if asked is None:
-            return None
+        asked = self.asked.get(el.get("id") or "")
+        if asked is None or asked[0] != str(ev.session.jid):
+            return None                 # not ours, or not from the resource we asked
+        del self.asked[el.get("id")]
         jid, ver, algo = asked
         query = el.find("{%s}query" % DISCO_INFO)
         if el.get("type") != "result" or query is None:
@@ -117,6 +123,8 @@ class Caps:
                 self.by_ver.popitem(last=False)
         else:
             self.by_jid[jid], self.by_jid[jid + "#ver"] = feats, ver
+            while len(self.by_jid) > 2 * self.limit:
+                del self.by_jid[next(iter(self.by_jid))]
         s = ev.session
         if str(s.jid) == jid:
             self.send_last_items(s, ev.now, feats)

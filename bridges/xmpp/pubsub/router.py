@@ -26,6 +26,7 @@ from .nodes import AFFILIATIONS, Item, Node, Subscription
 from .service import ERRORS, OWNER, PUBSUB, PubsubService, payload_bytes, q
 
 RSM = "http://jabber.org/protocol/rsm"
+MAX_NAME = 1024            # characters of a node name or an item id
 C = "{%s}" % xns.CLIENT
 
 
@@ -93,6 +94,11 @@ def dispatch(r: Request) -> etree._Element | None:
     row = OPERATIONS[(r.iq.get("type"), qn.namespace, qn.localname)]
     svc = r.svc
     name = r.op.get("node")
+    if name is not None and (len(name) > MAX_NAME or not name):
+        raise Failed("modify", "not-acceptable")
+    for it in r.op.iter(q(PUBSUB, "item")):
+        if len(it.get("id") or "") > MAX_NAME:
+            raise Failed("modify", "not-acceptable")
     if row.node in ("required", "create") or (row.node == "optional" and name):
         if row.node == "required" and not name:
             raise Failed("modify", "bad-request", "nodeid-required")
