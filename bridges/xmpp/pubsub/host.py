@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from lxml import etree
 
-from .. import namespaces as xns
 from ..stanza import element
 from . import forms
-from .router import Failed, approved, error_reply, handle
+from .owner import approved
+from .router import Failed, error_reply, handle
 from .service import PUBSUB, PubsubService, q
 
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
-C = "{%s}" % xns.CLIENT
 
 
 def features(svc: PubsubService, plugin: str) -> list[str]:
