@@ -441,13 +441,14 @@ def restore(config_path, file):
     except NotRunning:
         pass
     from bridges.mqtt.store import SCHEMA as MQTT
+    from bridges.xmpp.pubsub.store import SCHEMA as PUBSUB
     from relay.core.accounts import SCHEMA as ACCOUNTS
     from relay.core.storage import StorageError
     from relay.storage import dump, open_database
     try:
         db = open_database(cfg)
         try:
-            res = dump.load_dump(db, [ACCOUNTS, MQTT], os.path.abspath(file))
+            res = dump.load_dump(db, [ACCOUNTS, MQTT, PUBSUB], os.path.abspath(file))
         finally:
             db.close()
     except StorageError as e:
