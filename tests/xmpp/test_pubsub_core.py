@@ -662,6 +662,7 @@ def test_node_state_and_items_converge_after_a_netsplit(tmp_path):
     alice_a = Client(w, "a", "alice")
     alice_a.ok("set", ps("<create node='split'/><configure>" + config(max_items="50") + "</configure>"))
     alice_a.ok("set", ps(f"<publish node='split'><item id='before'>{entry('0')}</item></publish>"))
+    alice_a.ok("set", ps("<create node='gone'/>"))
     w.pump()
     nb = w.cores["b"].services["pubsub"].tree.get(SVC, "split")
     assert nb is not None and "before" not in nb.items       # no subscriber on b: the item did not go there
@@ -671,6 +672,8 @@ def test_node_state_and_items_converge_after_a_netsplit(tmp_path):
     alice_a.ok("set", ps(f"<publish node='split'><item id='on-a'>{entry('a')}</item></publish>"))
     w.tick(0.5)
     alice_b.ok("set", ps(f"<publish node='split'><item id='on-b'>{entry('b')}</item></publish>"))
+    alice_a.ok("set", owner("<delete node='gone'/>"))
+    alice_b.ok("set", ps(f"<publish node='gone'><item>{entry('b')}</item></publish>"))
     w.tick(1.0)
     alice_b.ok("set", owner(f"<configure node='split'>{config(title='newest')}</configure>"))
     alice_b.ok("set", owner("<affiliations node='split'><affiliation jid='bob@localhost' affiliation='publisher'/>"
@@ -679,6 +682,8 @@ def test_node_state_and_items_converge_after_a_netsplit(tmp_path):
     w.tick(1.0)
     na = w.cores["a"].services["pubsub"].tree.get(SVC, "split")
     nb = w.cores["b"].services["pubsub"].tree.get(SVC, "split")
+    for core in ("a", "b"):
+        assert w.cores[core].services["pubsub"].tree.get(SVC, "gone") is None      # the delete wins
     for n in (na, nb):
         assert list(n.items) == ["before", "on-a", "on-b"]
         assert n.config["title"] == "newest" and n.affiliations["bob@localhost"] == "publisher"

@@ -14,8 +14,10 @@
   (`PUBSUB_NODE` with `items`, in chunks); the receiver takes newer node states and adds the
   items it lacks (without notifying: they are history), trimmed to max_items by publish time.
   So after the netjoin both sides hold the newest configuration, affiliations and subscriptions
-  and the union of the items. A retract or purge made during the split on one side does not
-  remove an item the other side still has (it comes back; documented limit).
+  and the union of the items. A deleted node is remembered (a tombstone, in memory: the last
+  10,000) and its `PUBSUB_DELETE` sent again at each link_up, so a netjoin does not bring it
+  back unless it was changed after the delete. A retract or purge made during the split on one
+  side does not remove an item the other side still has (it comes back; a known limit).
   The link layer numbers, replays (after a short split) and deduplicates the frames.
 """
 
@@ -32,6 +34,7 @@ log = logging.getLogger("relay.mod.pubsub")
 NODE, DELETE, ITEM, RETRACT, PURGE = "PUBSUB_NODE", "PUBSUB_DELETE", "PUBSUB_ITEM", "PUBSUB_RETRACT", "PUBSUB_PURGE"
 FRAMES = (NODE, DELETE, ITEM, RETRACT, PURGE)
 CHUNK = 200
+TOMBSTONES = 10_000        # deleted nodes remembered (in memory) so a netjoin does not bring them back
 
 
 def item_json(i: Item) -> dict:
@@ -55,6 +58,7 @@ class PubsubFederation:
     def __init__(self, svc: PubsubService, core):
         self.svc, self.core = svc, core
         self.stats = {"out": 0, "in": 0}
+        self.deleted: dict[tuple[str, str], tuple] = {}     # (host, node) -> stamp of its delete
 
     @property
     def router(self):
@@ -73,7 +77,16 @@ class PubsubFederation:
             self.send(NODE, state_json(node))
 
     def node_deleted(self, node: Node, now: float) -> None:
-        self.send(DELETE, {"host": node.host, "node": node.name, "stamp": [round(now, 6), self.svc.me]})
+        stamp = (round(now, 6), self.svc.me)
+        self.tombstone(node.host, node.name, stamp)
+        self.send(DELETE, {"host": node.host, "node": node.name, "stamp": list(stamp)})
+
+    def tombstone(self, host: str, name: str, stamp: tuple) -> None:
+        key = (host, name)
+        if stamp > self.deleted.get(key, (0.0, "")):
+            self.deleted[key] = stamp
+        while len(self.deleted) > TOMBSTONES:
+            del self.deleted[next(iter(self.deleted))]
 
     def item_published(self, node: Node, item: Item) -> None:
         self.send(ITEM, {"host": node.host, "node": node.name, "item": item_json(item)})
@@ -86,6 +99,8 @@ class PubsubFederation:
 
     def link_up(self, peer_id: str, *rest):
         """A netjoin (or a new server): everything we hold, so both sides converge."""
+        for (host, name), stamp in list(self.deleted.items()):
+            self.send(DELETE, {"host": host, "node": name, "stamp": list(stamp)})
         for node in list(self.svc.all_nodes()):
             if not node.stored and not node.items:
                 continue
@@ -116,6 +131,7 @@ class PubsubFederation:
         if ftype == NODE:
             self.take_state(node, p, now)
         elif ftype == DELETE:
+            self.tombstone(host, name, tuple(p["stamp"]))
             if node is not None and tuple(node.stamp) <= tuple(p["stamp"]):
                 svc.delete(node, None, now, replicate=False)
         elif ftype == ITEM:
@@ -134,6 +150,8 @@ class PubsubFederation:
         svc = self.svc
         stamp = tuple(p["stamp"])
         host, name = str(p["host"]), str(p["node"])
+        if node is None and self.deleted.get((host, name), (0.0, "")) >= stamp:
+            return                      # deleted after this state was made
         if node is None:
             node = svc.create(host, name, None, dict(p["config"]), str(p["plugin"]), float(p["created"]),
                               replicate=False)
