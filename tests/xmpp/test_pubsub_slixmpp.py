@@ -340,3 +340,43 @@ def test_a_publish_crosses_tree_3(tmp_path):
         asyncio.run(main())
     finally:
         net.stop()
+
+
+def test_pep_notifications_filtered_by_caps_with_slixmpp(tmp_path):
+    """slixmpp's xep_0163/xep_0115: bob wants tunes (+notify in his caps), carol wants avatars; the
+    server learns their caps with disco#info and sends each only what they asked for."""
+    srv = pubsub_server(tmp_path / "s")
+    try:
+        async def main():
+            pep = PLUGINS + ("xep_0115", "xep_0163")
+            alice = await online(make_client(slixmpp, "alice@localhost/a", "secret", srv,
+                                             plugins=pep + ("xep_0118", "xep_0084")), srv)
+            bob = await online(make_client(slixmpp, "bob@localhost/b", "secret", srv, plugins=pep + ("xep_0118",)),
+                               srv, presence=False)
+            carol = await online(make_client(slixmpp, "carol@localhost/c", "secret", srv,
+                                             plugins=pep + ("xep_0084",)), srv, presence=False)
+            tunes, carol_events = Inbox(bob, "user_tune_publish"), Inbox(carol, "pubsub_publish")
+            for c in (bob, carol):
+                await c.get_roster(timeout=WAIT)
+                c.send_presence()
+                roster = Inbox(c, "roster_update")
+                c.send_presence(pto="alice@localhost", ptype="subscribe")      # c may see alice's presence
+                await roster.wait(lambda r: c.client_roster["alice@localhost"]["subscription"] in ("to", "both"),
+                                  "the subscription approved")
+            await alice.plugin["xep_0118"].publish_tune(artist="Artist", title="Song", timeout=WAIT)
+            ev = await tunes.wait(lambda m: True, "the tune for bob, who wants tunes")
+            assert ev["from"].bare == "alice@localhost"
+            assert ev["pubsub_event"]["items"]["item"]["tune"]["title"] == "Song"
+            await alice.plugin["xep_0084"].publish_avatar_metadata(
+                {"id": "abc", "type": "image/png", "bytes": 7}, timeout=WAIT)
+            await carol_events.wait(lambda m: m["pubsub_event"]["items"]["node"] == "urn:xmpp:avatar:metadata",
+                                    "the avatar metadata for carol, who wants avatars")
+            # the tune would have come first, had it been sent to her
+            assert [m["pubsub_event"]["items"]["node"] for m in carol_events.items] == ["urn:xmpp:avatar:metadata"]
+            for c in (alice, bob, carol):
+                c.disconnect()
+            # (slixmpp with xep_0115 here may not see its streams close; the server is stopped anyway)
+            await asyncio.wait([c.disconnected for c in (alice, bob, carol)], timeout=5)
+        asyncio.run(main())
+    finally:
+        srv.stop()
