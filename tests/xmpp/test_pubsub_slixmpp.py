@@ -10,7 +10,7 @@ import threading
 import xml.etree.ElementTree as ET
 
 import pytest
-from xmpp_live import WAIT, Inbox, make_client, offline, online
+from xmpp_live import WAIT, Inbox, make_client, online
 
 from support import Server, TreeNetwork, free_port, server_config, wait_for
 
@@ -37,6 +37,14 @@ def pubsub_server(directory, accounts=("alice", "bob", "carol"), mqtt: bool = Fa
     for name in accounts:
         srv.ctl("register", name, "secret")
     return srv
+
+
+async def offline(*clients):
+    """Disconnect, with cleanup bounded: these slixmpp clients do not always see the server close
+    their stream (an open question, see the branch's report); the server is stopped after anyway."""
+    for c in clients:
+        c.disconnect()
+    await asyncio.wait([c.disconnected for c in clients], timeout=5)
 
 
 def entry(text: str) -> ET.Element:
@@ -373,10 +381,7 @@ def test_pep_notifications_filtered_by_caps_with_slixmpp(tmp_path):
                                     "the avatar metadata for carol, who wants avatars")
             # the tune would have come first, had it been sent to her
             assert [m["pubsub_event"]["items"]["node"] for m in carol_events.items] == ["urn:xmpp:avatar:metadata"]
-            for c in (alice, bob, carol):
-                c.disconnect()
-            # (slixmpp with xep_0115 here may not see its streams close; the server is stopped anyway)
-            await asyncio.wait([c.disconnected for c in (alice, bob, carol)], timeout=5)
+            await offline(alice, bob, carol)
         asyncio.run(main())
     finally:
         srv.stop()
