@@ -447,11 +447,13 @@ def restore(config_path, file):
     from bridges.xmpp.roster import SCHEMA as XMPP_ROSTER
     from bridges.sip.bindings import SCHEMA as SIP
     from bridges.xmpp.muc.store import SCHEMA as MUC
+    from bridges.xmpp.pubsub.store import SCHEMA as PUBSUB
     from relay.core.accounts import SCHEMA as ACCOUNTS
     from relay.core.module_names import ModuleError, import_module
     from relay.core.storage import StorageError
     from relay.storage import dump, open_database
-    schemas = {s.name: s for s in (ACCOUNTS, MQTT, XMPP_ROSTER, XMPP_OFFLINE, XMPP_ARCHIVE, XMPP_BLOCKLIST, SIP, MUC)}
+    schemas = {s.name: s for s in (ACCOUNTS, MQTT, XMPP_ROSTER, XMPP_OFFLINE, XMPP_ARCHIVE, XMPP_BLOCKLIST, SIP, MUC,
+                                   PUBSUB)}
     for name in cfg.modules:               # the stores a configured module declares (`SCHEMAS`)
         try:
             schemas.update((s.name, s) for s in getattr(import_module(name), "SCHEMAS", ()))

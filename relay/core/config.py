@@ -212,7 +212,7 @@ class Config(Strict):
     hub: bool = True
     split_hold: Annotated[float, Field(ge=0)] = 30.0
     replay: ReplaySection = ReplaySection()
-    modules: dict[str, dict[str, Any] | None] = {"mqtt": {}, "xmpp": {}, "sip": {}, "muc": {}}
+    modules: dict[str, dict[str, Any] | None] = {"mqtt": {}, "xmpp": {}, "pubsub": {}, "sip": {}, "muc": {}}
     acl: dict[str, Any] = {"local": {"ip": ["127.0.0.0/8", "::1/128"]}}
     access_rules: dict[str, Any] = {"oper": [{"allow": "all"}], "register": [{"allow": "all"}],
                                     "create_channel": [{"allow": "all"}], "link": [{"allow": "all"}]}

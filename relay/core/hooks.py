@@ -24,6 +24,7 @@ CORE_HOOKS = (
     "config_reloaded", "module_loaded", "module_unloaded",
     "client_connected", "client_disconnected",
     "topic_published",
+    "pubsub_publish_item", "pubsub_create_node", "pubsub_delete_node",
 )
 
 

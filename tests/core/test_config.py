@@ -24,7 +24,7 @@ def test_builtin_default_is_valid_and_listens_on_loopback():
         ("mqtt", "127.0.0.1", 1883, False, "tcp"), ("http", "127.0.0.1", 8080, False, "tcp"),
         ("xmpp", "127.0.0.1", 5222, False, "tcp"), ("xmpp", "127.0.0.1", 5223, True, "tcp"),
         ("sip", "127.0.0.1", 5060, False, "udp"), ("sip", "127.0.0.1", 5060, False, "tcp")]
-    assert cfg.modules == {"mqtt": {}, "xmpp": {}, "sip": {}, "muc": {}}
+    assert cfg.modules == {"mqtt": {}, "xmpp": {}, "pubsub": {}, "sip": {}, "muc": {}}
 
 
 def test_default_yaml_equals_builtin_default():

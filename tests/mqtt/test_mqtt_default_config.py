@@ -16,7 +16,7 @@ def test_default_yaml_serves_irc_and_mqtt(tmp_path):
     ports = {}
     for l in cfg["listen"]:
         ports[l["proto"], l["tls"]] = l["port"] = free_port()      # the default's, on free ports
-    assert ("mqtt", False) in ports and cfg["modules"] == {"mqtt": {}, "xmpp": {}, "sip": {}, "muc": {}}
+    assert ("mqtt", False) in ports and cfg["modules"] == {"mqtt": {}, "xmpp": {}, "pubsub": {}, "sip": {}, "muc": {}}
     srv = Server(tmp_path / "default", cfg).start()
     try:
         listeners = {(l["proto"], l["port"]) for l in srv.status()["listeners"]}
