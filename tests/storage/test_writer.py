@@ -132,25 +132,30 @@ def test_stop_flushes_everything(table):
 def test_an_asynchronous_read_sees_the_writes_before_it_and_does_not_block_the_loop(table):
     from relay.core.storage import Storage
     q = WriteQueue(10_000)
-    w = StorageWriter(Counting(table), q, flush_interval=3600)   # only the read makes it flush
+    db = Counting(table)
+    gate = threading.Event()
+    slow_query = db.query
+    db.query = lambda sql, args=(): gate.wait(30) and slow_query(sql, args)   # held until released
+    w = StorageWriter(db, q, flush_interval=3600)   # only the read makes it flush
     w.start()
     storage = Storage(table, q, reader=w.read)
     for k in range(5):
         q.put(ins(k))
-    got, ticks = [], []
+    got = []
     storage.read("SELECT k FROM w WHERE k >= ? ORDER BY k", (2,), got.append)
     assert got == []                      # not called within read()
-    ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.001)) for _ in range(1000)])
-    deadline = gevent.Timeout(30)
-    deadline.start()
-    try:
+    with gevent.Timeout(30):
+        while q.committed < 5:            # the read made the writer flush what came before it
+            gevent.sleep(0.001)
+        ticks = 0
+        while ticks < 20:                 # the loop runs while the query waits in the thread pool
+            gevent.sleep(0.001)
+            ticks += 1
+        assert got == []
+        gate.set()
         while not got:
             gevent.sleep(0.001)
-    finally:
-        deadline.cancel()
-    ticker.kill()
     assert got == [[(2,), (3,), (4,)]]
-    assert ticks                          # the loop ran other greenlets meanwhile
     w.stop()
 
 

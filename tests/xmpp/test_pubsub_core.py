@@ -326,7 +326,7 @@ def test_presence_roster_and_authorize_access(wire):
     bob.fails("set", ps(f"<subscribe node='p' jid='{bob.bare}'/>"), "not-authorized",
               "presence-subscription-required")
     roster = wire.cores["a"].services["xmpp"].roster
-    roster.put("alice", "bob@localhost", subscription="from", groups=["friends"])
+    roster.put("alice", "bob@localhost", wire.now, subscription="from", groups=["friends"])
     bob.ok("set", ps(f"<subscribe node='p' jid='{bob.bare}'/>"))
     alice.ok("set", ps("<create node='r'/><configure>" + config(access_model="roster",
                                                                   roster_groups_allowed="friends") + "</configure>"))
@@ -548,10 +548,10 @@ def with_caps(c: Client, features: list[str]) -> None:
 
 def test_pep_notifications_filtered_by_caps(wire):
     roster = wire.cores["a"].services["xmpp"].roster
-    roster.put("alice", "bob@localhost", subscription="both")
-    roster.put("bob", "alice@localhost", subscription="both")
-    roster.put("alice", "carol@localhost", subscription="both")
-    roster.put("carol", "alice@localhost", subscription="both")
+    roster.put("alice", "bob@localhost", wire.now, subscription="both")
+    roster.put("bob", "alice@localhost", wire.now, subscription="both")
+    roster.put("alice", "carol@localhost", wire.now, subscription="both")
+    roster.put("carol", "alice@localhost", wire.now, subscription="both")
     alice, bob, carol = Client(wire, "a", "alice"), Client(wire, "a", "bob"), Client(wire, "a", "carol")
     dave = Client(wire, "a", "carol", "other")        # carol's second resource: no +notify
     tune = "http://jabber.org/protocol/tune"
@@ -570,8 +570,8 @@ def test_pep_notifications_filtered_by_caps(wire):
     assert carol.events() == [] and dave.events() == []
     # a contact's PEP items are readable to the contact, not to a stranger (presence access)
     bob.ok("get", ps(f"<items node='{tune}'/>"), to="alice@localhost")
-    roster.remove("carol", "alice@localhost")
-    roster.remove("alice", "carol@localhost")
+    roster.remove("carol", "alice@localhost", wire.now)
+    roster.remove("alice", "carol@localhost", wire.now)
     carol.fails("get", ps(f"<items node='{tune}'/>"), "not-authorized", to="alice@localhost")
     bob.fails("set", ps(f"<publish node='{tune}'><item>{entry('x')}</item></publish>"), "forbidden",
               to="alice@localhost")
@@ -583,8 +583,8 @@ def test_pep_notifications_filtered_by_caps(wire):
 
 def test_pep_bookmarks_avatars_private_and_omemo(wire):
     roster = wire.cores["a"].services["xmpp"].roster
-    roster.put("alice", "bob@localhost", subscription="both")
-    roster.put("bob", "alice@localhost", subscription="both")
+    roster.put("alice", "bob@localhost", wire.now, subscription="both")
+    roster.put("bob", "alice@localhost", wire.now, subscription="both")
     alice, bob, carol = Client(wire, "a", "alice"), Client(wire, "a", "bob"), Client(wire, "a", "carol")
     private = form(PS + "#publish-options", persist_items="true", access_model="whitelist", max_items="max",
                    send_last_published_item="never")
@@ -643,7 +643,7 @@ def test_publish_crosses_to_the_server_with_subscribers_and_state_converges(tmp_
 def test_pep_event_reaches_a_contact_on_another_server(tmp_path):
     w = make_wire(tmp_path, ["a", "b"])
     w.link("a", "b")
-    w.cores["b"].services["xmpp"].roster.put("bob", "alice@localhost", subscription="both")
+    w.cores["b"].services["xmpp"].roster.put("bob", "alice@localhost", w.now, subscription="both")
     alice, bob = Client(w, "a", "alice"), Client(w, "b", "bob")
     tune = "http://jabber.org/protocol/tune"
     with_caps(bob, [tune + "+notify"])
