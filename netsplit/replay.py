@@ -33,17 +33,20 @@ class SeenWindow:
         """True the first time `seq` is seen; False for a duplicate."""
         if seq <= self.low or seq in self.above:
             return False
+        above = self.above
         if seq == self.low + 1:
             self.low = seq
-            above = self.above
-            while self.low + 1 in above:
-                self.low += 1
-                above.discard(self.low)
         else:
-            self.above.add(seq)
-            if len(self.above) > self.MAX_ABOVE:  # a hole that will never fill: move on
-                self.low = min(self.above)
-                self.above.discard(self.low)
+            above.add(seq)
+            if len(above) <= self.MAX_ABOVE:
+                return True
+            # A hole that will never fill (a frame of that origin routed elsewhere, or lost for
+            # good): move past it, then past the run behind it, so the next frames are cheap again.
+            self.low = min(above)
+            above.discard(self.low)
+        while self.low + 1 in above:
+            self.low += 1
+            above.discard(self.low)
         return True
 
 

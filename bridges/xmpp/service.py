@@ -39,6 +39,7 @@ class XmppService:
         self.router = None                              # routing.Router, set by the module
         self.pending: set = set()                       # connected, not yet bound (or handshaken)
         self.components: dict[str, object] = {}         # domain -> component.ComponentSession
+        self._local_of: dict[str, str] = {}              # nick -> its JID localpart ("" if it has none)
         self.federation = None                          # federation.XmppFederation, set by the module
         self.channel_events = None                      # renders channel events for every account (MUC)
 
@@ -93,10 +94,17 @@ class XmppService:
         full = u.attrs.get("xmpp", {}).get("jid")
         if full:
             return full.split("/", 1)[0]
-        try:
-            return f"{prep_localpart(u.nick)}@{self.domain}"
-        except JidError:
-            return f"{u.uid.lower()}@{self.domain}"
+        nick = u.nick
+        local = self._local_of.get(nick)
+        if local is None:
+            try:
+                local = prep_localpart(nick)       # PRECIS is slow: once per nick, not per message
+            except JidError:
+                local = ""
+            if len(self._local_of) > 50_000:
+                self._local_of.clear()
+            self._local_of[nick] = local
+        return f"{local or u.uid.lower()}@{self.domain}"
 
     def network_user(self, bare: Jid) -> User | None:
         """The network user `bare` names (an XMPP account here first, then any user by nick)."""

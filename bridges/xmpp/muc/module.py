@@ -6,7 +6,7 @@
         history_length: 20         # recent messages kept in memory per room, for joins
         history_default: 20        # sent on join when the client asks for no limit
         max_users_presence: 1000   # past this, only moderators' joins and leaves are broadcast
-        archive: true              # room messages into the muc_archive store (MAM)
+        archive: persistent        # room messages into the muc_archive store (MAM): persistent | all | off
         occupant_id_secret: ""     # XEP-0421 HMAC key, the same on every server (default: one per server)
 
 `name@conference.<domain>` is `#name` (names.py says which names map); every server renders the
@@ -16,7 +16,7 @@ IRC, MQTT and SIP members too. The stanza table is table.py. Needs the xmpp modu
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -36,7 +36,15 @@ class Options(BaseModel):
     history_length: Annotated[int, Field(ge=0, le=10_000)] = 20
     history_default: Annotated[int, Field(ge=0, le=10_000)] = 20
     max_users_presence: Annotated[int, Field(ge=1)] = 1000
-    archive: bool = True       # every room message into the muc_archive store (MAM, history)
+    # Which rooms' messages go into the muc_archive store (MAM, history after a restart). Every
+    # channel is a room, so `all` stores each message of a busy IRC network; the recent history of
+    # every room is in memory either way. False/True (older configs) are off/all.
+    archive: Literal["persistent", "all", "off"] = "persistent"
+
+    @field_validator("archive", mode="before")
+    @classmethod
+    def _archive(cls, v):
+        return {False: "off", True: "all"}.get(v, v) if isinstance(v, bool) else v
     occupant_id_secret: str = ""   # XEP-0421 key; set one for the whole tree (default: this server's, stored)
 
     @field_validator("domain")

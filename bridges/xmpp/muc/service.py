@@ -332,8 +332,9 @@ class MucService(Moderation):
         jid = self.real_jid(ev.source)
         sid = stanza_id(ev)
         room.history.append((ev.time, ev.source.nick, jid, ev.text, sid))
-        if self.store is not None and self.opts.archive:
-            self.store.archive(room.key, sid, ev.time, ev.source.nick, jid, ev.text)
+        store, mode = self.store, self.opts.archive
+        if store is not None and (mode == "all" or (mode == "persistent" and room.key in store.rooms)):
+            store.archive(room.key, sid, ev.time, ev.source.nick, jid, ev.text)
 
     def channel_destroyed(self, ch: Channel) -> None:
         """The last member left: a temporary room ends with it, a persistent one stays in the store."""
