@@ -219,33 +219,7 @@ class TopicTree:
 
         `topic` must be a valid topic name (the codec checks PUBLISH topics).
         """
-        levels = topic.split("/")
-        n = len(levels)
-        out: list[tuple[Hashable, Any]] = []
-        # Level 0 of a '$' topic: wildcards must not match (MQTT-4.7.2-1).
-        dollar = topic[:1] == "$"
-        stack = [(self._root, 0)]
-        pop, push = stack.pop, stack.append
-        while stack:
-            node, i = pop()
-            children = node.children
-            wild = not (dollar and i == 0)
-            if wild:
-                multi = children.get("#")
-                if multi is not None:
-                    # '#' covers the rest, including zero further levels ("a/#" ~ "a").
-                    out.extend(multi.values.items())
-            if i == n:
-                out.extend(node.values.items())
-                continue
-            child = children.get(levels[i])
-            if child is not None:
-                push((child, i + 1))
-            if wild:
-                child = children.get("+")
-                if child is not None:
-                    push((child, i + 1))
-        return out
+        return [kv for values in self.match_values(topic) for kv in values.items()]
 
 
 # -- retained messages ------------------------------------------------------------------
