@@ -7,7 +7,7 @@ import re
 
 from lxml import etree
 
-from test_xmpp_routing import HEADER, Transport
+from xmpp_ext_support import HEADER, Transport
 
 SM = "urn:xmpp:sm:3"
 

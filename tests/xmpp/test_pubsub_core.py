@@ -14,9 +14,8 @@ from lxml import etree
 
 from relay.core.topics import TopicItem
 from support_net import Wire
+from xmpp_ext_support import HEADER, Transport  # the in-memory stream the XMPP tests share
 
-HEADER = (b"<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' "
-          b"xmlns:stream='http://etherx.jabber.org/streams'>")
 PS = "http://jabber.org/protocol/pubsub"
 OWNER = PS + "#owner"
 EVENT = PS + "#event"
@@ -24,30 +23,6 @@ ERR = PS + "#errors"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 SVC = "pubsub.localhost"
 C = "{jabber:client}"
-
-
-class Transport:
-    def __init__(self):
-        self.peer_host, self.peer_port, self.tls, self.proto = "127.0.0.1", 0, True, "xmpp"
-        self.out: list[bytes] = []
-        self.closing = False
-        self.backlog = 0
-
-    def write(self, data: bytes) -> None:
-        if not self.closing:
-            self.out.append(data)
-
-    def close(self, reason: str = "") -> None:
-        self.closing = True
-
-    def abort(self, reason: str) -> None:
-        self.closing = True
-
-    def channel_bindings(self) -> dict:
-        return {}
-
-    def start_tls(self, on_done) -> None:
-        on_done(False, "not here")
 
 
 class Client:

@@ -10,38 +10,10 @@ import pytest
 
 from relay.core.hooks import Stop
 from support_net import Wire
+from xmpp_ext_support import HEADER, Transport  # the in-memory stream the XMPP tests share
 
 from bridges.xmpp.routing import ROUTES, Router
 from lxml import etree
-
-HEADER = (b"<?xml version='1.0'?><stream:stream to='localhost' version='1.0' xmlns='jabber:client' "
-          b"xmlns:stream='http://etherx.jabber.org/streams'>")
-
-
-class Transport:
-    """What the runtime's connection offers a protocol handler, already TLS (direct TLS)."""
-
-    def __init__(self):
-        self.peer_host, self.peer_port, self.tls, self.proto = "127.0.0.1", 0, True, "xmpp"
-        self.out: list[bytes] = []
-        self.closing = False
-        self.backlog = 0
-
-    def write(self, data: bytes) -> None:
-        if not self.closing:
-            self.out.append(data)
-
-    def close(self, reason: str = "") -> None:
-        self.closing = True
-
-    def abort(self, reason: str) -> None:
-        self.closing = True
-
-    def channel_bindings(self) -> dict:
-        return {}
-
-    def start_tls(self, on_done) -> None:
-        on_done(False, "not here")
 
 
 class Xmpp:
