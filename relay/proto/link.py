@@ -144,6 +144,9 @@ _LIST_ENTRY = Tup((_MASK, _SHORT, _TIME))
 _TAGS = MapOf(Checked(str, is_line, "is not one line") | None, lambda k: is_word(k) and not any(c in k for c in "=;"),
               "is not a tag name", 100)
 
+# Message text crosses links as one line: every protocol's senders fold line breaks before the network.
+_TEXT = Checked(str, is_line, "is not one line (NUL, CR or LF)")
+
 # Payload keys per frame type, with their exact JSON types. Extra keys are allowed, so a newer peer
 # can add fields without breaking older ones. HELLO keeps these keys in every protocol version, so a
 # version mismatch is reported as one. Each is what the senders in relay/core/links.py put in.
@@ -172,11 +175,11 @@ FRAME_SCHEMAS: dict[str, dict[str, Any]] = {
     "TOPIC": {"source": _ACTOR, "channel": str, "topic": str, "setter": str, "ts": int},
     "UPDATE": {"uid": str, "what": str, "value": str | dict | None},
     "INVITE": {"source": str, "uid": str, "channel": str},
-    "PRIVMSG": {"source": str, "target": str, "text": str, "tags": Opt(_TAGS),
+    "PRIVMSG": {"source": str, "target": str, "text": _TEXT, "tags": Opt(_TAGS),
                 "msgid": Opt(str | None), "time": Opt(int | float)},
-    "NOTICE": {"source": str, "target": str, "text": str, "tags": Opt(_TAGS),
+    "NOTICE": {"source": str, "target": str, "text": _TEXT, "tags": Opt(_TAGS),
                "msgid": Opt(str | None), "time": Opt(int | float)},
-    "TAGMSG": {"source": str, "target": str, "text": str, "tags": Opt(_TAGS),
+    "TAGMSG": {"source": str, "target": str, "text": _TEXT, "tags": Opt(_TAGS),
                "msgid": Opt(str | None), "time": Opt(int | float)},
     "PING": {"token": str},
     "PONG": {"token": str},
@@ -230,7 +233,6 @@ ID_FIELDS: dict[str, Callable[[object], bool]] = {
 }
 
 # Strings by key name: what every protocol shows as one token (a word), or as one line of text.
-# Message text is checked by the handler's table (relay.core.link_frames), where it is delivered.
 _WORD_KEYS = ("nick", "user", "channel", "name", "account", "key", "proto", "what")
 # Hosts and addresses may start with ':' (IPv6); the setter of a topic may be empty.
 _LINE_KEYS = ("reason", "realname", "away", "topic", "description", "modes", "setter")
@@ -492,7 +494,7 @@ def _plain_message(p: dict) -> bool:
     or names the fault. tests/proto checks both agree."""
     source, target, text = p.get("source"), p.get("target"), p.get("text")
     if type(source) is not str or type(target) is not str or type(text) is not str or len(target) > 200 \
-            or _SOURCE.fullmatch(source) is None:
+            or _SOURCE.fullmatch(source) is None or _ONE_LINE.search(text) is not None:
         return False
     tags = p.get("tags", _MISSING)
     if tags is not _MISSING:
