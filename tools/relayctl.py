@@ -440,21 +440,12 @@ def restore(config_path, file):
         sys.exit(1)
     except NotRunning:
         pass
-    from bridges.mqtt.store import SCHEMA as MQTT
-    from bridges.xmpp.blocking import SCHEMA as XMPP_BLOCKLIST
-    from bridges.xmpp.mam import SCHEMA as XMPP_ARCHIVE
-    from bridges.xmpp.offline import SCHEMA as XMPP_OFFLINE
-    from bridges.xmpp.roster import SCHEMA as XMPP_ROSTER
-    from bridges.sip.bindings import SCHEMA as SIP
-    from bridges.xmpp.muc.store import SCHEMA as MUC
-    from bridges.xmpp.pubsub.store import SCHEMA as PUBSUB
     from relay.core.accounts import SCHEMA as ACCOUNTS
-    from relay.core.module_names import ModuleError, import_module
+    from relay.core.module_names import ModuleError, import_module, shipped
     from relay.core.storage import StorageError
     from relay.storage import dump, open_database
-    schemas = {s.name: s for s in (ACCOUNTS, MQTT, XMPP_ROSTER, XMPP_OFFLINE, XMPP_ARCHIVE, XMPP_BLOCKLIST, SIP, MUC,
-                                   PUBSUB)}
-    for name in cfg.modules:               # the stores a configured module declares (`SCHEMAS`)
+    schemas = {ACCOUNTS.name: ACCOUNTS}
+    for name in {*shipped(), *cfg.modules}:     # the stores each module declares (`SCHEMAS`)
         try:
             schemas.update((s.name, s) for s in getattr(import_module(name), "SCHEMAS", ()))
         except ModuleError:

@@ -38,7 +38,9 @@ from relay.core.topics import valid_topic_filter
 
 from .broker import NEVER, Broker
 from .client import Client
-from .store import RetainedItems, Store, props_from_json, props_to_json
+from .store import SCHEMA, RetainedItems, Store, props_from_json, props_to_json
+
+SCHEMAS = (SCHEMA,)   # the stores this module keeps (relayctl restore reads them)
 
 # Operator commands, syntax: help (read by relayctl without a server; setup() binds the handlers).
 COMMANDS = {

@@ -31,9 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from relay.core.http_routes import Framing
 
-from .bindings import BindingStore
+from .bindings import SCHEMA, BindingStore
 from .service import SipService
 from .transport import TcpFlow, UdpFlow, WsFlow
+
+SCHEMAS = (SCHEMA,)   # the stores this module keeps (relayctl restore reads them)
 
 CONFIG_SECTION = True   # options come from the top-level sip: section (or modules: {sip: {...}})
 

@@ -19,12 +19,10 @@ from relay.proto.link import (
     FRAME_SCHEMAS,
     MAX_SEQ,
     MEMBER_ROWS,
-    Checked,
     Frame,
     LinkProtocolError,
     check_payload,
     compile_schema,
-    is_line,
     valid_server_id,
 )
 from topology.fanout import links_for_all
@@ -328,11 +326,7 @@ def on_invite(lk, s, f, now):
 
 # ------------------------------------------------------------------ messages and extensions
 
-# Message text crosses links as one line: every protocol's senders fold line breaks before the network.
-_TEXT = {"text": Checked(str, is_line, "is not one line (NUL, CR or LF)")}
-
-
-@frame("PRIVMSG", "NOTICE", "TAGMSG", refine=_TEXT)
+@frame("PRIVMSG", "NOTICE", "TAGMSG")
 def on_message(lk, s, f, now):
     """PRIVMSG|NOTICE|TAGMSG {source, target, text, [tags, msgid, time]}: numbered per origin."""
     p = f.payload

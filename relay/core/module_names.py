@@ -33,6 +33,23 @@ def resolve(name: str) -> str:
     raise ModuleError(f"no module named {name!r} (looked for relay.modules.{name}, bridges.{name}.module, {name})")
 
 
+def shipped() -> list[str]:
+    """The names of the modules that come with relaynet (what `resolve` finds without a dotted path)."""
+    names = []
+    for pkg in ("relay.modules", "relay", "bridges"):
+        spec = importlib.util.find_spec(pkg)
+        for d in (spec.submodule_search_locations or []) if spec else []:
+            for p in sorted(Path(d).iterdir()):
+                if pkg == "relay.modules":
+                    if p.suffix == ".py" and not p.name.startswith("_"):
+                        names.append(p.stem)
+                elif (p / "module.py").exists():
+                    names.append(p.name)
+                if pkg == "bridges" and p.is_dir():
+                    names += [q.name for q in sorted(p.iterdir()) if (q / "module.py").exists()]
+    return sorted(set(names))
+
+
 def import_module(name: str):
     """The Python module of a relaynet module's name; ModuleError if it is missing or fails to import."""
     try:

@@ -64,11 +64,14 @@ class Network:
         self.mode_counts = {"i": 0, "o": 0}  # users with these modes, for LUSERS
 
     # ------------------------------------------------------------------ lookups
+    # A key is its own fold, so a name given already folded (most are) is found without folding it.
     def find_nick(self, nick: str) -> User | None:
-        return self.nicks.get(self.fold(nick))
+        u = self.nicks.get(nick)
+        return u if u is not None else self.nicks.get(self.fold(nick))
 
     def find_channel(self, name: str) -> Channel | None:
-        return self.channels.get(self.fold(name))
+        ch = self.channels.get(name)
+        return ch if ch is not None else self.channels.get(self.fold(name))
 
     def counts(self) -> dict:
         return {"users": len(self.users), "local": self.local_count, "channels": len(self.channels),

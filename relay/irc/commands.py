@@ -879,7 +879,7 @@ def _message(c: IrcClient, msg, now, kind: str):
     net = c.net
     for t in targets:
         if t[0] == "#":
-            ch = net.channels.get(c.net.fold(t))
+            ch = net.find_channel(t)
             if ch is None:
                 if not quiet:
                     c.numeric("401", t, "No such nick/channel")
@@ -890,7 +890,7 @@ def _message(c: IrcClient, msg, now, kind: str):
                 continue
             ev = net.message(u, ch, kind, fit(text, u.prefix, verb, ch.name), now, tags)
         else:
-            target = net.nicks.get(c.net.fold(t))
+            target = net.find_nick(t)
             if target is None:
                 if not quiet:
                     c.numeric("401", t, "No such nick/channel")

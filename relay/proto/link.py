@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import re
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, get_args
 
@@ -144,6 +145,9 @@ _LIST_ENTRY = Tup((_MASK, _SHORT, _TIME))
 _TAGS = MapOf(Checked(str, is_line, "is not one line") | None, lambda k: is_word(k) and not any(c in k for c in "=;"),
               "is not a tag name", 100)
 
+# Message text crosses links as one line: every protocol's senders fold line breaks before the network.
+_TEXT = Checked(str, is_line, "is not one line (NUL, CR or LF)")
+
 # Payload keys per frame type, with their exact JSON types. Extra keys are allowed, so a newer peer
 # can add fields without breaking older ones. HELLO keeps these keys in every protocol version, so a
 # version mismatch is reported as one. Each is what the senders in relay/core/links.py put in.
@@ -172,11 +176,11 @@ FRAME_SCHEMAS: dict[str, dict[str, Any]] = {
     "TOPIC": {"source": _ACTOR, "channel": str, "topic": str, "setter": str, "ts": int},
     "UPDATE": {"uid": str, "what": str, "value": str | dict | None},
     "INVITE": {"source": str, "uid": str, "channel": str},
-    "PRIVMSG": {"source": str, "target": str, "text": str, "tags": Opt(_TAGS),
+    "PRIVMSG": {"source": str, "target": str, "text": _TEXT, "tags": Opt(_TAGS),
                 "msgid": Opt(str | None), "time": Opt(int | float)},
-    "NOTICE": {"source": str, "target": str, "text": str, "tags": Opt(_TAGS),
+    "NOTICE": {"source": str, "target": str, "text": _TEXT, "tags": Opt(_TAGS),
                "msgid": Opt(str | None), "time": Opt(int | float)},
-    "TAGMSG": {"source": str, "target": str, "text": str, "tags": Opt(_TAGS),
+    "TAGMSG": {"source": str, "target": str, "text": _TEXT, "tags": Opt(_TAGS),
                "msgid": Opt(str | None), "time": Opt(int | float)},
     "PING": {"token": str},
     "PONG": {"token": str},
@@ -230,7 +234,6 @@ ID_FIELDS: dict[str, Callable[[object], bool]] = {
 }
 
 # Strings by key name: what every protocol shows as one token (a word), or as one line of text.
-# Message text is checked by the handler's table (relay.core.link_frames), where it is delivered.
 _WORD_KEYS = ("nick", "user", "channel", "name", "account", "key", "proto", "what")
 # Hosts and addresses may start with ':' (IPv6); the setter of a topic may be empty.
 _LINE_KEYS = ("reason", "realname", "away", "topic", "description", "modes", "setter")
@@ -274,6 +277,7 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+_frame_length = struct.Struct(">I").unpack_from
 _decoder = json.JSONDecoder(parse_constant=_reject_constant)
 _decode_json = _decoder.decode
 _scan_json = _decoder.scan_once
@@ -467,8 +471,10 @@ def _check_frame(data) -> Frame:
     ftype, origin, seq, payload = data
     if type(ftype) is not str or not 0 < len(ftype) <= MAX_TYPE_LEN:
         raise LinkProtocolError(f"frame type must be a string of 1-{MAX_TYPE_LEN} characters")
-    if not valid_server_id(origin):
-        raise LinkProtocolError(f"{ftype} frame: origin {str(origin)[:16]!r} is not a server id")
+    if type(origin) is not str or origin not in _KNOWN_ORIGINS:
+        if not valid_server_id(origin):
+            raise LinkProtocolError(f"{ftype} frame: origin {str(origin)[:16]!r} is not a server id")
+        _remember(_KNOWN_ORIGINS, origin)
     if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
         raise LinkProtocolError(f"{ftype} frame: seq must be an integer 0-{MAX_SEQ}")
     if type(payload) is not dict:
@@ -479,6 +485,19 @@ def _check_frame(data) -> Frame:
     if ftype not in _MESSAGE_TYPES or not _plain_message(payload):
         _check_payload(ftype, payload, rules)
     return Frame(ftype, origin, seq, payload, True)
+
+
+# Origins (server ids) and message sources (user or server ids) already found valid: a network has
+# few, each sending many frames, so the regular expression runs once per id, not once per frame.
+# Bounded, so a hostile peer cycling through ids costs a clear, not memory.
+_KNOWN_ORIGINS: dict[str, None] = {}
+_KNOWN_SOURCES: dict[str, None] = {}
+
+
+def _remember(known: dict, ident: str) -> None:
+    if len(known) >= 65536:
+        known.clear()
+    known[ident] = None
 
 
 _MESSAGE_TYPES = frozenset(("PRIVMSG", "NOTICE", "TAGMSG"))
@@ -492,17 +511,26 @@ def _plain_message(p: dict) -> bool:
     or names the fault. tests/proto checks both agree."""
     source, target, text = p.get("source"), p.get("target"), p.get("text")
     if type(source) is not str or type(target) is not str or type(text) is not str or len(target) > 200 \
-            or _SOURCE.fullmatch(source) is None:
+            or "\n" in text or "\r" in text or "\0" in text:
         return False
-    tags = p.get("tags", _MISSING)
-    if tags is not _MISSING:
-        if type(tags) is not dict or len(tags) > 100:
+    if source not in _KNOWN_SOURCES:
+        if _SOURCE.fullmatch(source) is None:
             return False
-        for k, v in tags.items():
-            if not k or k[0] == ":" or _BAD_TAG_KEY.search(k) is not None:
-                return False
-            if v is not None and (type(v) is not str or _ONE_LINE.search(v) is not None):
-                return False
+        _remember(_KNOWN_SOURCES, source)
+    tags = p.get("tags", _MISSING)
+    if tags:                            # absent (_MISSING) or a non-empty value
+        if tags is _MISSING:
+            pass
+        elif type(tags) is not dict or len(tags) > 100:
+            return False
+        else:
+            for k, v in tags.items():
+                if not k or k[0] == ":" or _BAD_TAG_KEY.search(k) is not None:
+                    return False
+                if v is not None and (type(v) is not str or "\n" in v or "\r" in v or "\0" in v):
+                    return False
+    elif type(tags) is not dict:        # an empty value that is not {}: "", 0, [], null, false
+        return False
     msgid = p.get("msgid")
     if msgid is not None and (type(msgid) is not str or len(msgid) > 128):
         return False
@@ -521,25 +549,27 @@ class LinkCodec:
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME):
         self.max_frame = max_frame
-        self._buf = bytearray()
+        self._buf = b""   # the start of a frame not yet whole
 
     def receive_data(self, data: bytes) -> list[Frame]:
-        buf = self._buf
-        buf += data
-        frames = []
-        pos, size = 0, len(buf)
+        if self._buf:
+            data = self._buf + data
+        elif type(data) is not bytes:
+            data = bytes(data)
+        pos, size, limit = 0, len(data), self.max_frame
         raws = []
         while size - pos >= 4:
-            length = int.from_bytes(buf[pos:pos + 4], "big")
+            length = _frame_length(data, pos)[0]
             # Checked on the header alone, so a hostile length never makes us buffer its body.
-            if length > self.max_frame:
-                raise LinkProtocolError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+            if length > limit:
+                raise LinkProtocolError(f"frame of {length} bytes exceeds the limit of {limit}")
             end = pos + 4 + length
             if end > size:
                 break
-            raws.append(bytes(buf[pos:end]))
+            raws.append(data[pos:end])   # the whole of `data` when it is one frame: no copy
             pos = end
-        del buf[:pos]
+        self._buf = data[pos:] if pos < size else b""
+        frames = []
         for raw in raws:
             # The C scanner straight on each body (no per-frame wrapper); a body it does not take
             # whole (whitespace around it, bad UTF-8 or JSON) goes through the full decoder, which

@@ -74,3 +74,17 @@ def test_a_broken_dump_is_refused_with_its_line(storage, tmp_path):
     bad.write_text(json.dumps({"format": "relaynet-dump", "version": 1, "stores": {"accounts": 9}}) + "\n")
     with pytest.raises(StorageError, match="schema version 9"):
         dump.load_dump(storage.db, [ACCOUNTS], bad)
+
+
+def test_every_store_of_the_shipped_modules_is_declared_for_restore(tmp_path):
+    """`relayctl restore` runs without a server: it knows the stores from the modules' `SCHEMAS`, so a
+    module that opens a store must declare it there (or a restore would skip that store's rows)."""
+    from relay.core.accounts import SCHEMA as ACCOUNTS
+    from relay.core.module_names import import_module, shipped
+    from support_net import Wire
+
+    declared = {ACCOUNTS.name} | {s.name for m in shipped() for s in getattr(import_module(m), "SCHEMAS", ())}
+    w = Wire(tmp_path, ["a"], modules={m: {} for m in ("mqtt", "xmpp", "pubsub", "sip", "muc", "filter")})
+    opened = set(w.cores["a"].storage.schemas)
+    assert opened <= declared, f"stores opened but not declared in SCHEMAS: {sorted(opened - declared)}"
+    assert {"accounts", "mqtt", "muc", "pubsub", "sip", "xmpp_roster"} <= opened

@@ -23,9 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..jid import JidError, prep_domain
 from ..routing import XmppHost
 from .service import MucService
-from .store import MucStore
+from .store import SCHEMA, MucStore
 from . import features
 from .table import dispatch
+
+SCHEMAS = (SCHEMA,)   # the stores this module keeps (relayctl restore reads them)
 
 MUC_FEATURES = ("http://jabber.org/protocol/muc",)
 

@@ -29,8 +29,10 @@ from .federation import PubsubFederation
 from .host import ServiceHost
 from .pep import Caps, install
 from .service import PubsubService
-from .store import PubsubStore
+from .store import SCHEMA, PubsubStore
 from .topics import TopicBridge
+
+SCHEMAS = (SCHEMA,)   # the stores this module keeps (relayctl restore reads them)
 
 COMMANDS = {"pubsub stats": "PubSub nodes, items and subscriptions on this server"}  # syntax: help
 
