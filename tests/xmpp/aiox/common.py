@@ -144,13 +144,14 @@ async def until(pred, what: str):
         await asyncio.sleep(0.02)
 
 
-async def signal(sig, what: str, pred=lambda *a: True):
-    """A future on the next emission of an aioxmpp signal matching pred, awaited later with `await`."""
+async def signal(sig, what: str, pred=lambda *a, **kw: True):
+    """Start listening for the next emission of an aioxmpp signal matching pred; returns a coroutine
+    to await later, giving (args, kwargs)."""
     fut = asyncio.get_running_loop().create_future()
 
-    def fire(*args):
-        if not fut.done() and pred(*args):
-            fut.set_result(args)
+    def fire(*args, **kwargs):
+        if not fut.done() and pred(*args, **kwargs):
+            fut.set_result((args, kwargs))
         return fut.done()          # True disconnects the handler
     sig.connect(fire)
 

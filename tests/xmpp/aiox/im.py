@@ -51,12 +51,12 @@ async def roster_presence_chat(env):
     b_roster.on_subscribe.connect(lambda st: b_roster.approve(st.from_.bare()) or b_roster.subscribe(st.from_.bare()))
     a_roster.on_subscribe.connect(lambda st: a_roster.approve(st.from_.bare()))
     sees_bob = await signal(alice.summon(aioxmpp.PresenceClient).on_available, "bob's presence at alice",
-                            lambda full, st: full.bare() == jid("bob@localhost"))
+                            lambda full, st, **_: full.bare() == jid("bob@localhost"))
     await a_roster.set_entry(jid("bob@localhost"), name="Bob", add_to_groups={"friends"})
     a_roster.subscribe(jid("bob@localhost"))
     both = lambda r, who: r.items.get(jid(who)) is not None and r.items[jid(who)].subscription == "both"  # noqa: E731
     await until(lambda: both(a_roster, "bob@localhost") and both(b_roster, "alice@localhost"), "mutual subscription")
-    full, _ = await sees_bob
+    (full, _), _ = await sees_bob
     a_inbox, b_inbox = Inbox(alice), Inbox(bob)
     alice.enqueue(chat("bob@localhost", "hello bob"))
     got = await b_inbox.wait(lambda m: body_of(m) == "hello bob", "alice's message")

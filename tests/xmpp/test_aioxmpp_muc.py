@@ -1,0 +1,38 @@
+"""Issue 16 with aioxmpp.muc as the real client (aiox/muc.py, one client process): join with history,
+subject, nick change, private message, voice in a moderated room, moderation (XEP-0425), kick, ban,
+members-only, password, mediated and direct invitations."""
+
+from __future__ import annotations
+
+import pytest
+from aioxmpp_support import aioxmpp_server, need_aioxmpp, run
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    need_aioxmpp()
+    s = aioxmpp_server(tmp_path_factory.mktemp("aioxmpp-muc") / "srv", {"xmpp": {}, "muc": {}})
+    yield s
+    s.stop()
+
+
+def test_a_room_from_creation_to_invitations(srv):
+    got = run(srv, "room_life", name="club")
+    room = "club@conference.localhost"
+    assert got.pop("private")[1] == "bob@localhost/m"      # alice got bobby's answer (see below)
+    assert got == {
+        "creator": ["moderator", "owner"],
+        "history": ["history 2", "history 3"], "history_delayed": True,
+        "subject": ["Tea time", "Tea time", "alice"],
+        "nick": ["bob", "bobby", "bobby"],
+        "voice": "participant",
+        "retracted_from": room,
+        "kick": ["KICKED", [110, 307]],
+        "ban": ["BANNED", [110, 301]], "banned_join": "forbidden",
+        "stranger_join": "registration-required", "member_without_password": "not-authorized",
+        "member_join": "member",
+        "invites": [[room, "DIRECT", None], [room, "MEDIATED", None]],
+    }
+    assert srv.status()["pid"]
