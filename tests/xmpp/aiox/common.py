@@ -99,14 +99,18 @@ class PlusProvider(sl.PasswordSASLProvider):
 
 
 class Inbox:
-    """The messages or presences a client got (through the stream's inbound filter), awaited by predicate."""
+    """The messages or presences a client got (through the stream's inbound filter), awaited by predicate;
+    `early` sees messages before aioxmpp's services (which take some, such as PubSub events)."""
 
-    def __init__(self, client, kind: str = "message"):
+    def __init__(self, client, kind: str = "message", early: bool = False):
         self.items: list = []
         self.changed = asyncio.Event()
-        flt = client.stream.app_inbound_message_filter if kind == "message" else \
-            client.stream.app_inbound_presence_filter
-        flt.register(self._got, 0)
+        if early:
+            client.stream.service_inbound_message_filter.register(self._got, -(10 ** 6))
+        else:
+            flt = client.stream.app_inbound_message_filter if kind == "message" else \
+                client.stream.app_inbound_presence_filter
+            flt.register(self._got, 0)
 
     def _got(self, stanza):
         self.items.append(stanza)
