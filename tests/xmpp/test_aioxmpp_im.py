@@ -1,5 +1,5 @@
 """Issue 15 with aioxmpp as the real client (its own services, each scenario a client process of
-aiox/im.py): STARTTLS + SCRAM-SHA-256 and -PLUS, roster and presence subscription, chat both ways,
+aiox/im.py): STARTTLS + SCRAM-SHA-256 and -PLUS (tls-server-end-point, tls-unique), roster and presence subscription, chat both ways,
 offline delivery, MAM with RSM paging, carbons with two resources, blocking, vCard, private storage,
 ad-hoc ping and XEP-0199 ping."""
 
@@ -23,9 +23,11 @@ def srv(tmp_path_factory):
 
 def test_starttls_scram_sha_256_and_plus_logins_and_wrong_passwords(srv):
     plain = run(srv, "login")
-    assert plain == {"mechanisms": ["SCRAM-SHA-256"], "jid": "alice@localhost/login"}
+    assert plain == {"mechanisms": ["SCRAM-SHA-256"], "jid": "alice@localhost/login", "tls": "TLSv1.3"}
     plus = run(srv, "login", binding="tls-server-end-point")
-    assert plus == {"mechanisms": ["SCRAM-SHA-256-PLUS"], "jid": "alice@localhost/login"}
+    assert plus == {"mechanisms": ["SCRAM-SHA-256-PLUS"], "jid": "alice@localhost/login", "tls": "TLSv1.3"}
+    unique = run(srv, "login", binding="tls-unique")                    # aiosasl's own, over TLS 1.2
+    assert unique == {"mechanisms": ["SCRAM-SHA-256-PLUS"], "jid": "alice@localhost/login", "tls": "TLSv1.2"}
     wrong = run(srv, "login", password="not it")
     assert "jid" not in wrong and set(wrong["mechanisms"]) == {"SCRAM-SHA-256"}
     wrong = run(srv, "login", binding="tls-server-end-point", password="not it")
@@ -37,10 +39,12 @@ def test_starttls_scram_sha_256_and_plus_logins_and_wrong_passwords(srv):
 
 
 def test_roster_subscription_presence_and_chat_both_ways(srv):
+    # alice adds bob (name, group), both subscribe; bob's presence, away, then unavailable
     got = run(srv, "roster_presence_chat")
     assert got == {"alice_item": {"name": "Bob", "groups": ["friends"], "subscription": "both"},
                    "bob_item": "both", "bob_seen_as": "bob@localhost/b",
-                   "from_alice": "alice@localhost/a", "from_bob": "bob@localhost/b"}
+                   "from_alice": "alice@localhost/a", "from_bob": "bob@localhost/b",
+                   "away_status": "brb", "bob_after": None}          # unavailable once bob's client stopped
 
 
 def test_offline_delivery_at_the_next_login(srv):

@@ -13,6 +13,7 @@ import aioxmpp
 import aioxmpp.connector
 import aioxmpp.sasl
 import aioxmpp.security_layer as sl
+import OpenSSL.SSL
 from cryptography.hazmat.primitives import hashes
 
 WAIT = 60            # a bound on waiting under load, not a speed assertion
@@ -179,10 +180,13 @@ class Env:
     def __init__(self, port: int, ca: str):
         self.port, self.ca = port, ca
         self.stack = contextlib.AsyncExitStack()
+        self.tls12 = False          # tls-unique is only defined up to TLS 1.2
 
     def _ssl_context(self):
         ctx = sl.default_ssl_context()
         ctx.load_verify_locations(self.ca)
+        if self.tls12:
+            ctx.set_max_proto_version(OpenSSL.SSL.TLS1_2_VERSION)
         return ctx
 
     def client(self, address: str, password: str = "secret", binding=None) -> aioxmpp.Client:

@@ -4,6 +4,7 @@ XSOs: aioxmpp 0.13 has no MAM service), carbons, blocking, vCard, private storag
 from __future__ import annotations
 
 import aiosasl
+import aiosasl.channel_binding
 import aioxmpp
 import aioxmpp.adhoc
 import aioxmpp.blocking
@@ -32,13 +33,16 @@ def chat(to: str, body: str) -> aioxmpp.Message:
 @scenario
 async def login(env, binding: str | None = None, password: str = "secret"):
     """STARTTLS, then SCRAM (or SCRAM-*-PLUS with `binding`), bind, ping the server (XEP-0199)."""
-    provider = {None: None, "tls-server-end-point": ServerEndPoint, "tls-exporter": Exporter}[binding]
+    provider = {None: None, "tls-server-end-point": ServerEndPoint, "tls-exporter": Exporter,
+                "tls-unique": aiosasl.channel_binding.TLSUnique}[binding]
+    env.tls12 = binding == "tls-unique"
     try:
         c = await env.online("alice@localhost/login", password=password, presence=False, binding=provider)
     except aiosasl.AuthenticationFailure as e:
         return {"mechanisms": MECHANISMS, "refused": str(e)}
     await aioxmpp.ping.ping(c, DOMAIN)
-    return {"mechanisms": MECHANISMS, "jid": str(c.local_jid)}
+    tls = c.stream._xmlstream.transport.get_extra_info("ssl_object").get_protocol_version_name()
+    return {"mechanisms": MECHANISMS, "jid": str(c.local_jid), "tls": tls}
 
 
 @scenario
@@ -50,22 +54,33 @@ async def roster_presence_chat(env):
     # bob approves alice's request and asks back; alice approves his
     b_roster.on_subscribe.connect(lambda st: b_roster.approve(st.from_.bare()) or b_roster.subscribe(st.from_.bare()))
     a_roster.on_subscribe.connect(lambda st: a_roster.approve(st.from_.bare()))
-    sees_bob = await signal(alice.summon(aioxmpp.PresenceClient).on_available, "bob's presence at alice",
-                            lambda full, st, **_: full.bare() == jid("bob@localhost"))
     await a_roster.set_entry(jid("bob@localhost"), name="Bob", add_to_groups={"friends"})
     a_roster.subscribe(jid("bob@localhost"))
     both = lambda r, who: r.items.get(jid(who)) is not None and r.items[jid(who)].subscription == "both"  # noqa: E731
     await until(lambda: both(a_roster, "bob@localhost") and both(b_roster, "alice@localhost"), "mutual subscription")
-    (full, _), _ = await sees_bob
+    presence = alice.summon(aioxmpp.PresenceClient)
+    await until(lambda: presence.get_most_available_stanza(jid("bob@localhost")) is not None, "bob's presence")
+    full = presence.get_most_available_stanza(jid("bob@localhost")).from_
     a_inbox, b_inbox = Inbox(alice), Inbox(bob)
     alice.enqueue(chat("bob@localhost", "hello bob"))
     got = await b_inbox.wait(lambda m: body_of(m) == "hello bob", "alice's message")
     bob.enqueue(chat(str(got.from_), "hello alice"))
     back = await a_inbox.wait(lambda m: body_of(m) == "hello alice", "bob's answer")
     item = a_roster.items[jid("bob@localhost")]
+    # a presence change, then unavailable when bob's client stops
+    away = await signal(presence.on_changed, "bob away",
+                        lambda full, st, **_: full.bare() == jid("bob@localhost") and st.show == aioxmpp.PresenceShow.AWAY)
+    bob.summon(aioxmpp.PresenceServer).set_presence(aioxmpp.PresenceState(True, aioxmpp.PresenceShow.AWAY),
+                                                    status="brb")
+    (_, st), _ = await away
+    gone = await signal(presence.on_unavailable, "bob unavailable",
+                        lambda full, st, **_: full.bare() == jid("bob@localhost"))
+    bob.stop()
+    await gone
     return {"alice_item": {"name": item.name, "groups": sorted(item.groups), "subscription": item.subscription},
             "bob_item": b_roster.items[jid("alice@localhost")].subscription,
-            "bob_seen_as": str(full), "from_alice": str(got.from_), "from_bob": str(back.from_)}
+            "bob_seen_as": str(full), "from_alice": str(got.from_), "from_bob": str(back.from_),
+            "away_status": st.status.any(), "bob_after": presence.get_most_available_stanza(jid("bob@localhost"))}
 
 
 @scenario
