@@ -1,6 +1,6 @@
 """Issue 16 with aioxmpp.muc as the real client (aiox/muc.py, one client process): join with history,
-subject, nick change, private message, voice in a moderated room, moderation (XEP-0425), kick, ban,
-members-only, password, mediated and direct invitations."""
+subject, nick change, private message, voice in a moderated room (asked for and given), moderation
+(XEP-0425), kick, ban, members-only, password, the member list, leaving, mediated and direct invitations."""
 
 from __future__ import annotations
 
@@ -27,12 +27,13 @@ def test_a_room_from_creation_to_invitations(srv):
         "subject": ["Tea time", "Tea time", "alice"],
         "nick": ["bob", "bobby", "bobby"],
         "private": [f"{room}/alice", f"{room}/bobby"],          # occupant JIDs both ways (XEP-0045 §7.5)
-        "voice": "participant",
+        "voice_request": ["bobby", "participant"], "voice": "participant",
         "retracted_from": room,
         "kick": ["KICKED", [110, 307]],
         "ban": ["BANNED", [110, 301]], "banned_join": "forbidden",
         "stranger_join": "registration-required", "member_without_password": "not-authorized",
-        "member_join": "member",
-        "invites": [[room, "DIRECT", None], [room, "MEDIATED", None]],
+        "member_join": "member", "members": ["erin@localhost"], "left": ["erin", 1],
+        "invites": [[room, "DIRECT", "alice@localhost"], [room, "MEDIATED", "alice@localhost"]],
+        "mediated_password": "sesame",
     }
     assert srv.status()["pid"]

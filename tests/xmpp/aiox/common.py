@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 
 WAIT = 60            # a bound on waiting under load, not a speed assertion
 SCENARIOS: dict = {}
-logging.basicConfig(level=logging.CRITICAL)
+logging.basicConfig(level=int(__import__("os").environ.get("AIOX_LOG", logging.CRITICAL)))
 
 
 def scenario(fn):

@@ -113,10 +113,23 @@ async def room_life(env, name: str = "club"):
                          lambda presence, occupant, **_: occupant.nick == "bobby" and occupant.role == "visitor")
     await configure(alice, room, moderatedroom=True)
     await muted
-    voiced = await signal(b_room.on_muc_role_changed, "bobby voiced",
+    # bobby asks for voice (XEP-0045 §7.13), alice's client approves the form it gets
+    def approve(request, fut):             # aioxmpp hands over the parsed VoiceRequestForm
+        out["voice_request"] = [request.roomnick.value, request.role.value]
+        request.request_allow.value = True
+        fut.set_result(request.render_reply())
+    a_room.on_muc_role_request.connect(approve)
+    voiced = await signal(b_room.on_muc_role_changed, "bobby voiced on request",
                           lambda presence, occupant, **_: occupant.nick == "bobby" and occupant.role == "participant")
-    await a_room.muc_set_role("bobby", "participant", reason="speak")
+    await b_room.muc_request_voice()
     await voiced
+    # and the moderator's own role changes: voice off, and on again
+    for role in ("visitor", "participant"):
+        changed = await signal(b_room.on_muc_role_changed, f"bobby made a {role}",
+                               lambda presence, occupant, role=role, **_: occupant.nick == "bobby"
+                               and occupant.role == role)
+        await a_room.muc_set_role("bobby", role, reason="because")
+        await changed
     out["voice"] = b_room.me.role
     # moderation: alice retracts bobby's message for everyone (XEP-0425)
     bob.enqueue(groupchat(room, "regrettable"))
@@ -149,14 +162,23 @@ async def room_life(env, name: str = "club"):
     out["member_without_password"] = await join_error(erin, room, "erin")
     e_room, _ = await join(erin, room, "erin", password="sesame")
     out["member_join"] = e_room.me.affiliation
+    members = await alice.summon(aioxmpp.MUCClient).get_affiliated(room, "member")
+    out["members"] = sorted(str(j) for j in members)
+    left = await signal(a_room.on_leave, "erin leaving", lambda occupant, **_: occupant.nick == "erin")
     await e_room.leave()
+    (occupant,), _ = await left
+    out["left"] = [occupant.nick, len(a_room.members)]
     # invitations, mediated and direct
-    invites = []
+    invites, e_box = [], Inbox(erin, early=True)
     erin.summon(aioxmpp.MUCClient).on_muc_invitation.connect(
         lambda stanza, muc_address, inviter, mode, **kw: invites.append([str(muc_address), mode.name,
-                                                                         kw.get("password")]))
+                                                                         str(inviter.bare())]))
     for mode in (aioxmpp.im.InviteMode.MEDIATED, aioxmpp.im.InviteMode.DIRECT):
         await a_room.invite(jid("erin@localhost"), "come", mode=mode)
     await until(lambda: len(invites) == 2, "two invitations")
     out["invites"] = sorted(invites)
+    # the room's password is in the mediated one, beside <invite/> as XEP-0045 §7.8.2 has it (aioxmpp
+    # looks for it inside <invite/>, so its signal says None)
+    mediated = await e_box.wait(lambda m: m.xep0045_muc_user is not None and m.xep0045_muc_user.invites, "it")
+    out["mediated_password"] = mediated.xep0045_muc_user.password
     return out
