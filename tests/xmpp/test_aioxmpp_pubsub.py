@@ -1,6 +1,7 @@
 """Issue 17 with aioxmpp.pubsub as the real client (aiox/pubsub.py, one client process): create,
 configure, publish, retrieve, subscribe and the notification, retract, affiliations, purge, delete,
-and the error cases (conflict, item-not-found, forbidden, not-acceptable)."""
+and the error cases (conflict, item-not-found, forbidden, not-acceptable, not-allowed, a precondition
+not met, unexpected-request); and PEP through aioxmpp.avatar (XEP-0084) between two contacts."""
 
 from __future__ import annotations
 
@@ -35,7 +36,15 @@ def test_every_operation_and_its_errors(srv):
         "subscribers": ["bob@localhost"],
         "bob_publishes": "forbidden", "bob_purges": "forbidden", "bob_deletes": "forbidden",
         "missing_node": "item-not-found", "bad_config": "not-acceptable",
+        "bob_subscriptions": [["news", "subscribed"]],
+        "closed_subscribe": "not-allowed", "precondition": "conflict", "unsubscribe_closed": "unexpected-request",
         "purged": "news", "after_purge": [],
         "deleted": "news", "after_delete": "item-not-found",
     }
     assert srv.status()["pid"]
+
+
+def test_pep_avatar_published_and_fetched_by_a_contact(srv):
+    # aioxmpp publishes on PEP only where the account's disco#info has the pubsub/pep identity
+    got = run(srv, "pep_avatar")
+    assert got == {"notified": ["image/png"], "id": True, "image": True, "nbytes": 56}

@@ -212,3 +212,18 @@ class Env:
     async def run(self, fn, args: dict):
         async with self.stack:
             return await fn(self, **args)
+
+
+async def befriend(a, b):
+    """Mutual presence subscription between two clients that summoned aioxmpp.RosterClient (each approves
+    the other's request), waited for on both rosters."""
+    ra, rb = a.summon(aioxmpp.RosterClient), b.summon(aioxmpp.RosterClient)
+    ja, jb = a.local_jid.bare(), b.local_jid.bare()
+    rb.on_subscribe.connect(lambda st: rb.approve(st.from_.bare()) or rb.subscribe(st.from_.bare()))
+    ra.on_subscribe.connect(lambda st: ra.approve(st.from_.bare()))
+    ra.subscribe(jb)
+
+    def both(r, who):
+        item = r.items.get(who)
+        return item is not None and item.subscription == "both"
+    await until(lambda: both(ra, jb) and both(rb, ja), "mutual subscription")

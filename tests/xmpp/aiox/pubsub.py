@@ -4,11 +4,12 @@ retract, purge, delete, affiliations, and the error cases."""
 from __future__ import annotations
 
 import aioxmpp
+import aioxmpp.avatar
 import aioxmpp.forms
 import aioxmpp.pubsub
 import aioxmpp.pubsub.xso as psxso
 import aioxmpp.xso as xso
-from common import Inbox, error_condition, jid, scenario, signal
+from common import Inbox, befriend, error_condition, jid, scenario, signal, until
 
 SVC = jid("pubsub.localhost")
 PS = "http://jabber.org/protocol/pubsub"
@@ -103,6 +104,16 @@ async def every_operation(env, node: str = "news"):
     out["missing_node"] = await fails(b.get_items(SVC, "missing"))
     out["bad_config"] = await fails(a.set_node_config(SVC, submit(PS + "#node_config", access_model="nope"),
                                                       node=node))
+    # bob's own subscriptions; a whitelist node; publish-options that the node does not meet
+    mine = (await b.get_subscriptions(SVC)).subscriptions
+    out["bob_subscriptions"] = [[x.node, x.subscription] for x in mine]
+    closed = node + "-closed"
+    await a.create(SVC, closed)
+    await a.set_node_config(SVC, submit(PS + "#node_config", access_model="whitelist"), node=closed)
+    out["closed_subscribe"] = await fails(b.subscribe(SVC, closed))
+    out["precondition"] = await fails(a.publish(SVC, closed, entry("x"),
+                                                publish_options=submit(PS + "#publish-options", access_model="open")))
+    out["unsubscribe_closed"] = await fails(b.unsubscribe(SVC, closed))
     # purge, then delete with the deletion seen by the subscriber
     b_box = Inbox(bob, early=True)
     await a.purge(SVC, node)
@@ -116,3 +127,27 @@ async def every_operation(env, node: str = "news"):
     out["deleted"] = dnode
     out["after_delete"] = await fails(b.get_items(SVC, node))
     return out
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(48))
+
+
+@scenario
+async def pep_avatar(env):
+    """XEP-0084 through aioxmpp.avatar: alice publishes on her PEP nodes (data, then metadata with
+    publish-options), bob, a contact whose caps ask for +notify, gets the metadata and the image."""
+    svc = (aioxmpp.RosterClient, aioxmpp.PresenceClient, aioxmpp.avatar.AvatarService)
+    alice = await env.online("alice@localhost/pep", *svc)
+    bob = await env.online("bob@localhost/pep", *svc)
+    await befriend(alice, bob)
+    b_avatar = bob.summon(aioxmpp.avatar.AvatarService)
+    changed = await signal(b_avatar.on_metadata_changed, "alice's avatar metadata",
+                           lambda j, metadata, **_: j.bare() == jid("alice@localhost"))
+    avatar = aioxmpp.avatar.AvatarSet()
+    avatar.add_avatar_image("image/png", image_bytes=PNG, width=4, height=4)
+    await alice.summon(aioxmpp.avatar.AvatarService).publish_avatar_set(avatar)
+    (_, metadata), _ = await changed
+    descriptors = await b_avatar.get_avatar_metadata(jid("alice@localhost"), require_fresh=True)
+    image = await descriptors[0].get_image_bytes()
+    return {"notified": [d.mime_type for d in metadata], "id": descriptors[0].id_ == avatar.png_id,
+            "image": image == PNG, "nbytes": descriptors[0].nbytes}
