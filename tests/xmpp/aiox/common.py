@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 import aiosasl
 import aiosasl.channel_binding
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 
 WAIT = 60            # a bound on waiting under load, not a speed assertion
 SCENARIOS: dict = {}
-logging.basicConfig(level=int(__import__("os").environ.get("AIOX_LOG", logging.CRITICAL)))
+logging.basicConfig(level=int(os.environ.get("AIOX_LOG", logging.CRITICAL)))   # AIOX_LOG=10: debug
 
 
 def scenario(fn):

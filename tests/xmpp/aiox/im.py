@@ -96,9 +96,8 @@ async def send_chat(env, sender: str, to: str, bodies: list):
 async def receive(env, address: str, bodies: list):
     """Log in (an inbox open before the stream starts) and wait for `bodies`."""
     box = {}
-    c = await env.online(address, before=lambda c: box.setdefault("inbox", Inbox(c)))
+    await env.online(address, before=lambda c: box.setdefault("inbox", Inbox(c)))
     got = [await box["inbox"].wait(lambda m, b=b: body_of(m) == b, b) for b in bodies]
-    del c
     return {"got": [{"body": body_of(m), "from": str(m.from_),
                      "delayed": bool(m.xep0203_delay) and m.xep0203_delay[0].stamp is not None} for m in got]}
 

@@ -9,7 +9,7 @@ import aioxmpp.forms
 import aioxmpp.pubsub
 import aioxmpp.pubsub.xso as psxso
 import aioxmpp.xso as xso
-from common import Inbox, befriend, error_condition, jid, scenario, signal, until
+from common import Inbox, befriend, error_condition, jid, scenario, signal
 
 SVC = jid("pubsub.localhost")
 PS = "http://jabber.org/protocol/pubsub"
