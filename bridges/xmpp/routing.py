@@ -14,7 +14,8 @@ hooks of a name run before the table's own row. Services on their own domain (MU
 `conference.<domain>`, PubSub at `pubsub.<domain>`) are `xmpp-host` items (`XmppHost`): every stanza
 to that domain or a JID in it goes to the host's handler; they are listed in the domain's
 disco#items. `xmpp-feature` items (strings) add to the domain's disco#info features,
-`xmpp-account-feature` items to an account's.
+`xmpp-account-feature` items to an account's, `xmpp-account-identity` items ((category, type)) to
+its identities (PEP's pubsub/pep).
 
 More hooks for the IM extensions (sm.py, csi.py, offline.py, carbons.py, mam.py, blocking.py):
 `nonza/<namespace>` (XEP-0198/0352 elements outside jabber:client, `to` None, the session maybe not
@@ -448,6 +449,8 @@ def disco_info(r: Router, s, el, to, now):
 def disco_info_account(r: Router, s, el, to, now):
     q = etree.Element(_q(DISCO_INFO, "query"), nsmap={None: DISCO_INFO})
     etree.SubElement(q, _q(DISCO_INFO, "identity"), category="account", type="registered")
+    for category, typ in r.features("xmpp-account-identity"):
+        etree.SubElement(q, _q(DISCO_INFO, "identity"), category=category, type=typ)
     for f in (DISCO_INFO, *r.features("xmpp-account-feature")):
         etree.SubElement(q, _q(DISCO_INFO, "feature"), var=f)
     r.result(s, el, q)

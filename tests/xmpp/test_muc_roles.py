@@ -4,6 +4,7 @@ so IRC and XMPP see the same room."""
 from __future__ import annotations
 
 import pytest
+from lxml import etree
 
 from support_net import Wire
 from test_muc_rooms import ROOM, join, stanzas
@@ -119,6 +120,13 @@ def test_config_form_is_the_channel_modes(wire):
     alice.feed(f"<iq type='get' id='f' to='{ROOM}'><query xmlns='{OWNER}'/></iq>")
     form = alice.take()
     assert b"muc#roomconfig_persistentroom" in form and b"muc#roomconfig_roomsecret" in form
+    # XEP-0045's registry types (aioxmpp refuses a form whose field types differ from it)
+    fields = {f.get("var"): f for f in etree.fromstring(b"<r xmlns='jabber:client'>" + form + b"</r>")
+              .iter("{jabber:x:data}field")}
+    maxusers = fields["muc#roomconfig_maxusers"]
+    assert maxusers.get("type") == "list-single" and maxusers.findtext("{jabber:x:data}value") == "none"
+    assert [o.findtext("{jabber:x:data}value") for o in maxusers.iter("{jabber:x:data}option")][-1] == "none"
+    assert fields["muc#roomconfig_whois"].find("{jabber:x:data}option") is not None
     alice.feed(f"<iq type='set' id='c' to='{ROOM}'><query xmlns='{OWNER}'><x xmlns='jabber:x:data' type='submit'>"
                "<field var='muc#roomconfig_passwordprotectedroom'><value>1</value></field>"
                "<field var='muc#roomconfig_roomsecret'><value>pw</value></field>"
@@ -130,6 +138,11 @@ def test_config_form_is_the_channel_modes(wire):
     assert b'type="result"' in alice.take()
     ch = channel(wire)
     assert ch.key == "pw" and ch.limit == 5 and {"m", "s"} <= ch.modes and "t" not in ch.modes
+    alice.feed(f"<iq type='get' id='f2' to='{ROOM}'><query xmlns='{OWNER}'/></iq>")
+    assert b'<option label="5"><value>5</value></option>' in alice.take()
+    alice.feed(f"<iq type='set' id='c2' to='{ROOM}'><query xmlns='{OWNER}'><x xmlns='jabber:x:data' type='submit'>"
+               "<field var='muc#roomconfig_maxusers'><value>none</value></field></x></query></iq>")
+    assert b'type="result"' in alice.take() and not channel(wire).limit
     assert ch.key_name in wire.cores["a"].services["muc"].store.rooms
     bob = Xmpp(wire, "a", "bob", "r")
     bob.feed(f"<iq type='get' id='f' to='{ROOM}'><query xmlns='{OWNER}'/></iq>")

@@ -146,6 +146,26 @@ def test_private_messages_and_groupchat_to_a_nick(wire):
     assert b"<item-not-found" in alice.take()
 
 
+def test_private_messages_between_occupants_come_from_the_occupant_jid(wire):
+    """XEP-0045 §7.5: from room/nick, never the sender's real JID, on one server and across the tree;
+    the answer to room/nick comes back the same way."""
+    wire.link("a", "b")
+    wire.pump()
+    alice, bob, carol = Xmpp(wire, "a", "alice", "r"), Xmpp(wire, "a", "bob", "r"), Xmpp(wire, "b", "carol", "r")
+    for c, nick in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+        join(c, nick)
+    for c in (alice, bob, carol):
+        c.take()
+    for sender, receiver, to, frm in ((alice, bob, "bob", "alice"), (bob, alice, "alice", "bob"),
+                                      (alice, carol, "carol", "alice")):
+        sender.feed(f"<message type='chat' to='{ROOM}/{to}'><body>psst {to}</body></message>")
+        got = stanzas(receiver.take())
+        assert len(got) == 1 and f'from="{ROOM}/{frm}"'.encode() in got[0], got
+        assert b'type="chat"' in got[0] and f"<body>psst {to}</body>".encode() in got[0]
+        assert b"http://jabber.org/protocol/muc#user" in got[0] and f"{frm}@localhost".encode() not in got[0]
+        assert sender.take() == b""
+
+
 def test_subject_both_ways_and_plus_t(wire):
     alice, bob = Xmpp(wire, "a", "alice", "r"), Xmpp(wire, "a", "bob", "r")
     join(alice, "alice")

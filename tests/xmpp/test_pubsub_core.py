@@ -17,6 +17,7 @@ from support_net import Wire
 from xmpp_ext_support import HEADER, Transport  # the in-memory stream the XMPP tests share
 
 PS = "http://jabber.org/protocol/pubsub"
+DISCO_INFO = "http://jabber.org/protocol/disco#info"
 OWNER = PS + "#owner"
 EVENT = PS + "#event"
 ERR = PS + "#errors"
@@ -554,6 +555,16 @@ def test_pep_notifications_filtered_by_caps(wire):
     bob2 = Client(wire, "a", "bob", "phone")
     with_caps(bob2, [tune + "+notify", "http://jabber.org/protocol/caps"])
     assert any(m.find(".//{%s}artist" % tune) is not None for m in bob2.events())
+
+
+def test_account_disco_info_has_the_pep_identity(wire):
+    """XEP-0163 §6.1: the account's disco#info says pubsub/pep (aioxmpp publishes nothing on PEP without it)."""
+    alice = Client(wire, "a", "alice")
+    got = alice.ok("get", f"<query xmlns='{DISCO_INFO}'/>", to="alice@localhost")
+    identities = {(i.get("category"), i.get("type")) for i in got.iter(f"{{{DISCO_INFO}}}identity")}
+    assert identities == {("account", "registered"), ("pubsub", "pep")}
+    features = {f.get("var") for f in got.iter(f"{{{DISCO_INFO}}}feature")}
+    assert PS + "#publish" in features
 
 
 def test_pep_bookmarks_avatars_private_and_omemo(wire):

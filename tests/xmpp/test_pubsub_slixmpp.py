@@ -1,7 +1,7 @@
 """PubSub against real clients over real sockets: slixmpp's xep_0060 for every operation and the
 error cases, paho-mqtt and slixmpp on the same node/topic both ways with wildcards, nodes and
 items surviving a restart on both storage backends, and a publish crossing configs/tree-3.
-(aioxmpp cannot be installed next to this project: it pins lxml 4.)"""
+(aioxmpp, which pins lxml 4, runs in its own virtualenv: test_aioxmpp_pubsub.py.)"""
 
 from __future__ import annotations
 

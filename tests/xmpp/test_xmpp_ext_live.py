@@ -2,7 +2,7 @@
 vCard-temp and avatars (xep_0054, xep_0153; kept across a restart), private storage (xep_0049),
 last activity (xep_0012), in-band registration (xep_0077), ad-hoc commands (xep_0050) and HTTP
 upload (xep_0363, the file PUT and got back over the HTTP listener).
-(aioxmpp cannot be installed here: it pins lxml 4, and relaynet needs lxml 5.)"""
+(aioxmpp, which pins lxml 4, runs in its own virtualenv: test_aioxmpp_im.py.)"""
 
 from __future__ import annotations
 

@@ -175,9 +175,11 @@ class Moderation:
         x = etree.SubElement(query, q(DATA, "x"), nsmap={None: DATA}, type="form")
         etree.SubElement(x, q(DATA, "title")).text = f"Configuration of {ch.name}"
 
-        def field(var, typ, value, label):
+        def field(var, typ, value, label, options=()):
             f = etree.SubElement(x, q(DATA, "field"), var=var, type=typ, label=label)
             etree.SubElement(f, q(DATA, "value")).text = value
+            for opt in options:
+                etree.SubElement(etree.SubElement(f, q(DATA, "option"), label=opt), q(DATA, "value")).text = opt
         field("FORM_TYPE", "hidden", ROOMCONFIG, "")
         field("muc#roomconfig_persistentroom", "boolean", "1" if ch.key_name in self.store.rooms else "0",
               "Persistent (kept when empty and across restarts)")
@@ -185,8 +187,12 @@ class Moderation:
             field(var, "boolean", "1" if (mode in ch.modes) == on else "0", f"mode +{mode}" if on else f"not +{mode}")
         field("muc#roomconfig_passwordprotectedroom", "boolean", "1" if ch.key else "0", "Password (+k)")
         field("muc#roomconfig_roomsecret", "text-private", ch.key or "", "Password")
-        field("muc#roomconfig_maxusers", "text-single", str(ch.limit or 0), "Maximum occupants (+l, 0: none)")
-        field("muc#roomconfig_whois", "list-single", "anyone", "Real JIDs are shown to")
+        # list-single as XEP-0045's registry has it (clients such as aioxmpp check the type); any number
+        # is taken back, the current limit is offered with the usual ones
+        limit = str(ch.limit) if ch.limit else "none"
+        field("muc#roomconfig_maxusers", "list-single", limit, "Maximum occupants (+l)",
+              sorted({"10", "20", "30", "50", "100", limit} - {"none"}, key=int) + ["none"])
+        field("muc#roomconfig_whois", "list-single", "anyone", "Real JIDs are shown to", ["anyone"])
         return query
 
     def configure(self, ev) -> tuple | None:
@@ -218,6 +224,7 @@ class Moderation:
             changes.append(("+", "k", secret))
         if "muc#roomconfig_maxusers" in values:
             raw = (values["muc#roomconfig_maxusers"] or ["0"])[0].strip() or "0"
+            raw = "0" if raw == "none" else raw
             if not raw.isdigit():
                 return ("modify", "not-acceptable", "maximum occupants is a number")
             n = int(raw)

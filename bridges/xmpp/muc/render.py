@@ -19,6 +19,7 @@ from ..stanza import Outgoing
 from .stanzas import MUC_USER, groupchat, q
 
 REDACT_TAG = "+relaynet/redact"     # a moderator's NOTICE that retracts a message (features.py)
+PM_TAG = "+relaynet/muc-pm"         # a PRIVMSG to a nick sent through a room: the room's channel name
 
 
 def stanza_id(ev) -> str:
@@ -161,6 +162,20 @@ def invitation(m, acct, ev: UserInvited) -> None:
         etree.SubElement(x, q(MUC_USER, "password")).text = ev.channel.key
     msg.set("to", str(acct.bare))
     m.xmpp.router.to_bare(acct.bare, msg, ev.time)
+
+
+def private_message(m, acct, ev: MessageSent) -> bool:
+    """XEP-0045 §7.5: a private message through a room comes from the sender's occupant JID, to the
+    recipient's sessions in that room; False (a plain chat message then) when it has none there."""
+    room = m.rooms.get(m.net.fold(ev.tags[PM_TAG]))
+    sessions = room.occupants.get(acct.bare) if room is not None else None
+    if not sessions or ev.target is not acct.user:
+        return False
+    msg = groupchat(f"{room.jid}/{ev.source.nick}", xml_text(ev.text), ev.msgid, room.jid, mtype="chat")
+    etree.SubElement(msg, q(MUC_USER, "x"), nsmap={None: MUC_USER})
+    msg.set("to", str(acct.bare))
+    m.xmpp.router.deliver_to(acct.bare, msg, list(sessions.values()), ev.time)
+    return True
 
 
 RENDER = {MessageSent: r_message, MemberJoined: r_joined, MemberLeft: r_part, MemberKicked: r_kick,

@@ -26,7 +26,7 @@ from ..service import xml_text
 from ..stanza import Outgoing
 from .moderation import Moderation
 from .names import local_for
-from .render import REDACT_TAG, RENDER, invitation, stanza_id
+from .render import PM_TAG, REDACT_TAG, RENDER, invitation, private_message, stanza_id
 from .stanzas import C, error, groupchat, occupant_presence, q
 
 AFFIL_FRAME = "MUC_AFFIL"
@@ -399,7 +399,9 @@ class MucService(Moderation):
             invitation(self, acct, ev)
             return True
         if t is MessageSent:
-            return True if type(ev.target) is Channel else None
+            if type(ev.target) is Channel:
+                return True
+            return True if ev.tags and PM_TAG in ev.tags and private_message(self, acct, ev) else None
         return True if t in RENDER else None
 
     def _to(self, sessions, el: etree._Element) -> None:

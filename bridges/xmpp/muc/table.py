@@ -21,6 +21,7 @@ from relay.core.model import MESSAGE, User
 
 from ..jid import Jid
 from .names import RoomNameError, channel_for
+from .render import PM_TAG
 from .stanzas import C, MUC_ADMIN, MUC_OWNER, MUC_USER, q
 
 TABLE: dict[str, tuple[Callable, bool]] = {}     # name -> (handler, needs an occupant)
@@ -148,7 +149,8 @@ def groupchat_to_nick(ev: MucStanza):
     ev.error("modify", "bad-request", "groupchat goes to the room, not to a nick")
 
 
-# <message type='chat' to='room@service/nick'><body/></message>: a PRIVMSG to the nick
+# <message type='chat' to='room@service/nick'><body/></message>: a PRIVMSG to the nick, tagged with the
+# room so that an XMPP occupant gets it from room/nick (render.private_message)
 @row("message-chat/occupant", "message-normal/occupant", occupant=True)
 def private_message(ev: MucStanza):
     body = ev.el.findtext(C + "body")
@@ -160,7 +162,7 @@ def private_message(ev: MucStanza):
     if target is None or target not in ch.members:
         ev.error("cancel", "item-not-found", "no one by that nick is in the room")
         return
-    net.message(ev.user, target, MESSAGE, body, ev.now)
+    net.message(ev.user, target, MESSAGE, body, ev.now, tags={PM_TAG: ch.name})
 
 
 # <message to='room@service'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='jid'><reason/>

@@ -213,6 +213,7 @@ def install(module, svc: PubsubService, caps: Caps) -> Pep:
     module.hook("iq/host", caps.answer)
     for f in ACCOUNT_FEATURES:
         module.add_item("xmpp-account-feature", f)
+    module.add_item("xmpp-account-identity", ("pubsub", "pep"))      # XEP-0163 §6.1
     module.add_item("xmpp-feature", PUBSUB + "#pep")      # hm: servers say pep support on the domain too
     svc.notifiers.append(caps.interested)
     return pep
