@@ -792,3 +792,41 @@ def test_a_retract_and_a_purge_made_during_a_split_stay_after_the_netjoin(tmp_pa
     w.tick(1.0)
     for core in ("a", "b"):
         assert list(w.cores[core].services["pubsub"].tree.get(SVC, "keep").items) == ["y", "w"]
+
+
+def test_a_pep_publish_looks_only_at_the_resources_that_want_its_node(wire):
+    roster = wire.cores["a"].services["xmpp"].roster
+    for name in ("bob", "carol"):
+        roster.put("alice", f"{name}@localhost", wire.now, subscription="both")
+        roster.put(name, "alice@localhost", wire.now, subscription="both")
+    svc = wire.cores["a"].services["pubsub"]
+    caps = wire.cores["a"].modules.loaded["pubsub"].state["caps"]
+    tune = "http://jabber.org/protocol/tune"
+    alice = Client(wire, "a", "alice")
+    bob, bob2 = Client(wire, "a", "bob"), Client(wire, "a", "bob", "phone")
+    crowd = [Client(wire, "a", "carol", f"r{i}") for i in range(20)]     # online, not wanting tunes
+    for c in crowd:
+        with_caps(c, ["urn:xmpp:avatar:metadata+notify"])
+    with_caps(bob, [tune + "+notify"])
+    with_caps(bob2, [tune + "+notify"])
+    for c in (alice, bob, bob2, *crowd):
+        c.got()
+    asked = []
+    real = svc.presence_ok
+    svc.presence_ok = lambda owner, bare: asked.append(bare) or real(owner, bare)
+
+    def publish(text: str) -> None:
+        alice.ok("set", ps(f"<publish node='{tune}'><item id='current'><tune xmlns='{tune}'><title>{text}</title>"
+                           "</tune></item></publish>"), to=None)
+    publish("one")
+    assert [len(c.events()) for c in (bob, bob2)] == [1, 1]
+    assert all(c.events() == [] for c in crowd)
+    assert set(asked) == {"bob@localhost"} and len(asked) <= 2      # bob's account once; carol's never
+    # a presence without caps, and a resource gone: out of the index
+    bob2.feed("<presence/>")
+    bob.s.connection_lost("gone", wire.now)
+    wire.pump()
+    assert caps.notify.get(tune) is None
+    asked.clear()
+    publish("two")
+    assert bob2.events() == [] and asked == []
