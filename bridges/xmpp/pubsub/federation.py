@@ -46,6 +46,7 @@ FETCH, HELD = "PUBSUB_FETCH", "PUBSUB_HELD"
 FRAMES = (NODE, DELETE, ITEM, RETRACT, PURGE, FETCH, HELD)
 CHUNK = 200
 TOMBSTONES = 10_000        # deleted nodes remembered (in memory) so a netjoin does not bring them back
+MAX_WAITING = 1000         # requests waiting for one node's fetch
 
 
 def item_json(i: Item) -> dict:
@@ -135,7 +136,7 @@ class PubsubFederation:
         """This server has every item of `node`: they go to every server, or only to servers that want
         them and this one has since it asked for the earlier ones."""
         bridge = self.svc.topics
-        if bridge is None or not bridge.routes(node) or not self.others():
+        if bridge is None or node.is_collection or not bridge.routes(node) or not self.others():
             return True
         return (node.host, node.name) in self.synced and bridge.wanted_here(node)
 
@@ -156,6 +157,9 @@ class PubsubFederation:
             # answers are then routed here.
             bridge.topics.fed.announce_now(now)
             self.send(FETCH, {"host": node.host, "node": node.name, "req": f.req})
+        if len(f.then) >= MAX_WAITING:
+            then(now)                        # a flood of requests for one node: answered with what is here
+            return
         f.then.append(then)
 
     def fetched(self, key: tuple[str, str], req: str, now: float, complete: bool = False) -> None:
