@@ -261,22 +261,23 @@ class PubsubService:
                 stamp: tuple | None = None, tombstone: bool = True) -> list[str]:
         """`stamp`: the retract's, when another server made it (its ids are remembered even where the
         items never were); `tombstone=False` for expiry, which every server does on its own."""
-        plugin, gone = self.plugin_of(node), []
+        plugin, gone, remote = self.plugin_of(node), [], stamp is not None
         for i in ids:
             item = node.items.get(i)
-            if stamp is not None and item is not None and item.published > stamp[0]:
+            if remote and item is not None and item.published > stamp[0]:
                 continue                               # published again after that retract
             if plugin.retract_item(node, i, self.writes(node)) is not None:
                 gone.append(i)
+        stamp = stamp or self.stamp(now)
         if tombstone:
-            self.tombstone(node, ids if stamp is not None else gone, stamp or self.stamp(now))
+            self.tombstone(node, ids if remote else gone, stamp)
         if gone and notify:
             items = etree.Element(q(EVENT, "items"), node=node.name)
             for i in gone:
                 etree.SubElement(items, q(EVENT, "retract"), id=i)
             self.notify_subscribers(node, items, now, pep=True)
         if gone and replicate and self.fed is not None:
-            self.fed.items_retracted(node, gone, node.retracted[gone[0]])
+            self.fed.items_retracted(node, gone, stamp)
         return gone
 
     def tombstone(self, node: Node, ids: list[str], stamp: tuple) -> None:
