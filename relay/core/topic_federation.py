@@ -136,6 +136,15 @@ class TopicFederation:
             delay = max(0.0, self.last_sent + DEBOUNCE - now)
             self.timer = self.core.timers.call_at(now + delay, self._flush, owner="topics")
 
+    def announce_now(self, now: float) -> None:
+        """Our filter set now if it changed, not after the debounce: a caller about to ask the other
+        servers for what they hold wants them routing to us before they answer (frames keep order)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.router is not None and self.local_filters() != self.sent:
+            self.announce(None, now)
+
     def _flush(self, now: float) -> None:
         self.timer = None
         filters = self.local_filters()

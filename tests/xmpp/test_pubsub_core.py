@@ -701,3 +701,143 @@ def test_hostile_requests_get_clear_errors_and_the_service_goes_on(wire):
              "disco#info'><feature var='urn:x+notify'/></query></iq>")
     assert alice.jid not in caps.by_jid and ask.get("id") in caps.asked
     alice.ok("get", ps("<items node='n'/>"))
+
+
+# ---------------------------------------------------------------------------- items a server never got
+def test_a_server_without_subscribers_asks_for_the_items_before_it_answers(tmp_path):
+    w = make_wire(tmp_path, ["a", "b", "c"])
+    w.link("a", "b")
+    w.link("b", "c")
+    alice, bob = Client(w, "a", "alice"), Client(w, "c", "bob")
+    alice.ok("set", ps("<create node='far/news'/>"))
+    for n in range(3):
+        alice.ok("set", ps(f"<publish node='far/news'><item id='i{n}'>{entry(str(n))}</item></publish>"))
+    w.pump()
+    far = w.cores["c"].services["pubsub"]
+    assert far.tree.get(SVC, "far/news").items == {}           # nobody on c wanted them: they did not go there
+    # a retrieval on c: c asks a and b, and answers once both did (within the same pump here)
+    got = bob.ok("get", ps("<items node='far/news'/>"))
+    assert item_ids(got) == ["i2", "i1", "i0"]
+    assert far.fed.stats["fetches"] == 1
+    # nobody subscribes on c: the next retrieval asks again (an item published meanwhile is there)
+    alice.ok("set", ps(f"<publish node='far/news'><item id='i3'>{entry('3')}</item></publish>"))
+    assert item_ids(bob.ok("get", ps("<items node='far/news' max_items='1'/>"))) == ["i3"]
+    assert far.fed.stats["fetches"] == 2
+    # a subscriber on c: its last item comes after the answer; then the items are routed to c, so
+    # c holds them and does not ask again
+    alice.ok("set", ps("<create node='far/other'/>"))
+    alice.ok("set", ps(f"<publish node='far/other'><item id='o1'>{entry('old')}</item></publish>"))
+    w.pump()
+    bob.ok("set", ps(f"<subscribe node='far/other' jid='{bob.bare}'/>"))
+    assert event_items(bob.events()) == [("o1", "old")]
+    assert far.fed.stats["fetches"] == 3
+    w.tick(1.0)                                                   # c's topic filters reach a
+    alice.ok("set", ps(f"<publish node='far/other'><item id='o2'>{entry('new')}</item></publish>"))
+    w.pump()
+    assert event_items(bob.events()) == [("o2", "new")]
+    assert item_ids(bob.ok("get", ps("<items node='far/other'/>"))) == ["o2", "o1"]
+    assert far.fed.stats["fetches"] == 3
+    # once bob unsubscribes (the filters are refreshed each second), c asks again
+    subid = next(iter(far.tree.get(SVC, "far/other").subscriptions))
+    bob.ok("set", ps(f"<unsubscribe node='far/other' jid='{bob.bare}' subid='{subid}'/>"))
+    w.tick(1.0)
+    bob.ok("get", ps("<items node='far/other'/>"))
+    assert far.fed.stats["fetches"] == 4
+
+
+def test_a_fetch_that_gets_no_answer_is_answered_after_the_timeout(tmp_path):
+    w = make_wire(tmp_path, ["a", "b"], fetch_timeout=3.0)
+    w.link("a", "b")
+    alice, bob = Client(w, "a", "alice"), Client(w, "b", "bob")
+    alice.ok("set", ps("<create node='slow/news'/>"))
+    alice.ok("set", ps(f"<publish node='slow/news'><item id='s1'>{entry('1')}</item></publish>"))
+    w.pump()
+    w.cores["a"].services["pubsub"].fed.answer_fetch = lambda origin, p: None     # a never answers
+    bob.feed(f"<iq type='get' id='slow' to='{SVC}'>" + ps("<items node='slow/news'/>") + "</iq>")
+    assert [s for s in bob.stanzas() if s.get("id") == "slow"] == []              # not answered yet
+    w.tick(3.5)
+    answer = [s for s in bob.stanzas() if s.get("id") == "slow"]
+    assert len(answer) == 1 and answer[0].get("type") == "result" and item_ids(answer[0]) == []
+
+
+def test_hostile_fetch_frames_are_dropped(tmp_path):
+    w = make_wire(tmp_path, ["a", "b"])
+    w.link("a", "b")
+    fed = w.cores["b"].services["pubsub"].fed
+    for p in ({}, {"host": SVC}, {"host": SVC, "node": "x"}, {"host": SVC, "node": "x", "req": "r", "items": [{}],
+                                                               "last": True, "retracted": {"i": "no"}}):
+        for ftype in ("PUBSUB_FETCH", "PUBSUB_HELD"):
+            assert fed.on_extension(ftype, "001", p) is True
+    assert Client(w, "b", "bob").ok("get", ps("<subscriptions/>")) is not None
+
+
+# ---------------------------------------------------------------------------- retracts and purges across a split
+def test_a_retract_and_a_purge_made_during_a_split_stay_after_the_netjoin(tmp_path):
+    w = make_wire(tmp_path, ["a", "b"])
+    w.link("a", "b")
+    alice_a = Client(w, "a", "alice")
+    for name in ("keep", "purged"):
+        alice_a.ok("set", ps(f"<create node='{name}'/><configure>" + config(max_items="50") + "</configure>"))
+        for i in ("x", "y"):
+            alice_a.ok("set", ps(f"<publish node='{name}'><item id='{i}'>{entry(i)}</item></publish>"))
+    w.pump()
+    alice_b = Client(w, "b", "alice", "other")
+    for name in ("keep", "purged"):                    # b fetches them: both sides hold x and y
+        assert item_ids(alice_b.ok("get", ps(f"<items node='{name}'/>"))) == ["y", "x"]
+    w.unlink("a", "b")
+    w.tick(1.0)
+    alice_b.ok("set", ps("<retract node='keep'><item id='x'/></retract>"))
+    alice_a.ok("set", owner("<purge node='purged'/>"))
+    w.tick(1.0)
+    alice_b.ok("set", ps(f"<publish node='purged'><item id='z'>{entry('after the purge')}</item></publish>"))
+    alice_a.ok("set", ps(f"<publish node='keep'><item id='w'>{entry('during the split')}</item></publish>"))
+    w.link("a", "b")
+    w.tick(1.0)
+    for core in ("a", "b"):
+        tree = w.cores[core].services["pubsub"].tree
+        assert list(tree.get(SVC, "keep").items) == ["y", "w"], core          # x stays retracted
+        assert list(tree.get(SVC, "purged").items) == ["z"], core             # the purge stays, z is newer
+    # and a second netjoin changes nothing
+    w.unlink("a", "b")
+    w.link("a", "b")
+    w.tick(1.0)
+    for core in ("a", "b"):
+        assert list(w.cores[core].services["pubsub"].tree.get(SVC, "keep").items) == ["y", "w"]
+
+
+def test_a_pep_publish_looks_only_at_the_resources_that_want_its_node(wire):
+    roster = wire.cores["a"].services["xmpp"].roster
+    for name in ("bob", "carol"):
+        roster.put("alice", f"{name}@localhost", wire.now, subscription="both")
+        roster.put(name, "alice@localhost", wire.now, subscription="both")
+    svc = wire.cores["a"].services["pubsub"]
+    caps = wire.cores["a"].modules.loaded["pubsub"].state["caps"]
+    tune = "http://jabber.org/protocol/tune"
+    alice = Client(wire, "a", "alice")
+    bob, bob2 = Client(wire, "a", "bob"), Client(wire, "a", "bob", "phone")
+    crowd = [Client(wire, "a", "carol", f"r{i}") for i in range(20)]     # online, not wanting tunes
+    for c in crowd:
+        with_caps(c, ["urn:xmpp:avatar:metadata+notify"])
+    with_caps(bob, [tune + "+notify"])
+    with_caps(bob2, [tune + "+notify"])
+    for c in (alice, bob, bob2, *crowd):
+        c.got()
+    asked = []
+    real = svc.presence_ok
+    svc.presence_ok = lambda owner, bare: asked.append(bare) or real(owner, bare)
+
+    def publish(text: str) -> None:
+        alice.ok("set", ps(f"<publish node='{tune}'><item id='current'><tune xmlns='{tune}'><title>{text}</title>"
+                           "</tune></item></publish>"), to=None)
+    publish("one")
+    assert [len(c.events()) for c in (bob, bob2)] == [1, 1]
+    assert all(c.events() == [] for c in crowd)
+    assert set(asked) == {"bob@localhost"} and len(asked) <= 2      # bob's account once; carol's never
+    # a presence without caps, and a resource gone: out of the index
+    bob2.feed("<presence/>")
+    bob.s.connection_lost("gone", wire.now)
+    wire.pump()
+    assert caps.notify.get(tune) is None
+    asked.clear()
+    publish("two")
+    assert bob2.events() == [] and asked == []

@@ -10,6 +10,7 @@ with MQTT (loaded by default, after `xmpp`).
         default_max_items: 10
         max_items_limit: 10000
         mqtt: true                # node a/b/c is MQTT topic a/b/c (through the topic service)
+        fetch_timeout: 5          # seconds to wait for other servers' items of a node (federation.py)
 
 Operator command: `pubsub stats`. Hooks run: `pubsub_publish_item(host, node, item, now)`,
 `pubsub_create_node(host, node, owner, now)`, `pubsub_delete_node(host, node, now)`.
@@ -61,6 +62,7 @@ class Options(BaseModel):
     federation: bool = True
     caps_cache: Annotated[int, Field(ge=16)] = 10_000
     expiry_interval: Annotated[float, Field(gt=0)] = 5.0
+    fetch_timeout: Annotated[float, Field(gt=0)] = 5.0    # seconds to wait for other servers' items
 
 
 def xmpp_domain(core) -> str:
@@ -102,15 +104,21 @@ def setup(module) -> None:
             skip = [p for p in (m.get("channel_prefix", "chan/"), m.get("direct_prefix", "users/")) if p]
         bridge = svc.topics = TopicBridge(svc, topics, tuple(skip))
         module.hook("topic_published", bridge.published)
-        svc.changed_subscriptions = lambda: bridge.refresh()
-        module.every(1.0, bridge.refresh)        # accounts bind and leave: whose subscriptions are here
-        bridge.refresh()
+        svc.changed_subscriptions = lambda: refresh()
+        module.every(1.0, lambda now: refresh())  # accounts bind and leave: whose subscriptions are here
     if opts.federation:
-        fed = svc.fed = PubsubFederation(svc, core)
+        fed = svc.fed = PubsubFederation(svc, core, module.timer, opts.fetch_timeout)
         module.hook("link_extension", fed.on_extension)
         module.hook("link_up", fed.link_up)
         if topics is not None and opts.mqtt:
             topics.enable_federation(core.now())
+
+    def refresh():
+        bridge.refresh()
+        if svc.fed is not None:
+            svc.fed.prune_synced()
+    if bridge is not None:
+        refresh()
     module.every(opts.expiry_interval, svc.expire)
     module.command("pubsub stats", lambda ctx: _stats(svc))
 

@@ -47,6 +47,10 @@ class Node:
     items: dict[str, Item] = field(default_factory=dict)   # item id -> item, oldest first
     stamp: tuple = (0.0, "")     # (time, server) of the last configuration change (convergence)
     stored: bool = True     # False: a virtual node, nothing written
+    # What a netjoin must not bring back (federation.py): item id -> (time, server) of its retract,
+    # and the stamp of the last purge. In memory.
+    retracted: dict[str, tuple] = field(default_factory=dict)
+    purged: tuple = (0.0, "")
 
     @property
     def is_collection(self) -> bool:

@@ -7,8 +7,10 @@ against the hash, else kept for that JID only). An unknown `ver` is asked with d
 resource (the answer is an iq to the domain, caught on `iq/host`). Who gets a PEP event: the
 owner's own resources and the local resources of the contacts that may see the owner's presence
 (either roster says so), whose caps have `<node>+notify`, within the node's access model; and
-the node's explicit subscribers. A resource whose caps become known gets the last item of each
-such node (send_last_published_item on_sub_and_presence).
+the node's explicit subscribers. The `+notify` features of the resources here are indexed (node ->
+resources that want it), kept as their caps are learnt and their presence changes, so a publish
+looks at the resources that want its node, not at every account. A resource whose caps become
+known gets the last item of each such node (send_last_published_item on_sub_and_presence).
 """
 
 from __future__ import annotations
@@ -63,36 +65,56 @@ class Caps:
         self.by_jid: dict[str, frozenset[str]] = {}
         self.asked: dict[str, tuple[str, str, str]] = {}     # iq id -> (full JID, ver, hash)
         self.ids = itertools.count(1)
+        self.notify: dict[str, set[str]] = {}                # node -> full JIDs here with its +notify
+        self.notified: dict[str, frozenset[str]] = {}        # full JID -> the nodes it is indexed under
 
-    def features_of(self, s) -> frozenset[str] | None:
-        pres = s.presence
-        c = pres.find("{%s}c" % CAPS) if pres is not None else None
-        if c is None:
-            return None
+    def index(self, s, feats: frozenset[str] | None) -> None:
+        """The resource `s` wants the nodes of its `+notify` features (none: it is dropped)."""
         jid = str(s.jid)
-        ver = c.get("ver")
-        if ver in self.by_ver:
-            return self.by_ver[ver]
-        return self.by_jid.get(jid) if self.by_jid.get(jid + "#ver") == ver else None
+        self.unindex(jid)
+        names = frozenset(f[:-7] for f in feats or () if f.endswith("+notify"))
+        if names:
+            self.notified[jid] = names
+            for n in names:
+                self.notify.setdefault(n, set()).add(jid)
+
+    def unindex(self, jid: str) -> None:
+        for n in self.notified.pop(jid, ()):
+            d = self.notify.get(n)
+            if d is not None:
+                d.discard(jid)
+                if not d:
+                    del self.notify[n]
+
+    def unbound(self, s, now: float) -> None:
+        """Hook xmpp_resource_unbound."""
+        if s.jid is not None:
+            self.unindex(str(s.jid))
+            self.gone(str(s.jid))
 
     def presence(self, ev) -> None:
         """An available presence of a resource here: learn its caps (ask when unknown), then the last items."""
         s, el = ev.session, ev.stanza
         if el.get("type") == "unavailable":
             self.gone(str(s.jid))
+            self.unindex(str(s.jid))
             s.pubsub_caps = None
         if el.get("type") is not None:
             return None
         c = el.find("{%s}c" % CAPS)
         if c is None or not c.get("ver"):
+            self.unindex(str(s.jid))
+            s.pubsub_caps = None
             return None
         ver, jid = c.get("ver"), str(s.jid)
         if getattr(s, "pubsub_caps", None) == ver:
             return None
         s.pubsub_caps = ver
         if ver in self.by_ver:
+            self.index(s, self.by_ver[ver])
             self.send_last_items(s, ev.now, self.by_ver[ver])
             return None
+        self.unindex(jid)                      # until its answer: unknown caps want nothing
         iq_id = f"caps-{next(self.ids)}"
         self.asked[iq_id] = (jid, ver, c.get("hash") or "")
         while len(self.asked) > self.limit:           # asks never answered (the client left)
@@ -126,7 +148,8 @@ class Caps:
             while len(self.by_jid) > 2 * self.limit:
                 del self.by_jid[next(iter(self.by_jid))]
         s = ev.session
-        if str(s.jid) == jid:
+        if str(s.jid) == jid and getattr(s, "pubsub_caps", None) == ver:
+            self.index(s, feats)
             self.send_last_items(s, ev.now, feats)
         return True
 
@@ -136,23 +159,21 @@ class Caps:
 
     # ---------------------------------------------------------------- who gets a PEP event
     def interested(self, node, now: float) -> list[str]:
+        """The resources here that get `node`'s events: from the index, those allowed to see them."""
         svc = self.svc
-        if not svc.is_pep(node.host):
+        wanting = self.notify.get(node.name)
+        if not wanting or not svc.is_pep(node.host):
             return []
-        xmpp = svc.core.services.get("xmpp")
-        if xmpp is None:
-            return []
-        want = node.name + "+notify"
         owner = node.host
+        allowed: dict[str, bool] = {}            # bare JID -> may see it (asked once per account)
         out = []
-        for bare, acct in list(xmpp.accounts.items()):
-            b = str(bare)
-            if b != owner and (svc.access(node, b) is not None or not svc.presence_ok(owner, b)):
-                continue
-            for s in acct.resources.values():
-                f = self.features_of(s)
-                if f is not None and want in f:
-                    out.append(str(s.jid))
+        for jid in list(wanting):
+            b = jid.split("/", 1)[0]
+            ok = allowed.get(b)
+            if ok is None:
+                ok = allowed[b] = b == owner or (svc.access(node, b) is None and svc.presence_ok(owner, b))
+            if ok:
+                out.append(jid)
         return out
 
     def send_last_items(self, s, now: float, f: frozenset[str]) -> None:
@@ -211,6 +232,7 @@ def install(module, svc: PubsubService, caps: Caps) -> Pep:
     module.hook(f"iq-get/bare/{DISCO_ITEMS}:query", pep.disco_items)
     module.hook("presence/initial", caps.presence)
     module.hook("iq/host", caps.answer)
+    module.hook("xmpp_resource_unbound", caps.unbound)
     for f in ACCOUNT_FEATURES:
         module.add_item("xmpp-account-feature", f)
     module.add_item("xmpp-account-identity", ("pubsub", "pep"))      # XEP-0163 §6.1

@@ -31,6 +31,10 @@ MAX_NAME = 1024            # characters of a node name or an item id
 C = "{%s}" % xns.CLIENT
 
 
+class Later(Exception):
+    """The node's items are elsewhere (federation.py): answer once they are here."""
+
+
 class Failed(Exception):
     """A stanza error: type, RFC 6120 condition, pubsub#errors condition, unsupported feature."""
 
@@ -52,6 +56,7 @@ class Request:
     now: float
     node: Node | None = None
     after: Callable[[], None] | None = None      # runs once the result is sent (last item on subscribe)
+    fetched: bool = False      # asked again once the node's items came from the other servers
 
     def companion(self, name: str) -> etree._Element | None:
         return self.pubsub.find(q(PUBSUB, name))
@@ -317,7 +322,7 @@ def subscribe(r: Request):
     etree.SubElement(out, q(PUBSUB, "subscription"), node=node.name, jid=jid, subid=sub.subid,
                      subscription=sub.state)
     if sub.state == "subscribed" and node.config.get("send_last_published_item", "on_sub") != "never":
-        r.after = lambda: svc.send_last(node, jid, r.now)
+        r.after = lambda: svc.with_items(node, r.now, lambda now: svc.send_last(node, jid, now))
     return out
 
 
@@ -405,6 +410,8 @@ def sub_default(r: Request):
 @operation("get", PUBSUB, "items", "required", "retrieve", "retrieve-items")
 def items(r: Request):
     svc, node = r.svc, r.node
+    if svc.fed is not None and not r.fetched and not svc.fed.holds(node):
+        raise Later()
     got = svc.plugin_of(node).get_items(node, r.now)
     ids = [i.get("id") for i in r.op.findall(q(PUBSUB, "item")) if i.get("id")]
     if ids:
@@ -513,15 +520,20 @@ def affiliations(r: Request):
 
 
 # ==================================================================== the reply
-def handle(svc: PubsubService, host: str, session, iq: etree._Element, now: float) -> bool:
-    """A pubsub iq to `host`: answered (result or error); False if it is not a pubsub request."""
+def handle(svc: PubsubService, host: str, session, iq: etree._Element, now: float, fetched: bool = False) -> bool:
+    """A pubsub iq to `host`: answered (result or error), now or once the node's items are here;
+    False if it is not a pubsub request."""
     r = request_of(svc, host, session, iq, now)
     if r is None:
         return False
+    r.fetched = fetched
     try:
         payload = dispatch(r)
     except Failed as f:
         session.send(error_reply(iq, f))
+        return True
+    except Later:
+        svc.fed.with_items(r.node, now, lambda t: handle(svc, host, session, iq, t, fetched=True))
         return True
     reply = element("iq", {"type": "result", "id": iq.get("id"), "from": iq.get("to"), "to": iq.get("from")})
     if payload is not None:

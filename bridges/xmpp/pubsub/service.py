@@ -22,6 +22,7 @@ EVENT = PUBSUB + "#event"
 ERRORS = PUBSUB + "#errors"
 SHIM = "http://jabber.org/protocol/shim"
 MQTT_PAYLOAD = "urn:relaynet:mqtt:0"     # an MQTT payload that is not namespaced XML, shown to XMPP
+TOMBSTONES_PER_NODE = 1000                # retracted item ids a node remembers (at least its max_items)
 
 _SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
                         remove_comments=True, remove_pis=True)
@@ -229,6 +230,13 @@ class PubsubService:
             self.fed.node_deleted(node, now)
         self.changed_subscriptions()
 
+    def with_items(self, node: Node, now: float, then: Callable[[float], None]) -> None:
+        """`then(now)` once this server holds the node's items (federation.py may ask for them)."""
+        if self.fed is None:
+            then(now)
+        else:
+            self.fed.with_items(node, now, then)
+
     def new_item_id(self) -> str:
         return secrets.token_hex(8)
 
@@ -249,25 +257,51 @@ class PubsubService:
             if not routed and self.fed is not None:
                 self.fed.item_published(node, item)
 
-    def retract(self, node: Node, ids: list[str], notify: bool, now: float, replicate: bool = True) -> list[str]:
-        plugin, gone = self.plugin_of(node), []
+    def retract(self, node: Node, ids: list[str], notify: bool, now: float, replicate: bool = True,
+                stamp: tuple | None = None, tombstone: bool = True) -> list[str]:
+        """`stamp`: the retract's, when another server made it (its ids are remembered even where the
+        items never were); `tombstone=False` for expiry, which every server does on its own."""
+        plugin, gone, remote = self.plugin_of(node), [], stamp is not None
         for i in ids:
+            item = node.items.get(i)
+            if remote and item is not None and item.published > stamp[0]:
+                continue                               # published again after that retract
             if plugin.retract_item(node, i, self.writes(node)) is not None:
                 gone.append(i)
+        stamp = stamp or self.stamp(now)
+        if tombstone:
+            self.tombstone(node, ids if remote else gone, stamp)
         if gone and notify:
             items = etree.Element(q(EVENT, "items"), node=node.name)
             for i in gone:
                 etree.SubElement(items, q(EVENT, "retract"), id=i)
             self.notify_subscribers(node, items, now, pep=True)
         if gone and replicate and self.fed is not None:
-            self.fed.items_retracted(node, gone)
+            self.fed.items_retracted(node, gone, stamp)
         return gone
 
-    def purge(self, node: Node, now: float, replicate: bool = True) -> None:
-        self.plugin_of(node).purge_node(node, self.writes(node))
+    def tombstone(self, node: Node, ids: list[str], stamp: tuple) -> None:
+        t = node.retracted
+        for i in ids:
+            if stamp > t.get(i, (0.0, "")):
+                t.pop(i, None)
+                t[i] = stamp                            # the newest last
+        while len(t) > max(TOMBSTONES_PER_NODE, int(node.config.get("max_items") or 0)):
+            del t[next(iter(t))]
+
+    def purge(self, node: Node, now: float, replicate: bool = True, stamp: tuple | None = None) -> None:
+        """`stamp`: another server's purge (replayed after a split, say): what was published here
+        after it stays."""
+        plugin = self.plugin_of(node)
+        if stamp is not None and any(i.published > stamp[0] for i in node.items.values()):
+            for iid in [i.id for i in node.items.values() if i.published <= stamp[0]]:
+                plugin.retract_item(node, iid, self.writes(node))
+        else:
+            plugin.purge_node(node, self.writes(node))
+        node.purged = max(node.purged, stamp or self.stamp(now))
         self.notify_subscribers(node, etree.Element(q(EVENT, "purge"), node=node.name), now)
         if replicate and self.fed is not None:
-            self.fed.node_purged(node)
+            self.fed.node_purged(node, node.purged)
 
     def set_subscription(self, node: Node, sub: Subscription, now: float) -> None:
         sub.stamp = self.stamp(now)
@@ -304,7 +338,7 @@ class PubsubService:
                 continue
             old = [i.id for i in node.items.values() if i.expires is not None and i.expires <= now]
             if old:
-                self.retract(node, old, False, now, replicate=False)
+                self.retract(node, old, False, now, replicate=False, tombstone=False)
 
     # ---------------------------------------------------------------- notifications
     def item_element(self, item: Item, payload: bool, ns: str = EVENT) -> etree._Element:

@@ -46,9 +46,18 @@ class TopicBridge:
         return True
 
     # ---------------------------------------------------------------- out
+    def routes(self, node: Node) -> bool:
+        """The node's items travel through the topic service (only to servers that want them)."""
+        return (not self.svc.is_pep(node.host) and not node.name.startswith(("$", *self.skip))
+                and valid_topic_name(node.name))
+
+    def wanted_here(self, node: Node) -> bool:
+        """Someone here (MQTT, or pubsub's own filters) subscribes to the node's topic: it is routed here."""
+        return any(self.topics.tree.match_values(node.name))
+
     def publish(self, node: Node, item: Item, now: float) -> bool:
         """An XMPP item into the topic service; False if the node is not a topic."""
-        if node.name.startswith(("$", *self.skip)) or not valid_topic_name(node.name):
+        if not self.routes(node):
             return False
         meta = {"pubsub": {"server": self.svc.me, "id": item.id, "publisher": item.publisher}}
         self.topics.publish(TopicItem(node.name, item.payload, 1, False, meta, item.expires, item.publisher,
