@@ -203,10 +203,14 @@ def mam_query(ev: MucStanza):
             etree.SubElement(st, q(RSM, "last")).text = rows[-1][0]
         muc.result(s, iq, fin)
 
-    if before == "":
-        muc.store.query(name, start, end, None, None, 1_000_000, done)   # the newest `limit` (sliced above)
-    else:
-        muc.store.query(name, start, end, after, before, limit, done)
+    def read(now):
+        if before == "":
+            muc.store.query(name, start, end, None, None, 1_000_000, done)   # the newest `limit` (sliced above)
+        else:
+            muc.store.query(name, start, end, after, before, limit, done)
+    # the servers that saw what this one did not (it had no members) merge theirs in first (catchup.py)
+    muc.catchup.archive(ch, {"start": start, "end": end, "after": after, "before": before or None,
+                             "last": before == "", "limit": limit}, read, ev.now)
 
 
 # <iq type='get' to='room'><query xmlns='urn:xmpp:mam:2'/></iq>: the form's fields

@@ -24,6 +24,7 @@ from relay.proto.irc import valid_nick
 from ..jid import Jid
 from ..service import xml_text
 from ..stanza import Outgoing
+from .catchup import FRAMES as CATCHUP_FRAMES, Catchup
 from .moderation import Moderation
 from .names import local_for
 from .render import REDACT_TAG, RENDER, invitation, stanza_id
@@ -46,12 +47,13 @@ JOIN_ERRORS = {
 class Room:
     """What this server keeps of one room beyond its channel."""
 
-    __slots__ = ("key", "local", "jid", "history", "occupants", "mods")
+    __slots__ = ("key", "local", "jid", "history", "occupants", "waiting", "mods")
 
     def __init__(self, key: str, local: str, jid: str, history_length: int):
         self.key, self.local, self.jid = key, local, jid
         self.history: deque = deque(maxlen=history_length)   # (time, nick, real jid, text, stanza-id)
         self.occupants: dict[Jid, dict[str, object]] = {}      # account bare JID -> resource -> session
+        self.waiting: dict[Jid, object] = {}                   # full JID -> session joined, history on its way
         self.mods: list | None = None                          # the @s, while no status or member changes
 
 
@@ -65,6 +67,7 @@ class MucService(Moderation):
         secret = opts.occupant_id_secret or (store.secret if store is not None else "")
         self.secret = secret.encode()
         self._oids: dict = {}                           # (room, uid) -> occupant id
+        self.catchup = Catchup(self)                    # one history across the tree (catchup.py)
         if store is not None and opts.history_length:
             for key, config in store.rooms.items():     # persistent rooms: their history survives a restart
                 room = self.room(config.get("name") or key)
@@ -178,7 +181,7 @@ class MucService(Moderation):
                 return
             else:
                 net.change_nick(user, want, now)          # 303 in every room this account is in
-        if s.jid.resource in here:
+        if s.jid.resource in here or (room is not None and s.jid in room.waiting):
             return
         ch = net.find_channel(name)
         created = ch is None
@@ -204,8 +207,16 @@ class MucService(Moderation):
                 self.room_created(ch, room, user, now)
             else:
                 self.rejoined(ch, room, user, now)
+        codes += [201] if created else []
+        room.waiting[s.jid] = s                  # until the room's history here is whole (catchup.py)
+        self.catchup.history(ch, lambda t: self.joined(s, el, ch, room, user, codes, t), now)
+
+    def joined(self, s, el, ch: Channel, room: Room, user: User, codes: list, now: float) -> None:
+        """The history is here: the join goes on in the XEP-0045 order (unless it ended meanwhile)."""
+        if room.waiting.pop(s.jid, None) is None or user not in ch.members:
+            return
         room.occupants.setdefault(s.jid.bare, {})[s.jid.resource] = s
-        self.welcome(s, el, ch, room, user, codes + ([201] if created else []), now)
+        self.welcome(s, el, ch, room, user, codes, now)
 
     def room_created(self, ch: Channel, room: Room, user: User, now: float) -> None:
         """A new channel from XMPP: a persistent room's configuration comes back and its owners get
@@ -250,6 +261,9 @@ class MucService(Moderation):
 
     def leave(self, s, el: etree._Element, name: str, now: float) -> None:
         room = self.room(name)
+        if room is not None and room.waiting.pop(s.jid, None) is not None:
+            self.gone_while_waiting(s, room, el.findtext(C + "status") or "", now)
+            return
         here = room.occupants.get(s.jid.bare) if room is not None else None
         if not here or s.jid.resource not in here:
             return
@@ -268,6 +282,8 @@ class MucService(Moderation):
         acct = s.member
         last = acct is not None and len(acct.resources) <= 1
         for room in list(self.rooms.values()):
+            if room.waiting.pop(s.jid, None) is not None and not last:
+                self.gone_while_waiting(s, room, "", now)
             here = room.occupants.get(s.jid.bare)
             if not here or s.jid.resource not in here:
                 continue
@@ -277,6 +293,16 @@ class MucService(Moderation):
                 ch = self.net.channels.get(room.key)
                 if not last and ch is not None and acct.user in ch.members:
                     self.xmpp.members.leave(acct.user, ch.name, "", now)
+
+    def gone_while_waiting(self, s, room: Room, reason: str, now: float) -> None:
+        """A resource left before its history came: the account parts unless another resource is in."""
+        bare = s.jid.bare
+        if room.occupants.get(bare) or any(j.bare == bare for j in room.waiting):
+            return
+        ch = self.net.channels.get(room.key)
+        user = s.member.user if s.member is not None else None
+        if ch is not None and user is not None and user in ch.members:
+            self.xmpp.members.leave(user, ch.name, reason, now)
 
     # ---------------------------------------------------------------- affiliations across the tree
     def grant(self, ch: Channel, account: str, affiliation: str | None) -> None:
@@ -291,6 +317,9 @@ class MucService(Moderation):
 
     def link_extension(self, ftype: str, origin: str, payload, from_link):
         """MUC_AFFIL {room, items: [[account, affiliation, chts]]}: another server's grants."""
+        if ftype in CATCHUP_FRAMES:
+            self.catchup.link_extension(ftype, origin, payload)
+            return True
         if ftype != AFFIL_FRAME:
             return None
         room, items = payload.get("room") if isinstance(payload, dict) else None, \
@@ -340,6 +369,7 @@ class MucService(Moderation):
         """The last member left: a temporary room ends with it, a persistent one stays in the store."""
         room = self.rooms.get(ch.key_name)
         self.no_room.discard(ch.key_name)
+        self.catchup.channel_destroyed(ch)
         if room is None:
             return
         if self.store is not None and ch.key_name in self.store.rooms:
