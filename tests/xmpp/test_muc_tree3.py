@@ -78,3 +78,49 @@ def test_room_across_the_tree_with_a_split_and_a_netjoin(tmp_path):
         asyncio.run(main())
     finally:
         net.stop()
+
+
+def test_one_history_across_the_tree(tmp_path):
+    """Messages said while only a had occupants: bob on c reads them by room MAM (c asks a, which
+    archived them) and gets them as history when he joins, once each, in order."""
+    net = TreeNetwork("tree-3", tmp_path, extra_listen=("xmpp",),
+                      modules={"xmpp": {}, "muc": {"archive": "all", "catchup_wait": 30}}, **FAST_LINKS).start()
+    try:
+        a, c = net["a"], net["c"]
+        for srv in (a, c):
+            srv.ports = {"c2s": net.port(srv.dir.name, "xmpp")}
+        a.ctl("register", "alice", "secret")
+        a.ctl("register", "bob", "secret")
+        from slixmpp import JID
+        room = JID("hist@conference.localhost")
+        plugins = (*PLUGINS, "xep_0004", "xep_0059", "xep_0313")
+        said = ["said on a 0", "said on a 1", "said on a 2"]
+
+        async def main():
+            alice = await online(make_client(slixmpp, "alice@localhost/a", "secret", a, verify=False,
+                                             plugins=plugins), a)
+            a_msgs = Inbox(alice, "groupchat_message")
+            await alice.plugin["xep_0045"].join_muc_wait(room, "alice", maxstanzas=0)
+            for body in said:
+                alice.send_message(mto=room, mbody=body, mtype="groupchat")
+                await a_msgs.wait(lambda m, body=body: m["body"] == body, "alice's reflection")
+            bob = None
+            for _ in range(100):                       # the account crosses the tree to c
+                try:
+                    bob = await online(make_client(slixmpp, "bob@localhost/c", "secret", c, verify=False,
+                                                   plugins=plugins), c)
+                    break
+                except AssertionError:
+                    await asyncio.sleep(0.2)
+            net.wait_converged()
+            got = await bob.plugin["xep_0313"].retrieve(jid=room, timeout=60)   # c had no one in the room
+            bodies = [m["mam_result"]["forwarded"]["stanza"]["body"] for m in got["mam"]["results"]]
+            assert bodies == said, bodies
+            joined = await bob.plugin["xep_0045"].join_muc_wait(room, "bob", maxstanzas=10, timeout=60)
+            assert [m["body"] for m in joined[3]] == said
+            got = await bob.plugin["xep_0313"].retrieve(jid=room, timeout=60)   # once each, merged
+            assert [m["mam_result"]["forwarded"]["stanza"]["body"] for m in got["mam"]["results"]] == said
+            await offline(alice, bob)
+        asyncio.run(main())
+    finally:
+        net.stop()
