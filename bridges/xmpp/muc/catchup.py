@@ -189,7 +189,7 @@ class Catchup:
         room.history.extend(merged)                      # the deque keeps the newest history_length
         muc = self.muc
         store, mode = muc.store, muc.opts.archive
-        if store is not None and (mode == "all" or (mode == "persistent" and key in store.rooms)):
+        if store is not None and (mode == "all" or (mode == "persistent" and store.persistent(key))):
             for t, nick, jid, text, sid in got:
                 store.archive(key, sid, t, nick, jid, text)
 

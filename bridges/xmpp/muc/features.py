@@ -65,7 +65,7 @@ def service_items(ev: MucStanza):
         if room is not None:
             etree.SubElement(out, q(DISCO_ITEMS, "item"), jid=room.jid, name=f"{ch.name} ({len(ch.members)})")
     for key, config in list(muc.store.rooms.items()):        # persistent rooms with no one in them
-        if key not in muc.net.channels and "s" not in config.get("modes", ""):
+        if key not in muc.net.channels and muc.store.persistent(key) and "s" not in config.get("modes", ""):
             local = local_for(config.get("name") or key, muc.net.fold)
             if local is not None:
                 etree.SubElement(out, q(DISCO_ITEMS, "item"), jid=f"{local}@{muc.domain}", name=f"{config.get('name')} (0)")
@@ -77,14 +77,16 @@ def service_items(ev: MucStanza):
 def room_info(ev: MucStanza):
     muc = ev.muc
     ch = muc.net.find_channel(ev.channel)
-    if ch is None and muc.net.fold(ev.channel) not in muc.store.rooms:
+    key = muc.net.fold(ev.channel)
+    persistent = muc.store.persistent(key)
+    if ch is None and not persistent:
         ev.error("cancel", "item-not-found", "no such room")
         return
+    config = muc.store.rooms.get(key) or {}
     out = _query(DISCO_INFO, ev.el[0].get("node"))
     etree.SubElement(out, q(DISCO_INFO, "identity"), category="conference", type="text",
-                     name=ch.name if ch is not None else ev.channel)
-    modes = ch.modes if ch is not None else set(muc.store.rooms[muc.net.fold(ev.channel)].get("modes", ""))
-    persistent = muc.net.fold(ev.channel) in muc.store.rooms
+                     name=config.get("title") or (ch.name if ch is not None else ev.channel))
+    modes = ch.modes if ch is not None else set(config.get("modes", ""))
     feats = [MUC, "muc_persistent" if persistent else "muc_temporary",
              "muc_membersonly" if "i" in modes else "muc_open",
              "muc_moderated" if "m" in modes else "muc_unmoderated",
@@ -96,6 +98,7 @@ def room_info(ev: MucStanza):
     for var, value in (("FORM_TYPE", "http://jabber.org/protocol/muc#roominfo"),
                        ("muc#roominfo_occupants", str(len(ch.members) if ch is not None else 0)),
                        ("muc#roominfo_subject", ch.topic if ch is not None else ""),
+                       ("muc#roominfo_description", config.get("description") or ""),
                        ("muc#roomconfig_changesubject", "0" if "t" in modes else "1")):
         f = etree.SubElement(x, q(DATA, "field"), var=var)
         etree.SubElement(f, q(DATA, "value")).text = value

@@ -25,7 +25,7 @@ from ..jid import Jid
 from ..service import xml_text
 from ..stanza import Outgoing
 from .catchup import FRAMES as CATCHUP_FRAMES, Catchup
-from .moderation import Moderation
+from .moderation import ROOM_FRAME, Moderation
 from .names import local_for
 from .render import REDACT_TAG, RENDER, invitation, stanza_id
 from .stanzas import C, error, groupchat, occupant_presence, q
@@ -70,6 +70,8 @@ class MucService(Moderation):
         self.catchup = Catchup(self)                    # one history across the tree (catchup.py)
         if store is not None and opts.history_length:
             for key, config in store.rooms.items():     # persistent rooms: their history survives a restart
+                if not store.persistent(key):
+                    continue
                 room = self.room(config.get("name") or key)
                 if room is not None:
                     room.history.extend((t, nick, jid, body, msgid) for t, nick, jid, body, msgid
@@ -254,10 +256,16 @@ class MucService(Moderation):
         if h is not None:
             entries = history_limits(entries, h, now, room.jid)
         else:
-            entries = entries[-self.opts.history_default:] if self.opts.history_default else []
+            n = self.history_default(room.key)
+            entries = entries[-n:] if n else []
         for t, nick, jid, text, msgid in entries:
             self.send(s, groupchat(f"{room.jid}/{nick}", xml_text(text), msgid, room.jid, delay=t,
                                    stanza_id=msgid))
+
+    def history_default(self, key: str) -> int:
+        """What a join that asks for no limit gets: the room's configured history, else the module's."""
+        n = (self.store.rooms.get(key) or {}).get("history") if self.store is not None else None
+        return self.opts.history_default if not isinstance(n, int) else n
 
     def leave(self, s, el: etree._Element, name: str, now: float) -> None:
         room = self.room(name)
@@ -320,6 +328,9 @@ class MucService(Moderation):
         if ftype in CATCHUP_FRAMES:
             self.catchup.link_extension(ftype, origin, payload)
             return True
+        if ftype == ROOM_FRAME:
+            self.room_frame(payload)
+            return True
         if ftype != AFFIL_FRAME:
             return None
         room, items = payload.get("room") if isinstance(payload, dict) else None, \
@@ -336,6 +347,7 @@ class MucService(Moderation):
         """A new link: the peer learns every grant this server holds (its side of the tree sends theirs)."""
         for room, accounts in list(self.store.affiliations.items()):
             self.announce(room, [[acct, aff, chts] for acct, (aff, chts) in accounts.items()])
+        self.room_burst()
         return None
 
     def is_occupant(self, s, name: str) -> bool:
@@ -362,7 +374,7 @@ class MucService(Moderation):
         sid = stanza_id(ev)
         room.history.append((ev.time, ev.source.nick, jid, ev.text, sid))
         store, mode = self.store, self.opts.archive
-        if store is not None and (mode == "all" or (mode == "persistent" and room.key in store.rooms)):
+        if store is not None and (mode == "all" or (mode == "persistent" and store.persistent(room.key))):
             store.archive(room.key, sid, ev.time, ev.source.nick, jid, ev.text)
 
     def channel_destroyed(self, ch: Channel) -> None:
@@ -372,11 +384,15 @@ class MucService(Moderation):
         self.catchup.channel_destroyed(ch)
         if room is None:
             return
-        if self.store is not None and ch.key_name in self.store.rooms:
+        if self.store is not None and self.store.persistent(ch.key_name):
             return
         del self.rooms[ch.key_name]
         if self.store is not None:
             self.store.forget_room(ch.key_name)
+            config = self.store.rooms.get(ch.key_name)
+            if config is not None:                   # a temporary room's settings end; its stamp stays
+                self.store.save_room(ch.key_name, {"persistent": False, "stamp": config.get("stamp"),
+                                                   "name": ch.name})
 
     # ---------------------------------------------------------------- what an occupant sent
     def reflect(self, s, el: etree._Element, ch: Channel, ev: MessageSent) -> None:

@@ -11,7 +11,10 @@ Rows are per server (`server`: its id), so servers may share one PostgreSQL data
         a grant made in a channel newer than the one that won a netjoin does not count (no one
         gains an affiliation by riding a split)
     muc_rooms(server, room, config; PK (server, room))
-        a persistent room's configuration (JSON: name, modes, key, limit, topic)
+        a configured room's configuration (JSON: persistent, stamp [time, server id], name, title,
+        description, history, modes, key, limit, topic), the same on every server: the newest stamp
+        wins (MUC_ROOM across the tree); a room made temporary keeps its stamp (a tombstone), so an
+        older "persistent" from behind a split does not bring it back
     muc_archive(server, room, id, time, nick, jid, body, retracted; PK (server, room, id))
         every room message this server saw; id is the network msgid (the stanza-id)
     muc_secret(server, secret; PK (server))
@@ -65,6 +68,14 @@ _ROOM = ("INSERT INTO muc_rooms(server, room, config) VALUES (?,?,?) "
          "ON CONFLICT(server, room) DO UPDATE SET config = excluded.config")
 _ARCHIVE = ("INSERT INTO muc_archive(server, room, id, time, nick, jid, body) VALUES (?,?,?,?,?,?,?) "
             "ON CONFLICT(server, room, id) DO NOTHING")
+
+
+def stamp_of(config: dict | None) -> tuple:
+    """(time, server id) of a configuration; rows from before stamps are the oldest."""
+    st = config.get("stamp") if isinstance(config, dict) else None
+    if isinstance(st, list) and len(st) == 2 and isinstance(st[0], (int, float)) and isinstance(st[1], str):
+        return (float(st[0]), st[1])
+    return (-1.0, "")
 
 
 class MucStore:
@@ -125,10 +136,21 @@ class MucStore:
         if self.affiliations.pop(room, None) is not None:
             self._w("DELETE FROM muc_affiliations WHERE server = ? AND room = ?", (room,))
 
-    # ---------------------------------------------------------------- persistent rooms
+    # ---------------------------------------------------------------- room configuration
+    def persistent(self, room: str) -> bool:
+        c = self.rooms.get(room)
+        return c is not None and c.get("persistent", True) is True     # rows before stamps were persistent
+
     def save_room(self, room: str, config: dict) -> None:
         self.rooms[room] = config
         self._w(_ROOM, (room, json.dumps(config, separators=(",", ":"), sort_keys=True)))
+
+    def merge_room(self, room: str, config: dict) -> bool:
+        """Another server's configuration of `room`: kept if its stamp is newer than ours (True)."""
+        if stamp_of(config) <= stamp_of(self.rooms.get(room)):
+            return False
+        self.save_room(room, config)
+        return True
 
     def drop_room(self, room: str) -> None:
         if self.rooms.pop(room, None) is not None:
