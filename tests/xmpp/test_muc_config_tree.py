@@ -86,7 +86,7 @@ def test_the_newest_configuration_wins_after_a_split_and_a_new_link_gets_the_bur
     alice, bob = Xmpp(w, "a", "alice", "r"), Xmpp(w, "b", "bob", "r")
     join(alice, "alice")
     configure(alice, **{"muc#roomconfig_persistentroom": 1, "muc#roomconfig_roomdesc": "first"})
-    w.cores["b"].services["muc"].grant(w.cores["b"].net.find_channel("#room"), "bob", "owner")
+    w.cores["b"].services["muc"].grant(w.cores["b"].net.find_channel("#room"), "bob", "owner", w.now)
     join(bob, "bob")
     w.unlink("a", "b")
     w.tick(3)
@@ -136,3 +136,32 @@ def test_bad_room_frames_are_dropped(tmp_path):
     assert muc.store.rooms == {}
     muc.link_extension("MUC_ROOM", "001", {"room": "#room", "config": good}, None)
     assert muc.store.persistent("#room")
+
+
+def test_an_affiliation_removed_during_a_split_stays_removed(tmp_path):
+    from test_muc_roles import admin
+    w = make(tmp_path)
+    w.link("a", "b")
+    alice, bob = Xmpp(w, "a", "alice", "r"), Xmpp(w, "b", "bob", "r")
+    join(alice, "alice")
+    configure(alice, **{"muc#roomconfig_persistentroom": 1})
+    admin(alice, "<item jid='bob@localhost' affiliation='admin'/>")
+    admin(alice, "<item jid='carol@localhost' affiliation='member'/>")
+    assert store(w, "b").affiliation("#room", "bob") == "admin"
+    w.unlink("a", "b")
+    w.tick(3)
+    w.now += 1
+    assert b'type="result"' in admin(alice, "<item jid='bob@localhost' affiliation='none'/>")
+    w.now += 1                                   # on b, carol's membership goes too, a grant is newer
+    store(w, "b").set_affiliation("#room", "carol", None, 0, (w.now, "002"))
+    w.now += 1
+    assert b'type="result"' in admin(alice, "<item jid='carol@localhost' affiliation='admin'/>")
+    assert store(w, "b").affiliation("#room", "bob") == "admin"
+    w.link("a", "b")                             # each side's burst: the newest change of each wins
+    for core in ("a", "b"):
+        s = store(w, core)
+        assert s.affiliation("#room", "bob") is None, core
+        assert s.affiliation("#room", "carol") == "admin", core
+        assert s.affiliation("#room", "alice") == "owner", core
+    out = join(bob, "bob")
+    assert b'affiliation="none"' in out and b'role="participant"' in out

@@ -136,7 +136,7 @@ class Moderation:
             changes.append(("+", "I", mask))
         if aff in ("none", "outcast") and has_i:
             changes.append(("-", "I", mask))
-        self.grant(ch, account, aff if aff in ("owner", "admin", "member") else None)
+        self.grant(ch, account, aff if aff in ("owner", "admin", "member") else None, now)
         if changes:
             self.modes(ch, changes, now, by)
         for u in [u for u in ch.members if u.account == account]:

@@ -229,7 +229,7 @@ class MucService(Moderation):
             if self.store.affiliation(room.key, user.account or "", ch.ts) not in ("owner", "admin"):
                 self.net.apply_modes(self.net_source(ch), ch, [("-", "o", user)], now)
         elif user.account:
-            self.grant(ch, user.account, "owner")
+            self.grant(ch, user.account, "owner", now)
 
     def rejoined(self, ch: Channel, room: Room, user: User, now: float) -> None:
         """Joined an existing channel: an owner or admin by account gets its @ back."""
@@ -313,10 +313,11 @@ class MucService(Moderation):
             self.xmpp.members.leave(user, ch.name, reason, now)
 
     # ---------------------------------------------------------------- affiliations across the tree
-    def grant(self, ch: Channel, account: str, affiliation: str | None) -> None:
-        """Store an affiliation (stamped with the channel's ts) and tell every server (MUC_AFFIL)."""
-        if self.store.set_affiliation(ch.key_name, account, affiliation, ch.ts):
-            self.announce(ch.key_name, [[account, affiliation or "none", int(ch.ts)]])
+    def grant(self, ch: Channel, account: str, affiliation: str | None, now: float) -> None:
+        """Store an affiliation (with the channel's ts, stamped now) and tell every server (MUC_AFFIL)."""
+        stamp = (float(now), self.net.me.id)
+        if self.store.set_affiliation(ch.key_name, account, affiliation, ch.ts, stamp):
+            self.announce(ch.key_name, [[account, affiliation or "none", int(ch.ts), *stamp]])
 
     def announce(self, room: str, items: list, servers=None) -> None:
         router = self.net.router
@@ -324,7 +325,8 @@ class MucService(Moderation):
             router.send_extension(AFFIL_FRAME, {"room": room, "items": items}, servers)
 
     def link_extension(self, ftype: str, origin: str, payload, from_link):
-        """MUC_AFFIL {room, items: [[account, affiliation, chts]]}: another server's grants."""
+        """MUC_AFFIL {room, items: [[account, affiliation, chts, time, server id]]}: another server's
+        grants and removals; the newest of each account's wins."""
         if ftype in CATCHUP_FRAMES:
             self.catchup.link_extension(ftype, origin, payload)
             return True
@@ -338,15 +340,16 @@ class MucService(Moderation):
         if not isinstance(room, str) or not isinstance(items, list):
             return True                                  # malformed: claimed and dropped
         for item in items:
-            if isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) \
-                    and item[1] in ("owner", "admin", "member", "none") and isinstance(item[2], int):
-                self.store.set_affiliation(room, item[0], item[1], item[2])
+            if isinstance(item, list) and len(item) == 5 and isinstance(item[0], str) \
+                    and item[1] in ("owner", "admin", "member", "none") and isinstance(item[2], int) \
+                    and isinstance(item[3], (int, float)) and isinstance(item[4], str):
+                self.store.merge_affiliation(room, item[0], item[1], item[2], (float(item[3]), item[4]))
         return True
 
     def link_up(self, peer_id: str, *rest):
         """A new link: the peer learns every grant this server holds (its side of the tree sends theirs)."""
-        for room, accounts in list(self.store.affiliations.items()):
-            self.announce(room, [[acct, aff, chts] for acct, (aff, chts) in accounts.items()])
+        for room in list(self.store.stamps):
+            self.announce(room, self.store.changes(room))
         self.room_burst()
         return None
 
