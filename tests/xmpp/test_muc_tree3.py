@@ -124,3 +124,62 @@ def test_one_history_across_the_tree(tmp_path):
         asyncio.run(main())
     finally:
         net.stop()
+
+
+def test_an_affiliation_removed_during_a_real_split_stays_removed(tmp_path):
+    """alice (owner, on a) made bob admin of a persistent room; while c is split off she takes it
+    back; after the netjoin bob joining on c is no admin (c's older grant does not come back)."""
+    from slixmpp.plugins.xep_0004 import Form
+    net = TreeNetwork("tree-3", tmp_path, extra_listen=("xmpp",), modules={"xmpp": {}, "muc": {}},
+                      split_hold=1, **FAST_LINKS).start()
+    try:
+        a, c = net["a"], net["c"]
+        for srv in (a, c):
+            srv.ports = {"c2s": net.port(srv.dir.name, "xmpp")}
+        a.ctl("register", "alice", "secret")
+        a.ctl("register", "bob", "secret")
+        from slixmpp import JID
+        room = JID("affil@conference.localhost")
+        plugins = (*PLUGINS, "xep_0004")
+
+        async def main():
+            alice = await online(make_client(slixmpp, "alice@localhost/a", "secret", a, verify=False,
+                                             plugins=plugins), a)
+            muc = alice.plugin["xep_0045"]
+            await muc.join_muc_wait(room, "alice", maxstanzas=0)
+            form = Form()
+            form["type"] = "submit"
+            form.add_field(var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/muc#roomconfig")
+            form.add_field(var="muc#roomconfig_persistentroom", value=True)
+            await muc.set_room_config(room, form)
+            await muc.set_affiliation(room, "admin", jid=JID("bob@localhost"))
+            bob = None
+            for _ in range(100):                       # the account crosses the tree to c
+                try:
+                    bob = await online(make_client(slixmpp, "bob@localhost/c", "secret", c, verify=False,
+                                                   plugins=plugins), c)
+                    break
+                except AssertionError:
+                    await asyncio.sleep(0.2)
+            joined = await bob.plugin["xep_0045"].join_muc_wait(room, "bob", maxstanzas=0, timeout=60)
+            assert joined[0]["muc"]["affiliation"] == "admin"      # the grant reached c
+            bob.plugin["xep_0045"].leave_muc(room, "bob")
+            net.wait_converged()
+            c.ctl("unlink", "b.relay.test")
+            await asyncio.to_thread(wait_for, lambda: net.server_count("c") == 1, 30, 0.1, "c split off")
+            await muc.set_affiliation(room, "none", jid=JID("bob@localhost"))
+            c.ctl("link", "b.relay.test")
+            await asyncio.to_thread(net.wait_linked)
+            for _ in range(150):                       # c learns the removal from a's burst
+                joined = await bob.plugin["xep_0045"].join_muc_wait(room, "bob", maxstanzas=0, timeout=60)
+                if joined[0]["muc"]["affiliation"] == "none":
+                    break
+                bob.plugin["xep_0045"].leave_muc(room, "bob")
+                await asyncio.sleep(0.2)
+            assert joined[0]["muc"]["affiliation"] == "none"
+            admins = await muc.get_affiliation_list(room, "admin")
+            assert JID("bob@localhost") not in admins
+            await offline(alice, bob)
+        asyncio.run(main())
+    finally:
+        net.stop()
