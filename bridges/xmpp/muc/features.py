@@ -2,21 +2,23 @@
 occupants (XEP-0030), self-ping (XEP-0410), MAM on rooms (XEP-0313 with RSM), moderation
 (XEP-0425: a retraction for everyone). Occupant ids (XEP-0421) are made in service.py.
 
-A moderation rides the channel: the moderator's NOTICE to it (IRC members read it; there is no
-`draft/message-redaction` in relay/irc yet) carries the tag `+relaynet/redact=<stanza-id>`, so
-every server's MUC renders it to its own occupants as the retraction, once, and marks its archive.
+A moderation rides the channel: the moderator's NOTICE to it carries the tags REDACT_TAG (the
+network msgid of the message) and REDACT_REASON_TAG (relay.core.model), so every server's MUC
+renders it to its own occupants as the retraction, once, and marks its archive; IRC members with
+`draft/message-redaction` get it as REDACT, the others read the notice. An IRC REDACT comes the
+same way and is rendered here alike.
 """
 
 from __future__ import annotations
 
 from lxml import etree
 
-from relay.core.model import NOTICE
+from relay.core.model import NOTICE, REDACT_REASON_TAG
 
 from ..stanza import element
 from .stanzas import DELAY, MUC, MUC_USER, OCCUPANT_ID, C, groupchat, q, stamp
 from .names import local_for
-from .render import REDACT_TAG
+from .render import REDACT_TAG, msgid_of, sid_in
 from .table import MucStanza, row
 from .timefmt import parse_stamp
 
@@ -247,22 +249,25 @@ def moderate(ev: MucStanza):
     reason = ev.el[0].findtext(q(MODERATE, "reason")) or ""
     whose = f" from {entry[1]}" if entry else ""
     text = f"[moderation] {ev.user.nick} retracted a message{whose}" + (f": {reason}" if reason else "")
-    sent = muc.net.message(ev.user, ch, NOTICE, text, ev.now, tags={REDACT_TAG: target})
+    tags = {REDACT_TAG: msgid_of(target), **({REDACT_REASON_TAG: reason} if reason else {})}
+    sent = muc.net.message(ev.user, ch, NOTICE, text, ev.now, tags=tags)
     if sent is not None:
-        muc._to(room.occupants.get(ev.s.jid.bare, {}), retraction(muc, room, sent))   # the moderator's own
+        muc._to(room.occupants.get(ev.s.jid.bare, {}), retraction(muc, room, sent, target))   # the moderator's own
     muc.result(ev.s, ev.el)
 
 
-def retraction(muc, room, ev) -> etree._Element:
-    """The room's announcement of a moderation (the NOTICE that carries the tag)."""
+def retraction(muc, room, ev, sid: str | None = None) -> etree._Element:
+    """The room's announcement of a moderation or an IRC REDACT (the NOTICE that carries the tags);
+    it names the stanza-id occupants saw (the network msgid when the history no longer holds it)."""
+    msgid = ev.tags[REDACT_TAG]
     msg = element("message", {"from": room.jid, "type": "groupchat", "id": ev.msgid})
-    r = etree.SubElement(msg, q(RETRACT, "retract"), nsmap={None: RETRACT}, id=ev.tags[REDACT_TAG])
+    r = etree.SubElement(msg, q(RETRACT, "retract"), nsmap={None: RETRACT}, id=sid or sid_in(room, msgid) or msgid)
     mod = etree.SubElement(r, q(MODERATE, "moderated"), nsmap={None: MODERATE},
                            by=f"{room.jid}/{ev.source.nick}")
     oid = muc.occupant_id(room, ev.source)
     if oid:
         etree.SubElement(mod, q(OCCUPANT_ID, "occupant-id"), nsmap={None: OCCUPANT_ID}, id=oid)
-    text = ev.text.split(": ", 1)[1] if ": " in ev.text else None
+    text = ev.tags.get(REDACT_REASON_TAG)
     if text:
         etree.SubElement(r, q(RETRACT, "reason")).text = text
     etree.SubElement(msg, C + "body").text = ev.text           # for clients without XEP-0424

@@ -18,7 +18,20 @@ from ..service import xml_text
 from ..stanza import Outgoing
 from .stanzas import MUC_USER, groupchat, q
 
-REDACT_TAG = "+relaynet/redact"     # a moderator's NOTICE that retracts a message (features.py)
+from relay.core.model import REDACT_TAG  # noqa: E402  (a redaction's NOTICE: features.retraction)
+
+
+def msgid_of(sid: str) -> str:
+    """The network msgid in a stanza-id (what a redaction names)."""
+    return sid.rsplit("-", 1)[0] if sid.count("-") >= 2 else sid
+
+
+def sid_in(room, msgid: str) -> str | None:
+    """The stanza-id of the message `msgid` in the room's recent history, if it is there."""
+    for e in room.history:
+        if msgid_of(e[4]) == msgid:
+            return e[4]
+    return None
 
 
 def stanza_id(ev) -> str:

@@ -27,7 +27,7 @@ from ..stanza import Outgoing
 from .catchup import FRAMES as CATCHUP_FRAMES, Catchup
 from .moderation import ROOM_FRAME, Moderation
 from .names import local_for
-from .render import REDACT_TAG, RENDER, invitation, stanza_id
+from .render import REDACT_TAG, RENDER, invitation, msgid_of, stanza_id
 from .stanzas import C, error, groupchat, occupant_presence, q
 
 AFFIL_FRAME = "MUC_AFFIL"
@@ -368,7 +368,7 @@ class MucService(Moderation):
         redact = ev.tags.get(REDACT_TAG) if ev.tags else None
         if redact is not None:                      # a moderation: the message leaves history and archive
             for e in list(room.history):
-                if e[4] == redact:
+                if msgid_of(e[4]) == redact:
                     room.history.remove(e)
             if self.store is not None:
                 self.store.retract(room.key, redact)

@@ -202,8 +202,13 @@ class MucStore:
         self._w(_ARCHIVE, (room, msgid, t, nick, jid, body))
 
     def retract(self, room: str, msgid: str) -> None:
-        self._w("UPDATE muc_archive SET retracted = 1, body = '' WHERE server = ? AND room = ? AND id = ?",
-                (room, msgid))
+        """The message `msgid` (a network msgid `<server>-<n>`, or a whole stanza-id) is retracted."""
+        if msgid.count("-") != 1:                        # a stanza-id (or nothing this network made)
+            self._w("UPDATE muc_archive SET retracted = 1, body = '' WHERE server = ? AND room = ? AND id = ?",
+                    (room, msgid))
+            return
+        self._w("UPDATE muc_archive SET retracted = 1, body = '' WHERE server = ? AND room = ? "
+                "AND (id = ? OR substr(id, 1, ?) = ?)", (room, msgid, len(msgid) + 1, msgid + "-"))
 
     def query(self, room: str, start: float | None, end: float | None, after: str | None,
               before: str | None, limit: int, done) -> None:
