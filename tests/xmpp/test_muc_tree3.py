@@ -183,3 +183,63 @@ def test_an_affiliation_removed_during_a_real_split_stays_removed(tmp_path):
         asyncio.run(main())
     finally:
         net.stop()
+
+
+def test_redaction_between_irc_and_xmpp_across_the_tree(tmp_path):
+    """An IRC operator on c REDACTs (draft/message-redaction, a raw socket client with CAP) a message
+    said on b: alice on a gets the XEP-0424/0425 retraction, a client without the capability the
+    notice; alice, made @, moderates one (XEP-0425) and the operator gets it as REDACT."""
+    import re
+    from xml.etree import ElementTree as ET
+    net = TreeNetwork("tree-3", tmp_path, extra_listen=("xmpp",), modules={"xmpp": {}, "muc": {}},
+                      **FAST_LINKS).start()
+    try:
+        a = net["a"]
+        a.ports = {"c2s": net.port("a", "xmpp")}
+        a.ctl("register", "alice", "secret")
+        from slixmpp import JID
+        room = JID("redact@conference.localhost")
+
+        async def main():
+            oper = RawClient(net.port("c", "irc")).register("oper", caps=["message-tags", "draft/message-redaction"])
+            oper.send("JOIN #redact")
+            await asyncio.to_thread(oper.read_until, " 366 ")
+            plain = RawClient(net.port("b", "irc")).register("plain")
+            plain.send("JOIN #redact")
+            await asyncio.to_thread(plain.read_until, " 366 ")
+            alice = await online(make_client(slixmpp, "alice@localhost/a", "secret", a, verify=False,
+                                             plugins=PLUGINS), a)
+            msgs = Inbox(alice, "groupchat_message")
+            await alice.plugin["xep_0045"].join_muc_wait(room, "alice", maxstanzas=0)
+            await asyncio.to_thread(oper.read_until, "JOIN #redact")          # alice's join reached c
+            plain.send("PRIVMSG #redact :regrettable words")
+            line = await asyncio.to_thread(oper.read_until, "regrettable words")
+            msgid = re.search(r"(?:^@|;)msgid=([^; ]+)", line).group(1)
+            said = await msgs.wait(lambda m: m["body"] == "regrettable words", "plain's message at a")
+            sid = re.search(r'<stanza-id [^>]*id="([^"]+)"', str(said)).group(1)
+            oper.send(f"REDACT #redact {msgid} :off topic")
+            await asyncio.to_thread(oper.read_until, f"REDACT #redact {msgid} :off topic")
+            notice = await asyncio.to_thread(plain.read_until, "NOTICE #redact")
+            assert "REDACT" not in notice and "off topic" in notice
+            got = await msgs.wait(lambda m: "urn:xmpp:message-retract:1" in str(m), "the retraction at a")
+            assert f'id="{sid}"' in str(got) and "off topic" in str(got)
+            # XEP-0425 the other way: alice (@ now) moderates a message of plain's
+            oper.send("MODE #redact +o alice")
+            await asyncio.to_thread(plain.read_until, "+o alice")
+            plain.send("PRIVMSG #redact :spam spam spam")
+            spam = await msgs.wait(lambda m: m["body"] == "spam spam spam", "the spam at a")
+            spam_sid = re.search(r'<stanza-id [^>]*id="([^"]+)"', str(spam)).group(1)
+            iq = alice.make_iq_set(ito=room)
+            iq.append(ET.fromstring(f"<moderate xmlns='urn:xmpp:message-moderate:1' id='{spam_sid}'>"
+                                    "<retract xmlns='urn:xmpp:message-retract:1'/><reason>pure spam</reason>"
+                                    "</moderate>"))
+            await iq.send(timeout=60)
+            line = await asyncio.to_thread(oper.read_until, " REDACT #redact ")
+            assert line.endswith(f"REDACT #redact {spam_sid.rsplit('-', 1)[0]} :pure spam"), line
+            await asyncio.to_thread(plain.read_until, "pure spam")
+            oper.close()
+            plain.close()
+            await offline(alice)
+        asyncio.run(main())
+    finally:
+        net.stop()
