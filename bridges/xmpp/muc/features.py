@@ -121,25 +121,30 @@ def room_items(ev: MucStanza):
 
 
 # ==================================================================== XEP-0410 self-ping, iq to occupants
-# <iq type='get' to='room/nick'><ping xmlns='urn:xmpp:ping'/></iq>
+# <iq type='get' to='room/own nick'><ping xmlns='urn:xmpp:ping'/></iq>: the service answers a self-ping
 @row(f"iq-get/occupant/{PING}:ping")
 def self_ping(ev: MucStanza):
     muc = ev.muc
     if not muc.is_occupant(ev.s, ev.channel):
         ev.error("cancel", "not-acceptable", "not joined")
         return
-    ch = muc.net.find_channel(ev.channel)
-    target = muc.net.find_nick(ev.to.resource)
-    if target is None or target not in ch.members:
-        ev.error("cancel", "item-not-found", "no one by that nick is in the room")
+    if muc.net.fold(ev.to.resource) != muc.net.fold(ev.user.nick):
+        muc.iq_relay.ask(ev)                             # a ping to someone else is theirs to answer
         return
     muc.result(ev.s, ev.el)
 
 
+# <iq type='get|set' to='room/nick'>...</iq>: to the occupant's real JID (iq_relay.py); and its answer
 @row("iq/occupant")
 def iq_to_occupant(ev: MucStanza):
+    muc = ev.muc
     if ev.el.get("type") in ("get", "set"):
-        ev.error("cancel", "service-unavailable", "iq to occupants is not relayed")
+        if not muc.is_occupant(ev.s, ev.channel):
+            ev.error("cancel", "not-acceptable", "join the room first")
+            return
+        muc.iq_relay.ask(ev)
+    elif ev.el.get("type") in ("result", "error"):
+        muc.iq_relay.answer(ev)
 
 
 # ==================================================================== XEP-0313 MAM on the room

@@ -25,6 +25,7 @@ from ..jid import Jid
 from ..service import xml_text
 from ..stanza import Outgoing
 from .catchup import FRAMES as CATCHUP_FRAMES, Catchup
+from .iq_relay import IQ_FRAME, IqRelay
 from .moderation import ROOM_FRAME, Moderation
 from .names import local_for
 from .render import REDACT_TAG, RENDER, invitation, msgid_of, stanza_id
@@ -68,6 +69,7 @@ class MucService(Moderation):
         self.secret = secret.encode()
         self._oids: dict = {}                           # (room, uid) -> occupant id
         self.catchup = Catchup(self)                    # one history across the tree (catchup.py)
+        self.iq_relay = IqRelay(self)                   # iq to occupants (iq_relay.py)
         if store is not None and opts.history_length:
             for key, config in store.rooms.items():     # persistent rooms: their history survives a restart
                 if not store.persistent(key):
@@ -329,6 +331,9 @@ class MucService(Moderation):
         grants and removals; the newest of each account's wins."""
         if ftype in CATCHUP_FRAMES:
             self.catchup.link_extension(ftype, origin, payload)
+            return True
+        if ftype == IQ_FRAME:
+            self.iq_relay.frame(origin, payload)
             return True
         if ftype == ROOM_FRAME:
             self.room_frame(payload)
