@@ -243,3 +243,48 @@ def test_redaction_between_irc_and_xmpp_across_the_tree(tmp_path):
         asyncio.run(main())
     finally:
         net.stop()
+
+
+def test_an_iq_to_an_occupant_across_the_tree(tmp_path):
+    """alice on a asks room/bob (bob on c) for his software version (XEP-0092): bob's slixmpp answers
+    the relayed iq and alice gets the answer from bob's room JID."""
+    net = TreeNetwork("tree-3", tmp_path, extra_listen=("xmpp",), modules={"xmpp": {}, "muc": {}},
+                      **FAST_LINKS).start()
+    try:
+        a, c = net["a"], net["c"]
+        for srv in (a, c):
+            srv.ports = {"c2s": net.port(srv.dir.name, "xmpp")}
+        a.ctl("register", "alice", "secret")
+        a.ctl("register", "bob", "secret")
+        from slixmpp import JID
+        room = JID("iq@conference.localhost")
+        plugins = (*PLUGINS, "xep_0092")
+
+        async def main():
+            alice = await online(make_client(slixmpp, "alice@localhost/a", "secret", a, verify=False,
+                                             plugins=plugins), a)
+            bob = None
+            for _ in range(100):                       # the account crosses the tree to c
+                try:
+                    bob = await online(make_client(slixmpp, "bob@localhost/c", "secret", c, verify=False,
+                                                   plugins=plugins), c)
+                    break
+                except AssertionError:
+                    await asyncio.sleep(0.2)
+            from slixmpp.xmlstream.handler import Callback
+            from slixmpp.xmlstream.matcher import MatchXPath
+            asked = []
+            bob.register_handler(Callback("seen", MatchXPath("{jabber:client}iq/{jabber:iq:version}query"),
+                                          asked.append))
+            await alice.plugin["xep_0045"].join_muc_wait(room, "alice", maxstanzas=0)
+            joined = await bob.plugin["xep_0045"].join_muc_wait(room, "bob", maxstanzas=0, timeout=60)
+            assert "alice" in [p["from"].resource for p in joined[2]]
+            got = await alice.plugin["xep_0092"].get_version(JID(f"{room}/bob"), timeout=60)
+            assert got["type"] == "result" and got["from"] == JID(f"{room}/bob")
+            assert got["software_version"]["name"] == "Slixmpp"     # what bob's client answers
+            q = next(iq for iq in asked if iq["type"] == "get")
+            assert q["from"] == JID(f"{room}/alice")            # bob saw alice's room JID, not her own
+            await offline(alice, bob)
+        asyncio.run(main())
+    finally:
+        net.stop()
