@@ -130,9 +130,20 @@ def test_a_server_that_never_answers_costs_the_timer_only(tmp_path):
     w.tick(1.5)
     out = bob.take()
     assert b'code="110"' in out and b"<subject" in out and b"unheard" not in out
-    # a resource that leaves while waiting parts the channel (no occupant left behind)
+    # the timer went once: the next join does not wait again
     carol = Xmpp(w, "b", "carol", "r")
-    join(carol, "carol")
+    assert b'code="110"' in join(carol, "carol")
+
+
+def test_a_resource_that_leaves_while_waiting_parts_the_channel(tmp_path):
+    w = make(tmp_path, muc={"catchup_wait": 2})
+    w.link("a", "b")
+    w.cores["a"].services["muc"].catchup._answer_history = lambda *a: None    # as a server without MUC
+    dave = w.client("a", "dave")
+    dave.send("JOIN #room")
+    carol = Xmpp(w, "b", "carol", "r")
+    assert b'code="110"' not in join(carol, "carol")
+    assert "carol" in [u.nick for u in w.cores["a"].net.find_channel("#room").members]
     carol.feed(f"<presence type='unavailable' to='{ROOM}/carol'/>")
     assert "carol" not in [u.nick for u in w.cores["a"].net.find_channel("#room").members]
     w.tick(3)

@@ -13,7 +13,8 @@ catch-up answered) and which rooms' archive is (`whole`: only since the channel 
 
 Answers merge into this server's history and archive (by stanza-id, so each message is there once);
 the join (or the query) goes on when every server asked has answered or `catchup_wait` has passed
-(a core timer: the loop never waits). A server that has no MUC never answers: the timer covers it.
+(a core timer: the loop never waits). A server that has no MUC never answers: the timer covers it,
+once (the room counts as caught up after it).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class Catchup:
         ask = self.asks[ask_id] = Ask(key, set(peers), kind)
         ask.then.append(then)
         ask.timer = self.muc.core.timers.call_at(now + self.muc.opts.catchup_wait,
-                                                 lambda t: self._finish(ask_id, t, answered=False), owner="muc")
+                                                 lambda t: self._finish(ask_id, t), owner="muc")
         self.muc.net.router.send_extension(kind, {"room": key, "ask": ask_id, **payload}, servers=set(peers))
         return ask
 
@@ -107,7 +108,7 @@ class Catchup:
             return
         self._ask(MAM_ASK, ch.key_name, peers, query, then, now)
 
-    def _finish(self, ask_id: str, now: float, answered: bool) -> None:
+    def _finish(self, ask_id: str, now: float) -> None:
         ask = self.asks.pop(ask_id, None)
         if ask is None:
             return
@@ -116,8 +117,9 @@ class Catchup:
         if ask.kind == HIST_ASK:
             if self.history_asks.get(ask.key) is ask:
                 del self.history_asks[ask.key]
-            if answered:
-                self.synced.add(ask.key)
+            # Past the timer too: what did not come will not (a server without MUC never answers),
+            # and the next join should not wait for it again.
+            self.synced.add(ask.key)
         for fn in ask.then:
             fn(now)
 
@@ -140,7 +142,7 @@ class Catchup:
                 (self._merge_history if ftype == HIST else self._merge_archive)(key, rows[:MAX_ROWS])
             ask.waiting.discard(origin)
             if not ask.waiting:
-                self._finish(ask_id, self.muc.core.now(), answered=True)
+                self._finish(ask_id, self.muc.core.now())
 
     def _answer_history(self, origin: str, key: str, ask_id: str) -> None:
         room = self.muc.rooms.get(key)
