@@ -358,6 +358,8 @@ class IrcClient:
 
     @staticmethod
     def render_shared(ev: MessageSent, bits: int) -> bytes | None:
+        if bits & T_REDACT and REDACT_TAG not in ev.tags:
+            bits ^= T_REDACT                         # the same line as without the capability: one copy
         k = _MKEYS[bits]
         data = ev.cache.get(k)
         if data is None:
