@@ -146,6 +146,11 @@ MESSAGE = "message"   # a message people read
 NOTICE = "notice"     # a message that must never trigger an automatic reply (bots, services)
 TAG_ONLY = "tag"      # metadata only (typing, reactions): no text
 KINDS = frozenset((MESSAGE, NOTICE, TAG_ONLY))
+# A redaction (IRCv3 draft/message-redaction, XEP-0424/0425 retraction) rides the channel as a NOTICE
+# whose text says what happened (for members that know no redaction) with these tags: the network
+# msgid of the message it takes back and the reason. Each protocol renders it as its own redaction.
+REDACT_TAG = "+relaynet/redact"
+REDACT_REASON_TAG = "+relaynet/redact-reason"
 
 
 # Batch.kind: why events belong together.

@@ -16,7 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from relay.core.sasl import Challenge, SaslServer, Succeeded, offered_mechanisms
-from relay.core.model import (MESSAGE, NOTICE, TAG_ONLY, BatchEnded, BatchStarted, Channel, OperNoticeSent, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
+from relay.core.model import (MESSAGE, NOTICE, REDACT_REASON_TAG, REDACT_TAG, TAG_ONLY, BatchEnded, BatchStarted, Channel, OperNoticeSent, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
                               NickChanged, TopicChanged, User, UserInvited, UserQuit, UserUpdated,
                               format_changes, source_prefix)
 from relay.proto.irc import IrcConnection, LineRejected, MessageReceived, build, escape_tag_value
@@ -28,14 +28,14 @@ log = logging.getLogger("relay.irc")
 
 CAPS = ("message-tags", "server-time", "echo-message", "batch", "multi-prefix", "userhost-in-names",
         "away-notify", "account-notify", "account-tag", "extended-join", "labeled-response",
-        "invite-notify", "setname", "cap-notify", "sasl")
+        "invite-notify", "setname", "cap-notify", "sasl", "draft/message-redaction")
 IRC_SASL_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN")
 
 # How each kind of network message is written in IRC.
 IRC_VERB = {MESSAGE: "PRIVMSG", NOTICE: "NOTICE", TAG_ONLY: "TAGMSG"}
 
 # Capability profile bits: which tags a client's copy of a message carries.
-T_TIME, T_MSGTAGS, T_ACCOUNT = 1, 2, 4
+T_TIME, T_MSGTAGS, T_ACCOUNT, T_REDACT = 1, 2, 4, 8
 
 FLOOD_QUEUE = 64  # commands held back by the shaper before "Excess Flood"
 
@@ -200,7 +200,8 @@ class IrcClient:
         self.caps -= remove
         c = self.caps
         self.tagbits = ((T_TIME if "server-time" in c else 0) | (T_MSGTAGS if "message-tags" in c else 0)
-                        | (T_ACCOUNT if "account-tag" in c else 0))
+                        | (T_ACCOUNT if "account-tag" in c else 0)
+                        | (T_REDACT if "draft/message-redaction" in c else 0))
         self._refan()
 
     def cap_list(self) -> list[str]:
@@ -357,14 +358,19 @@ class IrcClient:
 
     @staticmethod
     def render_shared(ev: MessageSent, bits: int) -> bytes | None:
+        if bits & T_REDACT and REDACT_TAG not in ev.tags:
+            bits ^= T_REDACT                         # the same line as without the capability: one copy
         k = _MKEYS[bits]
         data = ev.cache.get(k)
         if data is None:
             if ev.kind is TAG_ONLY and not bits & T_MSGTAGS:
                 return None
             src = ev.source
-            data = ev.cache[k] = build(src.prefix, IRC_VERB[ev.kind], ev.target.name,
-                                       *((ev.text,) if ev.kind is not TAG_ONLY else ()), tags=_tags(bits, ev, src))
+            if bits & T_REDACT and REDACT_TAG in ev.tags:
+                data = ev.cache[k] = redact_line(ev, bits)
+            else:
+                data = ev.cache[k] = build(src.prefix, IRC_VERB[ev.kind], ev.target.name,
+                                           *((ev.text,) if ev.kind is not TAG_ONLY else ()), tags=_tags(bits, ev, src))
         return data
 
     def _refan(self) -> None:
@@ -374,7 +380,19 @@ class IrcClient:
                 ch.fanout = None
 
 
-_MKEYS = [("m", bits) for bits in range((T_TIME | T_MSGTAGS | T_ACCOUNT) + 1)]  # cache keys, made once
+_MKEYS = [("m", bits) for bits in range((T_TIME | T_MSGTAGS | T_ACCOUNT | T_REDACT) + 1)]  # cache keys, made once
+
+
+def redact_line(ev: MessageSent, bits: int) -> bytes:
+    """`REDACT <target> <msgid> [:reason]` for a client with draft/message-redaction (not the NOTICE)."""
+    reason = ev.tags.get(REDACT_REASON_TAG) or ""
+    tags = _tags(bits, ev, ev.source)
+    if tags:
+        tags.pop(REDACT_TAG, None)
+        tags.pop(REDACT_REASON_TAG, None)
+    target = ev.target.name if type(ev.target) is Channel else ev.target.nick
+    return build(ev.source.prefix, "REDACT", target, ev.tags[REDACT_TAG], *((reason,) if reason else ()),
+                 tags=tags or None)
 
 
 def _tags(bits: int, ev, source: User | None) -> dict | None:
@@ -423,6 +441,8 @@ def _r_message(c: IrcClient, ev: MessageSent) -> bytes | None:
     src = ev.source
     if type(ev.target) is Channel:
         return IrcClient.render_shared(ev, c.tagbits)
+    if c.tagbits & T_REDACT and ev.tags and REDACT_TAG in ev.tags:
+        return redact_line(ev, c.tagbits)
     params = (ev.target.nick, ev.text) if ev.kind is not TAG_ONLY else (ev.target.nick,)
     return build(src.prefix, IRC_VERB[ev.kind], *params, tags=c.tags_for(ev, src))
 

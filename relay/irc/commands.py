@@ -844,7 +844,9 @@ def tagmsg(c: IrcClient, msg, now):
 
 
 def _client_tags(msg) -> dict:
-    return {k: v for k, v in msg.tags.items() if k.startswith("+")} if msg.tags else {}
+    """The client-only tags a client may send on; `+relaynet/` ones are the server's (a redaction)."""
+    return {k: v for k, v in msg.tags.items() if k.startswith("+") and not k.startswith("+relaynet/")} \
+        if msg.tags else {}
 
 
 def _undeliverable(target: User) -> str | None:
@@ -889,6 +891,8 @@ def _message(c: IrcClient, msg, now, kind: str):
                     c.numeric("404", ch.name, "Cannot send to channel")
                 continue
             ev = net.message(u, ch, kind, fit(text, u.prefix, verb, ch.name), now, tags)
+            if ev is not None and kind is not TAG_ONLY:
+                c.svc.sent_message(ev)
         else:
             target = net.find_nick(t)
             if target is None:

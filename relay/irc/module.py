@@ -8,7 +8,7 @@ module adds them to its table and takes them out when their owner unloads.
 from __future__ import annotations
 
 from relay.core.http_routes import ANY_LINES, BINARY_LINES, TEXT_LINES
-from relay.irc import oper_links, register  # noqa: F401  (CONNECT, SQUIT, LINKS, MAP; REGISTER)
+from relay.irc import oper_links, redact, register  # noqa: F401  (CONNECT, SQUIT, LINKS, MAP; REDACT; REGISTER)
 from relay.irc.client import IrcClient
 from relay.irc.commands import IRC_COMMANDS
 from relay.irc.options import IrcOptions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from relay.irc.options import IrcOptions
@@ -9,6 +10,9 @@ from relay.irc.table import CommandTable, IrcCommand
 
 if TYPE_CHECKING:
     from relay.core.interfaces import CoreServices
+
+
+SENT_KEPT = 4096
 
 
 class IrcService:
@@ -21,6 +25,14 @@ class IrcService:
         self.client_cls = client_cls
         self.local: dict = {}  # IrcClient -> None, registered or not
         self.registered = 0    # of those, registered (LUSERS' unknown connections are the rest)
+        # msgid -> (channel key, uid) of the channel messages local clients sent lately: the sender
+        # may REDACT its own (redact.py)
+        self.sent: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    def sent_message(self, ev) -> None:
+        self.sent[ev.msgid] = (ev.target.key_name, ev.source.uid)
+        if len(self.sent) > SENT_KEPT:
+            self.sent.popitem(last=False)
 
     def new_client(self, transport, listener=None, now: float | None = None):
         """The `irc` listener protocol's factory."""

@@ -11,7 +11,7 @@ from scramp import ScramClient
 
 EXPECTED_CAPS = {"message-tags", "server-time", "echo-message", "batch", "multi-prefix", "userhost-in-names",
                  "away-notify", "account-notify", "account-tag", "extended-join", "labeled-response",
-                 "invite-notify", "setname", "cap-notify", "sasl"}
+                 "invite-notify", "setname", "cap-notify", "sasl", "draft/message-redaction"}
 
 
 # ---------------------------------------------------------------------- NICK / USER / welcome

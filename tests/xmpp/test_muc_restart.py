@@ -42,7 +42,8 @@ def test_a_persistent_room_survives_a_restart(tmp_path):
             msgs = Inbox(alice, "groupchat_message")
             await muc.join_muc_wait(room, "alice", maxstanzas=0)
             await muc.set_room_config(room, _submit(alice, {"muc#roomconfig_persistentroom": True,
-                                                            "muc#roomconfig_membersonly": True}))
+                                                            "muc#roomconfig_membersonly": True,
+                                                            "muc#roomconfig_roomdesc": "kept description"}))
             await muc.set_affiliation(room, "member", jid=JID("bob@localhost"))
             for i in range(3):
                 alice.send_message(mto=room, mbody=f"kept {i}", mtype="groupchat")
@@ -54,6 +55,8 @@ def test_a_persistent_room_survives_a_restart(tmp_path):
 
         async def after():
             bob = await online(make_client(slixmpp, "bob@localhost/r", "secret", srv, plugins=PLUGINS), srv)
+            info = await bob.plugin["xep_0030"].get_info(jid=room, timeout=60)   # the configuration stayed
+            assert "kept description" in str(info)
             got = await bob.plugin["xep_0313"].retrieve(jid=room, timeout=60)   # MAM on the room
             bodies = [m["mam_result"]["forwarded"]["stanza"]["body"] for m in got["mam"]["results"]]
             assert bodies == ["kept 0", "kept 1", "kept 2"], bodies

@@ -2,21 +2,23 @@
 occupants (XEP-0030), self-ping (XEP-0410), MAM on rooms (XEP-0313 with RSM), moderation
 (XEP-0425: a retraction for everyone). Occupant ids (XEP-0421) are made in service.py.
 
-A moderation rides the channel: the moderator's NOTICE to it (IRC members read it; there is no
-`draft/message-redaction` in relay/irc yet) carries the tag `+relaynet/redact=<stanza-id>`, so
-every server's MUC renders it to its own occupants as the retraction, once, and marks its archive.
+A moderation rides the channel: the moderator's NOTICE to it carries the tags REDACT_TAG (the
+network msgid of the message) and REDACT_REASON_TAG (relay.core.model), so every server's MUC
+renders it to its own occupants as the retraction, once, and marks its archive; IRC members with
+`draft/message-redaction` get it as REDACT, the others read the notice. An IRC REDACT comes the
+same way and is rendered here alike.
 """
 
 from __future__ import annotations
 
 from lxml import etree
 
-from relay.core.model import NOTICE
+from relay.core.model import NOTICE, REDACT_REASON_TAG
 
 from ..stanza import element
 from .stanzas import DELAY, MUC, MUC_USER, OCCUPANT_ID, C, groupchat, q, stamp
 from .names import local_for
-from .render import REDACT_TAG
+from .render import REDACT_TAG, msgid_of, sid_in
 from .table import MucStanza, row
 from .timefmt import parse_stamp
 
@@ -65,7 +67,7 @@ def service_items(ev: MucStanza):
         if room is not None:
             etree.SubElement(out, q(DISCO_ITEMS, "item"), jid=room.jid, name=f"{ch.name} ({len(ch.members)})")
     for key, config in list(muc.store.rooms.items()):        # persistent rooms with no one in them
-        if key not in muc.net.channels and "s" not in config.get("modes", ""):
+        if key not in muc.net.channels and muc.store.persistent(key) and "s" not in config.get("modes", ""):
             local = local_for(config.get("name") or key, muc.net.fold)
             if local is not None:
                 etree.SubElement(out, q(DISCO_ITEMS, "item"), jid=f"{local}@{muc.domain}", name=f"{config.get('name')} (0)")
@@ -77,14 +79,16 @@ def service_items(ev: MucStanza):
 def room_info(ev: MucStanza):
     muc = ev.muc
     ch = muc.net.find_channel(ev.channel)
-    if ch is None and muc.net.fold(ev.channel) not in muc.store.rooms:
+    key = muc.net.fold(ev.channel)
+    persistent = muc.store.persistent(key)
+    if ch is None and not persistent:
         ev.error("cancel", "item-not-found", "no such room")
         return
+    config = muc.store.rooms.get(key) or {}
     out = _query(DISCO_INFO, ev.el[0].get("node"))
     etree.SubElement(out, q(DISCO_INFO, "identity"), category="conference", type="text",
-                     name=ch.name if ch is not None else ev.channel)
-    modes = ch.modes if ch is not None else set(muc.store.rooms[muc.net.fold(ev.channel)].get("modes", ""))
-    persistent = muc.net.fold(ev.channel) in muc.store.rooms
+                     name=config.get("title") or (ch.name if ch is not None else ev.channel))
+    modes = ch.modes if ch is not None else set(config.get("modes", ""))
     feats = [MUC, "muc_persistent" if persistent else "muc_temporary",
              "muc_membersonly" if "i" in modes else "muc_open",
              "muc_moderated" if "m" in modes else "muc_unmoderated",
@@ -96,6 +100,7 @@ def room_info(ev: MucStanza):
     for var, value in (("FORM_TYPE", "http://jabber.org/protocol/muc#roominfo"),
                        ("muc#roominfo_occupants", str(len(ch.members) if ch is not None else 0)),
                        ("muc#roominfo_subject", ch.topic if ch is not None else ""),
+                       ("muc#roominfo_description", config.get("description") or ""),
                        ("muc#roomconfig_changesubject", "0" if "t" in modes else "1")):
         f = etree.SubElement(x, q(DATA, "field"), var=var)
         etree.SubElement(f, q(DATA, "value")).text = value
@@ -116,25 +121,30 @@ def room_items(ev: MucStanza):
 
 
 # ==================================================================== XEP-0410 self-ping, iq to occupants
-# <iq type='get' to='room/nick'><ping xmlns='urn:xmpp:ping'/></iq>
+# <iq type='get' to='room/own nick'><ping xmlns='urn:xmpp:ping'/></iq>: the service answers a self-ping
 @row(f"iq-get/occupant/{PING}:ping")
 def self_ping(ev: MucStanza):
     muc = ev.muc
     if not muc.is_occupant(ev.s, ev.channel):
         ev.error("cancel", "not-acceptable", "not joined")
         return
-    ch = muc.net.find_channel(ev.channel)
-    target = muc.net.find_nick(ev.to.resource)
-    if target is None or target not in ch.members:
-        ev.error("cancel", "item-not-found", "no one by that nick is in the room")
+    if muc.net.fold(ev.to.resource) != muc.net.fold(ev.user.nick):
+        muc.iq_relay.ask(ev)                             # a ping to someone else is theirs to answer
         return
     muc.result(ev.s, ev.el)
 
 
+# <iq type='get|set' to='room/nick'>...</iq>: to the occupant's real JID (iq_relay.py); and its answer
 @row("iq/occupant")
 def iq_to_occupant(ev: MucStanza):
+    muc = ev.muc
     if ev.el.get("type") in ("get", "set"):
-        ev.error("cancel", "service-unavailable", "iq to occupants is not relayed")
+        if not muc.is_occupant(ev.s, ev.channel):
+            ev.error("cancel", "not-acceptable", "join the room first")
+            return
+        muc.iq_relay.ask(ev)
+    elif ev.el.get("type") in ("result", "error"):
+        muc.iq_relay.answer(ev)
 
 
 # ==================================================================== XEP-0313 MAM on the room
@@ -203,10 +213,14 @@ def mam_query(ev: MucStanza):
             etree.SubElement(st, q(RSM, "last")).text = rows[-1][0]
         muc.result(s, iq, fin)
 
-    if before == "":
-        muc.store.query(name, start, end, None, None, 1_000_000, done)   # the newest `limit` (sliced above)
-    else:
-        muc.store.query(name, start, end, after, before, limit, done)
+    def read(now):
+        if before == "":
+            muc.store.query(name, start, end, None, None, 1_000_000, done)   # the newest `limit` (sliced above)
+        else:
+            muc.store.query(name, start, end, after, before, limit, done)
+    # the servers that saw what this one did not (it had no members) merge theirs in first (catchup.py)
+    muc.catchup.archive(ch, {"start": start, "end": end, "after": after, "before": before or None,
+                             "last": before == "", "limit": limit}, read, ev.now)
 
 
 # <iq type='get' to='room'><query xmlns='urn:xmpp:mam:2'/></iq>: the form's fields
@@ -240,22 +254,25 @@ def moderate(ev: MucStanza):
     reason = ev.el[0].findtext(q(MODERATE, "reason")) or ""
     whose = f" from {entry[1]}" if entry else ""
     text = f"[moderation] {ev.user.nick} retracted a message{whose}" + (f": {reason}" if reason else "")
-    sent = muc.net.message(ev.user, ch, NOTICE, text, ev.now, tags={REDACT_TAG: target})
+    tags = {REDACT_TAG: msgid_of(target), **({REDACT_REASON_TAG: reason} if reason else {})}
+    sent = muc.net.message(ev.user, ch, NOTICE, text, ev.now, tags=tags)
     if sent is not None:
-        muc._to(room.occupants.get(ev.s.jid.bare, {}), retraction(muc, room, sent))   # the moderator's own
+        muc._to(room.occupants.get(ev.s.jid.bare, {}), retraction(muc, room, sent, target))   # the moderator's own
     muc.result(ev.s, ev.el)
 
 
-def retraction(muc, room, ev) -> etree._Element:
-    """The room's announcement of a moderation (the NOTICE that carries the tag)."""
+def retraction(muc, room, ev, sid: str | None = None) -> etree._Element:
+    """The room's announcement of a moderation or an IRC REDACT (the NOTICE that carries the tags);
+    it names the stanza-id occupants saw (the network msgid when the history no longer holds it)."""
+    msgid = ev.tags[REDACT_TAG]
     msg = element("message", {"from": room.jid, "type": "groupchat", "id": ev.msgid})
-    r = etree.SubElement(msg, q(RETRACT, "retract"), nsmap={None: RETRACT}, id=ev.tags[REDACT_TAG])
+    r = etree.SubElement(msg, q(RETRACT, "retract"), nsmap={None: RETRACT}, id=sid or sid_in(room, msgid) or msgid)
     mod = etree.SubElement(r, q(MODERATE, "moderated"), nsmap={None: MODERATE},
                            by=f"{room.jid}/{ev.source.nick}")
     oid = muc.occupant_id(room, ev.source)
     if oid:
         etree.SubElement(mod, q(OCCUPANT_ID, "occupant-id"), nsmap={None: OCCUPANT_ID}, id=oid)
-    text = ev.text.split(": ", 1)[1] if ": " in ev.text else None
+    text = ev.tags.get(REDACT_REASON_TAG)
     if text:
         etree.SubElement(r, q(RETRACT, "reason")).text = text
     etree.SubElement(msg, C + "body").text = ev.text           # for clients without XEP-0424

@@ -6,8 +6,10 @@
     role none        = KICK
 
 The configuration form (XEP-0004) is the channel's modes: password +k, max users +l, moderated +m,
-members-only +i, hidden (not public) +s, subject changeable by occupants = -t; persistent is the
-muc store's (the room's configuration and affiliations outlive its last member and restarts).
+members-only +i, hidden (not public) +s, subject changeable by occupants = -t. The rest is the muc
+store's, the same on every server (MUC_ROOM, newest stamp wins, a burst at link up): persistent (the
+room's configuration and affiliations outlive its last member and restarts), name, description and
+the history a join gets when it asks for no limit.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ DATA = "jabber:x:data"
 ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
 REQUEST = "http://jabber.org/protocol/muc#request"
 RANK = {"none": 0, "member": 1, "admin": 2, "owner": 3}
+ROOM_FRAME = "MUC_ROOM"          # {room, config}: a room's configuration, stamped (store.py)
+# form field -> configuration key, for the values that are not channel modes
+TEXT_FIELDS = {"muc#roomconfig_roomname": "title", "muc#roomconfig_roomdesc": "description"}
+HISTORY_FIELD = "muc#maxhistoryfetch"
+MAX_TEXT = 400
 # form field -> (mode letter, True when the field set means the mode is on)
 FLAG_FIELDS = {"muc#roomconfig_membersonly": ("i", True), "muc#roomconfig_moderatedroom": ("m", True),
                "muc#roomconfig_publicroom": ("s", False), "muc#roomconfig_changesubject": ("t", False)}
@@ -129,7 +136,7 @@ class Moderation:
             changes.append(("+", "I", mask))
         if aff in ("none", "outcast") and has_i:
             changes.append(("-", "I", mask))
-        self.grant(ch, account, aff if aff in ("owner", "admin", "member") else None)
+        self.grant(ch, account, aff if aff in ("owner", "admin", "member") else None, now)
         if changes:
             self.modes(ch, changes, now, by)
         for u in [u for u in ch.members if u.account == account]:
@@ -181,8 +188,14 @@ class Moderation:
             for opt in options:
                 etree.SubElement(etree.SubElement(f, q(DATA, "option"), label=opt), q(DATA, "value")).text = opt
         field("FORM_TYPE", "hidden", ROOMCONFIG, "")
-        field("muc#roomconfig_persistentroom", "boolean", "1" if ch.key_name in self.store.rooms else "0",
+        config = self.store.rooms.get(ch.key_name) or {}
+        field("muc#roomconfig_persistentroom", "boolean", "1" if self.store.persistent(ch.key_name) else "0",
               "Persistent (kept when empty and across restarts)")
+        field("muc#roomconfig_roomname", "text-single", config.get("title") or "", "Name")
+        field("muc#roomconfig_roomdesc", "text-single", config.get("description") or "", "Description")
+        history = config.get("history")
+        field(HISTORY_FIELD, "text-single", str(self.opts.history_default if history is None else history),
+              "Messages of history a join gets by default")
         for var, (mode, on) in FLAG_FIELDS.items():
             field(var, "boolean", "1" if (mode in ch.modes) == on else "0", f"mode +{mode}" if on else f"not +{mode}")
         field("muc#roomconfig_passwordprotectedroom", "boolean", "1" if ch.key else "0", "Password (+k)")
@@ -232,25 +245,57 @@ class Moderation:
                 changes.append(("+", "l", str(n)))
             elif not n and ch.limit:
                 changes.append(("-", "l", None))
+        old = self.store.rooms.get(ch.key_name) or {}
+        extra = {k: old[k] for k in ("title", "description", "history") if k in old}
+        for var, k in TEXT_FIELDS.items():
+            if var in values:
+                extra[k] = " ".join(values[var])[:MAX_TEXT]
+        if HISTORY_FIELD in values:
+            raw = (values[HISTORY_FIELD] or [""])[0].strip()
+            if raw and not raw.isdigit():
+                return ("modify", "not-acceptable", "the history length is a number")
+            extra["history"] = min(int(raw), self.opts.history_length) if raw else None
         if changes:
             self.modes(ch, changes, ev.now, ev.user)
+        persistent = self.store.persistent(ch.key_name)
         if "muc#roomconfig_persistentroom" in values:
-            if _true((values["muc#roomconfig_persistentroom"] or [""])[0]):
-                self.save_room(ch)
-            else:
-                self.store.drop_room(ch.key_name)
-        elif ch.key_name in self.store.rooms:
-            self.save_room(ch)
+            persistent = _true((values["muc#roomconfig_persistentroom"] or [""])[0])
+        if persistent or old or any(extra.values()):
+            self.save_room(ch, persistent, extra, ev.now)
         return None
 
-    def save_room(self, ch) -> None:
-        self.store.save_room(ch.key_name, {"name": ch.name, "modes": "".join(sorted(ch.modes)), "key": ch.key,
-                                           "limit": ch.limit, "topic": ch.topic, "topic_by": ch.topic_by})
+    def save_room(self, ch, persistent: bool, extra: dict, now: float) -> None:
+        """Store the room's configuration, stamped now, and tell every server (MUC_ROOM)."""
+        config = {"persistent": persistent, "stamp": [now, self.net.me.id], "name": ch.name,
+                  "modes": "".join(sorted(ch.modes)), "key": ch.key, "limit": ch.limit, "topic": ch.topic,
+                  "topic_by": ch.topic_by, **extra}
+        self.store.save_room(ch.key_name, config)
+        router = self.net.router
+        if router is not None:
+            router.send_extension(ROOM_FRAME, {"room": ch.key_name, "config": config})
+
+    def room_frame(self, payload) -> None:
+        """MUC_ROOM from another server: its configuration of a room, if newer than ours."""
+        room = payload.get("room") if isinstance(payload, dict) else None
+        config = payload.get("config") if isinstance(payload, dict) else None
+        if not isinstance(room, str) or not isinstance(config, dict) or not isinstance(config.get("persistent"), bool):
+            return
+        if any(not isinstance(config.get(k, ""), str) for k in ("name", "modes", "title", "description", "topic")):
+            return
+        if room != self.net.fold(config.get("name") or room):
+            return                                   # a configuration names its own room
+        self.store.merge_room(room, config)
+
+    def room_burst(self) -> None:
+        """At link up: every room configuration this server holds (the newest wins on each side)."""
+        router = self.net.router
+        for room, config in list(self.store.rooms.items()):
+            router.send_extension(ROOM_FRAME, {"room": room, "config": config})
 
     def restore_room(self, ch, user, now: float) -> bool:
         """A persistent room's channel was made again: its modes and subject come back."""
         config = self.store.rooms.get(ch.key_name)
-        if config is None:
+        if config is None or not self.store.persistent(ch.key_name):
             return False
         changes = [("+", m, None) for m in config.get("modes", "") if m not in ch.modes]
         changes += [("-", m, None) for m in list(ch.modes) if m not in config.get("modes", "")]

@@ -8,6 +8,7 @@
         max_users_presence: 1000   # past this, only moderators' joins and leaves are broadcast
         archive: persistent        # room messages into the muc_archive store (MAM): persistent | all | off
         occupant_id_secret: ""     # XEP-0421 HMAC key, the same on every server (default: one per server)
+        catchup_wait: 3.0          # seconds a join (or room MAM query) waits for other servers' history
 
 `name@conference.<domain>` is `#name` (names.py says which names map); every server renders the
 network's channel events to its own XMPP occupants (service.py), so rooms span the tree and hold
@@ -48,6 +49,9 @@ class Options(BaseModel):
     def _archive(cls, v):
         return {False: "off", True: "all"}.get(v, v) if isinstance(v, bool) else v
     occupant_id_secret: str = ""   # XEP-0421 key; set one for the whole tree (default: this server's, stored)
+    # How long a join or room MAM query waits for the history of servers that had members while this
+    # one had none (catchup.py); past it, what arrived is sent.
+    catchup_wait: Annotated[float, Field(gt=0, le=60)] = 3.0
 
     @field_validator("domain")
     @classmethod
@@ -97,6 +101,8 @@ def setup(module) -> None:
     module.hook("channel_destroyed", via("channel_destroyed"))
     module.hook("link_extension", via("link_extension"))
     module.hook("link_up", via("link_up"))
+    module.hook("member_joined", lambda u, ch: held["muc"].catchup.member_joined(u, ch) if held["muc"] else None)
+    module.hook("member_left", lambda u, ch, r: held["muc"].catchup.member_left(u, ch) if held["muc"] else None)
     module.hook("message/bare", lambda xev: features.direct_invitation(held["muc"], xev) if held["muc"] else None)
     def unload() -> None:
         core.services.pop("muc", None)

@@ -11,15 +11,27 @@ from __future__ import annotations
 
 from lxml import etree
 
-from relay.core.model import (NETSPLIT, TAG_ONLY, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
-                              NickChanged, TopicChanged, User, UserInvited, UserQuit)
+from relay.core.model import (NETSPLIT, REDACT_TAG, TAG_ONLY, MemberJoined, MemberKicked, MemberLeft, MessageSent, ModeChanged,
+                              NickChanged, TopicChanged, User, UserInvited, UserQuit)  # REDACT_TAG: features.retraction
 
 from ..service import xml_text
 from ..stanza import Outgoing
 from .stanzas import MUC_USER, groupchat, q
 
-REDACT_TAG = "+relaynet/redact"     # a moderator's NOTICE that retracts a message (features.py)
 PM_TAG = "+relaynet/muc-pm"         # a PRIVMSG to a nick sent through a room: the room's channel name
+
+
+def msgid_of(sid: str) -> str:
+    """The network msgid in a stanza-id (what a redaction names)."""
+    return sid.rsplit("-", 1)[0] if sid.count("-") >= 2 else sid
+
+
+def sid_in(room, msgid: str) -> str | None:
+    """The stanza-id of the message `msgid` in the room's recent history, if it is there."""
+    for e in room.history:
+        if msgid_of(e[4]) == msgid:
+            return e[4]
+    return None
 
 
 def stanza_id(ev) -> str:

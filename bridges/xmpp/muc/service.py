@@ -24,9 +24,11 @@ from relay.proto.irc import valid_nick
 from ..jid import Jid
 from ..service import xml_text
 from ..stanza import Outgoing
-from .moderation import Moderation
+from .catchup import FRAMES as CATCHUP_FRAMES, Catchup
+from .iq_relay import IQ_FRAME, IqRelay
+from .moderation import ROOM_FRAME, Moderation
 from .names import local_for
-from .render import PM_TAG, REDACT_TAG, RENDER, invitation, private_message, stanza_id
+from .render import PM_TAG, REDACT_TAG, RENDER, invitation, msgid_of, private_message, stanza_id
 from .stanzas import C, error, groupchat, occupant_presence, q
 
 AFFIL_FRAME = "MUC_AFFIL"
@@ -46,12 +48,13 @@ JOIN_ERRORS = {
 class Room:
     """What this server keeps of one room beyond its channel."""
 
-    __slots__ = ("key", "local", "jid", "history", "occupants", "mods")
+    __slots__ = ("key", "local", "jid", "history", "occupants", "waiting", "mods")
 
     def __init__(self, key: str, local: str, jid: str, history_length: int):
         self.key, self.local, self.jid = key, local, jid
         self.history: deque = deque(maxlen=history_length)   # (time, nick, real jid, text, stanza-id)
         self.occupants: dict[Jid, dict[str, object]] = {}      # account bare JID -> resource -> session
+        self.waiting: dict[Jid, object] = {}                   # full JID -> session joined, history on its way
         self.mods: list | None = None                          # the @s, while no status or member changes
 
 
@@ -65,8 +68,12 @@ class MucService(Moderation):
         secret = opts.occupant_id_secret or (store.secret if store is not None else "")
         self.secret = secret.encode()
         self._oids: dict = {}                           # (room, uid) -> occupant id
+        self.catchup = Catchup(self)                    # one history across the tree (catchup.py)
+        self.iq_relay = IqRelay(self)                   # iq to occupants (iq_relay.py)
         if store is not None and opts.history_length:
             for key, config in store.rooms.items():     # persistent rooms: their history survives a restart
+                if not store.persistent(key):
+                    continue
                 room = self.room(config.get("name") or key)
                 if room is not None:
                     room.history.extend((t, nick, jid, body, msgid) for t, nick, jid, body, msgid
@@ -178,7 +185,7 @@ class MucService(Moderation):
                 return
             else:
                 net.change_nick(user, want, now)          # 303 in every room this account is in
-        if s.jid.resource in here:
+        if s.jid.resource in here or (room is not None and s.jid in room.waiting):
             return
         ch = net.find_channel(name)
         created = ch is None
@@ -204,8 +211,16 @@ class MucService(Moderation):
                 self.room_created(ch, room, user, now)
             else:
                 self.rejoined(ch, room, user, now)
+        codes += [201] if created else []
+        room.waiting[s.jid] = s                  # until the room's history here is whole (catchup.py)
+        self.catchup.history(ch, lambda t: self.joined(s, el, ch, room, user, codes, t), now)
+
+    def joined(self, s, el, ch: Channel, room: Room, user: User, codes: list, now: float) -> None:
+        """The history is here: the join goes on in the XEP-0045 order (unless it ended meanwhile)."""
+        if room.waiting.pop(s.jid, None) is None or user not in ch.members:
+            return
         room.occupants.setdefault(s.jid.bare, {})[s.jid.resource] = s
-        self.welcome(s, el, ch, room, user, codes + ([201] if created else []), now)
+        self.welcome(s, el, ch, room, user, codes, now)
 
     def room_created(self, ch: Channel, room: Room, user: User, now: float) -> None:
         """A new channel from XMPP: a persistent room's configuration comes back and its owners get
@@ -216,7 +231,7 @@ class MucService(Moderation):
             if self.store.affiliation(room.key, user.account or "", ch.ts) not in ("owner", "admin"):
                 self.net.apply_modes(self.net_source(ch), ch, [("-", "o", user)], now)
         elif user.account:
-            self.grant(ch, user.account, "owner")
+            self.grant(ch, user.account, "owner", now)
 
     def rejoined(self, ch: Channel, room: Room, user: User, now: float) -> None:
         """Joined an existing channel: an owner or admin by account gets its @ back."""
@@ -243,13 +258,22 @@ class MucService(Moderation):
         if h is not None:
             entries = history_limits(entries, h, now, room.jid)
         else:
-            entries = entries[-self.opts.history_default:] if self.opts.history_default else []
+            n = self.history_default(room.key)
+            entries = entries[-n:] if n else []
         for t, nick, jid, text, msgid in entries:
             self.send(s, groupchat(f"{room.jid}/{nick}", xml_text(text), msgid, room.jid, delay=t,
                                    stanza_id=msgid))
 
+    def history_default(self, key: str) -> int:
+        """What a join that asks for no limit gets: the room's configured history, else the module's."""
+        n = (self.store.rooms.get(key) or {}).get("history") if self.store is not None else None
+        return self.opts.history_default if not isinstance(n, int) else n
+
     def leave(self, s, el: etree._Element, name: str, now: float) -> None:
         room = self.room(name)
+        if room is not None and room.waiting.pop(s.jid, None) is not None:
+            self.gone_while_waiting(s, room, el.findtext(C + "status") or "", now)
+            return
         here = room.occupants.get(s.jid.bare) if room is not None else None
         if not here or s.jid.resource not in here:
             return
@@ -268,6 +292,8 @@ class MucService(Moderation):
         acct = s.member
         last = acct is not None and len(acct.resources) <= 1
         for room in list(self.rooms.values()):
+            if room.waiting.pop(s.jid, None) is not None and not last:
+                self.gone_while_waiting(s, room, "", now)
             here = room.occupants.get(s.jid.bare)
             if not here or s.jid.resource not in here:
                 continue
@@ -278,11 +304,22 @@ class MucService(Moderation):
                 if not last and ch is not None and acct.user in ch.members:
                     self.xmpp.members.leave(acct.user, ch.name, "", now)
 
+    def gone_while_waiting(self, s, room: Room, reason: str, now: float) -> None:
+        """A resource left before its history came: the account parts unless another resource is in."""
+        bare = s.jid.bare
+        if room.occupants.get(bare) or any(j.bare == bare for j in room.waiting):
+            return
+        ch = self.net.channels.get(room.key)
+        user = s.member.user if s.member is not None else None
+        if ch is not None and user is not None and user in ch.members:
+            self.xmpp.members.leave(user, ch.name, reason, now)
+
     # ---------------------------------------------------------------- affiliations across the tree
-    def grant(self, ch: Channel, account: str, affiliation: str | None) -> None:
-        """Store an affiliation (stamped with the channel's ts) and tell every server (MUC_AFFIL)."""
-        if self.store.set_affiliation(ch.key_name, account, affiliation, ch.ts):
-            self.announce(ch.key_name, [[account, affiliation or "none", int(ch.ts)]])
+    def grant(self, ch: Channel, account: str, affiliation: str | None, now: float) -> None:
+        """Store an affiliation (with the channel's ts, stamped now) and tell every server (MUC_AFFIL)."""
+        stamp = (float(now), self.net.me.id)
+        if self.store.set_affiliation(ch.key_name, account, affiliation, ch.ts, stamp):
+            self.announce(ch.key_name, [[account, affiliation or "none", int(ch.ts), *stamp]])
 
     def announce(self, room: str, items: list, servers=None) -> None:
         router = self.net.router
@@ -290,7 +327,17 @@ class MucService(Moderation):
             router.send_extension(AFFIL_FRAME, {"room": room, "items": items}, servers)
 
     def link_extension(self, ftype: str, origin: str, payload, from_link):
-        """MUC_AFFIL {room, items: [[account, affiliation, chts]]}: another server's grants."""
+        """MUC_AFFIL {room, items: [[account, affiliation, chts, time, server id]]}: another server's
+        grants and removals; the newest of each account's wins."""
+        if ftype in CATCHUP_FRAMES:
+            self.catchup.link_extension(ftype, origin, payload)
+            return True
+        if ftype == IQ_FRAME:
+            self.iq_relay.frame(origin, payload)
+            return True
+        if ftype == ROOM_FRAME:
+            self.room_frame(payload)
+            return True
         if ftype != AFFIL_FRAME:
             return None
         room, items = payload.get("room") if isinstance(payload, dict) else None, \
@@ -298,15 +345,17 @@ class MucService(Moderation):
         if not isinstance(room, str) or not isinstance(items, list):
             return True                                  # malformed: claimed and dropped
         for item in items:
-            if isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) \
-                    and item[1] in ("owner", "admin", "member", "none") and isinstance(item[2], int):
-                self.store.set_affiliation(room, item[0], item[1], item[2])
+            if isinstance(item, list) and len(item) == 5 and isinstance(item[0], str) \
+                    and item[1] in ("owner", "admin", "member", "none") and isinstance(item[2], int) \
+                    and isinstance(item[3], (int, float)) and isinstance(item[4], str):
+                self.store.merge_affiliation(room, item[0], item[1], item[2], (float(item[3]), item[4]))
         return True
 
     def link_up(self, peer_id: str, *rest):
         """A new link: the peer learns every grant this server holds (its side of the tree sends theirs)."""
-        for room, accounts in list(self.store.affiliations.items()):
-            self.announce(room, [[acct, aff, chts] for acct, (aff, chts) in accounts.items()])
+        for room in list(self.store.stamps):
+            self.announce(room, self.store.changes(room))
+        self.room_burst()
         return None
 
     def is_occupant(self, s, name: str) -> bool:
@@ -324,7 +373,7 @@ class MucService(Moderation):
         redact = ev.tags.get(REDACT_TAG) if ev.tags else None
         if redact is not None:                      # a moderation: the message leaves history and archive
             for e in list(room.history):
-                if e[4] == redact:
+                if msgid_of(e[4]) == redact:
                     room.history.remove(e)
             if self.store is not None:
                 self.store.retract(room.key, redact)
@@ -333,20 +382,25 @@ class MucService(Moderation):
         sid = stanza_id(ev)
         room.history.append((ev.time, ev.source.nick, jid, ev.text, sid))
         store, mode = self.store, self.opts.archive
-        if store is not None and (mode == "all" or (mode == "persistent" and room.key in store.rooms)):
+        if store is not None and (mode == "all" or (mode == "persistent" and store.persistent(room.key))):
             store.archive(room.key, sid, ev.time, ev.source.nick, jid, ev.text)
 
     def channel_destroyed(self, ch: Channel) -> None:
         """The last member left: a temporary room ends with it, a persistent one stays in the store."""
         room = self.rooms.get(ch.key_name)
         self.no_room.discard(ch.key_name)
+        self.catchup.channel_destroyed(ch)
         if room is None:
             return
-        if self.store is not None and ch.key_name in self.store.rooms:
+        if self.store is not None and self.store.persistent(ch.key_name):
             return
         del self.rooms[ch.key_name]
         if self.store is not None:
             self.store.forget_room(ch.key_name)
+            config = self.store.rooms.get(ch.key_name)
+            if config is not None:                   # a temporary room's settings end; its stamp stays
+                self.store.save_room(ch.key_name, {"persistent": False, "stamp": config.get("stamp"),
+                                                   "name": ch.name})
 
     # ---------------------------------------------------------------- what an occupant sent
     def reflect(self, s, el: etree._Element, ch: Channel, ev: MessageSent) -> None:

@@ -5,13 +5,18 @@ Affiliations and persistent rooms' configuration are loaded into memory at start
 batches) and read back with `storage.read` for MAM and for history older than memory holds.
 Rows are per server (`server`: its id), so servers may share one PostgreSQL database.
 
-    muc_affiliations(server, room, account, affiliation, chts; PK (server, room, account))
+    muc_affiliations(server, room, account, affiliation, chts, stamp, origin; PK (server, room, account))
         room is the folded channel name; affiliation owner, admin or member (outcasts are
-        `+b $a:account` on the channel itself); chts the channel's timestamp when it was granted:
-        a grant made in a channel newer than the one that won a netjoin does not count (no one
-        gains an affiliation by riding a split)
+        `+b $a:account` on the channel itself), or `none`: a removal kept as a tombstone; chts the
+        channel's timestamp when it was granted: a grant made in a channel newer than the one that
+        won a netjoin does not count (no one gains an affiliation by riding a split); stamp and
+        origin (time, server id) of the change: across the tree the newest change wins, so a
+        removal made during a split wins over the older grant that comes back with the netjoin
     muc_rooms(server, room, config; PK (server, room))
-        a persistent room's configuration (JSON: name, modes, key, limit, topic)
+        a configured room's configuration (JSON: persistent, stamp [time, server id], name, title,
+        description, history, modes, key, limit, topic), the same on every server: the newest stamp
+        wins (MUC_ROOM across the tree); a room made temporary keeps its stamp (a tombstone), so an
+        older "persistent" from behind a split does not bring it back
     muc_archive(server, room, id, time, nick, jid, body, retracted; PK (server, room, id))
         every room message this server saw; id is the network msgid (the stanza-id)
     muc_secret(server, secret; PK (server))
@@ -57,14 +62,26 @@ CREATE TABLE muc_secret (
     secret TEXT NOT NULL,
     PRIMARY KEY (server)
 );
-""",), tables=("muc_affiliations", "muc_rooms", "muc_archive", "muc_secret"))
+""", """
+ALTER TABLE muc_affiliations ADD COLUMN stamp {real} NOT NULL DEFAULT 0;
+ALTER TABLE muc_affiliations ADD COLUMN origin TEXT NOT NULL DEFAULT ''
+"""), tables=("muc_affiliations", "muc_rooms", "muc_archive", "muc_secret"))
 
-_AFFIL = ("INSERT INTO muc_affiliations(server, room, account, affiliation, chts) VALUES (?,?,?,?,?) "
-          "ON CONFLICT(server, room, account) DO UPDATE SET affiliation = excluded.affiliation, chts = excluded.chts")
+_AFFIL = ("INSERT INTO muc_affiliations(server, room, account, affiliation, chts, stamp, origin) "
+          "VALUES (?,?,?,?,?,?,?) ON CONFLICT(server, room, account) DO UPDATE SET "
+          "affiliation = excluded.affiliation, chts = excluded.chts, stamp = excluded.stamp, origin = excluded.origin")
 _ROOM = ("INSERT INTO muc_rooms(server, room, config) VALUES (?,?,?) "
          "ON CONFLICT(server, room) DO UPDATE SET config = excluded.config")
 _ARCHIVE = ("INSERT INTO muc_archive(server, room, id, time, nick, jid, body) VALUES (?,?,?,?,?,?,?) "
             "ON CONFLICT(server, room, id) DO NOTHING")
+
+
+def stamp_of(config: dict | None) -> tuple:
+    """(time, server id) of a configuration; rows from before stamps are the oldest."""
+    st = config.get("stamp") if isinstance(config, dict) else None
+    if isinstance(st, list) and len(st) == 2 and isinstance(st[0], (int, float)) and isinstance(st[1], str):
+        return (float(st[0]), st[1])
+    return (-1.0, "")
 
 
 class MucStore:
@@ -73,9 +90,14 @@ class MucStore:
         self.server = storage.server_id
         storage.open_store(SCHEMA)
         self.affiliations: dict[str, dict[str, tuple[str, int]]] = {}   # room -> account -> (affiliation, chts)
-        for room, account, aff, chts in storage.query(
-                "SELECT room, account, affiliation, chts FROM muc_affiliations WHERE server = ?", (self.server,)):
-            self.affiliations.setdefault(room, {})[account] = (aff, int(chts))
+        # room -> account -> (time, server id) of the last change, removals (tombstones) included
+        self.stamps: dict[str, dict[str, tuple[float, str]]] = {}
+        for room, account, aff, chts, stamp, origin in storage.query(
+                "SELECT room, account, affiliation, chts, stamp, origin FROM muc_affiliations WHERE server = ?",
+                (self.server,)):
+            if aff != "none":
+                self.affiliations.setdefault(room, {})[account] = (aff, int(chts))
+            self.stamps.setdefault(room, {})[account] = (float(stamp), origin)
         self.rooms: dict[str, dict] = {}                      # persistent rooms' configuration
         for room, config in storage.query("SELECT room, config FROM muc_rooms WHERE server = ?", (self.server,)):
             try:
@@ -106,29 +128,64 @@ class MucStore:
         return sorted(acct for acct, (a, chts) in self.affiliations.get(room, {}).items()
                       if a == affiliation and (ts is None or chts <= ts))
 
-    def set_affiliation(self, room: str, account: str, affiliation: str | None, chts: float = 0) -> bool:
-        """True if it changed."""
+    def stamp(self, room: str, account: str) -> tuple[float, str]:
+        return self.stamps.get(room, {}).get(account, (-1.0, ""))
+
+    def set_affiliation(self, room: str, account: str, affiliation: str | None, chts: float = 0,
+                        stamp: tuple[float, str] = (0.0, "")) -> bool:
+        """This server's change, stamped (time, server id); True if it changed. A removal stays as
+        a tombstone (its stamp) so that an older grant from another server does not bring it back."""
         if affiliation in (None, "none", "outcast"):
-            if self.affiliations.get(room, {}).pop(account, None) is not None:
-                self._w("DELETE FROM muc_affiliations WHERE server = ? AND room = ? AND account = ?", (room, account))
-                return True
-            return False
+            if self.affiliations.get(room, {}).pop(account, None) is None:
+                return False
+            self.stamps.setdefault(room, {})[account] = stamp
+            self._w(_AFFIL, (room, account, "none", 0, stamp[0], stamp[1]))
+            return True
         value = (affiliation, int(chts))
         if self.affiliations.get(room, {}).get(account) == value:
             return False
         self.affiliations.setdefault(room, {})[account] = value
-        self._w(_AFFIL, (room, account, affiliation, int(chts)))
+        self.stamps.setdefault(room, {})[account] = stamp
+        self._w(_AFFIL, (room, account, affiliation, int(chts), stamp[0], stamp[1]))
         return True
+
+    def merge_affiliation(self, room: str, account: str, affiliation: str, chts: float,
+                          stamp: tuple[float, str]) -> bool:
+        """Another server's change: kept if newer than what this server holds (True)."""
+        if stamp <= self.stamp(room, account):
+            return False
+        if affiliation == "none" and account not in self.affiliations.get(room, {}):
+            self.stamps.setdefault(room, {})[account] = stamp       # a tombstone for a grant not seen yet
+            self._w(_AFFIL, (room, account, "none", 0, stamp[0], stamp[1]))
+            return True
+        return self.set_affiliation(room, account, affiliation, chts, stamp)
+
+    def changes(self, room: str) -> list:
+        """Every grant and tombstone of `room` as MUC_AFFIL items [account, affiliation, chts, time, server]."""
+        held = self.affiliations.get(room, {})
+        return [[acct, *held.get(acct, ("none", 0)), st[0], st[1]] for acct, st in self.stamps.get(room, {}).items()]
 
     def forget_room(self, room: str) -> None:
         """A temporary room ended: its affiliations go (a persistent room keeps them)."""
-        if self.affiliations.pop(room, None) is not None:
+        had = self.affiliations.pop(room, None) is not None
+        if self.stamps.pop(room, None) is not None or had:
             self._w("DELETE FROM muc_affiliations WHERE server = ? AND room = ?", (room,))
 
-    # ---------------------------------------------------------------- persistent rooms
+    # ---------------------------------------------------------------- room configuration
+    def persistent(self, room: str) -> bool:
+        c = self.rooms.get(room)
+        return c is not None and c.get("persistent", True) is True     # rows before stamps were persistent
+
     def save_room(self, room: str, config: dict) -> None:
         self.rooms[room] = config
         self._w(_ROOM, (room, json.dumps(config, separators=(",", ":"), sort_keys=True)))
+
+    def merge_room(self, room: str, config: dict) -> bool:
+        """Another server's configuration of `room`: kept if its stamp is newer than ours (True)."""
+        if stamp_of(config) <= stamp_of(self.rooms.get(room)):
+            return False
+        self.save_room(room, config)
+        return True
 
     def drop_room(self, room: str) -> None:
         if self.rooms.pop(room, None) is not None:
@@ -145,8 +202,13 @@ class MucStore:
         self._w(_ARCHIVE, (room, msgid, t, nick, jid, body))
 
     def retract(self, room: str, msgid: str) -> None:
-        self._w("UPDATE muc_archive SET retracted = 1, body = '' WHERE server = ? AND room = ? AND id = ?",
-                (room, msgid))
+        """The message `msgid` (a network msgid `<server>-<n>`, or a whole stanza-id) is retracted."""
+        if msgid.count("-") != 1:                        # a stanza-id (or nothing this network made)
+            self._w("UPDATE muc_archive SET retracted = 1, body = '' WHERE server = ? AND room = ? AND id = ?",
+                    (room, msgid))
+            return
+        self._w("UPDATE muc_archive SET retracted = 1, body = '' WHERE server = ? AND room = ? "
+                "AND (id = ? OR substr(id, 1, ?) = ?)", (room, msgid, len(msgid) + 1, msgid + "-"))
 
     def query(self, room: str, start: float | None, end: float | None, after: str | None,
               before: str | None, limit: int, done) -> None:
