@@ -9,7 +9,7 @@ Frames (module frames in ENCAP: numbered, replayed after a short split, deduplic
 
     XMPP_STANZA  {xml, [to: [bare JID...]]}
         a stanza, re-serialised from the parsed tree, to exactly the servers that have resources of
-        its recipient. Without `to` the stanza's own `to` addresses it; with `to` (presence
+        its recipient (or the component of its domain, component_net.py). Without `to` the stanza's own `to` addresses it; with `to` (presence
         broadcasts and probes) every listed account's resources on that server get it: once per
         server, whatever the number of resources and recipients there.
     XMPP_ROSTER  {account, contact, item | null, stamp: [time, server]}
@@ -40,7 +40,7 @@ from relay.core.model import User
 from . import namespaces as ns
 from .jid import Jid, JidError, parse_jid
 from .roster import clean_item, clean_stamp
-from .stanza import Outgoing, element
+from .stanza import Outgoing, element, serialise
 
 log = logging.getLogger("relay.xmpp")
 
@@ -172,7 +172,9 @@ class XmppFederation:
         servers = set(servers) - {self.core.config.server.id}
         if links is None or not servers:
             return False
-        xml = etree.tostring(el, encoding="unicode")
+        # A component's stanza is in its stream's namespace: it crosses as jabber:client.
+        xml = etree.tostring(el, encoding="unicode") if el.tag.startswith(C) else \
+            serialise(el, ns.CLIENT, websocket=True).decode("utf-8")
         if len(xml) * 2 + 4096 > links.codec.max_frame:
             log.warning("XMPP stanza of %d characters too large for a link frame; not sent", len(xml))
             return False
@@ -264,7 +266,16 @@ class XmppFederation:
                         x.send_bytes_of(out)
             return
         target = full_of(el.get("to"))
-        if target is None or target.domain != self.svc.domain or target.local is None:
+        if target is None:
+            return
+        if target.domain != self.svc.domain:
+            component = self.svc.components.get(target.domain)
+            if component is not None:
+                component.send(el)
+            else:
+                self.bounce(el, now)                # the component left while the stanza was on its way
+            return
+        if target.local is None:
             return
         if name == "message":
             if target.resource is not None:

@@ -41,6 +41,7 @@ class XmppService:
         self.components: dict[str, object] = {}         # domain -> component.ComponentSession
         self._local_of: dict[str, str] = {}              # nick -> its JID localpart ("" if it has none)
         self.federation = None                          # federation.XmppFederation, set by the module
+        self.component_domains = None                   # component_net.ComponentDomains, set by the module
         self.channel_events = None                      # renders channel events for every account (MUC)
 
     def new_session(self, transport, listener, now: float) -> C2sSession:
