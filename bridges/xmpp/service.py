@@ -122,4 +122,7 @@ class XmppService:
     def stats(self) -> dict:
         return {"accounts": len(self.accounts),
                 "sessions": sum(len(a.resources) for a in self.accounts.values()),
-                "remote_accounts": len(self.federation.remote), **self.federation.stats}
+                "remote_accounts": len(self.federation.remote), **self.federation.stats,
+                "components": sorted(self.components),
+                "remote_components": self.component_domains.remote_domains(),
+                **self.component_domains.stats}
