@@ -69,6 +69,7 @@ class Options(BaseModel):
     ack_seconds: Annotated[float, Field(gt=0)] = 30.0        # ... or once one has waited this long
     offline_max: Annotated[int, Field(ge=0)] = 1000          # XEP-0160: stored messages per account
     mam_max_page: Annotated[int, Field(ge=1)] = 100          # XEP-0313: most results one query returns
+    mam_tree_timeout: Annotated[float, Field(gt=0)] = 5.0    # seconds a query waits for the other servers
     # The services of vcard.py, private.py, last.py, register.py, adhoc.py, upload.py, websocket.py:
     vcard_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024             # XEP-0054, serialised
     private_max_bytes: Annotated[int, Field(ge=256)] = 64 * 1024            # XEP-0049, one namespace's
