@@ -14,6 +14,11 @@ Frame (module frame in ENCAP, to every server; numbered, replayed after a short 
         started there, so a restarted server's set replaces what it had before); an older or equal
         one is ignored, which also drops the copies a link-up burst sends around.
 
+Every server with the xmpp module sends its set (empty too) at link-up and when the module starts
+on a linked server, and its own set to a server whose set it gets for the first time (a server
+without the module between them does not pass sets on at link-up); so the servers whose sets we
+hold are the XMPP servers of the tree (`xmpp_servers`: the ones a MAM query asks, mam_tree.py).
+
 One domain, one component in the network: a component is refused with `conflict` when another server
 already holds its domain. Two that authenticated apart (at once, or on both sides of a split) meet
 in a set: the older claim (stamp) wins, and the server of the newer one closes it with `conflict`.
@@ -60,6 +65,9 @@ class ComponentDomains:
         module.hook("link_extension", self.on_frame)
         module.hook("link_up", self.link_up)
         module.hook("servers_gone", self.servers_gone)
+        links = self.links
+        if links is not None and links.peers:
+            self.announce()                             # loaded on a linked server: here is one more
 
     @property
     def links(self):
@@ -74,6 +82,11 @@ class ComponentDomains:
             if st is not None and (best is None or st < best[0]):
                 best = (st, sid)
         return best[1] if best is not None else None
+
+    def xmpp_servers(self) -> set[str]:
+        """The other servers of the tree that run the xmpp module (they announced a set)."""
+        links = self.links
+        return set(self.vers) & set(links.tree.servers()) if links is not None else set()
 
     def remote_domains(self) -> dict[str, str]:
         return {d: sid for d in {d for ds in self.sets.values() for d in ds} if (sid := self.server_of(d))}
@@ -109,9 +122,9 @@ class ComponentDomains:
         if links is None:
             return None
         self.announce()
-        for sid, domains in list(self.sets.items()):
-            links.send_extension(FRAME, {"server": sid, "domains": {d: list(st) for d, st in domains.items()},
-                                         "ver": self.vers[sid]})
+        for sid, ver in list(self.vers.items()):          # empty sets too: they say the server is one of us
+            links.send_extension(FRAME, {"server": sid, "ver": ver,
+                                         "domains": {d: list(st) for d, st in self.sets.get(sid, {}).items()}})
         return None
 
     def servers_gone(self, gone) -> None:
@@ -139,6 +152,10 @@ class ComponentDomains:
         else:
             self.sets.pop(sid, None)
         self._settle(taken)
+        if old is None and self.links is not None:
+            # A server new to us: ours to it, as a server between us may not relay sets (no xmpp there).
+            self.links.send_extension(FRAME, {"server": self.me, "ver": [self.epoch, self.n],
+                                              "domains": {d: list(st) for d, st in self.own.items()}}, {sid})
         return True
 
     def _settle(self, theirs: dict[str, Stamp]) -> None:

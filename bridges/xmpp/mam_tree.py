@@ -1,8 +1,9 @@
 """XEP-0313 across the tree: a MAM query on one server finds what the account archived on every server.
 
-Archives stay where they are written. A query on a server of a tree fans out: every other server
-gets it as a link frame, reads its own archive of the account (at most the page size + 1 rows, in
-the query's order) and answers; the asking server reads its own meanwhile. The rows are merged by
+Archives stay where they are written. A query on a server of a tree fans out: every other XMPP
+server (component_net.py knows which) gets it as a link frame, reads its own archive of the
+account (at most the page size + 1 rows, in the query's order) and answers; the asking server
+reads its own meanwhile. The rows are merged by
 (time, archive id), duplicates removed (a message archived on two servers has the same id there,
 mam.py), and the page answered with RSM as a single server does, from a continuation: the core
 never waits. A server that has not answered within `xmpp.mam_tree_timeout` seconds (a core timer)
@@ -78,8 +79,8 @@ class TreeQueries:
         return getattr(self.core.net, "router", None)
 
     def others(self) -> set[str]:
-        links = self.links
-        return set(links.tree.servers()) - {self.me} if links is not None else set()
+        """The other servers of the tree with an XMPP service (and so an archive)."""
+        return self.svc.component_domains.xmpp_servers() - {self.me}
 
     # ---------------------------------------------------------------- asking
     def query(self, r, s, iq, qid, page: dict) -> None:

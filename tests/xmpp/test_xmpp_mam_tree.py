@@ -21,8 +21,9 @@ SID = "{urn:xmpp:sid:0}stanza-id"
 NAMES = ("a", "b", "c")
 
 
-def stored_tree(tmp_path, modules: dict) -> Wire:
-    """Wire's cores, each with a SQLite database whose reads come after the queued writes."""
+def stored_tree(tmp_path, modules: dict, plain=()) -> Wire:
+    """Wire's cores, each with a SQLite database whose reads come after the queued writes (the
+    servers named in `plain` without modules)."""
     w = Wire(tmp_path, [])
     for i, n in enumerate(NAMES, 1):
         (tmp_path / n).mkdir()
@@ -38,12 +39,12 @@ def stored_tree(tmp_path, modules: dict) -> Wire:
         links = [{"name": f"{m}.test", "id": f"{j:03d}", "port": 7000 + j, "secret": SECRET}
                  for j, m in enumerate(NAMES, 1) if m != n]
         cfg = parse({"server": {"id": f"{i:03d}", "name": f"{n}.test"}, "data_dir": str(tmp_path / n),
-                     "links": links, "shapers": {}, "shaper_rules": [], "modules": modules})
+                     "links": links, "shapers": {}, "shaper_rules": [], "modules": {} if n in plain else modules})
         core = Core(cfg, w.now, storage)
         core.start(w.now)
         core.links.dial = w._dialer(n)
         w.cores[n] = core
-        for name in ("alice", "bob", "carol"):
+        for name in ("alice", "bob", "carol") if n not in plain else ():
             core.register_account(name, "secret", w.now)
     w.link("a", "b")
     w.link("b", "c")
@@ -153,3 +154,13 @@ def test_hostile_mam_frames_are_ignored(wire):
     assert wire.cores["c"].services["xmpp"].mam.tree.stats["mam_tree_answered"] == 0
     bob = conversation(wire)
     assert len(query(bob)[0]) == 5
+
+
+def test_a_server_without_xmpp_is_not_asked(tmp_path):
+    w = stored_tree(tmp_path, {"xmpp": {"roster_file": ""}}, plain=("b",))
+    bob_a, alice = online(w, "a", "bob", "a"), online(w, "a", "alice", "r")
+    alice.feed("<message type='chat' to='bob@localhost'><body>on a</body></message>")
+    there = Xmpp(w, "c", "bob", "c")
+    bodies, fin = query(there)                                        # answered at once, b not waited for
+    assert bodies == ["on a"] and fin["complete"]
+    assert w.cores["c"].services["xmpp"].component_domains.xmpp_servers() == {"001"}
