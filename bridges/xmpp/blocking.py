@@ -1,24 +1,36 @@
-"""XEP-0191 blocking command: an account's blocklist, stored and enforced.
+"""XEP-0191 blocking command: an account's blocklist, the same on every server of the tree.
 
 `<iq type='get'><blocklist xmlns='urn:xmpp:blocking'/></iq>` lists it; `block` adds items,
 `unblock` removes them (no item: all), and each change is pushed to the account's resources that
-asked for the list. A blocked item is a JID as XEP-0191 §3 matches it: a full JID, a bare JID, a
-domain or `domain/resource`.
+asked for the list, on every server. A blocked item is a JID as XEP-0191 §3 matches it: a full
+JID, a bare JID, a domain or `domain/resource`.
 - From a blocked JID to the account: messages and presence are dropped, an iq get/set is answered
   `service-unavailable` (the router's last out filter, so it holds on every path to a session).
 - From the account to a blocked JID: a message or iq is refused with `not-acceptable` and
   `<blocked xmlns='urn:xmpp:blocking:errors'/>`; presence is not sent (directed or broadcast).
 
-Kept in memory, written to the `xmpp_blocklist` store (read once at start). Per server: an
-account that logs in on another server of the tree finds the blocklist it keeps there.
+Network-wide as rosters are (roster.py, federation.py): every entry is stamped `(time, server id)`
+when it changes and the newer stamp wins; an unblocked JID stays as a tombstone so that it wins
+over an older copy at a netjoin. Kept in memory (read once at start), each change one write.
 
-Schema (store `xmpp_blocklist`, version 1):
+Frames (module frames in ENCAP: numbered, replayed after a short split, deduplicated):
 
-    xmpp_blocklist(server, account, jid; PK (server, account, jid))
+    XMPP_BLOCK {account, jid, blocked: bool, stamp: [time, server]}
+        one change, to every server.
+    XMPP_BLOCK_VERSIONS {versions: {account: version}}
+        on link-up, to the peer: a digest of each blocklist this server has.
+    XMPP_BLOCKS {entries: [[account, jid, blocked, stamp], ...]}
+        the answer: every entry and tombstone of the lists whose versions differ. The receiver keeps
+        what is newer and passes on, as XMPP_BLOCK frames, what it took.
+
+Schema (store `xmpp_blocklist`, version 2; version 1 kept one list per server, merged into one):
+
+    xmpp_blocklist(account, jid, removed, stamp, stamp_server; PK (account, jid))
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 from lxml import etree
@@ -27,7 +39,8 @@ from relay.core.hooks import Stop
 from relay.core.storage import Op, Schema
 
 from . import namespaces as ns
-from .jid import JidError, parse_jid
+from .jid import Jid, JidError, parse_jid
+from .roster import clean_stamp
 from .routing import StanzaReceived
 from .stanza import element
 
@@ -37,6 +50,10 @@ _B = "{%s}" % BLOCKING
 _C = "{%s}" % ns.CLIENT
 _IQ, _PRESENCE = _C + "iq", _C + "presence"
 
+CHANGE, VERSIONS, ENTRIES = "XMPP_BLOCK", "XMPP_BLOCK_VERSIONS", "XMPP_BLOCKS"
+FRAMES = (CHANGE, VERSIONS, ENTRIES)
+CHUNK = 500                         # entries per XMPP_BLOCKS frame
+
 SCHEMA = Schema("xmpp_blocklist", ("""
 CREATE TABLE xmpp_blocklist (
     server TEXT NOT NULL,
@@ -44,7 +61,26 @@ CREATE TABLE xmpp_blocklist (
     jid TEXT NOT NULL,
     PRIMARY KEY (server, account, jid)
 );
-""",), tables=("xmpp_blocklist",))
+""", """
+CREATE TABLE xmpp_blocklist_v2 (
+    account TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    removed INTEGER NOT NULL DEFAULT 0,
+    stamp {real} NOT NULL,
+    stamp_server TEXT NOT NULL,
+    PRIMARY KEY (account, jid)
+);
+INSERT INTO xmpp_blocklist_v2 (account, jid, removed, stamp, stamp_server)
+    SELECT account, jid, 0, 0, MIN(server) FROM xmpp_blocklist GROUP BY account, jid;
+DROP TABLE xmpp_blocklist;
+ALTER TABLE xmpp_blocklist_v2 RENAME TO xmpp_blocklist;
+"""), tables=("xmpp_blocklist",))
+
+# The newer stamp wins in the database too: several servers may write one shared database.
+_PUT = ("INSERT INTO xmpp_blocklist(account, jid, removed, stamp, stamp_server) VALUES (?,?,?,?,?) "
+        "ON CONFLICT(account, jid) DO UPDATE SET removed = excluded.removed, stamp = excluded.stamp, "
+        "stamp_server = excluded.stamp_server WHERE excluded.stamp > xmpp_blocklist.stamp OR "
+        "(excluded.stamp = xmpp_blocklist.stamp AND excluded.stamp_server > xmpp_blocklist.stamp_server)")
 
 
 def candidates(jid: str) -> tuple[str, ...]:
@@ -56,18 +92,79 @@ def candidates(jid: str) -> tuple[str, ...]:
     return bare, domain
 
 
+def _digest(jid: str) -> int:
+    return int.from_bytes(hashlib.sha1(jid.encode()).digest()[:8], "big")
+
+
 class Blocklists:
     def __init__(self, svc):
         self.svc, self.core = svc, svc.core
         self.storage = self.core.storage
         self.server = self.storage.server_id
         self.storage.open_store(SCHEMA)
-        self.lists: dict[str, set[str]] = {}
-        for account, jid in self.storage.query("SELECT account, jid FROM xmpp_blocklist WHERE server = ?",
-                                               (self.server,)):
-            self.lists.setdefault(account, set()).add(jid)
+        self.lists: dict[str, set[str]] = {}                # account -> blocked JIDs
+        self.stamps: dict[tuple[str, str], tuple] = {}       # (account, jid) -> stamp, tombstones too
+        self.removed: dict[str, set[str]] = {}               # account -> unblocked JIDs (tombstones)
+        self.digests: dict[str, int] = {}
+        for account, jid, removed, t, sid in self.storage.query(
+                "SELECT account, jid, removed, stamp, stamp_server FROM xmpp_blocklist"):
+            self._set(account, jid, not removed, (float(t), sid))
         self.dropped = 0
         self.passing = None                 # the error we are sending about a blocked JID
+        self.stats = {"block_in": 0}
+
+    @property
+    def links(self):
+        return getattr(self.core.net, "router", None)
+
+    # ---------------------------------------------------------------- the stamped entries
+    def version(self, account: str) -> str:
+        return format(self.digests.get(account, 0), "x")
+
+    def entries(self, account: str) -> list[list]:
+        return [[account, j, j in self.lists.get(account, ()), list(self.stamps[(account, j)])]
+                for j in sorted(self.lists.get(account, set()) | self.removed.get(account, set()))]
+
+    def _set(self, account: str, jid: str, blocked: bool, stamp: tuple) -> None:
+        items, gone = self.lists.setdefault(account, set()), self.removed.setdefault(account, set())
+        was = jid in items
+        if blocked and not was:
+            items.add(jid)
+            gone.discard(jid)
+            self.digests[account] = self.digests.get(account, 0) ^ _digest(jid)
+        elif not blocked:
+            if was:
+                items.discard(jid)
+                self.digests[account] ^= _digest(jid)
+            gone.add(jid)
+        for d in (self.lists, self.removed):
+            if not d[account]:
+                del d[account]
+        self.stamps[(account, jid)] = stamp
+
+    def _local(self, account: str, jid: str, blocked: bool, now: float) -> Op:
+        """A change made here: it wins over what it replaces whatever the clocks say, and is told
+        to every server. Returns its write."""
+        old = self.stamps.get((account, jid))
+        stamp = (now if old is None or now > old[0] else old[0] + 0.001, self.server)
+        self._set(account, jid, blocked, stamp)
+        links = self.links
+        if links is not None and links.peers:
+            links.send_extension(CHANGE, {"account": account, "jid": jid, "blocked": blocked, "stamp": list(stamp)})
+        return Op(_PUT, (account, jid, 0 if blocked else 1, *stamp))
+
+    def apply(self, account: str, jid: str, blocked: bool, stamp: tuple) -> bool:
+        """Another server's entry: taken (stored, pushed to the account's resources here) if newer."""
+        old = self.stamps.get((account, jid))
+        if old is not None and stamp <= old:
+            return False
+        was = jid in self.lists.get(account, ())
+        self._set(account, jid, blocked, stamp)
+        self.storage.queue.put(Op(_PUT, (account, jid, 0 if blocked else 1, *stamp)))
+        self.stats["block_in"] += 1
+        if was != blocked and self.svc.router is not None:
+            self.push(account, "block" if blocked else "unblock", [jid])
+        return True
 
     def blocks(self, account: str, jid: str) -> bool:
         items = self.lists.get(account)
@@ -138,31 +235,79 @@ class Blocklists:
         except JidError:
             r.error(s, iq, "modify", "jid-malformed")
             return True
-        items = self.lists.setdefault(s.account, set())
+        items = self.lists.get(s.account, set())
         if op == "block":
             if not jids:
                 r.error(s, iq, "modify", "bad-request")
                 return True
-            new = [j for j in jids if j not in items]
-            items.update(new)
-            ops = [Op("INSERT INTO xmpp_blocklist(server, account, jid) VALUES (?,?,?) ON CONFLICT "
-                      "(server, account, jid) DO NOTHING", (self.server, s.account, j)) for j in new]
+            changed = [j for j in dict.fromkeys(jids) if j not in items]
         else:
-            gone = [j for j in jids if j in items] if jids else sorted(items)
-            items.difference_update(gone)
-            ops = [Op("DELETE FROM xmpp_blocklist WHERE server = ? AND account = ? AND jid = ?",
-                      (self.server, s.account, j)) for j in gone]
-        if not items:
-            del self.lists[s.account]
+            changed = [j for j in dict.fromkeys(jids) if j in items] if jids else sorted(items)
+        ops = [self._local(s.account, j, op == "block", ev.now) for j in changed]
         if ops:
             self.storage.queue.put(*ops)
         r.result(s, iq)
-        for x in r.sessions_of(s.jid.bare):
+        self.push(s.account, op, jids)
+        return True
+
+    def push(self, account: str, op: str, jids) -> None:
+        """A block or unblock push to the account's resources here that asked for the list."""
+        r = self.svc.router
+        for x in r.sessions_of(Jid(account, self.svc.domain)):
             if x.blocklist_requested:
                 push = element("iq", {"type": "set", "id": "push-" + secrets.token_hex(4)})
                 push.append(self.element(op, jids))
                 r.to_full(x, push)
+
+    # ---------------------------------------------------------------- across the tree
+    def link_up(self, peer_id: str, *rest) -> None:
+        links = self.links
+        if links is not None:
+            links.send_extension(VERSIONS, {"versions": {a: self.version(a) for a in self.accounts()}}, {peer_id})
+        return None
+
+    def accounts(self) -> set[str]:
+        return set(self.lists) | set(self.removed)
+
+    def on_frame(self, ftype: str, origin: str, payload, from_link: str | None):
+        if ftype not in FRAMES:
+            return None
+        if not isinstance(payload, dict):
+            return True
+        links = self.links
+        if ftype == CHANGE:
+            self._take([payload.get("account"), payload.get("jid"), payload.get("blocked"), payload.get("stamp")])
+        elif ftype == VERSIONS:
+            theirs = payload.get("versions")
+            if isinstance(theirs, dict) and links is not None:
+                entries = []
+                for account in self.accounts() | {a for a in theirs if isinstance(a, str)}:
+                    if self.version(account) != theirs.get(account, "0"):
+                        entries += self.entries(account)
+                for i in range(0, len(entries), CHUNK):
+                    links.send_extension(ENTRIES, {"entries": entries[i:i + CHUNK]}, {origin})
+        elif ftype == ENTRIES:
+            entries = payload.get("entries")
+            for e in entries if isinstance(entries, list) else ():
+                if self._take(e) and links is not None:
+                    links.send_extension(CHANGE, {"account": e[0], "jid": e[1], "blocked": e[2], "stamp": e[3]},
+                                         None, from_link)
         return True
+
+    def _take(self, entry) -> bool:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 4:
+            return False
+        account, jid, blocked, stamp = entry
+        stamp = clean_stamp(stamp)
+        if not isinstance(account, str) or not account or not isinstance(jid, str) or not isinstance(blocked, bool) \
+                or stamp is None:
+            return False
+        try:
+            jid = str(parse_jid(jid))
+            parse_jid(f"{account}@{self.svc.domain}")
+        except JidError:
+            return False
+        return self.apply(account, jid, blocked, stamp)
 
     @staticmethod
     def element(name: str, jids) -> etree._Element:
@@ -180,3 +325,5 @@ def setup(module, svc) -> None:
     for op in ("block", "unblock"):
         module.hook(f"iq-set/self/{BLOCKING}:{op}", lists.change)
     module.add_item("xmpp-feature", BLOCKING)
+    module.hook("link_extension", lists.on_frame)
+    module.hook("link_up", lists.link_up)

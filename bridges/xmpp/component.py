@@ -1,7 +1,8 @@
 """XEP-0114 external components: a connection that serves one domain, after the handshake.
 
-Stanzas from clients to the component's domain (or a JID in it) go to it; what it sends
-must come from its domain and is routed to the accounts connected here.
+Stanzas from clients to the component's domain (or a JID in it) go to it, from any server of the
+tree (component_net.py announces the domain); what it sends must come from its domain and is routed
+to accounts wherever their resources are.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ class ComponentSession:
                 self.t.write(effect.data)
             elif t is Authenticated:
                 self.svc.pending.discard(self)
-                if effect.jid.domain in self.svc.components:
+                self.domain = effect.jid.domain
+                if not self.svc.component_domains.claim(self, now):
+                    self.domain = None
                     self.stream_error("conflict", "that domain is already connected")
                     return
-                self.domain = effect.jid.domain
-                self.svc.components[self.domain] = self
             elif t is CloseStream:
                 self.t.close("stream closed")
             if self.t.closing:
@@ -48,8 +49,7 @@ class ComponentSession:
 
     def connection_lost(self, reason: str, now: float) -> None:
         self.svc.pending.discard(self)
-        if self.domain is not None and self.svc.components.get(self.domain) is self:
-            del self.svc.components[self.domain]
+        self.svc.component_domains.release(self)
 
     def send(self, el: etree._Element) -> None:
         if not self.t.closing and self.domain is not None:

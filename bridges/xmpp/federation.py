@@ -9,9 +9,11 @@ Frames (module frames in ENCAP: numbered, replayed after a short split, deduplic
 
     XMPP_STANZA  {xml, [to: [bare JID...]]}
         a stanza, re-serialised from the parsed tree, to exactly the servers that have resources of
-        its recipient. Without `to` the stanza's own `to` addresses it; with `to` (presence
+        its recipient (or the component of its domain, component_net.py). Without `to` the stanza's own `to` addresses it; with `to` (presence
         broadcasts and probes) every listed account's resources on that server get it: once per
         server, whatever the number of resources and recipients there.
+        A message to a bare JID that goes to several servers carries `mark: [id, time]`, the archive
+        id and time every server archiving it uses (mam.py).
     XMPP_ROSTER  {account, contact, item | null, stamp: [time, server]}
         one roster change (null: removed), to every server.
     XMPP_ROSTER_VERSIONS {versions: {account: version}}
@@ -40,7 +42,7 @@ from relay.core.model import User
 from . import namespaces as ns
 from .jid import Jid, JidError, parse_jid
 from .roster import clean_item, clean_stamp
-from .stanza import Outgoing, element
+from .stanza import Outgoing, element, serialise
 
 log = logging.getLogger("relay.xmpp")
 
@@ -91,6 +93,8 @@ class XmppFederation:
         self.remote: dict[Jid, dict[str, User]] = {}   # bare JID -> uid -> its user on another server
         self.bare_of_uid: dict[str, Jid] = {}
         self.stats = {"stanzas_out": 0, "stanzas_in": 0, "stanzas_refused": 0, "roster_in": 0}
+        self.new_mark = None        # now -> (archive id, time): set by mam.py
+        self.mark = None            # the mark of the message being delivered, while it is
         for u in list(self.net.users.values()):
             self._user_came(u)
         svc.roster.changed = self.roster_changed
@@ -166,19 +170,23 @@ class XmppFederation:
                 "resources": {r: (x.priority if x.presence is not None else None) for r, x in acct.resources.items()}}
 
     # ---------------------------------------------------------------- sending
-    def send(self, el: etree._Element, servers: set[str], to: Iterable[str] | None = None) -> bool:
+    def send(self, el: etree._Element, servers: set[str], to: Iterable[str] | None = None, mark=None) -> bool:
         """`el` to `servers` as one frame (crossing each link once); False if there is no one to send to."""
         links = self.links
         servers = set(servers) - {self.core.config.server.id}
         if links is None or not servers:
             return False
-        xml = etree.tostring(el, encoding="unicode")
+        # A component's stanza is in its stream's namespace: it crosses as jabber:client.
+        xml = etree.tostring(el, encoding="unicode") if el.tag.startswith(C) else \
+            serialise(el, ns.CLIENT, websocket=True).decode("utf-8")
         if len(xml) * 2 + 4096 > links.codec.max_frame:
             log.warning("XMPP stanza of %d characters too large for a link frame; not sent", len(xml))
             return False
         payload = {"xml": xml}
         if to is not None:
             payload["to"] = sorted(set(to))
+        if mark is not None:
+            payload["mark"] = list(mark)
         self.stats["stanzas_out"] += 1
         links.send_extension(STANZA, payload, servers)
         return True
@@ -221,11 +229,17 @@ class XmppFederation:
             top = max(c[0] for c in available)
             cands = [c for c in available if c[0] == top]
         servers = {c[1] for c in cands if c[1] is not None}
-        if servers:
-            self.send(el, servers)
         here = [x for _, _, x in cands if x is not None]
+        mark = self.new_mark(now) if self.new_mark is not None and (len(servers) > 1 or servers and here) \
+            and el.find(C + "body") is not None else None      # archived on several servers: one id
+        if servers:
+            self.send(el, servers, mark=mark)
         if here:
-            self.svc.router.deliver_to(bare, el, here, now)
+            self.mark = mark
+            try:
+                self.svc.router.deliver_to(bare, el, here, now)
+            finally:
+                self.mark = None
         return True
 
     def to_accounts(self, el: etree._Element, bares: Iterable[Jid], servers: set[str] | None = None) -> None:
@@ -264,7 +278,16 @@ class XmppFederation:
                         x.send_bytes_of(out)
             return
         target = full_of(el.get("to"))
-        if target is None or target.domain != self.svc.domain or target.local is None:
+        if target is None:
+            return
+        if target.domain != self.svc.domain:
+            component = self.svc.components.get(target.domain)
+            if component is not None:
+                component.send(el)
+            else:
+                self.bounce(el, now)                # the component left while the stanza was on its way
+            return
+        if target.local is None:
             return
         if name == "message":
             if target.resource is not None:
@@ -448,4 +471,11 @@ class XmppFederation:
             log.warning("XMPP stanza from server %s refused: not a stanza", origin)
             return
         self.stats["stanzas_in"] += 1
-        self.deliver_here(el, None if to is None else [b for b in map(bare_of, to) if b is not None], now)
+        mark = payload.get("mark")
+        self.mark = (mark[0], float(mark[1])) if isinstance(mark, list) and len(mark) == 2 and \
+            isinstance(mark[0], str) and 0 < len(mark[0]) <= 64 and isinstance(mark[1], (int, float)) \
+            and not isinstance(mark[1], bool) else None
+        try:
+            self.deliver_here(el, None if to is None else [b for b in map(bare_of, to) if b is not None], now)
+        finally:
+            self.mark = None

@@ -5,7 +5,10 @@ resources here, is archived for that account (store `xmpp_archive`, written as `
 reaching the account gets the archive's id as an XEP-0359 `<stanza-id by='account' id=.../>`
 (any such element with the same `by` that came with it is removed first: only the archive
 says it). Each server archives what passes through it for its own sessions' accounts; a query
-reads this server's archive.
+reads this server's archive, and in a tree the archives of every server (mam_tree.py: fanned out,
+merged by (time, id)). An archive id is `<time in µs, hex>-<random>`, so a cursor says where it
+is in time on any server; a message that reaches the account on two servers is archived on both
+with the same id and time (its sender's server gives them with the XMPP_STANZA frame: `mark`).
 
 A query (`<iq type='set'><query xmlns='urn:xmpp:mam:2' queryid=...>`, with a jabber:x:data form of
 `with`, `start`, `end`, `before-id`, `after-id`, and an RSM `<set>` of `max`, `after`, `before`) is one
@@ -78,6 +81,23 @@ _PREFS = ("INSERT INTO xmpp_archive_prefs(server, account, dflt) VALUES (?,?,?) 
 _SEQ_OF = "(SELECT seq FROM xmpp_archive WHERE server = ? AND account = ? AND id = ?)"
 
 
+def new_mark(now: float) -> tuple[str, float]:
+    """A network-unique archive id and its time (whole microseconds, the same in the id)."""
+    n = round(now * 1_000_000)
+    return f"{n:x}-{secrets.token_urlsafe(6)}", n / 1_000_000
+
+
+def key_of(sid: str) -> tuple[float, str] | None:
+    """(time, id) of an id from `new_mark`; None for another (an older archive's random id)."""
+    head, dash, _ = sid.partition("-")
+    if not dash or not 0 < len(head) <= 16:
+        return None
+    try:
+        return int(head, 16) / 1_000_000, sid
+    except ValueError:
+        return None
+
+
 def archivable(el: etree._Element) -> bool:
     return el.get("type") in (None, "chat", "normal") and el.find(_BODY) is not None
 
@@ -108,6 +128,7 @@ class Archive:
         self.prefs = dict(self.storage.query("SELECT account, dflt FROM xmpp_archive_prefs WHERE server = ?",
                                              (self.server,)))
         self.archived = self.queries = 0
+        self.tree = None                    # mam_tree.TreeQueries, set by setup
 
     # ---------------------------------------------------------------- archiving
     def wanted(self, account: str, other: str) -> bool:
@@ -116,7 +137,8 @@ class Archive:
             return False
         return pref == "always" or self.svc.roster.item(account, other) is not None
 
-    def add(self, account: str, el: etree._Element, other: str, outgoing: bool, now: float) -> str | None:
+    def add(self, account: str, el: etree._Element, other: str, outgoing: bool, now: float,
+            mark: tuple[str, float] | None = None) -> str | None:
         try:
             peer = parse_jid(other)
         except JidError:
@@ -124,8 +146,8 @@ class Archive:
         if not self.wanted(account, str(peer.bare)):
             return None
         self.seq += 1
-        sid = secrets.token_urlsafe(12)
-        self.storage.queue.put(Op(_INSERT, (self.server, account, self.seq, sid, now, str(peer.bare), str(peer),
+        sid, stamp = mark or new_mark(now)
+        self.storage.queue.put(Op(_INSERT, (self.server, account, self.seq, sid, stamp, str(peer.bare), str(peer),
                                             int(outgoing), etree.tostring(el, encoding="unicode"))))
         self.archived += 1
         return sid
@@ -141,7 +163,7 @@ class Archive:
         blocking = getattr(self.svc, "blocking", None)
         if blocking is not None and blocking.blocks(ev.to.local, el.get("from") or ""):
             return None
-        sid = self.add(ev.to.local, el, el.get("from") or "", False, ev.now)
+        sid = self.add(ev.to.local, el, el.get("from") or "", False, ev.now, self.svc.federation.mark)
         if sid is not None:
             etree.SubElement(el, _STANZA_ID, nsmap={None: SID}, by=bare, id=sid)
         return None
@@ -164,6 +186,9 @@ class Archive:
             return True
         self.queries += 1
         qid = iq[0].get("queryid")
+        if self.tree is not None and self.tree.others():
+            self.tree.query(r, s, iq, qid, page)    # every server's archive
+            return True
         self.storage.read(sql, args, lambda rows: self.answer(r, s, iq, qid, page, rows))
         return True
 
@@ -218,8 +243,9 @@ class Archive:
                "COUNT(*) OVER () AS total, ROW_NUMBER() OVER (ORDER BY seq) - 1 AS pos FROM xmpp_archive WHERE "
                + " AND ".join(where) + ") AS q" + (" WHERE " + " AND ".join(outer) if outer else "")
                + f" ORDER BY seq {order} LIMIT ?")
-        return sql, (*args, *outer_args, max(limit, 1) + 1), {"max": limit, "backward": order == "DESC",
-                                                              "ref": after or before or None}
+        return sql, (*args, *outer_args, max(limit, 1) + 1), {
+            "max": limit, "backward": order == "DESC", "ref": after or before or None,
+            "fields": fields, "after": after or None, "before": before or None}
 
     def answer(self, r, s, iq, qid, page: dict, rows) -> None:
         if s.jid is None or not s.established:
@@ -234,15 +260,18 @@ class Archive:
             return
         self.fin(r, s, iq, qid, page, rows, False)
 
-    def fin(self, r, s, iq, qid, page: dict, rows, unknown: bool) -> None:
+    def fin(self, r, s, iq, qid, page: dict, rows, unknown: bool, partial: bool = False, total: int | None = None) -> None:
+        """The results and the iq result. `partial`: some servers of the tree did not answer; `total`
+        the count when the rows do not carry it (then they carry no index either)."""
         if s.jid is None or not s.established:
             return
         if unknown:
             r.error(s, iq, "cancel", "item-not-found")
             return
         limit = page["max"]
-        total = rows[0][4] if rows else 0
-        complete = len(rows) <= limit
+        if total is None:
+            total = rows[0][4] if rows else 0
+        complete = len(rows) <= limit and not partial
         shown = rows[:limit]
         if page["backward"]:
             shown.reverse()
@@ -266,7 +295,9 @@ class Archive:
             fin.set("complete", "true")
         rset = etree.SubElement(fin, "{%s}set" % RSM, nsmap={None: RSM})
         if shown:
-            first = etree.SubElement(rset, "{%s}first" % RSM, index=str(shown[0][5]))
+            first = etree.SubElement(rset, "{%s}first" % RSM)
+            if shown[0][5] is not None:
+                first.set("index", str(shown[0][5]))
             first.text = shown[0][1]
             etree.SubElement(rset, "{%s}last" % RSM).text = shown[-1][1]
         etree.SubElement(rset, "{%s}count" % RSM).text = str(total)
@@ -302,7 +333,10 @@ class Archive:
 
 
 def setup(module, svc) -> None:
+    from .mam_tree import TreeQueries
     archive = svc.mam = Archive(svc)
+    archive.tree = TreeQueries(archive, module)
+    svc.federation.new_mark = new_mark          # a message crossing to several servers: one id on all
     module.hook("message/delivering", archive.on_delivering, priority=10)   # before carbons copy it
     module.hook("message/bare", archive.on_sent)
     module.hook("message/full", archive.on_sent)

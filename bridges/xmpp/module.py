@@ -13,7 +13,8 @@
 A bound account is a network member (nick from its localpart, shown as `xmpp` in WHOIS);
 every other network user is `nick@domain`. See session.py (streams, SASL, binding),
 service.py (accounts and names), routing.py (the stanza table), roster.py (the `xmpp_roster`
-store), federation.py (rosters, resources, stanzas and presence across the tree).
+store), federation.py (rosters, resources, stanzas and presence across the tree), component_net.py
+(XEP-0114 component domains across the tree).
 The services clients rely on are one file each, hooked into the table: sm.py (XEP-0198), csi.py
 (XEP-0352), offline.py (XEP-0160), carbons.py (XEP-0280), mam.py (XEP-0313), blocking.py (XEP-0191),
 vcard.py (XEP-0054/0153), private.py (XEP-0049), last.py (XEP-0012), register.py (XEP-0077),
@@ -30,6 +31,7 @@ from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import adhoc, blocking, bosh, carbons, csi, last, mam, offline, private, register, sm, upload, vcard, websocket
+from .component_net import ComponentDomains
 from .federation import XmppFederation
 from .jid import JidError, prep_domain
 from .roster import LEGACY_FILE, RosterStore
@@ -67,6 +69,7 @@ class Options(BaseModel):
     ack_seconds: Annotated[float, Field(gt=0)] = 30.0        # ... or once one has waited this long
     offline_max: Annotated[int, Field(ge=0)] = 1000          # XEP-0160: stored messages per account
     mam_max_page: Annotated[int, Field(ge=1)] = 100          # XEP-0313: most results one query returns
+    mam_tree_timeout: Annotated[float, Field(gt=0)] = 5.0    # seconds a query waits for the other servers
     # The services of vcard.py, private.py, last.py, register.py, adhoc.py, upload.py, websocket.py:
     vcard_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024             # XEP-0054, serialised
     private_max_bytes: Annotated[int, Field(ge=256)] = 64 * 1024            # XEP-0049, one namespace's
@@ -116,6 +119,7 @@ def setup(module) -> None:
     svc = XmppService(core, opts, RosterStore(core.storage, core.config.server.id, legacy))
     svc.router = Router(svc)
     svc.federation = XmppFederation(svc, module)
+    svc.component_domains = ComponentDomains(svc, module)
     module.provide("xmpp", svc)
     module.protocol("xmpp", svc.new_session)
     module.protocol("xmpp-component", svc.new_component)

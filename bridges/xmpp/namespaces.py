@@ -13,6 +13,7 @@ BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 SM = "urn:xmpp:sm:3"                                      # XEP-0198
 CSI = "urn:xmpp:csi:0"                                    # XEP-0352
+ROSTERVER = "urn:xmpp:features:rosterver"                 # RFC 6121 §2.6
 XML = "http://www.w3.org/XML/1998/namespace"
 
 CONTENT_NAMESPACES = frozenset({CLIENT, COMPONENT, SERVER})

@@ -124,6 +124,7 @@ class C2sPolicy:
     legacy_session: bool = True             # advertise RFC 3921 session as <optional/>
     stream_management: bool = True          # XEP-0198
     client_state_indication: bool = True    # XEP-0352
+    roster_versioning: bool = True          # RFC 6121 §2.6: <ver/> (routing.py answers a roster get's `ver`)
     max_auth_failures: int = 3
     # The resource to bind for a requested full JID: the same, another (renamed), or None (conflict).
     bind: Callable[[Jid], Optional[Jid]] = lambda full: full
@@ -289,6 +290,8 @@ class C2sNegotiation(_Negotiation):
             features.append(_el(ns.SM, "sm"))
         if self.policy.client_state_indication:
             features.append(_el(ns.CSI, "csi"))
+        if self.policy.roster_versioning:
+            features.append(_el(ns.ROSTERVER, "ver"))
         return features
 
     def stanza(self, el: etree._Element) -> None:

@@ -139,9 +139,7 @@ class Router:
             if host is not None:
                 host.handler(s, el, to, now)
                 return
-            component = self.svc.components.get(to.domain)
-            if component is not None:
-                component.send(el)
+            if self.to_component(to.domain, el):
                 return
             if name != "presence":
                 self.error(s, el, "cancel", "remote-server-not-found")
@@ -172,9 +170,7 @@ class Router:
         if src.domain != c.domain:
             c.stream_error("invalid-from", f"{src.domain} is not {c.domain}")
             return
-        other = self.svc.components.get(to.domain)
-        if other is not None:
-            other.send(el)
+        if to.domain != self.domain and self.to_component(to.domain, el):
             return
         name = etree.QName(el).localname
         if to.domain != self.domain or to.local is None:
@@ -194,6 +190,15 @@ class Router:
                 if x.interested:
                     x.send_bytes_of(out)
             self.svc.federation.to_accounts(el, [to.bare])
+
+    def to_component(self, domain: str, el: etree._Element) -> bool:
+        """`el` to the component that holds `domain`, here or on another server; False if none does."""
+        component = self.svc.components.get(domain)
+        if component is not None:
+            component.send(el)
+            return True
+        sid = self.svc.component_domains.server_of(domain)
+        return sid is not None and self.svc.federation.send(el, {sid})
 
     def host(self, domain: str) -> XmppHost | None:
         for h in self.svc.core.items.get("xmpp-host"):

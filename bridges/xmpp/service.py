@@ -41,6 +41,7 @@ class XmppService:
         self.components: dict[str, object] = {}         # domain -> component.ComponentSession
         self._local_of: dict[str, str] = {}              # nick -> its JID localpart ("" if it has none)
         self.federation = None                          # federation.XmppFederation, set by the module
+        self.component_domains = None                   # component_net.ComponentDomains, set by the module
         self.channel_events = None                      # renders channel events for every account (MUC)
 
     def new_session(self, transport, listener, now: float) -> C2sSession:
@@ -121,4 +122,7 @@ class XmppService:
     def stats(self) -> dict:
         return {"accounts": len(self.accounts),
                 "sessions": sum(len(a.resources) for a in self.accounts.values()),
-                "remote_accounts": len(self.federation.remote), **self.federation.stats}
+                "remote_accounts": len(self.federation.remote), **self.federation.stats,
+                "components": sorted(self.components),
+                "remote_components": self.component_domains.remote_domains(),
+                **self.component_domains.stats}

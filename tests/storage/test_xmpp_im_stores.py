@@ -13,7 +13,8 @@ from relay.core.storage import Storage, WriteQueue
 
 
 def _svc(storage, **opts):
-    core = SimpleNamespace(storage=storage, accounts=SimpleNamespace(get=lambda name: object()), now=lambda: 0.0)
+    core = SimpleNamespace(storage=storage, accounts=SimpleNamespace(get=lambda name: object()), now=lambda: 0.0,
+                           net=None)
     return SimpleNamespace(core=core, domain="localhost", roster=SimpleNamespace(item=lambda a, c: None),
                            opts=SimpleNamespace(offline_max=10, mam_max_page=100, **opts))
 
@@ -27,10 +28,7 @@ def test_offline_and_blocklist_come_back_at_the_next_start(storage):
     off = OfflineStore(_svc(storage), None)
     assert off.store("bob", _msg("one"), 1.5) and off.store("bob", _msg("two"), 2.5)
     lists = Blocklists(_svc(storage))
-    lists.lists["bob"] = set()
-    from relay.core.storage import Op
-    storage.queue.put(Op("INSERT INTO xmpp_blocklist(server, account, jid) VALUES (?,?,?) ON CONFLICT "
-                         "(server, account, jid) DO NOTHING", ("001", "bob", "mallory@localhost")))
+    storage.queue.put(lists._local("bob", "mallory@localhost", True, 1.0))    # the write of a block
     flush(storage)
     again = Storage(storage.db, WriteQueue(), "001")
     kept = OfflineStore(_svc(again), None).messages["bob"]
@@ -63,3 +61,15 @@ def test_the_archive_query_pages_on_both_backends(storage):
             f"<field var='after-id'><value>{ids[1]}</value></field></x>")
     assert run(form) == (["m3", "m5"], [2], [0, 1])
     assert run(rsm % "<after>nope</after>")[0] == []
+
+
+def test_a_version_1_blocklist_store_one_list_per_server_is_merged_into_one(db):
+    from bridges.xmpp.blocking import SCHEMA
+    from relay.core.storage import Op, Schema
+    db.migrate(Schema("xmpp_blocklist", SCHEMA.migrations[:1], tables=SCHEMA.tables))
+    db.execute([Op("INSERT INTO xmpp_blocklist(server, account, jid) VALUES (?,?,?)", row) for row in
+                (("001", "bob", "mallory@localhost"), ("002", "bob", "mallory@localhost"),
+                 ("002", "bob", "spam.example"), ("001", "alice", "x@y"))])
+    storage = Storage(db, WriteQueue(), "001")
+    assert Blocklists(_svc(storage)).lists == {"bob": {"mallory@localhost", "spam.example"}, "alice": {"x@y"}}
+    assert db.query("SELECT count(*) FROM xmpp_blocklist")[0][0] == 3

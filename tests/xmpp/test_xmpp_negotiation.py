@@ -95,7 +95,8 @@ def test_full_c2s_transcript():
 
     events = client.read(neg.receive_data(CLIENT_HEADER))
     assert [c.tag for c in events[1].element] == [
-        "{%s}bind" % ns.BIND, "{%s}session" % ns.SESSION, "{%s}sm" % ns.SM, "{%s}csi" % ns.CSI]
+        "{%s}bind" % ns.BIND, "{%s}session" % ns.SESSION, "{%s}sm" % ns.SM, "{%s}csi" % ns.CSI,
+        "{%s}ver" % ns.ROSTERVER]
 
     effects = neg.receive_data(BIND)
     (reply,) = client.read(effects)
