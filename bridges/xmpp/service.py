@@ -95,7 +95,10 @@ class XmppService:
         full = u.attrs.get("xmpp", {}).get("jid")
         if full:
             return full.split("/", 1)[0]
-        nick = u.nick
+        return self.jid_of_nick(u.nick, u.uid)
+
+    def jid_of_nick(self, nick: str, uid: str) -> str:
+        """nick@domain, the bare JID of a user of another protocol (its uid where the nick has none)."""
         local = self._local_of.get(nick)
         if local is None:
             try:
@@ -105,7 +108,7 @@ class XmppService:
             if len(self._local_of) > 50_000:
                 self._local_of.clear()
             self._local_of[nick] = local
-        return f"{local or u.uid.lower()}@{self.domain}"
+        return f"{local or uid.lower()}@{self.domain}"
 
     def network_user(self, bare: Jid) -> User | None:
         """The network user `bare` names (an XMPP account here first, then any user by nick)."""

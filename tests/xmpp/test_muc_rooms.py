@@ -85,6 +85,18 @@ def test_history_on_join_with_limits(wire):
     assert b"line" not in out
 
 
+def test_history_names_the_sender_as_it_was_when_it_spoke(wire):
+    """History is recorded raw and made into stanzas when a join reads it: a nick change between
+    the two must not rename the message's sender."""
+    irc = wire.client("a", "dave")
+    irc.send("JOIN #room", "PRIVMSG #room :before", "NICK david", "PRIVMSG #room :after")
+    alice = Xmpp(wire, "a", "alice", "r")
+    out = join(alice, "alice")
+    said = {m.findtext("{jabber:client}body"): m.get("from") for m in map(etree.fromstring, stanzas(out))
+            if m.tag == "{jabber:client}message" and m.findtext("{jabber:client}body")}
+    assert said == {"before": "room@conference.localhost/dave", "after": "room@conference.localhost/david"}
+
+
 def test_password_members_only_and_bans_through_the_channel_policy(wire):
     irc = wire.client("a", "dave")
     irc.send("JOIN #room", "MODE #room +k sesame")

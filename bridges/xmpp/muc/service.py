@@ -48,14 +48,31 @@ JOIN_ERRORS = {
 class Room:
     """What this server keeps of one room beyond its channel."""
 
-    __slots__ = ("key", "local", "jid", "history", "occupants", "waiting", "mods")
+    __slots__ = ("key", "local", "jid", "_history", "_pending", "_entry", "occupants", "waiting", "mods")
 
-    def __init__(self, key: str, local: str, jid: str, history_length: int):
+    def __init__(self, key: str, local: str, jid: str, history_length: int, entry):
         self.key, self.local, self.jid = key, local, jid
-        self.history: deque = deque(maxlen=history_length)   # (time, nick, real jid, text, stanza-id)
+        self._history: deque = deque(maxlen=history_length)  # (time, nick, real jid, text, stanza-id)
+        # Every channel message passes here on every server with members, most never read by a
+        # join: kept raw (event, nick then) and made into entries by `entry` when history is read.
+        self._pending: deque = deque(maxlen=history_length)
+        self._entry = entry
         self.occupants: dict[Jid, dict[str, object]] = {}      # account bare JID -> resource -> session
         self.waiting: dict[Jid, object] = {}                   # full JID -> session joined, history on its way
         self.mods: list | None = None                          # the @s, while no status or member changes
+
+    @property
+    def history(self) -> deque:
+        """The recent history, oldest first: (time, nick, real jid, text, stanza-id)."""
+        pending = self._pending
+        if pending:
+            entry = self._entry
+            self._history.extend([entry(ev, nick) for ev, nick in pending])
+            pending.clear()
+        return self._history
+
+    def record(self, ev: MessageSent) -> None:
+        self._pending.append((ev, ev.source.nick))
 
 
 class MucService(Moderation):
@@ -90,7 +107,8 @@ class MucService(Moderation):
             if local is None:
                 self.no_room.add(key)
                 return None
-            r = self.rooms[key] = Room(key, local, f"{local}@{self.domain}", self.opts.history_length)
+            r = self.rooms[key] = Room(key, local, f"{local}@{self.domain}", self.opts.history_length,
+                                       self._history_entry)
         return r
 
     def real_jid(self, u: User) -> str:
@@ -378,12 +396,16 @@ class MucService(Moderation):
             if self.store is not None:
                 self.store.retract(room.key, redact)
             return
-        jid = self.real_jid(ev.source)
-        sid = stanza_id(ev)
-        room.history.append((ev.time, ev.source.nick, jid, ev.text, sid))
+        room.record(ev)
         store, mode = self.store, self.opts.archive
         if store is not None and (mode == "all" or (mode == "persistent" and store.persistent(room.key))):
-            store.archive(room.key, sid, ev.time, ev.source.nick, jid, ev.text)
+            store.archive(room.key, stanza_id(ev), ev.time, ev.source.nick, self.real_jid(ev.source), ev.text)
+
+    def _history_entry(self, ev: MessageSent, nick: str) -> tuple:
+        u = ev.source
+        full = u.attrs.get("xmpp", {}).get("jid")
+        jid = full or (self.xmpp.jid_of(u) if u.nick == nick else self.xmpp.jid_of_nick(nick, u.uid))
+        return (ev.time, nick, jid, ev.text, stanza_id(ev))
 
     def channel_destroyed(self, ch: Channel) -> None:
         """The last member left: a temporary room ends with it, a persistent one stays in the store."""
