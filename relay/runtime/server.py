@@ -566,7 +566,9 @@ class Runtime:
                 pass
         if self.writer is not None:
             self.writer.stop()
-            log.info("storage flushed: %d writes committed", self.core.storage.queue.committed)
+            w = self.writer
+            log.info("storage flushed: %d writes committed (%d statements in %d flushes; clients paused %d times "
+                     "by a full queue)", self.core.storage.queue.committed, w.ops_written, w.flushes, w.paused)
         self.core.storage.close()
         self.stopped.set()
         self._timer_wake.set()
