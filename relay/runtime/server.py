@@ -148,6 +148,7 @@ class Runtime:
         self._open_control()
         self._open_listeners()
         core.protocols_changed = self._sync_listeners
+        core.started_serving(self.now())
         self._timer_loop = gevent.spawn(self._run_timers)
         for sig in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(sig, lambda s=sig: gevent.spawn(self.shutdown, f"Received {signal.Signals(s).name}"))
