@@ -6,7 +6,9 @@
 relaynet only (no reference servers). Each round runs every scenario once per backend, the order
 alternating (SQLite first, then PostgreSQL first...) because the machine is shared. PostgreSQL is a
 throw-away cluster (tests/pgsupport.py), a fresh database per server, not pinned. Prints the raw
-figures of every run, the ratio per round and the ratio of the medians. `--profile DIR`: py-spy
+figures of every run, the ratio per round and the ratio of the medians, and what a delivery costs
+in CPU (relaynet's process and, on PostgreSQL, the cluster's processes, over the saturation window):
+on a shared machine the throughput follows the other users' load, the CPU per delivery much less. `--profile DIR`: py-spy
 records each relaynet server (every thread, idle samples left out) into DIR/<scenario>-<backend>-<round>.txt
 (collapsed stacks; summarised with tools.bench.profile.summarize).
 """
@@ -67,6 +69,31 @@ class _Spy:
         self._stop(*servers)
 
 
+def _with_database_procs(cluster) -> None:
+    """relaynet's `procs()` (whose CPU the load generator measures) plus the PostgreSQL cluster's processes."""
+    import psutil
+    own = Relaynet.procs
+
+    def procs(self):
+        out = own(self)
+        if sc.PG_CLUSTER is not None:
+            try:
+                pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
+                out += [psutil.Process(pid)] + psutil.Process(pid).children()
+            except (OSError, ValueError, psutil.Error):
+                pass
+        return out
+    Relaynet.procs = procs
+
+
+def _cpu(m: dict) -> tuple[float, float, float]:
+    """relaynet's CPU %, the database's CPU %, and CPU us per delivery (both together)."""
+    cpu = m.get("server_cpu") or [0.0]
+    own, db = cpu[0], sum(cpu[1:])
+    rate = m.get("deliveries_per_s") or 0
+    return own, db, ((own + db) / 100 / rate * 1e6) if rate else 0.0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench.storage", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,6 +117,7 @@ def main(argv=None) -> int:
         spy = _Spy(a.profile)
     tmp = Path(tempfile.mkdtemp(prefix="rn-st-"))   # short: control sockets live below it
     cluster = sc.start_pg_cluster()
+    _with_database_procs(cluster)
     print(f"PostgreSQL {cluster.bindir.parent.name}; load average {os.getloadavg()[0]:.1f}; work dir {tmp}")
     res: dict[str, dict[str, list]] = {n: {"sqlite": [], "postgresql": []} for n in names}
     try:
@@ -105,7 +133,9 @@ def main(argv=None) -> int:
                     t0 = time.monotonic()
                     m = fn("relaynet", tmp / f"{names.index(n)}{backend[0]}{r}", p)
                     res[n][backend].append(m)
-                    print(f"{time.strftime('%H:%M:%S')} {label}: {m[key]:,.0f}/s  server CPU {m.get('server_cpu')}  "
+                    own, db, per = _cpu(m)
+                    print(f"{time.strftime('%H:%M:%S')} {label}: {m[key]:,.0f}/s  CPU relaynet {own:.0f}% "
+                          f"database {db:.0f}%, {per:.1f} us/delivery  "
                           f"others core0/1 {m.get('core0_others')}/{m.get('core1_others')}  lost {m.get('lost')}  "
                           f"load {os.getloadavg()[0]:.1f}  ({time.monotonic() - t0:.0f}s)", flush=True)
     finally:
@@ -113,16 +143,19 @@ def main(argv=None) -> int:
         sc.stop_all()
         sc.stop_pg_cluster()
     print()
-    print("| scenario | SQLite /s (runs) | PostgreSQL /s (runs) | ratio per round | ratio of medians |")
-    print("|---|---|---|---|---|")
+    print("| scenario | SQLite /s (runs) | PostgreSQL /s (runs) | ratio per round | ratio of medians | "
+          "CPU us/delivery SQLite / PostgreSQL (medians) |")
+    print("|---|---|---|---|---|---|")
     for n in names:
         key = SCENARIOS[n][1]
         s = [m[key] for m in res[n]["sqlite"]]
         g = [m[key] for m in res[n]["postgresql"]]
         per = " / ".join(f"{b / a_:.2f}" for a_, b in zip(s, g))
         ms, mg = sorted(s)[len(s) // 2], sorted(g)[len(g) // 2]
+        cs = sorted(_cpu(m)[2] for m in res[n]["sqlite"])[len(s) // 2]
+        cg = sorted(_cpu(m)[2] for m in res[n]["postgresql"])[len(g) // 2]
         print(f"| {n} | {', '.join(f'{x:,.0f}' for x in s)} | {', '.join(f'{x:,.0f}' for x in g)} | {per} | "
-              f"{mg / ms:.2f} |")
+              f"{mg / ms:.2f} | {cs:.1f} / {cg:.1f} |")
     return 0
 
 
