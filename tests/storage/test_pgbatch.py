@@ -180,7 +180,8 @@ def test_a_copied_run_that_meets_a_stored_key_goes_as_the_upsert(btable):
     n = pgbatch.COPY_MIN_ROWS
     btable.execute([Op(UPSERT, (5, "a", "old", None, None)), Op(UPSERT, (1000, "a", "gone", None, None))])
     # one run: a key stored before, and a key met twice within it (COPY fails on both; the upsert does not)
-    run = [Op(UPSERT, (i, "a", f"new{i}", float(i), b"\x01\xff")) for i in range(n)] + [Op(UPSERT, (1, "a", "last", None, None))]
+    run = [Op(UPSERT, (i, "a", f"new{i}", float(i), b"\x01\xff")) for i in range(n)]
+    run.append(Op(UPSERT, (1, "a", "last", None, None)))
     btable.execute([Op(DELETE, (1000, "a"))] + run + [Op(UPDATE, ("upd", 2.0, 2, "a"))])
     got = table(btable)
     assert got[(5, "a")] == ("new5", 5.0, b"\x01\xff") and got[(1, "a")] == ("last", None, None)

@@ -8,9 +8,9 @@ alternating (SQLite first, then PostgreSQL first...) because the machine is shar
 throw-away cluster (tests/pgsupport.py), a fresh database per server, not pinned. Prints the raw
 figures of every run, the ratio per round and the ratio of the medians, and what a delivery costs
 in CPU (relaynet's process and, on PostgreSQL, the cluster's processes, over the saturation window):
-on a shared machine the throughput follows the other users' load, the CPU per delivery much less. `--profile DIR`: py-spy
-records each relaynet server (every thread, idle samples left out) into DIR/<scenario>-<backend>-<round>.txt
-(collapsed stacks; summarised with tools.bench.profile.summarize).
+on a shared machine the throughput follows the other users' load, the CPU per delivery much less.
+`--profile DIR`: py-spy records each relaynet server (every thread, idle samples left out) into
+DIR/<scenario>-<backend>-<round>.txt (collapsed stacks).
 """
 
 from __future__ import annotations

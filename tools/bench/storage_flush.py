@@ -87,7 +87,8 @@ def main(argv=None) -> int:
                     finally:
                         db.close()
                     out[backend].append(m)
-                    print(f"{backend:10s} per write: wall {m['wall_us']:5.1f} us, writer CPU {m['writer_cpu_us']:4.1f} us, "
+                    print(f"{backend:10s} per write: wall {m['wall_us']:5.1f} us, "
+                          f"writer CPU {m['writer_cpu_us']:4.1f} us, "
                           f"database CPU {m['database_cpu_us']:4.1f} us", flush=True)
     finally:
         cluster.stop()
