@@ -114,7 +114,7 @@ def setup(module) -> None:
     legacy = core.config.data_path / opts.db_file
     # Loaded while the server serves (the runtime's listeners are open): the stored state is read
     # without stalling the loop, and MQTT clients are accepted (the protocol provided) once it is in.
-    if opts.persist and core.protocols_changed is not None:
+    if opts.persist and core.serving:
         pending = {"unloaded": False}
         module.on_unload(lambda: pending.update(unloaded=True))
         module.note("reading the stored MQTT state: MQTT clients are accepted once it is in")

@@ -112,6 +112,9 @@ def merged_options(core, given: Options) -> Options:
     return Options.model_validate({**section.model_dump(), **given.model_dump(include=given.model_fields_set)})
 
 
+TOMBSTONE_EXPIRE_EVERY = 3600.0    # seconds between looks for expired roster tombstones
+
+
 def setup(module) -> None:
     core = module.core
     opts = merged_options(core, module.options)
@@ -126,6 +129,14 @@ def setup(module) -> None:
     module.every(min(opts.ping_interval, opts.ping_timeout, opts.negotiation_timeout) / 4,
                  lambda now: sweep(svc, now))
     module.command("xmpp stats", lambda ctx: _stats(svc))
+    lifetime = core.config.accounts.tombstone_lifetime     # roster removals live as long as account removals
+
+    def expire_roster_tombstones(now: float) -> None:
+        n = svc.roster.expire_tombstones(now - lifetime)
+        if n:
+            module.log.info("xmpp: %d roster removal(s) older than %gs forgotten", n, lifetime)
+    expire_roster_tombstones(core.now())
+    module.every(min(TOMBSTONE_EXPIRE_EVERY, lifetime), expire_roster_tombstones)
     for extension in (sm, csi, offline, carbons, mam, blocking):    # IM extensions, each in its file
         extension.setup(module, svc)
     for ext in EXTENSIONS:

@@ -4,7 +4,9 @@ Every roster is in memory (loaded at start), so no stanza waits on a database; e
 memory and enqueues one write. Rosters are the same on every server (bridges/xmpp/federation.py
 carries each change over the tree): an item is stamped `(time, server id)` when it changes and the
 newer stamp wins, so servers that changed one item apart converge on the last writer. A removal is
-kept as a tombstone (a row with `removed = 1`) so that it wins over an older copy at a netjoin.
+kept as a tombstone (a row with `removed = 1`) so that it wins over an older copy at a netjoin, for
+`accounts.tombstone_lifetime` (as account removals are; `expire_tombstones`, hourly): a server apart
+for longer than that may bring the item back.
 
 The roster version (XEP-0237) is a digest of the account's items (what a client is shown), so
 it is the same on every server holding the same roster: a client may log in anywhere with the
@@ -127,6 +129,7 @@ class RosterStore:
         self.removed: dict[str, dict[str, Stamp]] = {}      # account -> contact -> stamp of the removal
         self.digests: dict[str, int] = {}
         self.changed: Callable[[str, str, dict | None, Stamp], None] | None = None
+        self.forgotten_before = 0.0      # removals stamped before this are forgotten (expire_tombstones)
         if storage is not None:
             legacy = (lambda: _legacy_units(legacy_file)) if legacy_file is not None and legacy_file.exists() else None
             storage.open_store(SCHEMA, legacy)
@@ -200,9 +203,27 @@ class RosterStore:
         """Another server's copy of an item (None: removed): taken if its stamp is newer. True if taken."""
         if not self.newer(account, contact, stamp):
             return False
+        if item is None and stamp[0] < self.forgotten_before and (account, contact) not in self.stamps:
+            return False        # a removal this server has forgotten already: nothing to remove
         self._set(account, contact, item, stamp)
         self._write(account, contact, item, stamp)
         return True
+
+    def expire_tombstones(self, before: float) -> int:
+        """Forget the removals stamped before `before` (memory and database); how many."""
+        self.forgotten_before = max(self.forgotten_before, before)
+        n = 0
+        for account in list(self.removed):
+            gone = self.removed[account]
+            for contact in [c for c, st in gone.items() if st[0] < before]:
+                del gone[contact]
+                del self.stamps[(account, contact)]
+                n += 1
+            if not gone:
+                del self.removed[account]
+        if n and self.storage is not None:
+            self.storage.queue.write("DELETE FROM xmpp_roster WHERE removed = 1 AND stamp < ?", (before,))
+        return n
 
     # ---------------------------------------------------------------- memory and disk
     def _set(self, account: str, contact: str, item: dict | None, stamp: Stamp) -> None:

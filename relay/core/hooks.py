@@ -21,7 +21,7 @@ CORE_HOOKS = (
     "account_registered", "account_removed",
     "channel_created", "channel_destroyed", "member_joined", "member_left",
     "link_up", "link_down", "netsplit", "netjoin", "servers_gone", "link_extension",
-    "config_reloaded", "module_loaded", "module_unloaded",
+    "serving", "config_reloaded", "module_loaded", "module_unloaded",
     "client_connected", "client_disconnected",
     "topic_published",
     "pubsub_publish_item", "pubsub_create_node", "pubsub_delete_node",

@@ -56,6 +56,9 @@ class Core:
         self.modules = ModuleManager(self)
         self.protocols: dict[str, tuple[Callable, str]] = {}
         self.protocols_changed: Callable[[], None] | None = None  # runtime: open/close listeners
+        # The runtime serves clients (`serving()`, the `serving` hook): from then on a store loaded
+        # (`module load`) reads through `storage.read`, never a blocking `storage.query` on the loop.
+        self.serving = False
         self.datagram_protocols: dict[str, tuple[Callable, str]] = {}  # `transport: udp` listeners
         self.http = HttpRoutes()  # routes of the `http` listener (relay/core/http_routes.py)
         # Set by the runtime: dialer(host, port, factory, proto, tls=, on_fail=) -> handle with cancel().
@@ -98,6 +101,12 @@ class Core:
             self.modules.load(name)
         for name, opts in self.config.modules.items():
             self.modules.load(name, opts)
+
+    def started_serving(self, now: float) -> None:
+        """The runtime: the listeners are open and the loop serves clients."""
+        self._now = now
+        self.serving = True
+        self.hooks.run("serving")
 
     def stop(self, now: float, reason: str = "Server shutting down") -> None:
         self._now = now

@@ -45,10 +45,17 @@ class Schema:
     name: str
     migrations: tuple[str | dict[str, str], ...]
     tables: tuple[str, ...]           # dump and restore order: parents first
+    # The oldest version whose dump restores as it is (the migrations since then changed no table's
+    # columns, only constraints or indexes); None: only a dump of this version.
+    dumps_from: int | None = None
 
     @property
     def version(self) -> int:
         return len(self.migrations)
+
+    def restores(self, version: int) -> bool:
+        """Does a dump of this store at `version` load into this schema as it is?"""
+        return (self.version if self.dumps_from is None else self.dumps_from) <= version <= self.version
 
     def statements(self, backend: str, i: int) -> list[str]:
         m = self.migrations[i]

@@ -148,6 +148,7 @@ class Runtime:
         self._open_control()
         self._open_listeners()
         core.protocols_changed = self._sync_listeners
+        core.started_serving(self.now())
         self._timer_loop = gevent.spawn(self._run_timers)
         for sig in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(sig, lambda s=sig: gevent.spawn(self.shutdown, f"Received {signal.Signals(s).name}"))
@@ -566,7 +567,9 @@ class Runtime:
                 pass
         if self.writer is not None:
             self.writer.stop()
-            log.info("storage flushed: %d writes committed", self.core.storage.queue.committed)
+            w = self.writer
+            log.info("storage flushed: %d writes committed (%d statements in %d flushes; clients paused %d times "
+                     "by a full queue)", self.core.storage.queue.committed, w.ops_written, w.flushes, w.paused)
         self.core.storage.close()
         self.stopped.set()
         self._timer_wake.set()

@@ -50,6 +50,8 @@ class StorageWriter:
         self.stopping = False
         self.flushes = 0
         self.failures = 0
+        self.ops_written = 0                  # statements the database ran (withdrawn units cost none)
+        self.paused = 0                       # times the queue filled and clients were read no more
         self._last_behind_log = 0.0
         self._urgent = False
         queue.wakeup = self._wake.set
@@ -118,6 +120,7 @@ class StorageWriter:
         took = time.monotonic() - t0
         q.done(len(units))
         self.flushes += 1
+        self.ops_written += len(ops)
         self._after_commit()
         now = time.monotonic()
         if (len(q) > q.limit / 4 or took > 1.0) and now - self._last_behind_log > BEHIND_LOG_EVERY:
@@ -140,8 +143,9 @@ class StorageWriter:
 
     def check_full(self) -> bool:
         """Called by the runtime after feeding a client: True if it must stop reading (queue full)."""
-        if self.queue.full:
+        if self.queue.full and self._drained.is_set():
             self._drained.clear()
+            self.paused += 1
         return self.congested
 
     def wait_committed(self, position: int, timeout: float | None = None) -> bool:

@@ -110,24 +110,57 @@ class PostgresDatabase:
         # flush, not per write); an error surfaces at the end and rolls the transaction back.
         # Consecutive writes of one statement (a message fanned out to many sessions) go as one
         # statement over a JSON array where pgbatch knows the form (far less work per row on both sides,
-        # and the writer thread holds the GIL the loop needs far less), else as one executemany.
+        # and the writer thread holds the GIL the loop needs far less), else as one executemany; a long
+        # run of inserts goes as COPY (outside the pipeline, which cannot carry it).
         runs = [(sql, [args for _, args in group]) for sql, group in itertools.groupby(stmts, key=lambda s: s[0])]
         types = functools.partial(self._column_types, conn)
-        batched = [pgbatch.statements(sql, rows, types) for sql, rows in runs]   # catalog reads: before the pipeline
+        # catalog reads: before the pipeline
+        plans = []
+        for sql, rows in runs:
+            copy = pgbatch.copy_form(sql, rows, types)
+            plans.append((sql, rows, None if copy else pgbatch.statements(sql, rows, types), copy))
         try:
-            with conn.transaction():
-                with conn.pipeline(), conn.cursor() as cur:
-                    for (sql, rows), sets in zip(runs, batched):
-                        if sets is not None:
-                            for q, params in sets:
-                                cur.execute(q, params)
-                        elif len(rows) == 1:
-                            cur.execute(_placeholders(sql), rows[0])
-                        else:
-                            cur.executemany(_placeholders(sql), rows)
+            with conn.transaction(), conn.cursor() as cur:
+                for copying, group in itertools.groupby(plans, key=lambda p: p[3] is not None):
+                    if copying:
+                        for sql, rows, sets, copy in group:
+                            self._copy(conn, cur, copy, sql, rows, types)
+                        continue
+                    with conn.pipeline():
+                        for sql, rows, sets, _ in group:
+                            self._statements(cur, sql, rows, sets)
         except psycopg.Error:
             self._types.clear()       # a table changed under us (another server migrated it): read again
             raise
+
+    @staticmethod
+    def _statements(cur, sql: str, rows: list[tuple], sets) -> None:
+        if sets is not None:
+            for q, params in sets:
+                cur.execute(q, params)
+        elif len(rows) == 1:
+            cur.execute(_placeholders(sql), rows[0])
+        else:
+            cur.executemany(_placeholders(sql), rows)
+
+    def _copy(self, conn, cur, copy: pgbatch.Copy, sql: str, rows: list[tuple], types) -> None:
+        if not copy.guarded:
+            self._copy_rows(cur, copy)
+            return
+        try:
+            with conn.transaction():       # a savepoint: a conflict rolls back to it
+                self._copy_rows(cur, copy)
+        except (psycopg.errors.UniqueViolation, psycopg.errors.ExclusionViolation):
+            sets = pgbatch.statements(sql, rows, types)     # the types are read already
+            with conn.pipeline():
+                self._statements(cur, sql, rows, sets)
+
+    @staticmethod
+    def _copy_rows(cur, copy: pgbatch.Copy) -> None:
+        with cur.copy(copy.sql) as cp:
+            write = cp.write_row
+            for r in copy.rows:
+                write(r)
 
     @staticmethod
     def _fetch(conn, sql: str, args: tuple) -> list[tuple]:

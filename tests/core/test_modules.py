@@ -85,3 +85,21 @@ def test_core_hooks_fire_for_module_lifecycle(core):
     core.modules.load("welcome", {})
     core.modules.unload("welcome")
     assert events == [("loaded", "welcome"), ("unloaded", "welcome")]
+
+
+def test_the_runtime_says_once_when_it_serves_and_a_store_loaded_after_reads_asynchronously(tmp_path):
+    """`Core.serving` (and the `serving` hook) is the one signal that the loop serves clients: the mqtt
+    module loaded before it reads its store at once, loaded after it through `storage.read`."""
+    from relay.core.config import parse
+    from relay.core.server import Core
+    core = Core(parse({"data_dir": str(tmp_path), "listen": [{"proto": "mqtt", "host": "127.0.0.1", "port": 1}],
+                       "modules": {"mqtt": {}}}), now=10.0)
+    heard = []
+    core.hooks.add("serving", lambda: heard.append(core.serving))
+    core.start(10.0)
+    assert not core.serving and not any("reading the stored" in n for n in core.modules.loaded["mqtt"].notes)
+    core.started_serving(11.0)
+    assert core.serving and heard == [True]
+    core.modules.unload("mqtt")
+    m = core.modules.load("mqtt", {})
+    assert any("reading the stored MQTT state" in n for n in m.notes) and "mqtt" in core.protocols

@@ -48,8 +48,8 @@ def test_backup_then_restore_onto_either_backend(storage, target, tmp_path):
     res = dump.backup(storage.db, [ACCOUNTS, MQTT], path)
     assert res["rows"]["accounts"] == 1 and res["rows"]["mqtt_messages"] == 1
     header = json.loads(path.read_text().splitlines()[0])
-    # accounts 2: the SHA-256 HA1; 3: the tombstones
-    assert header == {"format": "relaynet-dump", "version": 1, "stores": {"accounts": 3, "mqtt": 1}}
+    # accounts 2: the SHA-256 HA1; 3: the tombstones; mqtt 2: no foreign key on messages (PostgreSQL)
+    assert header == {"format": "relaynet-dump", "version": 1, "stores": {"accounts": 3, "mqtt": 2}}
     assert res["rows"]["account_tombstones"] == 1
     assert "pw-a" not in path.read_text()
     dump.load_dump(target, [ACCOUNTS, MQTT], path)
@@ -61,6 +61,25 @@ def test_backup_then_restore_onto_either_backend(storage, target, tmp_path):
     # A restore replaces: restoring twice leaves one copy.
     dump.load_dump(target, [ACCOUNTS, MQTT], path)
     assert everything(target) == everything(storage.db)
+
+
+@pytest.mark.parametrize("target", ["sqlite", "postgresql"], indirect=True)
+def test_a_dump_of_an_older_version_with_the_same_tables_restores(storage, target, tmp_path):
+    """mqtt 2 changed no table's columns: a backup made at version 1 restores as it is; older or newer not."""
+    populated(storage)
+    path = tmp_path / "backup.jsonl"
+    dump.backup(storage.db, [ACCOUNTS, MQTT], path)
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0])
+    for v, ok in [(1, True), (2, True), (0, False), (3, False), ("2", False)]:
+        header["stores"]["mqtt"] = v
+        path.write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
+        if ok:
+            dump.load_dump(target, [ACCOUNTS, MQTT], path)
+            assert everything(target) == everything(storage.db)
+        else:
+            with pytest.raises(StorageError, match="store mqtt is at schema version"):
+                dump.load_dump(target, [ACCOUNTS, MQTT], path)
 
 
 def test_a_broken_dump_is_refused_with_its_line(storage, tmp_path):

@@ -3,6 +3,8 @@ per server (two servers may share one PostgreSQL database), and an old mqtt.db i
 
 import sqlite3
 
+import pytest
+
 from storagesupport import flush
 
 from bridges.mqtt.store import Store
@@ -46,6 +48,33 @@ def test_deleting_a_session_takes_its_subscriptions_and_messages(storage):
     flush(storage)
     assert [r[0] for r in st.sessions()] == ["c2"]
     assert list(st.subs()) == [] and list(st.messages()) == []
+
+
+def test_on_postgresql_stored_messages_have_no_foreign_key_and_a_version_1_store_loses_it(storage, pg_cluster):
+    """Version 2: PostgreSQL checks the key with a trigger per stored message; the store deletes a
+    session's messages itself (the test above), and the broker skips one without its session."""
+    from bridges.mqtt.store import SCHEMA
+    from relay.core.storage import Schema
+    from relay.storage.postgresql import PostgresDatabase
+    fks = "SELECT conrelid::regclass::text FROM pg_constraint WHERE contype = 'f' ORDER BY 1"
+    if storage.db.backend != "postgresql":
+        pytest.skip("SQLite keeps the key")
+    Store(storage)
+    assert storage.db.query(fks) == [("mqtt_subscriptions",)]
+    old = PostgresDatabase(pg_cluster.new_database(), 1)
+    try:
+        old.migrate(Schema(SCHEMA.name, SCHEMA.migrations[:1], SCHEMA.tables))      # a version 1 deployment
+        assert old.query(fks) == [("mqtt_messages",), ("mqtt_subscriptions",)]
+        st = Store(Storage(old, WriteQueue(), "001"))
+        assert old.query(fks) == [("mqtt_subscriptions",)]
+        assert old.query("SELECT version FROM schema_versions WHERE store = 'mqtt'") == [(2,)]
+        st.save_session("c1", 5, None, 60, None)
+        st.add_message("c1", 1, 0, None, "t", b"x", 1, False, None, None)
+        st.delete_session("c1")
+        flush(st.storage)
+        assert old.query("SELECT count(*) FROM mqtt_messages") == [(0,)]
+    finally:
+        old.close()
 
 
 def test_rows_are_per_server_in_one_database(storage):

@@ -143,13 +143,52 @@ runs = st.lists(st.sampled_from(list(rows_of)).flatmap(
     max_size=8).map(lambda rs: [op for r in rs for op in r])
 
 
+@pytest.fixture(params=["copy-long-runs", "copy-every-run"])
+def copy_min(request, monkeypatch):
+    """PostgreSQL copies runs of COPY_MIN_ROWS inserts; the tests' runs are short, so also with every run."""
+    if request.param == "copy-every-run":
+        monkeypatch.setattr(pgbatch, "COPY_MIN_ROWS", 1)
+    return pgbatch.COPY_MIN_ROWS
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(first=runs, second=runs)
-def test_a_flush_gives_what_the_writes_one_by_one_give(btable, first, second):
+def test_a_flush_gives_what_the_writes_one_by_one_give(btable, copy_min, first, second):
     btable.execute([Op("DELETE FROM b")])
     btable.execute(first)           # two flushes: the second meets rows the first left
     btable.execute(second)
     assert table(btable) == model(first + second)
+
+
+def test_long_runs_of_inserts_are_copied_and_odd_ones_are_not():
+    rows = [(i, "a", f"v{i}", 0.5, b"\x00") for i in range(pgbatch.COPY_MIN_ROWS)]
+    for sql, guarded in [(UPSERT, True), (IGNORE, True), ("INSERT INTO b(k, j, v, n, d) VALUES (?,?,?,?,?)", False)]:
+        c = pgbatch.copy_form(sql, rows, lambda t: TYPES)
+        assert c is not None and c.guarded == guarded and c.rows == rows
+        assert c.sql == "COPY b (k, j, v, n, d) FROM STDIN"
+    assert pgbatch.copy_form(UPSERT, rows[:-1], lambda t: TYPES) is None          # too short
+    assert pgbatch.copy_form(DELETE, [(i, "a") for i in range(100)], lambda t: TYPES) is None
+    assert pgbatch.copy_form(UPSERT, rows, lambda t: None) is None                  # unknown table
+    odd = [(i, b"bytes in a text column", None, None, None) for i in range(100)]
+    assert pgbatch.copy_form(UPSERT, odd, lambda t: TYPES) is None
+    assert pgbatch.copy_form(UPSERT, [(i, "a", None, True, None) for i in range(100)], lambda t: TYPES) is None
+
+
+def test_a_copied_run_that_meets_a_stored_key_goes_as_the_upsert(btable):
+    if btable.backend != "postgresql":
+        pytest.skip("COPY is PostgreSQL's")
+    n = pgbatch.COPY_MIN_ROWS
+    btable.execute([Op(UPSERT, (5, "a", "old", None, None)), Op(UPSERT, (1000, "a", "gone", None, None))])
+    # one run: a key stored before, and a key met twice within it (COPY fails on both; the upsert does not)
+    run = [Op(UPSERT, (i, "a", f"new{i}", float(i), b"\x01\xff")) for i in range(n)]
+    run.append(Op(UPSERT, (1, "a", "last", None, None)))
+    btable.execute([Op(DELETE, (1000, "a"))] + run + [Op(UPDATE, ("upd", 2.0, 2, "a"))])
+    got = table(btable)
+    assert got[(5, "a")] == ("new5", 5.0, b"\x01\xff") and got[(1, "a")] == ("last", None, None)
+    assert got[(2, "a")] == ("upd", 2.0, b"\x01\xff") and (1000, "a") not in got and len(got) == n
+    # and a run with no conflict is copied whole, bytes and all
+    btable.execute([Op(IGNORE, (i, "b", None, None, bytes([i % 256]) * 3)) for i in range(n)])
+    assert table(btable)[(n - 1, "b")] == (None, None, bytes([(n - 1) % 256]) * 3)
 
 
 def test_integer_and_float_in_one_column_still_written(btable):

@@ -90,3 +90,46 @@ def test_a_damaged_json_file_is_not_the_servers_death(storage, tmp_path):
     path = tmp_path / "xmpp-roster.json"
     path.write_text("not json")
     assert RosterStore(storage, "001", path).items("alice") == {}
+
+
+def test_roster_tombstones_older_than_the_lifetime_are_forgotten_in_memory_and_on_disk(storage):
+    store = RosterStore(storage)
+    store.put("alice", "bob@localhost", 10.0, name="Bob")
+    store.put("alice", "old@localhost", 10.0)
+    store.remove("alice", "old@localhost", 20.0)
+    store.put("alice", "new@localhost", 10.0)
+    store.remove("alice", "new@localhost", 80.0)
+    store.put("carol", "gone@localhost", 10.0)
+    store.remove("carol", "gone@localhost", 30.0)
+    v = store.version("alice")
+    assert store.expire_tombstones(50.0) == 2
+    assert [e[1] for e in store.entries("alice")] == ["bob@localhost", "new@localhost"]
+    assert store.entries("carol") == [] and "carol" not in store.accounts() and store.version("alice") == v
+    assert store.expire_tombstones(50.0) == 0
+    # a removal already forgotten, heard of again from a server that kept it: nothing to store
+    assert not store.apply("carol", "gone@localhost", None, (30.0, "002"))
+    assert store.apply("carol", "other@localhost", None, (60.0, "002"))      # newer: kept
+    # an item this server holds still goes when an old removal newer than it comes in
+    store.apply("alice", "stale@localhost", {"name": None, "subscription": "none", "ask": None, "groups": []},
+                (5.0, "002"))
+    assert store.apply("alice", "stale@localhost", None, (40.0, "002"))
+    back = again(storage)
+    assert [e[1] for e in back.entries("alice")] == ["bob@localhost", "new@localhost", "stale@localhost"]
+    assert [e[1] for e in back.entries("carol")] == ["other@localhost"]
+    rows = storage.db.query("SELECT account, contact FROM xmpp_roster WHERE removed = 1 ORDER BY contact")
+    assert rows == [("alice", "new@localhost"), ("carol", "other@localhost"), ("alice", "stale@localhost")]
+
+
+def test_the_xmpp_module_forgets_roster_removals_after_accounts_tombstone_lifetime(tmp_path):
+    from relay.core.config import parse
+    from relay.core.server import Core
+    core = Core(parse({"data_dir": str(tmp_path), "accounts": {"tombstone_lifetime": 100},
+                       "modules": {"xmpp": {}}}), now=1000.0)
+    core.start(1000.0)
+    roster = core.services["xmpp"].roster
+    roster.put("alice", "bob@localhost", 1000.0)
+    roster.remove("alice", "bob@localhost", 1000.0)
+    core.tick(1099.0)
+    assert [e[1] for e in roster.entries("alice")] == ["bob@localhost"]
+    core.tick(1101.0)                                       # the hourly timer, or the lifetime if shorter
+    assert roster.entries("alice") == [] and roster.accounts() == set()

@@ -92,7 +92,7 @@ def stop_all() -> None:
 
 def _irc_single(system: str, tmp: Path, tag: str):
     if system == "relaynet":
-        cfg = Relaynet.config_for(f"{tag}.relay.bench", "001")
+        cfg = Relaynet.config_for(f"{tag}.relay.bench", "001", **bench_storage())
         return _start(Relaynet(tmp / f"relaynet-{tag}", cfg))
     return _start(Ngircd(tmp / f"ngircd-{tag}", f"{tag}.ngircd.bench"))
 
@@ -398,8 +398,8 @@ def stop_pg_cluster() -> None:
 
 
 def bench_storage() -> dict:
-    """relaynet's MQTT servers store in PostgreSQL with `--storage postgresql` (a fresh database of the
-    bench's cluster) or RELAYNET_BENCH_DSN (that database); else in SQLite, the default."""
+    """relaynet's single servers (MQTT, IRC fan-out) store in PostgreSQL with `--storage postgresql` (a fresh
+    database of the bench's cluster) or RELAYNET_BENCH_DSN (that database); else in SQLite, the default."""
     dsn = PG_CLUSTER.new_database() if PG_CLUSTER is not None else os.environ.get("RELAYNET_BENCH_DSN")
     return {"storage": {"backend": "postgresql", "dsn": dsn}} if dsn else {}
 
