@@ -49,6 +49,7 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     domain: str | None = None
     aliases: list[str] = Field(default_factory=list)
+    conference_domain: str | None = None              # INVITE/MESSAGE sip:NAME@<it>: #NAME; default conference.<domain>
     min_expires: Annotated[int, Field(ge=1)] = 60
     max_expires: Annotated[int, Field(ge=1)] = 7200
     default_expires: Annotated[int, Field(ge=1)] = 3600
@@ -68,6 +69,9 @@ class Options(BaseModel):
     # RFC 2069 digest (no qop, so no nonce-count replay check) for user agents that know nothing else
     # (pyVoIP); their digest uri may differ from the Request-URI in its parameters. Weaker: off by default.
     allow_digest_without_qop: bool = False
+    # A request from a UDP source address and port that holds a live binding of its From user counts as
+    # that user's, unchallenged (connections always do). Weaker: UDP sources can be forged. Off by default.
+    trust_registered_udp_source: bool = False
     min_se: Annotated[int, Field(ge=90)] = 90         # RFC 4028 Min-SE (seconds)
     dialog_keepalive: Annotated[float, Field(gt=0)] = 60.0   # in-dialog OPTIONS to conference members
 
