@@ -20,7 +20,8 @@ it to its contacts; in-dialog requests follow the Record-Route back over the sam
 
 What is per server: this registrar's bindings (stored; other servers' are learned again from the burst
 after a restart), transactions, conference dialogs (conference.py), presence subscriptions and
-connections. See service.py (routing), registrar.py, proxy.py, mapping.py, ratelimit.py.
+connections. See service.py (routing), registrar.py, proxy.py, mapping.py, ratelimit.py, stun.py (RFC 5626
+keepalives over UDP).
 """
 
 from __future__ import annotations

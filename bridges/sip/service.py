@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+from bridges.sip import stun
 from bridges.sip.bindings import BindingStore
 from bridges.sip.conference import Conferences
 from bridges.sip.presence import PresenceAgent
@@ -86,7 +87,7 @@ class SipService:
         self.members = SipMembers(self, core.net, core.config)
         self.local_hosts = {self.domain, cfg.server.name.lower(), "localhost", *(a.lower() for a in opts.aliases)}
         self.stats = {"received": 0, "dropped_rate": 0, "dropped_amplify": 0, "auth_failed": 0,
-                      "registered": 0, "messages": 0}
+                      "registered": 0, "messages": 0, "stun": 0, "stun_refused": 0}
         self.federation = SipFederation(self, core)
 
     # -------------------------------------------------------------- flows
@@ -181,6 +182,26 @@ class SipService:
             self._send_response(event.response, dest, flow, size)
             if event.framing_lost and flow.reliable:
                 flow.close("SIP framing lost")
+
+    def stun_received(self, data: bytes, source: tuple[str, int], flow, now: float) -> None:
+        """A STUN Binding request on a SIP UDP port (RFC 5626 §8.4): answered with the source it came from,
+        which tells the user agent its flow is alive. Counted against the source's request bucket; never an
+        answer larger than the amplification limit allows; malformed ones are dropped."""
+        if not self.requests.allow(source[0], now):
+            self.stats["dropped_rate"] += 1
+            return
+        try:
+            out = stun.answer(data, source)
+        except stun.StunError:
+            self.stats["stun_refused"] += 1
+            return
+        if out is None:
+            return
+        if len(out) > self.opts.amplification_limit * len(data):
+            self.stats["dropped_amplify"] += 1
+            return
+        self.stats["stun"] += 1
+        flow.send(out, source)
 
     def _request(self, req: Request, source, flow, size: int, now: float) -> None:
         trusted = type(flow) is LinkFlow

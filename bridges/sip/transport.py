@@ -7,6 +7,7 @@ Record-Route)."""
 from __future__ import annotations
 
 from bridges.sip.codec import PONG, KeepalivePing, SipStreamConnection, parse_datagram
+from bridges.sip.stun import is_stun
 
 
 class UdpFlow:
@@ -24,9 +25,12 @@ class UdpFlow:
 
     # DatagramHandler
     def datagram_received(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        if is_stun(data):
+            self.service.stun_received(data, addr, self, now)   # RFC 5626 §4.4.2 keepalive
+            return
         event = parse_datagram(data)
         if isinstance(event, KeepalivePing):
-            return  # RFC 5626 keepalives over UDP are STUN; a stray CRLF datagram is ignored
+            return  # RFC 5626 keepalives over UDP are STUN (above); a stray CRLF datagram is ignored
         self.service.received(event, addr, self, len(data), now)
 
     def listener_closed(self, now: float) -> None:
