@@ -114,8 +114,10 @@ def setup(module) -> None:
     module.provide("sip", svc)
     module.datagram_protocol("sip", lambda endpoint, listener, now: UdpFlow(svc, endpoint, listener, now))
     module.protocol("sip", lambda transport, listener, now: TcpFlow(svc, transport, listener, now))
-    # RFC 7118: subprotocol "sip" required; each of our messages one text frame, theirs either kind.
-    module.websocket_route("/sip", {"sip": Framing(send_text=True, receive=frozenset({"text", "binary"}))},
+    # RFC 7118: subprotocol "sip" required; each of our messages one text frame, theirs either kind, each
+    # one whole SIP message.
+    module.websocket_route("/sip", {"sip": Framing(send_text=True, receive=frozenset({"text", "binary"}),
+                                                   messages=True)},
                            lambda transport, listener, now: WsFlow(svc, transport, listener, now))
     module.every(TICK, svc.tick)
     for name, fn in svc.federation.hooks() + svc.presence.hooks():

@@ -101,11 +101,22 @@ class TcpFlow:
 
 
 class WsFlow(TcpFlow):
-    """SIP over WebSocket (RFC 7118): one SIP message per WebSocket message each way. Our writes are one
-    message each (the route's framing); what arrives is read as a stream with Content-Length framing,
-    so a message must carry Content-Length (JsSIP and SIP.js send it). Via transport WS, or WSS over
-    TLS; requests reach the client only over its connection (its Contact host is a `.invalid` name)."""
+    """SIP over WebSocket (RFC 7118): one SIP message per WebSocket message each way (the route's framing
+    hands us whole messages). So a message is read like a datagram (RFC 7118 §5): Content-Length is
+    optional and without it the body is the rest of the message. Via transport WS, or WSS over TLS;
+    requests reach the client only over its connection (its Contact host is a `.invalid` name)."""
 
     def __init__(self, service, transport, listener, now: float):
         super().__init__(service, transport, listener, now)
         self.transport = "WSS" if getattr(transport, "tls", False) else "WS"
+
+    def data_received(self, data: bytes, now: float) -> None:
+        if self.closed:
+            return
+        self.idle_deadline = now + self.service.opts.tcp_idle_timeout
+        event = parse_datagram(data)
+        if isinstance(event, KeepalivePing):
+            self.t.write(PONG)
+            return
+        self.messages += 1
+        self.service.received(event, self.peer, self, len(data), now)
