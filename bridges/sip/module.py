@@ -73,6 +73,9 @@ class Options(BaseModel):
     # A request from a UDP source address and port that holds a live binding of its From user counts as
     # that user's, unchallenged (connections always do). Weaker: UDP sources can be forged. Off by default.
     trust_registered_udp_source: bool = False
+    # Who may SUBSCRIBE to a user's presence: anyone (open, no challenge), any authenticated user
+    # (registered), or only users sharing a channel with it, and the user itself (channels); else 403.
+    presence: Literal["open", "registered", "channels"] = "registered"
     min_se: Annotated[int, Field(ge=90)] = 90         # RFC 4028 Min-SE (seconds)
     dialog_keepalive: Annotated[float, Field(gt=0)] = 60.0   # in-dialog OPTIONS to conference members
 

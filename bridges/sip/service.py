@@ -277,7 +277,7 @@ class SipService:
         sender = None
         if type(tx.flow) is LinkFlow:
             sender = asserted_user(req, self.domain)
-        elif row.auth and not in_dialog:
+        elif row.auth and not in_dialog and not (req.method == "SUBSCRIBE" and self.opts.presence == "open"):
             sender = self.registered_on_flow(tx, req, now)
             if sender is None:
                 sender, refusal = self.authenticate(tx, req, "Proxy-Authorization", now)
