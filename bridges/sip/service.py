@@ -537,15 +537,19 @@ class SipService:
         in-dialog Request-URI may lack the parameters it registered with)."""
         if not isinstance(uri, SipUri):
             return None
+        text = str(uri)
+        bindings = [b for aor in self.store.aors() for b in self.store.get(aor, now)]
+        for b in bindings:
+            if b.contact == text:
+                return b.flow
         want = (uri.user, uri.host.lower(), uri.port or 5060)
-        for aor in self.store.aors():
-            for b in self.store.get(aor, now):
-                try:
-                    c = parse_uri(b.contact) if b.contact != str(uri) else uri
-                except SipParseError:
-                    continue
-                if c is uri or (isinstance(c, SipUri) and (c.user, c.host.lower(), c.port or 5060) == want):
-                    return b.flow
+        for b in bindings:
+            try:
+                c = parse_uri(b.contact)
+            except SipParseError:
+                continue
+            if isinstance(c, SipUri) and (c.user, c.host.lower(), c.port or 5060) == want:
+                return b.flow
         return None
 
     def _target_of(self, uri) -> tuple[str, str, int] | None:

@@ -125,11 +125,12 @@ def ruled(tmp_path, request):
 
 @pytest.mark.parametrize("ruled", ["open"], indirect=True)
 def test_presence_open_lets_anyone_watch_unchallenged(ruled):
-    RawClient(ruled.irc_port).register("public")
+    irc = RawClient(ruled.irc_port).register("public")
     w = UA(ruled.sip_port, "stranger", None)
     r = subscribe(w, "public", auth=False)
     assert r.status == 200 and basic(w.wait_request("NOTIFY")) == "open"
     w.close()
+    irc.close()
 
 
 @pytest.mark.parametrize("ruled", ["channels"], indirect=True)
