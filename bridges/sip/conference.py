@@ -32,6 +32,7 @@ class ConferenceDialog:
     target: str                   # the member's Contact
     flow: tuple[str, str, int]
     remote: str                   # its From (with its tag): our To
+    remote_tag: str | None
     local: str                    # the To we answered (with our tag): our From
     cseq: int = 0
     session_expires: int | None = None   # RFC 4028 interval, when negotiated
@@ -72,8 +73,19 @@ class Conferences:
         self.svc = service
         self.dialogs: dict[tuple[str, str], ConferenceDialog] = {}  # (Call-ID, our tag) -> dialog
 
-    def is_dialog(self, req: Request) -> bool:
-        return req.to.tag is not None and (req.call_id, req.to.tag) in self.dialogs
+    def dialog_key(self, req: Request, flow: tuple[str, str, int]) -> tuple[str, str] | None:
+        """The conference dialog a request belongs to. A BYE without To tag counts when its Call-ID and
+        From tag are the dialog's and it comes over the dialog's own flow: pyVoIP hangs up so (its BYE
+        copies the INVITE's To and is addressed to its own Contact); nothing else in it is trusted."""
+        if req.to.tag is not None:
+            key = (req.call_id, req.to.tag)
+            return key if key in self.dialogs else None
+        if req.method != "BYE" or req.from_.tag is None:
+            return None
+        for key, d in self.dialogs.items():
+            if d.call_id == req.call_id and d.flow == flow and d.remote_tag == req.from_.tag:
+                return key
+        return None
 
     # -------------------------------------------------------------- requests in
     def join(self, tx, req: Request, source, now: float) -> Response:
@@ -97,7 +109,8 @@ class Conferences:
         except (SipParseError, IndexError):
             target = str(req.from_.uri)
         d = ConferenceDialog(req.call_id, sender_aor(source), channel, target, (flow.transport, *tx.source),
-                             req.headers.get("From"), response.headers.get("To"), session_expires=se)
+                             req.headers.get("From"), req.from_.tag, response.headers.get("To"),
+                             session_expires=se)
         d.deadline = now + (se if se is not None else opts.dialog_keepalive)
         self.dialogs[(req.call_id, response.to.tag)] = d
         return response
@@ -109,10 +122,9 @@ class Conferences:
             extra = extra + [("Content-Type", "application/sdp")]
         return make_response(req, 200, extra=extra, body=answer)
 
-    def in_dialog(self, req: Request, now: float) -> Response | None:
+    def in_dialog(self, key: tuple[str, str], req: Request, now: float) -> Response | None:
         """BYE leaves the channel; MESSAGE is a channel message; re-INVITE / UPDATE refresh the session
         timer; ACK is absorbed."""
-        key = (req.call_id, req.to.tag)
         d = self.dialogs[key]
         user = self.svc.members.user_of(d.aor)
         if req.method == "ACK":

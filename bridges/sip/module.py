@@ -20,7 +20,8 @@ it to its contacts; in-dialog requests follow the Record-Route back over the sam
 
 What is per server: this registrar's bindings (stored; other servers' are learned again from the burst
 after a restart), transactions, conference dialogs (conference.py), presence subscriptions and
-connections. See service.py (routing), registrar.py, proxy.py, mapping.py, ratelimit.py.
+connections. See service.py (routing), registrar.py, proxy.py, mapping.py, ratelimit.py, stun.py (RFC 5626
+keepalives over UDP).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     domain: str | None = None
     aliases: list[str] = Field(default_factory=list)
+    conference_domain: str | None = None              # INVITE/MESSAGE sip:NAME@<it>: #NAME; default conference.<domain>
     min_expires: Annotated[int, Field(ge=1)] = 60
     max_expires: Annotated[int, Field(ge=1)] = 7200
     default_expires: Annotated[int, Field(ge=1)] = 3600
@@ -70,6 +72,12 @@ class Options(BaseModel):
     # RFC 2069 digest (no qop, so no nonce-count replay check) for user agents that know nothing else
     # (pyVoIP); their digest uri may differ from the Request-URI in its parameters. Weaker: off by default.
     allow_digest_without_qop: bool = False
+    # A request from a UDP source address and port that holds a live binding of its From user counts as
+    # that user's, unchallenged (connections always do). Weaker: UDP sources can be forged. Off by default.
+    trust_registered_udp_source: bool = False
+    # Who may SUBSCRIBE to a user's presence: anyone (open, no challenge), any authenticated user
+    # (registered), or only users sharing a channel with it, and the user itself (channels); else 403.
+    presence: Literal["open", "registered", "channels"] = "registered"
     min_se: Annotated[int, Field(ge=90)] = 90         # RFC 4028 Min-SE (seconds)
     dialog_keepalive: Annotated[float, Field(gt=0)] = 60.0   # in-dialog OPTIONS to conference members
 
@@ -111,8 +119,10 @@ def setup(module) -> None:
     module.provide("sip", svc)
     module.datagram_protocol("sip", lambda endpoint, listener, now: UdpFlow(svc, endpoint, listener, now))
     module.protocol("sip", lambda transport, listener, now: TcpFlow(svc, transport, listener, now))
-    # RFC 7118: subprotocol "sip" required; each of our messages one text frame, theirs either kind.
-    module.websocket_route("/sip", {"sip": Framing(send_text=True, receive=frozenset({"text", "binary"}))},
+    # RFC 7118: subprotocol "sip" required; each of our messages one text frame, theirs either kind, each
+    # one whole SIP message.
+    module.websocket_route("/sip", {"sip": Framing(send_text=True, receive=frozenset({"text", "binary"}),
+                                                   messages=True)},
                            lambda transport, listener, now: WsFlow(svc, transport, listener, now))
     module.every(TICK, svc.tick)
     for name, fn in svc.federation.hooks() + svc.presence.hooks():

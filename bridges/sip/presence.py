@@ -8,8 +8,13 @@ client_disconnected, user_updated). A refresh inside the dialog renews the subsc
 ends it with a final NOTIFY `Subscription-State: terminated`; one that expires is ended with
 `terminated;reason=timeout`; a NOTIFY answered 481 or not at all drops it. Per server: a watcher's
 subscription lives on the server it subscribed at (every server knows every user's presence).
-Who may watch whom: any authenticated user (no presence authorization rules yet). A nick change is not
-followed (the subscription stays on the nick).
+Who may watch whom is the `presence` option: `open` (anyone, unchallenged), `registered` (default: any
+authenticated user) or `channels` (a user sharing a channel with the presentity, or the presentity's own
+account); anything else is 403. Checked at SUBSCRIBE and at each refresh.
+
+A nick change (hook nick_changed): the presentity sip:OLD@<domain> is gone, so its watchers get a final
+NOTIFY, `terminated;reason=noresource` (RFC 6665 §4.1.3: do not re-subscribe) with a closed PIDF whose
+note names the new nick; watchers of sip:NEW@<domain> get its state.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class Subscription:
     expires_at: float
     cseq: int = 0
     state: tuple | None = None    # what the last NOTIFY said
+    watcher: str | None = None    # the account that subscribed (None: unauthenticated, presence open)
 
 
 def pidf(entity: str, state: tuple) -> bytes:
@@ -64,7 +70,29 @@ class PresenceAgent:
     def hooks(self) -> list[tuple[str, object]]:
         return [("client_connected", lambda u: self.changed(u.nick)),
                 ("client_disconnected", lambda u, reason: self.changed(u.nick)),
-                ("user_updated", lambda u, what: self.changed(u.nick) if what == "away" else None)]
+                ("user_updated", lambda u, what: self.changed(u.nick) if what == "away" else None),
+                ("nick_changed", self.renamed)]
+
+    def may_watch(self, watcher: str | None, nick: str) -> bool:
+        """The `presence` rule: may the authenticated `watcher` (an account, None if unauthenticated)
+        see the presence of `nick`?"""
+        mode = self.svc.opts.presence
+        if mode == "open":
+            return True
+        if watcher is None:
+            return False
+        if mode == "registered":
+            return True
+        net = self.svc.core.net
+        target = net.find_nick(nick)
+        if net.fold(watcher) == net.fold(nick) or (target is not None and target.account and
+                                                   net.fold(target.account) == net.fold(watcher)):
+            return True
+        if target is None:
+            return False
+        mine = [self.svc.members.user_of(watcher.lower()), net.find_nick(watcher)]
+        return any(me is not None and me.account and net.fold(me.account) == net.fold(watcher) and
+                   any(k in target.channels for k in me.channels) for me in mine)
 
     def state_of(self, nick: str) -> tuple:
         u = self.svc.core.net.find_nick(nick)
@@ -87,6 +115,8 @@ class PresenceAgent:
         net = self.svc.core.net
         if net.find_nick(nick) is None and self.svc.core.accounts.get(nick.lower()) is None:
             return make_response(req, 404, "Not Found")
+        if not self.may_watch(tx.identity, nick):
+            return make_response(req, 403, "Forbidden: not allowed to watch that presence")
         flow = tx.flow
         contact = f"<sip:{nick}@{flow.host}:{flow.port};transport={flow.transport.lower()}>"
         response = make_response(req, 200, extra=[("Expires", str(expires)), ("Contact", contact)])
@@ -95,6 +125,7 @@ class PresenceAgent:
             self._notify(s, now, terminated="timeout")
             return response
         s = self._new(tx, req, nick, response, contact, now + expires)
+        s.watcher = tx.identity
         self.subs[(req.call_id, response.to.tag)] = s
         self._pending = s
         return response
@@ -130,6 +161,10 @@ class PresenceAgent:
         refusal, expires = self._check(req)
         if refusal is not None:
             return refusal
+        if expires and not self.may_watch(s.watcher, s.nick):
+            del self.subs[key]
+            self._notify(s, now, terminated="rejected")
+            return make_response(req, 403, "Forbidden: not allowed to watch that presence")
         response = make_response(req, 200, extra=[("Expires", str(expires)), ("Contact", s.contact)])
         if expires == 0:
             del self.subs[key]
@@ -155,8 +190,19 @@ class PresenceAgent:
             self._notify(s, now)
         return None
 
-    def _notify(self, s: Subscription, now: float, terminated: str | None = None) -> None:
-        state = self.state_of(s.nick)
+    def renamed(self, user, old: str) -> None:
+        """`user` was `old`: that presentity is gone (final NOTIFY naming the new nick); the new one is here."""
+        fold = self.svc.core.net.fold
+        now = self.svc.core.now()
+        if fold(old) != fold(user.nick):
+            for key, s in [(k, s) for k, s in self.subs.items() if fold(s.nick) == fold(old)]:
+                del self.subs[key]
+                self._notify(s, now, terminated="noresource", state=("closed", f"now known as {user.nick}"))
+        self.changed(user.nick)
+        return None
+
+    def _notify(self, s: Subscription, now: float, terminated: str | None = None, state: tuple | None = None) -> None:
+        state = state or self.state_of(s.nick)
         if terminated is None and state == s.state:
             return
         s.state = state

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+from bridges.sip import stun
 from bridges.sip.bindings import BindingStore
 from bridges.sip.conference import Conferences
 from bridges.sip.presence import PresenceAgent
@@ -39,7 +40,7 @@ from bridges.sip.transaction import (
     DeliverRequest, DeliverResponse, Destination, SendMessage, TimeoutOccurred, TransactionTable,
     TransactionTerminated, client_transaction_for, reply_destination, server_transaction_for,
 )
-from bridges.sip.uri import SipUri
+from bridges.sip.uri import SipUri, parse_uri
 from relay.core.members import SpeakRefused, speak_refusal_text
 from relay.core.model import MESSAGE
 
@@ -64,6 +65,7 @@ class SipService:
         self.core = core
         self.opts = opts
         self.domain = domain.lower()
+        self.conference_domain = (opts.conference_domain or f"conference.{self.domain}").lower()
         self.log = log
         self.realm = core.config.realm
         self.transactions = TransactionTable()
@@ -85,7 +87,7 @@ class SipService:
         self.members = SipMembers(self, core.net, core.config)
         self.local_hosts = {self.domain, cfg.server.name.lower(), "localhost", *(a.lower() for a in opts.aliases)}
         self.stats = {"received": 0, "dropped_rate": 0, "dropped_amplify": 0, "auth_failed": 0,
-                      "registered": 0, "messages": 0}
+                      "registered": 0, "messages": 0, "stun": 0, "stun_refused": 0}
         self.federation = SipFederation(self, core)
 
     # -------------------------------------------------------------- flows
@@ -149,9 +151,8 @@ class SipService:
         return self.tcp.get((host, port))
 
     def is_conference_uri(self, uri) -> bool:
-        """sip:NAME@conference.<domain>: channel #NAME."""
-        return (isinstance(uri, SipUri) and uri.user is not None and
-                uri.host.lower() == f"conference.{self.domain}")
+        """sip:NAME@<conference_domain> (conference.<domain>): channel #NAME."""
+        return isinstance(uri, SipUri) and uri.user is not None and uri.host.lower() == self.conference_domain
 
     def is_local_uri(self, uri) -> bool:
         if not isinstance(uri, SipUri):
@@ -181,6 +182,26 @@ class SipService:
             self._send_response(event.response, dest, flow, size)
             if event.framing_lost and flow.reliable:
                 flow.close("SIP framing lost")
+
+    def stun_received(self, data: bytes, source: tuple[str, int], flow, now: float) -> None:
+        """A STUN Binding request on a SIP UDP port (RFC 5626 §8.4): answered with the source it came from,
+        which tells the user agent its flow is alive. Counted against the source's request bucket; never an
+        answer larger than the amplification limit allows; malformed ones are dropped."""
+        if not self.requests.allow(source[0], now):
+            self.stats["dropped_rate"] += 1
+            return
+        try:
+            out = stun.answer(data, source)
+        except stun.StunError:
+            self.stats["stun_refused"] += 1
+            return
+        if out is None:
+            return
+        if len(out) > self.opts.amplification_limit * len(data):
+            self.stats["dropped_amplify"] += 1
+            return
+        self.stats["stun"] += 1
+        flow.send(out, source)
 
     def _request(self, req: Request, source, flow, size: int, now: float) -> None:
         trusted = type(flow) is LinkFlow
@@ -232,8 +253,9 @@ class SipService:
         except SipParseError as e:
             return make_response(req, 400, f"Bad Request: {e.reason}")
         in_dialog = req.to.tag is not None
-        if in_dialog and self.conferences.is_dialog(req):
-            return self.conferences.in_dialog(req, now)
+        key = self.conferences.dialog_key(req, (tx.flow.transport, *tx.source))
+        if key is not None:
+            return self.conferences.in_dialog(key, req, now)
         if in_dialog and self.presence.is_dialog(req):
             return self.presence.in_dialog(req, now)
         conference = self.is_conference_uri(req.uri)
@@ -244,7 +266,9 @@ class SipService:
         if refusal is not None:
             return refusal
         if not local or req.headers.get("Route"):
-            if in_dialog and ours:
+            # In a dialog: through our Record-Route, or (a user agent that ignores Record-Route, like
+            # pyVoIP) straight to a contact registered here: that reaches no one we would not reach anyway.
+            if in_dialog and (ours or (not req.headers.get("Route") and self.binding_flow(req.uri, now))):
                 return self.forward_in_dialog(tx, req, now)
             return make_response(req, 403, "Forbidden: relaying denied")
         row = METHODS.get(req.method)
@@ -253,10 +277,12 @@ class SipService:
         sender = None
         if type(tx.flow) is LinkFlow:
             sender = asserted_user(req, self.domain)
-        elif row.auth and not in_dialog:
-            sender, refusal = self.authenticate(tx, req, "Proxy-Authorization", now)
-            if refusal is not None or sender is None:
-                return refusal
+        elif row.auth and not in_dialog and not (req.method == "SUBSCRIBE" and self.opts.presence == "open"):
+            sender = self.registered_on_flow(tx, req, now)
+            if sender is None:
+                sender, refusal = self.authenticate(tx, req, "Proxy-Authorization", now)
+                if refusal is not None or sender is None:
+                    return refusal
             from_uri = req.from_.uri
             if not isinstance(from_uri, SipUri) or (from_uri.user or "").lower() != sender.lower():
                 self._auth_failed(tx, now)
@@ -416,6 +442,24 @@ class SipService:
             return None, self._challenge(req, status, challenge_header, now)
         return None, make_response(req, 403, f"Forbidden: {result.reason}")
 
+    def registered_on_flow(self, tx, req: Request, now: float) -> str | None:
+        """The From user, when one of its live bindings was registered (with digest) over the very flow
+        this request came on: it authenticated there already. A connection (TCP, TLS, WebSocket) cannot be
+        taken over without its handshake, so that is as strong as a challenge. A UDP source address and
+        port can be forged blindly (the answers go to the real owner, but the request, with its From, is
+        forwarded), so UDP counts only with `trust_registered_udp_source` (off by default; for user agents
+        that never answer 407, like pyVoIP). Any other source is challenged as before."""
+        if not tx.flow.reliable and not self.opts.trust_registered_udp_source:
+            return None
+        from_uri = req.from_.uri
+        if not isinstance(from_uri, SipUri) or not from_uri.user:
+            return None
+        aor = from_uri.user.lower()
+        key = (tx.flow.transport, *tx.source)
+        if any(b.flow == key for b in self.store.get(aor, now)):
+            return aor
+        return None
+
     def _auth_failed(self, tx, now: float) -> None:
         self.stats["auth_failed"] += 1
         self.auth_failures.allow(tx.source[0], now)
@@ -488,6 +532,26 @@ class SipService:
             self.own[tx.key] = on_result
         self.run(tx.start(now), now)
 
+    def binding_flow(self, uri, now: float) -> tuple[str, str, int] | None:
+        """The flow of the binding whose contact is `uri` (same user, host and port: a user agent's
+        in-dialog Request-URI may lack the parameters it registered with)."""
+        if not isinstance(uri, SipUri):
+            return None
+        text = str(uri)
+        bindings = [b for aor in self.store.aors() for b in self.store.get(aor, now)]
+        for b in bindings:
+            if b.contact == text:
+                return b.flow
+        want = (uri.user, uri.host.lower(), uri.port or 5060)
+        for b in bindings:
+            try:
+                c = parse_uri(b.contact)
+            except SipParseError:
+                continue
+            if isinstance(c, SipUri) and (c.user, c.host.lower(), c.port or 5060) == want:
+                return b.flow
+        return None
+
     def _target_of(self, uri) -> tuple[str, str, int] | None:
         """Where a URI is reached: another server's Record-Route (relay=<id>) over the link to it, a
         registered contact's flow, else its own address (literal IPs only: the core does not wait on
@@ -495,11 +559,9 @@ class SipService:
         relay = uri.param("relay") if isinstance(uri, SipUri) else None
         if relay and relay != self.federation.me:
             return ("LINK", relay, 0)
-        text = str(uri)
-        for aor in self.store.aors():
-            for b in self.store.get(aor, self.core.now()):
-                if b.contact == text:
-                    return b.flow
+        flow = self.binding_flow(uri, self.core.now())
+        if flow is not None:
+            return flow
         if not isinstance(uri, SipUri):
             return None
         try:
@@ -510,9 +572,16 @@ class SipService:
         return (transport, uri.host.strip("[]"), uri.port or 5060)
 
     def _forward_stateless(self, req: Request, now: float) -> None:
-        """An ACK for a 2xx (its own transaction): take our Route off and pass it on to its Request-URI."""
+        """An ACK for a 2xx (its own transaction): take our Route off and pass it on to its Request-URI;
+        without a Route (a user agent that ignores Record-Route), to the contacts of the local user it
+        names (RFC 3261 §16.5: the location service)."""
         routes = req.headers.values("Route")
         if not routes:
+            if self.is_local_uri(req.uri) and req.uri.user and req.max_forwards != 0:
+                for b in self.store.get(req.uri.user.lower(), now):
+                    flow = self.flow_for(b.flow)
+                    if flow is not None:
+                        flow.send(serialise(self.proxy.prepare(req, b.contact, flow)), (b.flow[1], b.flow[2]))
             return
         try:
             if not self.is_local_uri(parse_name_addr(routes[0], "Route").uri):

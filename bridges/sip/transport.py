@@ -7,6 +7,7 @@ Record-Route)."""
 from __future__ import annotations
 
 from bridges.sip.codec import PONG, KeepalivePing, SipStreamConnection, parse_datagram
+from bridges.sip.stun import is_stun
 
 
 class UdpFlow:
@@ -24,9 +25,12 @@ class UdpFlow:
 
     # DatagramHandler
     def datagram_received(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        if is_stun(data):
+            self.service.stun_received(data, addr, self, now)   # RFC 5626 §4.4.2 keepalive
+            return
         event = parse_datagram(data)
         if isinstance(event, KeepalivePing):
-            return  # RFC 5626 keepalives over UDP are STUN; a stray CRLF datagram is ignored
+            return  # RFC 5626 keepalives over UDP are STUN (above); a stray CRLF datagram is ignored
         self.service.received(event, addr, self, len(data), now)
 
     def listener_closed(self, now: float) -> None:
@@ -97,11 +101,22 @@ class TcpFlow:
 
 
 class WsFlow(TcpFlow):
-    """SIP over WebSocket (RFC 7118): one SIP message per WebSocket message each way. Our writes are one
-    message each (the route's framing); what arrives is read as a stream with Content-Length framing,
-    so a message must carry Content-Length (JsSIP and SIP.js send it). Via transport WS, or WSS over
-    TLS; requests reach the client only over its connection (its Contact host is a `.invalid` name)."""
+    """SIP over WebSocket (RFC 7118): one SIP message per WebSocket message each way (the route's framing
+    hands us whole messages). So a message is read like a datagram (RFC 7118 §5): Content-Length is
+    optional and without it the body is the rest of the message. Via transport WS, or WSS over TLS;
+    requests reach the client only over its connection (its Contact host is a `.invalid` name)."""
 
     def __init__(self, service, transport, listener, now: float):
         super().__init__(service, transport, listener, now)
         self.transport = "WSS" if getattr(transport, "tls", False) else "WS"
+
+    def data_received(self, data: bytes, now: float) -> None:
+        if self.closed:
+            return
+        self.idle_deadline = now + self.service.opts.tcp_idle_timeout
+        event = parse_datagram(data)
+        if isinstance(event, KeepalivePing):
+            self.t.write(PONG)
+            return
+        self.messages += 1
+        self.service.received(event, self.peer, self, len(data), now)

@@ -22,7 +22,7 @@ CORE_HOOKS = (
     "channel_created", "channel_destroyed", "member_joined", "member_left",
     "link_up", "link_down", "netsplit", "netjoin", "servers_gone", "link_extension",
     "serving", "config_reloaded", "module_loaded", "module_unloaded",
-    "client_connected", "client_disconnected",
+    "client_connected", "client_disconnected", "nick_changed",
     "topic_published",
     "pubsub_publish_item", "pubsub_create_node", "pubsub_delete_node",
 )

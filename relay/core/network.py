@@ -200,7 +200,7 @@ class Network:
             self.router.user_quit(user, reason)
 
     def change_nick(self, user: User, new: str, now: float, propagate: bool = True, ts: float | None = None) -> None:
-        old_prefix = user.prefix
+        old_prefix, old_nick = user.prefix, user.nick
         old_key, new_key = self.fold(user.nick), self.fold(new)
         if self.nicks.get(old_key) is user:
             del self.nicks[old_key]
@@ -211,6 +211,7 @@ class Network:
         ev = NickChanged(now, user, old_prefix)
         self.tell(self.neighbours(user, include_self=True), ev)
         self.tell_channels_of(user, ev)
+        self.core.hooks.run("nick_changed", user, old_nick)
         if propagate and self.router:
             self.router.nick_changed(user)
 

@@ -392,3 +392,26 @@ def test_a_kick_from_irc_ends_the_conference_call_with_bye(sip_server):
     op.close()
     u.register(0)
     u.close()
+
+
+def test_a_request_over_the_connection_that_registered_needs_no_challenge(sip_server):
+    """Connections (TCP here) that carry a live REGISTER of the From user count as authenticated; any
+    other connection or a UDP source (trust_registered_udp_source is off) is challenged as before."""
+    irc = RawClient(sip_server.irc_port).register("flowirc")
+    reg = ua(sip_server, "carol", transport="TCP")
+    assert reg.register(600).status == 200
+    r = reg.transact(reg.request("MESSAGE", "sip:flowirc@localhost", body=b"over my flow"), auth=False)
+    assert r.status == 202
+    assert irc.read_until("PRIVMSG flowirc").endswith(":over my flow")
+    other = ua(sip_server, "carol", transport="TCP")          # another connection, the same From
+    other.send(other.request("MESSAGE", "sip:flowirc@localhost", body=b"spoofed"))
+    assert other.next_message().status == 407
+    udp = ua(sip_server, "dave")
+    assert udp.register(600).status == 200
+    udp.send(udp.request("MESSAGE", "sip:flowirc@localhost", body=b"udp"))
+    assert udp.next_message().status == 407                  # UDP sources are not trusted by default
+    for u in (reg, udp):
+        u.register(0)
+        u.close()
+    other.close()
+    irc.close()

@@ -79,3 +79,77 @@ def test_subscribe_needs_authentication_and_the_presence_event(srv):
                                                                            ("Contact", f"<{w.contact}>")])
     assert w.transact(missing).status == 404
     w.close()
+
+
+def subscribe(w: UA, nick: str, auth: bool = True):
+    sub = w.request("SUBSCRIBE", f"sip:{nick}@localhost", extra=[("Event", "presence"), ("Expires", "600"),
+                                                                 ("Contact", f"<{w.contact}>")])
+    return w.transact(sub, auth=auth)
+
+
+def test_presence_follows_a_nick_change(srv):
+    srv.ctl("register", "renamed", "renamed-pw")       # an account: its presence may be watched offline
+    irc = RawClient(srv.irc_port).register("oldname")
+    old_w = UA(srv.sip_port, "watcher", "watcher-pw")
+    new_w = UA(srv.sip_port, "watcher", "watcher-pw")
+    assert subscribe(old_w, "oldname").status == 200
+    assert basic(old_w.wait_request("NOTIFY")) == "open"
+    assert subscribe(new_w, "renamed").status == 200
+    assert basic(new_w.wait_request("NOTIFY")) == "closed"
+    irc.send("NICK renamed")
+    irc.read_until("NICK")
+    n = old_w.wait_request("NOTIFY")
+    assert n.headers.get("Subscription-State") == "terminated;reason=noresource"
+    assert basic(n) == "closed" and "now known as renamed" in n.body.decode()
+    n = new_w.wait_request("NOTIFY")
+    assert n.headers.get("Subscription-State").startswith("active") and basic(n) == "open"
+    irc.close()
+    old_w.close()
+    new_w.close()
+
+
+@pytest.fixture
+def ruled(tmp_path, request):
+    irc, sip = free_port(), free_port()
+    cfg = server_config(listen=[{"proto": "irc", "host": "127.0.0.1", "port": irc},
+                                {"proto": "sip", "host": "127.0.0.1", "port": sip, "transport": "udp"},
+                                {"proto": "sip", "host": "127.0.0.1", "port": sip}],
+                        modules={"sip": {}}, sip={"min_expires": 30, "presence": request.param})
+    s = Server(tmp_path / "rules", cfg).start()
+    s.sip_port = sip
+    s.ctl("register", "watcher", "watcher-pw")
+    yield s
+    s.stop()
+    assert "Traceback" not in s.log(), s.log()[-3000:]
+
+
+@pytest.mark.parametrize("ruled", ["open"], indirect=True)
+def test_presence_open_lets_anyone_watch_unchallenged(ruled):
+    irc = RawClient(ruled.irc_port).register("public")
+    w = UA(ruled.sip_port, "stranger", None)
+    r = subscribe(w, "public", auth=False)
+    assert r.status == 200 and basic(w.wait_request("NOTIFY")) == "open"
+    w.close()
+    irc.close()
+
+
+@pytest.mark.parametrize("ruled", ["channels"], indirect=True)
+def test_presence_channels_needs_a_shared_channel(ruled):
+    pal = RawClient(ruled.irc_port).register("pal")
+    pal.send("JOIN #club")
+    pal.read_until(" 366 ")
+    w = UA(ruled.sip_port, "watcher", "watcher-pw", transport="TCP")
+    assert w.register(600).status == 200
+    r = subscribe(w, "pal")
+    assert r.status == 403 and "watch" in r.reason               # authenticated, but no channel in common
+    assert subscribe(w, "watcher").status == 200              # one's own presence
+    w.wait_request("NOTIFY")
+    offer = b"v=0\r\no=w 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    invite = w.request("INVITE", "sip:club@conference.localhost", extra=[("Contact", f"<{w.contact}>")], body=offer)
+    invite.headers.set("Content-Type", "application/sdp")
+    assert w.transact(invite, auth=False).status == 200      # joins #club (its connection registered it)
+    pal.read_until(lambda l: l.startswith(":watcher!") and "JOIN" in l)
+    assert subscribe(w, "pal").status == 200
+    assert basic(w.wait_request("NOTIFY")) == "open"
+    w.close()
+    pal.close()

@@ -44,8 +44,7 @@ def test_register_and_message_over_websocket(srv):
         assert got.body == b"to the browser" and got.top_via.transport == "WS"
         assert b.next_message().status == 200
         req = a.request("MESSAGE", "sip:bob@localhost", body=b"from the browser")
-        a.send(req)
-        a.send(a.authorized(req, a.next_message()))
+        a.send(req)      # no challenge: the WebSocket that registered alice authenticates her requests
         assert b.wait_request("MESSAGE").body == b"from the browser"
         assert a.next_message().status == 200
         irc = RawClient(srv.irc_port).register("ircweb")
@@ -70,3 +69,37 @@ def test_a_closed_websocket_takes_its_binding(srv):
 def test_websocket_without_the_sip_subprotocol_is_refused(srv):
     with pytest.raises(websocket.WebSocketBadStatusException):
         websocket.create_connection(f"ws://127.0.0.1:{srv.http_port}/sip", timeout=10)
+
+
+def _without_content_length(data: bytes) -> bytes:
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = [l for l in head.split(b"\r\n") if not l.lower().startswith((b"content-length:", b"l:"))]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def test_a_websocket_message_without_content_length_has_the_rest_as_its_body(srv):
+    """RFC 7118 §5: one SIP message per WebSocket message, so Content-Length is optional."""
+    from bridges.sip.codec import serialise
+    a = UA(srv.http_port, "alice", "alice-pw", transport="WS")
+    irc = RawClient(srv.irc_port).register("wsnolen")
+    try:
+        req = a.request("REGISTER", "sip:localhost", to="sip:alice@localhost",
+                        extra=[("Contact", f"<{a.contact}>"), ("Expires", "600")])
+        a.send_bytes(_without_content_length(serialise(req)))
+        challenge = a.next_message()
+        assert challenge.status == 401
+        a.send_bytes(_without_content_length(serialise(a.authorized(req, challenge))))
+        assert a.next_message().status == 200
+        # Over the connection that registered: no challenge (see service.registered_on_flow).
+        req = a.request("MESSAGE", "sip:wsnolen@localhost", body=b"no length\r\nsecond line")
+        a.send_bytes(_without_content_length(serialise(req)))
+        assert a.next_message().status == 202
+        assert irc.read_until("PRIVMSG wsnolen").endswith(":no length")
+        assert irc.read_until("PRIVMSG wsnolen").endswith(":second line")
+        a.send_bytes(serialise(a.request("MESSAGE", "sip:wsnolen@localhost", body=b"with a length")))
+        assert a.next_message().status == 202
+        assert irc.read_until("PRIVMSG wsnolen").endswith(":with a length")
+        assert a.register(0).status == 200
+    finally:
+        a.close()
+        irc.close()
