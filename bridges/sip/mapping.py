@@ -23,6 +23,10 @@ class SipSession:
         self.aor = aor
         self.user: User | None = None
 
+    def direct_refusal(self) -> None:
+        """Direct messages always reach this member (MemberSession)."""
+        return None
+
     def deliver(self, ev) -> None:
         t = type(ev)
         if t is MessageSent:

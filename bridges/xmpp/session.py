@@ -213,6 +213,10 @@ class AccountMember:
             return s.t
         return None
 
+    def direct_refusal(self) -> None:
+        """Direct messages always reach this member (MemberSession)."""
+        return None
+
     def deliver(self, ev) -> None:
         from .service import xml_text
         hooks = self.svc.core.hooks

@@ -101,6 +101,10 @@ class MemberSession(Protocol):
 
     def deliver(self, ev: "Event") -> None: ...
 
+    def direct_refusal(self) -> str | None:
+        """Why a direct message to this member would be dropped now (an MQTT client with no inbox
+        subscription), said to the sender; None when it would be delivered."""
+
     def server_closing(self, reason: str, now: float) -> None:
         """The server stops: say goodbye in the protocol and close."""
 

@@ -335,6 +335,10 @@ class IrcClient:
             self.send(b"AUTHENTICATE +\r\n")
 
     # ------------------------------------------------------------------ delivery
+    def direct_refusal(self) -> None:
+        """Direct messages always reach this member (MemberSession)."""
+        return None
+
     def deliver(self, ev) -> None:
         if self.closed:
             return

@@ -851,9 +851,9 @@ def _client_tags(msg) -> dict:
 
 def _undeliverable(target: User) -> str | None:
     """Why a local bridged member cannot receive a direct message now (an MQTT client with no inbox
-    subscription), or None. Its session says so through `direct_refusal()`; remote ones answer at home."""
-    refusal = getattr(target.session, "direct_refusal", None)
-    return refusal() if refusal is not None else None
+    subscription), or None. Its session says so (MemberSession.direct_refusal); remote ones answer at home."""
+    s = target.session
+    return s.direct_refusal() if s is not None else None
 
 
 def _message(c: IrcClient, msg, now, kind: str):

@@ -16,6 +16,9 @@ class FakeSession:
     def deliver(self, ev):
         self.events.append(ev)
 
+    def direct_refusal(self):
+        return None
+
     def server_closing(self, reason, now):
         pass
 
