@@ -97,7 +97,12 @@ def setup(module) -> None:
     module.hook("module_unloaded", detach)
     module.hook("xmpp_member_event", via("on_event"))
     module.hook("xmpp_resource_unbound", via("resource_unbound"))
-    module.hook("channel_message", via("channel_message"))
+    def channel_message(ev):      # every channel message: no generic `via` on this one
+        muc = held["muc"]
+        if muc is not None:
+            muc.channel_message(ev)
+
+    module.hook("channel_message", channel_message)
     module.hook("channel_destroyed", via("channel_destroyed"))
     module.hook("link_extension", via("link_extension"))
     module.hook("link_up", via("link_up"))

@@ -71,9 +71,6 @@ class Room:
             pending.clear()
         return self._history
 
-    def record(self, ev: MessageSent) -> None:
-        self._pending.append((ev, ev.source.nick))
-
 
 class MucService(Moderation):
     def __init__(self, core, xmpp, opts, store=None):
@@ -382,24 +379,27 @@ class MucService(Moderation):
 
     # ---------------------------------------------------------------- history
     def channel_message(self, ev: MessageSent) -> None:
-        """Every channel message this server sees (once): the room's history and archive."""
+        """Every channel message this server sees (once): the room's history and archive. On the
+        tree's hot path (every message, every server with members): kept to a few lookups."""
         if ev.kind is TAG_ONLY:
             return
-        room = self.room(ev.target)
+        room = self.rooms.get(ev.target.key_name) or self.room(ev.target)
         if room is None:
             return
-        redact = ev.tags.get(REDACT_TAG) if ev.tags else None
-        if redact is not None:                      # a moderation: the message leaves history and archive
+        if ev.tags and REDACT_TAG in ev.tags:       # a moderation: the message leaves history and archive
+            redact = ev.tags[REDACT_TAG]
             for e in list(room.history):
                 if msgid_of(e[4]) == redact:
                     room.history.remove(e)
             if self.store is not None:
                 self.store.retract(room.key, redact)
             return
-        room.record(ev)
-        store, mode = self.store, self.opts.archive
-        if store is not None and (mode == "all" or (mode == "persistent" and store.persistent(room.key))):
-            store.archive(room.key, stanza_id(ev), ev.time, ev.source.nick, self.real_jid(ev.source), ev.text)
+        room._pending.append((ev, ev.source.nick))  # raw: Room.history makes the entry when read
+        store = self.store
+        if store is not None:
+            mode = self.opts.archive
+            if mode == "all" or (mode == "persistent" and store.persistent(room.key)):
+                store.archive(room.key, stanza_id(ev), ev.time, ev.source.nick, self.real_jid(ev.source), ev.text)
 
     def _history_entry(self, ev: MessageSent, nick: str) -> tuple:
         u = ev.source
