@@ -10,8 +10,7 @@ from relay.core.config import parse
 from relay.core.server import Core
 from relay.core.storage import Storage
 from relay.storage.sqlite import SqliteDatabase
-from support_net import Wire
-from test_muc_rooms import ROOM, join, stanzas
+from test_muc_rooms import ROOM, join, muc_wire, stanzas
 from test_xmpp_routing import Xmpp
 
 MAM = "urn:xmpp:mam:2"
@@ -19,11 +18,7 @@ MAM = "urn:xmpp:mam:2"
 
 @pytest.fixture
 def wire(tmp_path):
-    w = Wire(tmp_path, ["a", "b"], modules={"xmpp": {"roster_file": ""}, "muc": {}})
-    for core in w.cores.values():
-        for name in ("alice", "bob", "carol"):
-            core.register_account(name, "secret", w.now)
-    return w
+    return muc_wire(tmp_path)
 
 
 def test_disco_of_service_room_and_occupants(wire):

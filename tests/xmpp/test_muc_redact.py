@@ -9,8 +9,7 @@ import re
 
 import pytest
 
-from support_net import Wire
-from test_muc_rooms import ROOM, join
+from test_muc_rooms import ROOM, join, muc_wire
 from test_xmpp_routing import Xmpp
 
 RETRACT = b'<retract xmlns="urn:xmpp:message-retract:1"'
@@ -18,12 +17,7 @@ RETRACT = b'<retract xmlns="urn:xmpp:message-retract:1"'
 
 @pytest.fixture
 def wire(tmp_path):
-    w = Wire(tmp_path, ["a", "b"], modules={"xmpp": {"roster_file": ""}, "muc": {}})
-    for core in w.cores.values():
-        for name in ("alice", "bob"):
-            core.register_account(name, "secret", w.now)
-    w.link("a", "b")
-    return w
+    return muc_wire(tmp_path, ("alice", "bob"), linked=True)
 
 
 def irc(wire, core, nick, caps=()):

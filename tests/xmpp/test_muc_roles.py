@@ -7,7 +7,7 @@ import pytest
 from lxml import etree
 
 from support_net import Wire
-from test_muc_rooms import ROOM, join, stanzas
+from test_muc_rooms import ROOM, join, muc_wire, stanzas
 from test_xmpp_routing import Xmpp
 
 ADMIN = "http://jabber.org/protocol/muc#admin"
@@ -16,11 +16,7 @@ OWNER = "http://jabber.org/protocol/muc#owner"
 
 @pytest.fixture
 def wire(tmp_path):
-    w = Wire(tmp_path, ["a", "b"], modules={"xmpp": {"roster_file": ""}, "muc": {}})
-    for core in w.cores.values():
-        for name in ("alice", "bob", "carol"):
-            core.register_account(name, "secret", w.now)
-    return w
+    return muc_wire(tmp_path)
 
 
 def admin(c: Xmpp, item: str, typ: str = "set") -> bytes:

@@ -13,13 +13,20 @@ from test_xmpp_routing import Xmpp
 ROOM = "room@conference.localhost"
 
 
-@pytest.fixture
-def wire(tmp_path):
+def muc_wire(tmp_path, accounts=("alice", "bob", "carol"), linked: bool = False) -> Wire:
+    """Servers a and b in memory with xmpp and muc, and the accounts on both (the MUC tests' wire)."""
     w = Wire(tmp_path, ["a", "b"], modules={"xmpp": {"roster_file": ""}, "muc": {}})
     for core in w.cores.values():
-        for name in ("alice", "bob", "carol"):
+        for name in accounts:
             core.register_account(name, "secret", w.now)
+    if linked:
+        w.link("a", "b")
     return w
+
+
+@pytest.fixture
+def wire(tmp_path):
+    return muc_wire(tmp_path)
 
 
 def join(c: Xmpp, nick: str, room: str = ROOM, extra: str = "") -> bytes:
