@@ -363,8 +363,21 @@ class MucService(Moderation):
             if isinstance(item, list) and len(item) == 5 and isinstance(item[0], str) \
                     and item[1] in ("owner", "admin", "member", "none") and isinstance(item[2], int) \
                     and isinstance(item[3], (int, float)) and isinstance(item[4], str):
-                self.store.merge_affiliation(room, item[0], item[1], item[2], (float(item[3]), item[4]))
+                if self.store.merge_affiliation(room, item[0], item[1], item[2], (float(item[3]), item[4])) \
+                        and item[1] == "none":
+                    self._drop_member_entry(room, item[0], float(item[3]))
         return True
+
+    def _drop_member_entry(self, room: str, account: str, removed_at: float) -> None:
+        """A removal from another server won: the member-list entry (+I $a:account) it took away there
+        goes here too. Without this, the netjoin's union of channel lists brings back an entry made
+        before the removal, and with it the account's membership."""
+        ch = self.net.channels.get(room)
+        if ch is None:
+            return
+        mask = self.net.fold("$a:" + account)
+        if any(self.net.fold(b.mask) == mask and b.ts <= removed_at for b in ch.lists["I"]):
+            self.modes(ch, [("-", "I", "$a:" + account)], self.core.now())
 
     def link_up(self, peer_id: str, *rest):
         """A new link: the peer learns every grant this server holds (its side of the tree sends theirs)."""
