@@ -44,3 +44,21 @@ def storage_section(request) -> dict:
         return {"backend": "sqlite"}
     cluster = request.getfixturevalue("pg_cluster")
     return {"backend": "postgresql", "dsn": cluster.new_database(), "pool_size": 2}
+
+
+# ---------------------------------------------------------------- no server outlives the run
+def pytest_sessionfinish(session, exitstatus):
+    """A test cut off by its timeout may not stop the servers it started: stop those of this
+    process's run (their configs lie under its base temp dir), so none keeps running after it."""
+    import psutil
+    try:
+        base = str(session.config._tmp_path_factory.getbasetemp())
+    except Exception:
+        return
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "relay.runtime.daemon" in cmd and any(a.startswith(base + "/") for a in cmd):
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
