@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import re
 
 from lxml import etree
 
-from xmpp_ext_support import HEADER, Transport
+from xmpp_ext_support import HEADER, Transport, bind, sasl_plain
 
 SM = "urn:xmpp:sm:3"
 
@@ -20,21 +19,14 @@ class Client:
         self.t = Transport()
         self.s = self.core.services["xmpp"].new_session(self.t, None, wire.now)
         self.feed(HEADER)
-        plain = base64.b64encode(f"\0{account}\0secret".encode()).decode()
-        self.feed(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>")
-        assert b"<success" in self.take()
-        self.feed(HEADER)
+        sasl_plain(self, account)
         self.features = self.take()
         self.jid = None
         if resource is not None:
             self.bind(resource)
 
     def bind(self, resource: str) -> None:
-        self.feed(f"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}"
-                  "</resource></bind></iq>")
-        out = self.take()
-        assert b"</jid>" in out, out
-        self.jid = re.search(rb"<jid>([^<]+)</jid>", out).group(1).decode()
+        self.jid = bind(self, resource)
 
     def feed(self, data) -> None:
         self.s.data_received(data.encode() if isinstance(data, str) else data, self.wire.now)

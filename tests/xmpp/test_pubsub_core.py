@@ -14,7 +14,7 @@ from lxml import etree
 
 from relay.core.topics import TopicItem
 from support_net import Wire
-from xmpp_ext_support import HEADER, Transport  # the in-memory stream the XMPP tests share
+from xmpp_ext_support import HEADER, Transport, bind, sasl_plain  # the in-memory stream and login the XMPP tests share
 
 PS = "http://jabber.org/protocol/pubsub"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
@@ -36,14 +36,8 @@ class Client:
         self.t = Transport()
         self.s = self.core.services["xmpp"].new_session(self.t, None, wire.now)
         self.feed(HEADER)
-        plain = base64.b64encode(f"\0{account}\0secret".encode()).decode()
-        self.feed(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>")
-        assert b"<success" in self.raw()
-        self.feed(HEADER)
-        self.feed(f"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}"
-                  "</resource></bind></iq>")
-        assert b"</jid>" in self.raw()
-        self.jid = f"{account}@localhost/{resource}"
+        sasl_plain(self, account)
+        self.jid = bind(self, resource)
         self.bare = f"{account}@localhost"
         self.inbox: list = []
 

@@ -10,7 +10,7 @@ import pytest
 
 from relay.core.hooks import Stop
 from support_net import Wire
-from xmpp_ext_support import HEADER, Transport  # the in-memory stream the XMPP tests share
+from xmpp_ext_support import HEADER, Transport, bind, sasl_plain  # the in-memory stream and login the XMPP tests share
 
 from bridges.xmpp.routing import ROUTES, Router
 from lxml import etree
@@ -24,14 +24,8 @@ class Xmpp:
         self.t = Transport()
         self.s = self.core.services["xmpp"].new_session(self.t, None, wire.now)
         self.feed(HEADER)
-        plain = base64.b64encode(f"\0{account}\0secret".encode()).decode()
-        self.feed(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>")
-        assert b"<success" in self.take()
-        self.feed(HEADER)
-        self.feed(f"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}"
-                  "</resource></bind></iq>")
-        assert b"</jid>" in self.take()
-        self.jid = f"{account}@localhost/{resource}"
+        sasl_plain(self, account)
+        self.jid = bind(self, resource)
 
     def feed(self, data) -> None:
         self.s.data_received(data.encode() if isinstance(data, str) else data, self.wire.now)

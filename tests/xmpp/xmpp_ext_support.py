@@ -4,6 +4,7 @@ cores of tests/support_net.py, a transport without sockets, bytes in and out."""
 from __future__ import annotations
 
 import base64
+import re
 
 from lxml import etree
 from support_net import Wire
@@ -38,6 +39,32 @@ class Transport:
         on_done(False, "not here")
 
 
+
+def sasl_plain(c, account: str, password: str = "secret") -> None:
+    """SASL PLAIN for an in-memory test client `c` (its `feed` and transport `t`), then the header of
+    the restarted stream; the features that follow are left for `c` to read."""
+    plain = base64.b64encode(f"\0{account}\0{password}".encode()).decode()
+    c.feed(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>")
+    out = _taken(c.t)
+    assert b"<success" in out, out
+    c.feed(HEADER)
+
+
+def bind(c, resource: str) -> str:
+    """Resource binding for an in-memory test client: the full JID the server bound."""
+    c.feed(f"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}"
+           "</resource></bind></iq>")
+    out = _taken(c.t)
+    assert b"</jid>" in out, out
+    return re.search(rb"<jid>([^<]+)</jid>", out).group(1).decode()
+
+
+def _taken(t) -> bytes:
+    data = b"".join(t.out)
+    t.out.clear()
+    return data
+
+
 class Xmpp:
     """A client stream; `login()` authenticates with PLAIN and binds."""
 
@@ -49,14 +76,8 @@ class Xmpp:
         self.features = self.take()
 
     def login(self, account: str, password: str = "secret", resource: str = "r") -> "Xmpp":
-        plain = base64.b64encode(f"\0{account}\0{password}".encode()).decode()
-        self.feed(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>")
-        assert b"<success" in self.take()
-        self.feed(HEADER)
-        self.feed(f"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}"
-                  "</resource></bind></iq>")
-        assert b"</jid>" in self.take()
-        self.jid = f"{account}@localhost/{resource}"
+        sasl_plain(self, account, password)
+        self.jid = bind(self, resource)
         return self
 
     def feed(self, data) -> None:
