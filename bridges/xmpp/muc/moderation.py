@@ -112,22 +112,26 @@ class Moderation:
             return None
         return ("modify", "bad-request", "an item needs a role or an affiliation")
 
+    def account_entry(self, ch, mode: str, account: str):
+        """The `$a:account` entry of the channel's list `mode` (b: outcasts, I: members), or None."""
+        mask = self.net.fold("$a:" + account)
+        return next((b for b in ch.lists[mode] if self.net.fold(b.mask) == mask), None)
+
     def stored_affiliation(self, ch, account: str) -> str:
-        mask = "$a:" + account
-        if any(self.net.fold(b.mask) == self.net.fold(mask) for b in ch.lists["b"]):
+        if self.account_entry(ch, "b", account) is not None:
             return "outcast"
         a = self.store.affiliation(ch.key_name, account, ch.ts)
         if a:
             return a
-        if any(self.net.fold(b.mask) == self.net.fold(mask) for b in ch.lists["I"]):
+        if self.account_entry(ch, "I", account) is not None:
             return "member"
         return "none"
 
     def set_affiliation(self, ch, account: str, aff: str, by, reason: str, now: float) -> None:
         mask = "$a:" + account
         changes = []
-        has_b = any(self.net.fold(b.mask) == self.net.fold(mask) for b in ch.lists["b"])
-        has_i = any(self.net.fold(b.mask) == self.net.fold(mask) for b in ch.lists["I"])
+        has_b = self.account_entry(ch, "b", account) is not None
+        has_i = self.account_entry(ch, "I", account) is not None
         if aff == "outcast" and not has_b:
             changes.append(("+", "b", mask))
         if aff != "outcast" and has_b:

@@ -375,8 +375,8 @@ class MucService(Moderation):
         ch = self.net.channels.get(room)
         if ch is None:
             return
-        mask = self.net.fold("$a:" + account)
-        if any(self.net.fold(b.mask) == mask and b.ts <= removed_at for b in ch.lists["I"]):
+        entry = self.account_entry(ch, "I", account)
+        if entry is not None and entry.ts <= removed_at:
             self.modes(ch, [("-", "I", "$a:" + account)], self.core.now())
 
     def link_up(self, peer_id: str, *rest):
