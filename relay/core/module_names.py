@@ -13,10 +13,13 @@ class ModuleError(Exception):
     pass
 
 
+def _dirs(pkg: str) -> list[Path]:
+    spec = importlib.util.find_spec(pkg)
+    return [Path(d) for d in (spec.submodule_search_locations or [])] if spec else []
+
+
 def _bridge_packages() -> list[str]:
-    spec = importlib.util.find_spec("bridges")
-    dirs = list(spec.submodule_search_locations or []) if spec else []
-    return sorted({p.name for d in dirs for p in Path(d).iterdir() if (p / "__init__.py").exists()})
+    return sorted({p.name for d in _dirs("bridges") for p in d.iterdir() if (p / "__init__.py").exists()})
 
 
 def resolve(name: str) -> str:
@@ -35,19 +38,10 @@ def resolve(name: str) -> str:
 
 def shipped() -> list[str]:
     """The names of the modules that come with relaynet (what `resolve` finds without a dotted path)."""
-    names = []
-    for pkg in ("relay.modules", "relay", "bridges"):
-        spec = importlib.util.find_spec(pkg)
-        for d in (spec.submodule_search_locations or []) if spec else []:
-            for p in sorted(Path(d).iterdir()):
-                if pkg == "relay.modules":
-                    if p.suffix == ".py" and not p.name.startswith("_"):
-                        names.append(p.stem)
-                elif (p / "module.py").exists():
-                    names.append(p.name)
-                if pkg == "bridges" and p.is_dir():
-                    names += [q.name for q in sorted(p.iterdir()) if (q / "module.py").exists()]
-    return sorted(set(names))
+    names = {p.stem for d in _dirs("relay.modules") for p in d.glob("*.py") if not p.name.startswith("_")}
+    names |= {p.parent.name for d in _dirs("relay") for p in d.glob("*/module.py")}
+    names |= {p.parent.name for d in _dirs("bridges") for p in (*d.glob("*/module.py"), *d.glob("*/*/module.py"))}
+    return sorted(names)
 
 
 def import_module(name: str):
