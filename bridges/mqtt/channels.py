@@ -25,9 +25,9 @@ subscriber exactly once:
   `Broker.publish` skips the sessions that are members of the channel;
 * a message enters the topic tree once, at its origin server: an MQTT member's PUBLISH
   is routed to non-members after `net.message`; a message from any other protocol is
-  injected by the `filter_packet` tap here (lowest priority, so it sees the final text)
-  when its source is a local non-MQTT user. Messages arriving over server links were
-  injected by their origin server and forwarded with MQTT_PUB, so the tap ignores them.
+  injected by the tap here, on the core's `local_channel_message` hook (after filter_packet,
+  so it sees the final text; only for this server's own users). Messages arriving over
+  server links were injected by their origin server and forwarded with MQTT_PUB.
 
 An MQTT member that publishes gets its own message back (through the channel path, like
 any MQTT broker) unless its subscription has No Local.
@@ -241,11 +241,10 @@ class ChannelBridge:
         return 0x87, why
 
     def tap(self, ev):
-        """filter_packet at the lowest priority: channel messages from local non-MQTT users enter the tree."""
-        if type(ev) is not MessageSent or type(ev.target) is not Channel or ev.kind is TAG_ONLY:
-            return None
+        """local_channel_message (after filter_packet, so it sees the final text): channel messages of
+        this server's non-MQTT users enter the topic tree, for its subscribers that are not members."""
         src = ev.source
-        if src.proto == "mqtt" or src.server != self.me:
+        if src.proto == "mqtt" or ev.kind is TAG_ONLY:
             return None
         b = self.b
         # No subscriber on any server: nothing to publish (the common case of a plain IRC network).

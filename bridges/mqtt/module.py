@@ -172,7 +172,7 @@ def _serve(module, store: Store | None) -> None:
     module.websocket_route("/mqtt", {"mqtt": BINARY_STREAM, None: BINARY_STREAM},
                            lambda t, listener, now: Client(broker, t, now))
     module.protocol("mqtt-ws", core.http.listener(only="/mqtt"))   # the old own-port listener
-    module.hook("filter_packet", broker.channels.tap, priority=-1000)
+    module.hook("local_channel_message", broker.channels.tap)
     module.hook("member_left", broker.channels.on_member_left)
     module.every(opts.sweep_interval, broker.sweep)
     if opts.sys_interval:

@@ -418,8 +418,13 @@ class Network:
             if fan is None:
                 fan = target.fanout = ChannelFanout(target.local)
             fan.message(ev, source.session)
-            if hooks.has("channel_message"):      # a module keeping room history (MUC) sees each once
+            # Narrow hooks, so a message costs nothing for modules that need none of it: every
+            # channel message this server sees, once (room history), and those of its own users
+            # (the MQTT topic tree's non-member subscribers).
+            if hooks.has("channel_message"):
                 hooks.run("channel_message", ev)
+            if source.server == self.me.id and hooks.has("local_channel_message"):
+                hooks.run("local_channel_message", ev)
             if propagate and self.router and target.servers:
                 self.router.channel_message(ev)
         else:
