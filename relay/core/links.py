@@ -292,8 +292,9 @@ class LinkLayer(LinkViews):
         """A message frame of ours: numbered per origin, kept for replay on the links it goes out on and,
         for held servers, in the split backlog."""
         self.msg_seq += 1
-        p = {"source": ev.source.uid, "target": target, "text": ev.text, "tags": ev.tags,
-             "msgid": ev.msgid, "time": ev.time}
+        p = {"source": ev.source.uid, "target": target, "text": ev.text, "msgid": ev.msgid, "time": ev.time}
+        if ev.tags:                     # most messages have none: a shorter frame to write and read
+            p["tags"] = ev.tags
         ftype = FRAME_OF_KIND[ev.kind]
         frame = (self.me.id, self.msg_seq, ftype, p)
         links = self.links_to(servers, None, frame)
