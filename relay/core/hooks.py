@@ -18,6 +18,7 @@ log = logging.getLogger("relay.hooks")
 
 CORE_HOOKS = (
     "filter_packet", "user_send_packet", "user_receive_packet",
+    "channel_message", "local_channel_message",
     "account_registered", "account_removed",
     "channel_created", "channel_destroyed", "member_joined", "member_left",
     "link_up", "link_down", "netsplit", "netjoin", "servers_gone", "link_extension",

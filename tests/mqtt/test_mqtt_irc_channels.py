@@ -191,6 +191,27 @@ def test_filter_module_rewrites_mqtt_channel_messages(start_mqtt):
     irc.close()
 
 
+def test_non_member_subscribers_get_irc_messages_as_filtered(start_mqtt):
+    """The tap that puts an IRC user's channel message into the topic tree runs after filter_packet:
+    a non-member subscriber gets the rewritten text, and nothing of a dropped message."""
+    srv = start_mqtt(modules={"filter": {"rules": [
+        {"channel": "*", "pattern": "darn", "action": "rewrite", "replacement": "d**n"},
+        {"channel": "*", "pattern": "spam", "action": "drop"}]}})
+    room = uniq("t")
+    irc = RawClient(srv.irc_port).register(uniq("i"))
+    irc.send(f"JOIN #{room}")
+    irc.read_until(" 366 ")
+    anon = Paho(srv.mqtt_port, uniq())
+    anon.subscribe(f"chan/{room}", qos=0)
+    irc.send(f"PRIVMSG #{room} :buy spam now")
+    irc.send(f"PRIVMSG #{room} :oh darn")
+    assert anon.get().payload == b"oh d**n"
+    irc.send(f"PRIVMSG #{room} :last")
+    assert anon.get().payload == b"last"
+    anon.close()
+    irc.close()
+
+
 def test_suback_for_refused_channel_creation(srv):
     c = RawMqtt(srv.mqtt_port)
     c.connect(uniq(), username="dave", password=PASSWORD)

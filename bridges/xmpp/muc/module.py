@@ -68,7 +68,7 @@ def setup(module) -> None:
     """Attaches to the xmpp service now or when it loads (config order does not matter)."""
     core = module.core
     store = MucStore(core.storage)
-    held: dict = {"muc": None, "host": None}
+    held: dict = {"muc": None, "host": None, "history": None}
 
     def attach() -> None:
         xmpp = core.services.get("xmpp")
@@ -76,6 +76,8 @@ def setup(module) -> None:
             return
         muc = held["muc"] = MucService(core, xmpp, module.options, store)
         core.services["muc"] = muc
+        # Every channel message, on every server with members: the service's own method, no wrapper.
+        held["history"] = module.hook("channel_message", muc.channel_message)
         xmpp.channel_events = muc
         held["host"] = module.add_item("xmpp-host", XmppHost(
             muc.domain, lambda s, el, to, now: dispatch(muc, s, el, to, now), "Chatrooms", "conference", "text"))
@@ -83,6 +85,7 @@ def setup(module) -> None:
     def detach(name: str) -> None:
         if name == "xmpp" and held["muc"] is not None:
             core.items.remove("xmpp-host", held["host"])
+            core.hooks.remove(held["history"])
             held["muc"].xmpp.channel_events = None
             core.services.pop("muc", None)
             held["muc"] = None
@@ -97,12 +100,6 @@ def setup(module) -> None:
     module.hook("module_unloaded", detach)
     module.hook("xmpp_member_event", via("on_event"))
     module.hook("xmpp_resource_unbound", via("resource_unbound"))
-    def channel_message(ev):      # every channel message: no generic `via` on this one
-        muc = held["muc"]
-        if muc is not None:
-            muc.channel_message(ev)
-
-    module.hook("channel_message", channel_message)
     module.hook("channel_destroyed", via("channel_destroyed"))
     module.hook("link_extension", via("link_extension"))
     module.hook("link_up", via("link_up"))
