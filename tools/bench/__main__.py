@@ -37,6 +37,7 @@ SCENARIOS = [
         ("deliveries/s at saturation", "deliveries_per_s", ("ratio>=", 1.0), "int"),
         ("latency p50 at 100 msg/s (ms)", "p50_ms", None, "ms"),
         ("latency p99 at 100 msg/s (ms)", "p99_ms", None, "ms"),
+        ("server CPU per delivery (µs)", "server_us_per_delivery", None, "us"),
     ]),
     ("irc-tree", sc.irc_tree, "ngIRCd", None, [
         ("far-server deliveries/s", "far_deliveries_per_s", ("ratio>=", 1.0), "int"),
@@ -44,6 +45,7 @@ SCENARIOS = [
         ("latency per hop p50 (ms)", "hop_ms", None, "ms"),
         ("latency p50 on a/b/c (ms)", "p50_ms_by_server", None, "list"),
         ("latency p99 on a/b/c (ms)", "p99_ms_by_server", None, "list"),
+        ("server CPU per delivery, all servers (µs)", "server_us_per_delivery", None, "us"),
     ]),
     ("netjoin", sc.netjoin, "ngIRCd", None, [
         ("link to convergence (s)", "seconds", ("abs<=", 0.2), "s"),
@@ -131,6 +133,8 @@ def fmt(v, kind: str) -> str:
     if kind == "ms":
         return f"{v:.2f}" if v < 10 else f"{v:.1f}"
     if kind == "s":
+        return f"{v:.3f}"
+    if kind == "us":
         return f"{v:.3f}"
     return f"{v}"
 
@@ -348,7 +352,7 @@ def main(argv=None) -> int:
 
 def _brief(m: dict) -> str:
     keys = ["deliveries_per_s", "far_deliveries_per_s", "p50_ms", "p99_ms", "hop_ms", "seconds", "bytes_per_conn",
-            "handshakes_per_s", "held", "lost", "gen_cpu", "server_cpu"]
+            "handshakes_per_s", "held", "lost", "gen_cpu", "server_cpu", "server_us_per_delivery"]
     parts = []
     for k in keys:
         if k in m and m[k] is not None:

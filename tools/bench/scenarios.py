@@ -105,6 +105,16 @@ def _others(res: dict) -> dict:
             "core1_others": round(max(0.0, busy.get(1, 0) - res.get("gen_cpu", 0)), 1)}
 
 
+def _cpu_per_delivery(res: dict) -> dict:
+    """The servers' CPU time per delivery (µs), every server process summed: on a shared machine
+    the throughput follows the others' load and the pipeline's batching, this much less."""
+    d = res.get("deliveries_per_s")
+    cpu = res.get("server_cpu")
+    if not d or not cpu:
+        return {}
+    return {"server_us_per_delivery": sum(cpu) / 100.0 / d * 1e6}
+
+
 def _median(xs):
     xs = sorted(x for x in xs if x is not None)
     return xs[len(xs) // 2] if xs else None
@@ -133,7 +143,7 @@ def irc_fanout(system: str, tmp: Path, p: Params) -> dict:
             "p50_ms": paced["latency_ms"][0]["p50"], "p99_ms": paced["latency_ms"][0]["p99"],
             "sat_ref_p50_ms": sat["latency_ms"][0]["p50"],
             "gen_cpu": sat["gen_cpu"], "server_cpu": sat["server_cpu"], "paced_gen_cpu": paced["gen_cpu"],
-            "rss_mb": srv.rss() / 1e6, **_others(sat),
+            "rss_mb": srv.rss() / 1e6, **_others(sat), **_cpu_per_delivery(sat),
         }
     finally:
         lg.close_all(conns)
@@ -256,7 +266,7 @@ def irc_tree(system: str, tmp: Path, p: Params) -> dict:
             "lost": sat["lost"] + paced["lost"], "duplicated": sat["duplicated"] + paced["duplicated"],
             "p50_ms_by_server": [l["p50"] for l in lat], "p99_ms_by_server": [l["p99"] for l in lat],
             "hop_ms": hop,
-            "gen_cpu": sat["gen_cpu"], "server_cpu": sat["server_cpu"], **_others(sat),
+            "gen_cpu": sat["gen_cpu"], "server_cpu": sat["server_cpu"], **_others(sat), **_cpu_per_delivery(sat),
         }
     finally:
         lg.close_all(conns)
