@@ -38,15 +38,51 @@ _WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK)
 _TLS_IO_ERRORS = (OSError, ValueError, ConcurrentObjectUseError)
 
 
+class Flusher:
+    """The connections written to during one loop iteration, flushed by one callback at its end.
+
+    Not a loop callback per connection: on a busy server one read (a batch of channel messages)
+    reaches every local member's connection, and a callback each cost more than its send."""
+
+    __slots__ = ("loop", "due", "scheduled")
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.due: list[Connection] = []
+        self.scheduled = False
+
+    def add(self, conn: "Connection") -> None:
+        self.due.append(conn)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.run_callback(self.run)
+
+    def run(self) -> None:
+        # Writes made while flushing (a lost peer's quit, told to others) start the next round.
+        due, self.due = self.due, []
+        self.scheduled = False
+        for c in due:
+            try:
+                c._flush()
+            except Exception:      # a bug costs that connection, not the others' flushes
+                log.exception("%s %s: flush raised; closing the connection", c.proto, c.peer_host)
+                c.close_reason = "Internal error"
+                c.abort("Internal error")
+
+
 class Connection:
     """The runtime's Transport: `write`, `close`, `abort`, `backlog`, `peer_host`."""
 
     __slots__ = ("rt", "sock", "fd", "watched", "peer_host", "peer_port", "tls", "proto", "handler", "out",
                  "out_bytes", "sendq", "flush_scheduled", "writer", "rwatch", "closing", "closed", "close_reason",
-                 "lost_told", "bytes_in", "bytes_out", "tail", "runs", "tls_end_point", "tls_upgrade")
+                 "lost_told", "bytes_in", "bytes_out", "tail", "runs", "tls_end_point", "tls_upgrade", "flusher")
 
     def __init__(self, rt, sock, addr, proto: str, tls: bool, sendq: int):
         self.rt = rt
+        flusher = getattr(rt, "flusher", None)
+        if flusher is None:                  # a runtime without one (tests' stand-ins) gets one
+            flusher = rt.flusher = Flusher(rt.hub.loop)
+        self.flusher = flusher
         self.sock = sock
         # `watched`: a non-blocking stdlib socket driven by loop watchers (plain TCP);
         # otherwise a gevent socket with a reader and a writer greenlet (TLS).
@@ -120,7 +156,7 @@ class Connection:
         """The first write since the last flush: send at the end of this loop iteration."""
         if self.watched:
             self.flush_scheduled = True
-            self.rt.hub.loop.run_callback(self._flush)
+            self.flusher.add(self)
         else:
             self.writer = gevent.spawn(self._write_loop)
 

@@ -32,7 +32,7 @@ from relay.core.sasl import server_end_point
 from relay.core.server import Core
 from relay.core.storage import Storage, StorageError, WriteQueue
 from relay.proto.control import ControlCodec, ControlError
-from relay.runtime.connection import Acceptor, Connection, make_listen_socket
+from relay.runtime.connection import Acceptor, Connection, Flusher, make_listen_socket
 from relay.runtime.http import HttpServer
 from relay.runtime.udp import DatagramEndpoint, make_udp_socket
 from relay.runtime.logs import set_level, setup_logging
@@ -90,6 +90,7 @@ class Runtime:
         self.config_path = config_path
         self.foreground = foreground
         self.hub = gevent.get_hub()
+        self.flusher = Flusher(self.hub.loop)   # every connection written to, flushed once per loop iteration
         self.connections: set[Connection] = set()
         self.servers: dict[int, tuple[Acceptor, dict]] = {}  # listen index -> (server, info)
         self.control: StreamServer | None = None

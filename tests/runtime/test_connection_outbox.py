@@ -112,3 +112,39 @@ def test_reading_feeds_the_handler_and_eof_tells_it_once():
         if h.lost:
             break
     assert h.lost == "Connection closed" and c.closed and c not in rt.connections
+
+
+def test_connections_written_in_one_iteration_share_one_flush_and_a_failing_one_costs_only_itself(monkeypatch):
+    rt = _Rt()
+    conns, peers = [], []
+    for _ in range(3):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        c = Connection(rt, a, ("127.0.0.1", 1), "irc", False, 1 << 20)
+        c.start(lambda t, lst, now: _Handler(), None)
+        conns.append(c)
+        peers.append(b)
+    loop, callbacks = rt.flusher.loop, []
+
+    class _Counting:
+        def run_callback(self, fn, *args):
+            callbacks.append(fn)
+            return loop.run_callback(fn, *args)
+
+    rt.flusher.loop = _Counting()
+    flush = Connection._flush
+
+    def failing(self):
+        if self is conns[1]:
+            raise RuntimeError("a bug in one connection")
+        flush(self)
+
+    monkeypatch.setattr(Connection, "_flush", failing)
+    for i, c in enumerate(conns):
+        c.write(b"line %d\n" % i)
+    assert len(callbacks) == 1          # one callback for the three
+    gevent.sleep(0)
+    assert _recv_all(peers[0], 7) == b"line 0\n" and _recv_all(peers[2], 7) == b"line 2\n"
+    assert conns[1].closed and conns[1].close_reason == "Internal error"
+    for c in conns:
+        c.abort("done")
