@@ -37,6 +37,7 @@ IRC_VERB = {MESSAGE: "PRIVMSG", NOTICE: "NOTICE", TAG_ONLY: "TAGMSG"}
 # Capability profile bits: which tags a client's copy of a message carries.
 T_TIME, T_MSGTAGS, T_ACCOUNT, T_REDACT = 1, 2, 4, 8
 
+_NO_CAPS: frozenset[str] = frozenset()
 FLOOD_QUEUE = 64  # commands held back by the shaper before "Excess Flood"
 
 
@@ -60,7 +61,7 @@ class IrcClient:
         self.realname = ""
         self.host = transport.peer_host
         self.password: str | None = None
-        self.caps: set[str] = set()
+        self.caps: frozenset[str] = _NO_CAPS   # most clients negotiate none: no set of their own
         self.cap_negotiating = False
         self.cap_version = 301
         self.tagbits = 0
@@ -73,7 +74,7 @@ class IrcClient:
         self.label: str | None = None
         self.label_buf: list[bytes] | None = None
         self.shaper = core.acl.shaper_for(core.subject(None, transport.peer_host))
-        self.held: deque = deque()
+        self.held: deque | None = None   # fakelag's waiting commands: made on the first (a deque is 760 bytes)
         self.held_timer = None
         svc.local[self] = None
 
@@ -120,7 +121,9 @@ class IrcClient:
 
     def _hold(self, msg, size: int, now: float) -> None:
         """Fakelag: commands past the shaper's rate wait; too many waiting is a flood."""
-        if len(self.held) >= FLOOD_QUEUE:
+        if self.held is None:
+            self.held = deque()
+        elif len(self.held) >= FLOOD_QUEUE:
             log.info("irc %s:%s: refused: Excess Flood", self.t.peer_host, self.t.peer_port)
             self.quit_and_close("Excess Flood", now)
             return
@@ -175,7 +178,7 @@ class IrcClient:
                 self.svc.registered -= 1
         if self.held_timer is not None:
             self.held_timer.cancel()
-        self.held.clear()
+        self.held = None
 
     def server_closing(self, reason: str, now: float) -> None:
         self.quit_and_close(reason, now)
@@ -196,9 +199,7 @@ class IrcClient:
 
     # ------------------------------------------------------------------ capabilities
     def set_caps(self, add: set[str], remove: set[str]) -> None:
-        self.caps |= add
-        self.caps -= remove
-        c = self.caps
+        c = self.caps = (self.caps | add) - remove
         self.tagbits = ((T_TIME if "server-time" in c else 0) | (T_MSGTAGS if "message-tags" in c else 0)
                         | (T_ACCOUNT if "account-tag" in c else 0)
                         | (T_REDACT if "draft/message-redaction" in c else 0))
