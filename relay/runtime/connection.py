@@ -176,12 +176,16 @@ class Connection:
     def _take(self) -> bytes:
         """The outbox as one piece of bytes; shared runs in it are sealed and joined once."""
         out = self.out
-        if self.runs:
-            self.runs = 0
-            self.tail = None
+        if len(out) == 1:          # the common case on a busy server: one shared run, or one line
+            data = out[0]
+            if type(data) is not bytes:
+                data = data.take()
+        elif self.runs:
             data = b"".join([p if type(p) is bytes else p.take() for p in out])
         else:
-            data = b"".join(out) if len(out) > 1 else out[0]
+            data = b"".join(out)
+        self.runs = 0
+        self.tail = None
         out.clear()
         return data
 
