@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import gc
 import os
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -95,21 +92,10 @@ def main(mods: str = "none", members: int = 100, batches: int = 500) -> float:
 
 def instructions(mods: str, members: int) -> float:
     """Machine instructions per message (valgrind cachegrind): see the module's docstring."""
-    if shutil.which("valgrind") is None:
-        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
-    counts = []
-    for batches in (20, 120):
-        code = (f"import sys; sys.path[:0] = [{str(ROOT)!r}]; import io, contextlib\n"
-                "from tools.bench import tree_frames as tf\n"
-                f"with contextlib.redirect_stdout(io.StringIO()): tf.main({mods!r}, {members}, {batches})")
-        out = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-                              sys.executable, "-c", code], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONHASHSEED": "0"}, cwd=ROOT)
-        m = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
-        if out.returncode or m is None:
-            raise SystemExit(f"valgrind run failed:\n{out.stderr[-2000:]}")
-        counts.append(int(m.group(1).replace(",", "")))
-    per = (counts[1] - counts[0]) / (100 * 20)
+    from .instructions import per_unit
+    code = ("import io, contextlib\nfrom tools.bench import tree_frames as tf\n"
+            f"with contextlib.redirect_stdout(io.StringIO()): tf.main({mods!r}, {members}, {{n}})")
+    per = per_unit(code, 20, 120, 20)
     print(f"{mods}: {per / 1000:.1f}k instructions per message ({3 * members} members)")
     return per
 
