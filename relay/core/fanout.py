@@ -16,7 +16,8 @@ without `write_shared`, a labeled-response in progress, a backlogged socket)
 are told one by one, as before.
 
 Sessions that share runs provide: `shares_runs = True`; `profile` (equal
-profiles get equal bytes); a static `render_shared(ev, profile) -> bytes | None`;
+profiles get equal bytes; read when the fan-out is built, so a session whose
+profile changes drops its channels' fan-outs); a static `render_shared(ev, profile) -> bytes | None`;
 `run_ready() -> bool`; and a transport with `write_shared(run)`.
 """
 
@@ -57,7 +58,8 @@ class ChannelFanout:
             if d is not None:
                 self.via[d] = None
             elif getattr(s, "shares_runs", False) and hasattr(s.t, "write_shared"):
-                self.shared.append(s)
+                # Its profile is read once: a session whose profile changes drops its channels' fan-outs.
+                self.shared.append((s, (type(s), s.profile), s.t.write_shared))
             else:
                 self.others.append(s)
         self.src = self
@@ -86,17 +88,16 @@ class ChannelFanout:
     def _start(self, src) -> list:
         by_profile: dict = {}
         direct = []
-        for s in self.shared:
+        for s, key, write_shared in self.shared:
             if s is src:
                 continue
             if not s.run_ready():
                 direct.append(s)
                 continue
-            key = (type(s), s.profile)
             run = by_profile.get(key)
             if run is None:
                 run = by_profile[key] = SharedRun()
-            s.t.write_shared(run)
+            write_shared(run)
         for s in self.others:
             if s is not src:
                 direct.append(s)
