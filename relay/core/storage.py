@@ -45,9 +45,14 @@ class Schema:
     name: str
     migrations: tuple[str | dict[str, str], ...]
     tables: tuple[str, ...]           # dump and restore order: parents first
-    # The oldest version whose dump restores as it is (the migrations since then changed no table's
-    # columns, only constraints or indexes); None: only a dump of this version.
+    # The oldest version whose dump restores; None: only a dump of this version. A dump older than
+    # this version restores as it is (the migrations since then changed only constraints or indexes)
+    # unless `convert` is given.
     dumps_from: int | None = None
+    # convert(version, tables) -> tables: an older dump's tables, {table: (columns, rows)}, as this
+    # version's (what the migrations since `version` do to the rows).
+    convert: Callable[[int, dict[str, tuple[list[str], list[list]]]],
+                      dict[str, tuple[list[str], list[list]]]] | None = None
 
     @property
     def version(self) -> int:
