@@ -93,7 +93,8 @@ class Database(Protocol):
 
 class Unit:
     """The ops of one `put`, committed whole. `cancel()` withdraws it while the writer has not taken
-    it yet (a change undone within one flush interval never reaches the database)."""
+    it yet (a change undone within one flush interval never reaches the database), `replace()`
+    rewrites it."""
 
     __slots__ = ("ops", "taken")
 
@@ -105,6 +106,14 @@ class Unit:
         if self.taken:
             return False
         self.ops = ()
+        return True
+
+    def replace(self, *ops: Op) -> bool:
+        """Rewrite it while the writer has not taken it (a change made again within one flush interval
+        is written once, as it last was)."""
+        if self.taken:
+            return False
+        self.ops = ops
         return True
 
 
