@@ -5,7 +5,8 @@ QoS 1/2 messages) and to the retained messages is enqueued when it happens and c
 runtime's storage writer in batches: `kill -9` loses at most the last flush interval
 (storage.flush_interval) of these changes; a clean stop flushes everything. QoS 0 traffic and
 clean sessions never touch the database, and neither does a message delivered and acknowledged
-within one flush interval (its queued writes are withdrawn before the writer takes them).
+within one flush interval (its queued writes are withdrawn before the writer takes them); a state
+change (sent, released) while the message's last write is still queued rewrites that write.
 Rows are per server (`server`: its id), so several
 servers may share one PostgreSQL database. Read once, at start (`sessions()`, `subs()`, ...), or,
 for a `module load` while serving, through the asynchronous `Storage.read` (`open_later`).

@@ -12,6 +12,7 @@ import itertools
 import queue
 import re
 import threading
+import weakref
 from typing import Sequence
 
 from relay.core.storage import Op, Schema, StorageError
@@ -56,6 +57,7 @@ class PostgresDatabase:
         self._slots = threading.BoundedSemaphore(pool_size)
         self._closed = False
         self._types: dict[str, dict[str, str] | None] = {}
+        self._temps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # connection -> its temporary tables
         # Connect now: a wrong DSN or an unreachable database refuses to start.
         self._release(self._connect())
 
@@ -114,16 +116,23 @@ class PostgresDatabase:
         # run of inserts goes as COPY (outside the pipeline, which cannot carry it).
         runs = [(sql, [args for _, args in group]) for sql, group in itertools.groupby(stmts, key=lambda s: s[0])]
         types = functools.partial(self._column_types, conn)
-        # catalog reads: before the pipeline
+        # catalog reads and the temporary tables of keyed deletes: before the transaction
         plans = []
         for sql, rows in runs:
             copy = pgbatch.copy_form(sql, rows, types)
+            if copy is not None and copy.temp is not None:
+                self._make_temp(conn, copy.temp)
             plans.append((sql, rows, None if copy else pgbatch.statements(sql, rows, types), copy))
+        filled: set[str] = set()        # the temporary tables a copy filled in this transaction
         try:
             with conn.transaction(), conn.cursor() as cur:
                 for copying, group in itertools.groupby(plans, key=lambda p: p[3] is not None):
                     if copying:
                         for sql, rows, sets, copy in group:
+                            if copy.clear is not None:
+                                if copy.temp in filled:
+                                    cur.execute(copy.clear)
+                                filled.add(copy.temp)
                             self._copy(conn, cur, copy, sql, rows, types)
                         continue
                     with conn.pipeline():
@@ -158,9 +167,16 @@ class PostgresDatabase:
     @staticmethod
     def _copy_rows(cur, copy: pgbatch.Copy) -> None:
         with cur.copy(copy.sql) as cp:
-            write = cp.write_row
-            for r in copy.rows:
-                write(r)
+            cp.write(copy.data)
+        if copy.then is not None:
+            cur.execute(copy.then)
+
+    def _make_temp(self, conn, ddl: str) -> None:
+        """A temporary table of this connection (outside any transaction: it stays for the session)."""
+        made = self._temps.setdefault(conn, set())
+        if ddl not in made:
+            conn.execute(ddl)
+            made.add(ddl)
 
     @staticmethod
     def _fetch(conn, sql: str, args: tuple) -> list[tuple]:
