@@ -236,7 +236,7 @@ def copy_form(sql: str, rows: Sequence[tuple], types: Callable[[str], dict[str, 
     if len(rows) < COPY_MIN_ROWS or verb not in ("INSERT", "DELETE"):
         return None
     p = plan(sql)
-    if p is None or {len(r) for r in rows} != {len(p.columns)}:
+    if p is None or set(map(len, rows)) != {len(p.columns)}:
         return None
     coltypes = types(p.table)
     if not coltypes or any(c not in coltypes for c in p.columns):
@@ -265,7 +265,7 @@ def statements(sql: str, rows: Sequence[tuple], types: Callable[[str], dict[str,
     if len(rows) < MIN_ROWS:
         return None
     p = plan(sql)
-    if p is None or {len(r) for r in rows} != {len(p.columns)}:
+    if p is None or set(map(len, rows)) != {len(p.columns)}:
         return None
     coltypes = types(p.table)
     if not coltypes or any(c not in coltypes for c in p.columns):

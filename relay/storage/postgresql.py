@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import queue
 import re
 import threading
@@ -31,6 +32,9 @@ CONNECT_TIMEOUT = 5
 def _placeholders(sql: str) -> str:
     """Portable `?` placeholders to psycopg's `%s` (a literal `%` doubled first)."""
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+_first, _sql = operator.itemgetter(0), operator.attrgetter("sql")
 
 
 def safe_dsn(dsn: str) -> str:
@@ -108,13 +112,17 @@ class PostgresDatabase:
         return self._types[table]
 
     def _run(self, conn, stmts: Sequence[tuple[str, tuple]]) -> None:
+        runs = [(sql, [args for _, args in group]) for sql, group in itertools.groupby(stmts, key=_first)]
+        self._run_runs(conn, runs)
+
+    def _run_runs(self, conn, runs: list[tuple[str, list[tuple]]]) -> None:
+        """One transaction of runs (consecutive writes of one statement, with their rows)."""
         # Pipeline mode: the statements go out without waiting for each result (one round trip per
         # flush, not per write); an error surfaces at the end and rolls the transaction back.
         # Consecutive writes of one statement (a message fanned out to many sessions) go as one
         # statement over a JSON array where pgbatch knows the form (far less work per row on both sides,
         # and the writer thread holds the GIL the loop needs far less), else as one executemany; a long
-        # run of inserts goes as COPY (outside the pipeline, which cannot carry it).
-        runs = [(sql, [args for _, args in group]) for sql, group in itertools.groupby(stmts, key=lambda s: s[0])]
+        # run of inserts or keyed deletes goes as COPY (outside the pipeline, which cannot carry it).
         types = functools.partial(self._column_types, conn)
         # catalog reads and the temporary tables of keyed deletes: before the transaction
         plans = []
@@ -208,7 +216,7 @@ class PostgresDatabase:
     def execute(self, ops: Sequence[Op]) -> None:
         conn = self._acquire()
         try:
-            self._run(conn, [(o.sql, o.args) for o in ops])
+            self._run_runs(conn, [(sql, [o.args for o in group]) for sql, group in itertools.groupby(ops, key=_sql)])
         finally:
             self._release(conn)
 
