@@ -55,6 +55,9 @@ CHANGE, VERSIONS, ENTRIES = "XMPP_BLOCK", "XMPP_BLOCK_VERSIONS", "XMPP_BLOCKS"
 FRAMES = (CHANGE, VERSIONS, ENTRIES)
 CHUNK = 500                         # entries per XMPP_BLOCKS frame
 
+# What the store loads when it opens (Schema.loads: each ? is the server's id).
+_LOAD = "SELECT account, jid, removed, stamp, stamp_server FROM xmpp_blocklist"
+
 SCHEMA = Schema("xmpp_blocklist", ("""
 CREATE TABLE xmpp_blocklist (
     server TEXT NOT NULL,
@@ -75,7 +78,7 @@ INSERT INTO xmpp_blocklist_v2 (account, jid, removed, stamp, stamp_server)
     SELECT account, jid, 0, 0, MIN(server) FROM xmpp_blocklist GROUP BY account, jid;
 DROP TABLE xmpp_blocklist;
 ALTER TABLE xmpp_blocklist_v2 RENAME TO xmpp_blocklist;
-"""), tables=("xmpp_blocklist",), dumps_from=1, convert=lambda v, tables: _from_v1(tables))
+"""), tables=("xmpp_blocklist",), loads=(_LOAD,), dumps_from=1, convert=lambda v, tables: _from_v1(tables))
 
 
 def _from_v1(tables: dict) -> dict:
@@ -121,8 +124,7 @@ class Blocklists:
         self.stamps: dict[tuple[str, str], tuple] = {}       # (account, jid) -> stamp, tombstones too
         self.removed: dict[str, set[str]] = {}               # account -> unblocked JIDs (tombstones)
         self.digests: dict[str, int] = {}
-        for account, jid, removed, t, sid in self.storage.query(
-                "SELECT account, jid, removed, stamp, stamp_server FROM xmpp_blocklist"):
+        for account, jid, removed, t, sid in self.storage.load(_LOAD):
             self._set(account, jid, not removed, (float(t), sid))
         self.dropped = 0
         self.passing = None                 # the error we are sending about a blocked JID
