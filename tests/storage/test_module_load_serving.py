@@ -162,3 +162,48 @@ def test_a_failed_read_leaves_the_module_unloaded_and_the_next_one_starts(tmp_pa
     assert "sip" not in core.modules.loaded and "xmpp" in core.modules.loaded
     assert "module sip: not loaded: its stored state could not be read" in caplog.text
     assert reads.blocking == []
+
+
+def test_module_load_sip_on_a_running_server_reads_its_bindings_without_stalling(tmp_path, storage_section):
+    """The runtime's way: `relayctl module load sip` answers at once; on PostgreSQL, with the bindings
+    table locked meanwhile, IRC and the control socket answer and the module waits for the lock; then
+    it starts on the binding stored while it was unloaded."""
+    import time
+
+    from support import RawClient, Server, server_config, wait_for
+    srv = Server(tmp_path / "s", server_config(storage=storage_section, modules={"sip": {}}))
+    srv.start()
+    blocker = None
+    try:
+        srv.ctl("module", "unload", "sip")
+        row = ("001", "sip:alice@test.relay.local", "sip:alice@127.0.0.1:5099", time.time() + 3600, "call-1", 1,
+               "udp", "127.0.0.1", 5099, None, None, None)
+        insert = "INSERT INTO sip_bindings VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+        if storage_section["backend"] == "postgresql":
+            import psycopg
+            with psycopg.connect(storage_section["dsn"], autocommit=True) as c:
+                c.execute(insert.replace("?", "%s"), row)
+            blocker = psycopg.connect(storage_section["dsn"])
+            blocker.execute("LOCK TABLE sip_bindings IN ACCESS EXCLUSIVE MODE")
+        else:
+            import sqlite3
+            with sqlite3.connect(srv.data_dir / "relay.db") as c:
+                c.execute(insert, row)
+        out = srv.ctl("module", "load", "sip", timeout=20).stdout
+        assert out.startswith("module sip loaded") and "reading the stored state of sip" in out
+        if blocker is not None:
+            irc = RawClient(srv.irc_port)           # the loop serves meanwhile
+            irc.register("watcher")
+            irc.send("PING :still-here")
+            irc.read_until(lambda l: "still-here" in l and "PONG" in l)
+            irc.close()
+            assert "sip" not in {m["name"] for m in srv.call("module", "list")}     # not before its state is in
+            blocker.close()
+            blocker = None
+        wait_for(lambda: "sip:alice@127.0.0.1:5099" in srv.ctl("sip", "bindings", check=False).stdout,
+                 timeout=20, what="sip started on the stored binding")
+        assert "not loaded" not in srv.log()
+    finally:
+        if blocker is not None:
+            blocker.close()
+        srv.stop()
