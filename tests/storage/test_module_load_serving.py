@@ -207,3 +207,25 @@ def test_module_load_sip_on_a_running_server_reads_its_bindings_without_stalling
         if blocker is not None:
             blocker.close()
         srv.stop()
+
+
+def test_a_store_of_an_older_version_is_migrated_in_place_before_its_reads(tmp_path, db):
+    """The blocklist at version 1 (one list per server) when xmpp is loaded while serving: migrated
+    first (once per deployment), then read the asynchronous way like the stores at their version."""
+    from bridges.xmpp.blocking import SCHEMA as BLOCKLIST
+    Core(config(tmp_path, ["xmpp"]), NOW, Storage(db, WriteQueue(), "001")).start(NOW)
+    db.execute([Op("DROP TABLE xmpp_blocklist"), Op("UPDATE schema_versions SET version = 1 WHERE store = ?",
+                                                    (BLOCKLIST.name,))]
+               + [Op(s) for s in BLOCKLIST.statements(db.backend, 0)]
+               + [Op("INSERT INTO xmpp_blocklist(server, account, jid) VALUES (?,?,?)", r)
+                  for r in (("001", "alice", "spam.example"), ("002", "alice", "spam.example"))])
+    storage = Storage(db, WriteQueue(), "001")
+    core = Core(config(tmp_path, []), NOW, storage)
+    reads = LaterReads(storage)
+    core.start(NOW)
+    core.started_serving(NOW)
+    core.modules.load("xmpp")
+    reads.run_all()
+    assert reads.blocking == [] and "xmpp" in core.modules.loaded
+    assert core.services["xmpp"].blocking.lists == {"alice": {"spam.example"}}
+    assert db.query("SELECT version FROM schema_versions WHERE store = ?", (BLOCKLIST.name,)) == [(2,)]
