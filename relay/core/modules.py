@@ -407,6 +407,7 @@ class ModuleManager:
 
     def unload_all(self) -> None:
         self._reloading = True  # shutting down: core modules go too
+        self.loading.clear()    # those still reading their stores never start
         for name in reversed(list(self.loaded)):
             try:
                 self.unload(name)

@@ -131,6 +131,12 @@ def test_a_module_loaded_while_serving_reads_its_stores_without_a_blocking_query
     reads.run_all()
     check(core, name)
     assert reads.blocking == []
+    # A stop while a load reads: it never starts on the stopped server.
+    core.modules.unload(name)
+    core.modules.load(name)
+    core.stop(NOW)
+    reads.run_all()
+    assert core.modules.loaded == {} and core.modules.loading == {}
 
 
 def test_at_start_the_same_stores_load_with_blocking_reads(tmp_path, db):
