@@ -5,7 +5,8 @@ QoS 1/2 messages) and to the retained messages is enqueued when it happens and c
 runtime's storage writer in batches: `kill -9` loses at most the last flush interval
 (storage.flush_interval) of these changes; a clean stop flushes everything. QoS 0 traffic and
 clean sessions never touch the database, and neither does a message delivered and acknowledged
-within one flush interval (its queued writes are withdrawn before the writer takes them).
+within one flush interval (its queued writes are withdrawn before the writer takes them); a state
+change (sent, released) while the message's last write is still queued rewrites that write.
 Rows are per server (`server`: its id), so several
 servers may share one PostgreSQL database. Read once, at start (`sessions()`, `subs()`, ...), or,
 for a `module load` while serving, through the asynchronous `Storage.read` (`open_later`).
@@ -111,6 +112,7 @@ _MESSAGE = ("INSERT INTO mqtt_messages(server, client_id, seq, state, packet_id,
             "SET state = excluded.state, packet_id = excluded.packet_id, topic = excluded.topic, "
             "payload = excluded.payload, qos = excluded.qos, retain = excluded.retain, props = excluded.props, "
             "expires = excluded.expires, sub_ids = excluded.sub_ids")
+_UPDATE = "UPDATE mqtt_messages SET state = ?, packet_id = ? WHERE server = ? AND client_id = ? AND seq = ?"
 _RETAINED = ("INSERT INTO mqtt_retained(server, topic, payload, qos, props, expires) VALUES (?,?,?,?,?,?) "
              "ON CONFLICT(server, topic) DO UPDATE SET payload = excluded.payload, qos = excluded.qos, "
              "props = excluded.props, expires = excluded.expires")
@@ -188,9 +190,10 @@ class Store:
             storage.schemas[SCHEMA.name] = SCHEMA
         self._loaded: dict[str, list[tuple]] = {}   # rows read by open_later, handed out once
         self.writes = 0
-        self.withdrawn = 0
+        self.withdrawn = 0            # messages added and deleted within one flush: never written
+        self.folded = 0               # state changes written by the queued write they followed
         # Queued writes of each stored message, while the writer may not have taken them:
-        # client id -> seq -> units (its add, then its state changes).
+        # client id -> seq -> units (its add, then its state changes not folded into it).
         self._unsent: dict[str, dict[int, list]] = {}
 
     @classmethod
@@ -270,23 +273,30 @@ class Store:
         self._unsent.setdefault(cid, {})[seq] = [u]
 
     def update_message(self, cid: str, seq: int, state: int, packet_id: int | None) -> None:
-        self.writes += 1
-        u = self.storage.queue.write("UPDATE mqtt_messages SET state = ?, packet_id = ? WHERE server = ? AND "
-                                     "client_id = ? AND seq = ?", (state, packet_id, self.server, cid, seq))
         units = self._unsent.get(cid, {}).get(seq)
         if units is not None:
-            if units[0].taken:        # its add is on its way: nothing left to withdraw
-                del self._unsent[cid][seq]
-            else:
-                units.append(u)
+            # Its last write still queued (a message queued, then sent within one flush interval):
+            # that write takes the new state, no UPDATE of its own.
+            last = units[-1]
+            op = last.ops[0] if last.ops else None
+            if op is not None and last.replace(Op(op.sql, (*op.args[:3], state, packet_id, *op.args[5:])
+                                                   if op.sql == _MESSAGE else (state, packet_id, *op.args[2:]))):
+                self.folded += 1
+                return
+        self.writes += 1
+        u = self.storage.queue.write(_UPDATE, (state, packet_id, self.server, cid, seq))
+        if units is not None:
+            units.append(u)
 
     def delete_message(self, cid: str, seq: int) -> None:
         units = self._unsent.get(cid, {}).pop(seq, None)
-        if units is not None and units[0].cancel():
+        if units is not None:
+            if units[0].cancel():
+                self.withdrawn += 1   # added and removed within one flush: the database never sees it
             for u in units[1:]:
-                u.cancel()
-            self.withdrawn += 1       # added and removed within one flush: the database never sees it
-            return
+                u.cancel()            # its state changes still queued: moot, the row goes
+            if not units[0].ops:
+                return
         self._x("DELETE FROM mqtt_messages WHERE server = ? AND client_id = ? AND seq = ?", (cid, seq))
 
     def delete_messages(self, cid: str) -> None:

@@ -22,6 +22,10 @@ from typing import Iterator
 
 from relay.core.storage import Op, Schema, Storage
 
+# What the store loads when it opens (Schema.loads: each ? is the server's id).
+_LOAD = ("SELECT aor, contact, expires_at, call_id, cseq, transport, host, port, q, instance, reg_id "
+         "FROM sip_bindings WHERE server = ? ORDER BY aor, contact")
+
 SCHEMA = Schema("sip", ("""
 CREATE TABLE sip_bindings (
     server TEXT NOT NULL,
@@ -38,7 +42,7 @@ CREATE TABLE sip_bindings (
     reg_id INTEGER,
     PRIMARY KEY (server, aor, contact)
 );
-""",), tables=("sip_bindings",))
+""",), tables=("sip_bindings",), loads=(_LOAD,))
 
 _UPSERT = ("INSERT INTO sip_bindings(server, aor, contact, expires_at, call_id, cseq, transport, host, port, q, "
            "instance, reg_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(server, aor, contact) DO UPDATE SET "
@@ -201,8 +205,7 @@ class BindingStore:
             return
         self._aors = {}
         for (aor, contact, expires_at, call_id, cseq, transport, host, port, q, instance, reg_id) in \
-                self.storage.query(f"SELECT {_COLUMNS} FROM sip_bindings WHERE server = ? ORDER BY aor, contact",
-                                   (self.server,)):
+                self.storage.load(_LOAD):
             b = Binding(contact, float(expires_at), call_id, int(cseq), (transport, host, int(port)), q, instance,
                         reg_id)
             self._aors.setdefault(aor, []).append(b)

@@ -23,7 +23,8 @@ Frames (module frames in ENCAP: numbered, replayed after a short split, deduplic
         the answer: every entry and tombstone of the lists whose versions differ. The receiver keeps
         what is newer and passes on, as XMPP_BLOCK frames, what it took.
 
-Schema (store `xmpp_blocklist`, version 2; version 1 kept one list per server, merged into one):
+Schema (store `xmpp_blocklist`, version 2; version 1 kept one list per server, merged into one,
+and a version 1 dump restores so merged):
 
     xmpp_blocklist(account, jid, removed, stamp, stamp_server; PK (account, jid))
 """
@@ -54,6 +55,9 @@ CHANGE, VERSIONS, ENTRIES = "XMPP_BLOCK", "XMPP_BLOCK_VERSIONS", "XMPP_BLOCKS"
 FRAMES = (CHANGE, VERSIONS, ENTRIES)
 CHUNK = 500                         # entries per XMPP_BLOCKS frame
 
+# What the store loads when it opens (Schema.loads: each ? is the server's id).
+_LOAD = "SELECT account, jid, removed, stamp, stamp_server FROM xmpp_blocklist"
+
 SCHEMA = Schema("xmpp_blocklist", ("""
 CREATE TABLE xmpp_blocklist (
     server TEXT NOT NULL,
@@ -74,7 +78,21 @@ INSERT INTO xmpp_blocklist_v2 (account, jid, removed, stamp, stamp_server)
     SELECT account, jid, 0, 0, MIN(server) FROM xmpp_blocklist GROUP BY account, jid;
 DROP TABLE xmpp_blocklist;
 ALTER TABLE xmpp_blocklist_v2 RENAME TO xmpp_blocklist;
-"""), tables=("xmpp_blocklist",))
+"""), tables=("xmpp_blocklist",), loads=(_LOAD,), dumps_from=1, convert=lambda v, tables: _from_v1(tables))
+
+
+def _from_v1(tables: dict) -> dict:
+    """A version 1 dump (one list per server) as version 2 rows: what the migration does, the lists
+    merged into one, each entry unstamped (time 0) by the first server that had it."""
+    cols, rows = tables.get("xmpp_blocklist", (["server", "account", "jid"], []))
+    at = {c: i for i, c in enumerate(cols)}
+    first: dict[tuple[str, str], str] = {}
+    for r in rows:
+        key, sid = (r[at["account"]], r[at["jid"]]), r[at["server"]]
+        if key not in first or sid < first[key]:
+            first[key] = sid
+    return {"xmpp_blocklist": (["account", "jid", "removed", "stamp", "stamp_server"],
+                               [[a, j, 0, 0.0, sid] for (a, j), sid in first.items()])}
 
 # The newer stamp wins in the database too: several servers may write one shared database.
 _PUT = ("INSERT INTO xmpp_blocklist(account, jid, removed, stamp, stamp_server) VALUES (?,?,?,?,?) "
@@ -106,8 +124,7 @@ class Blocklists:
         self.stamps: dict[tuple[str, str], tuple] = {}       # (account, jid) -> stamp, tombstones too
         self.removed: dict[str, set[str]] = {}               # account -> unblocked JIDs (tombstones)
         self.digests: dict[str, int] = {}
-        for account, jid, removed, t, sid in self.storage.query(
-                "SELECT account, jid, removed, stamp, stamp_server FROM xmpp_blocklist"):
+        for account, jid, removed, t, sid in self.storage.load(_LOAD):
             self._set(account, jid, not removed, (float(t), sid))
         self.dropped = 0
         self.passing = None                 # the error we are sending about a blocked JID

@@ -22,13 +22,16 @@ LAST = "jabber:iq:last"
 FRAME = "XMPP_LAST"
 _STATUS = "{jabber:client}status"
 
+# What the store loads when it opens (Schema.loads: each ? is the server's id).
+_LOAD = "SELECT account, logout, status FROM xmpp_last"
+
 SCHEMA = Schema("xmpp_last", ("""
 CREATE TABLE xmpp_last (
     account TEXT PRIMARY KEY,
     logout {real} NOT NULL,
     status TEXT NOT NULL
 );
-""",), tables=("xmpp_last",))
+""",), tables=("xmpp_last",), loads=(_LOAD,))
 
 _PUT = ("INSERT INTO xmpp_last(account, logout, status) VALUES (?,?,?) "
         "ON CONFLICT(account) DO UPDATE SET logout = excluded.logout, status = excluded.status")
@@ -47,7 +50,7 @@ def install(module, svc) -> None:
     core, r = module.core, svc.router
     storage = core.storage
     storage.open_store(SCHEMA)
-    logouts = {k: (t, st) for k, t, st in storage.query("SELECT account, logout, status FROM xmpp_last")}
+    logouts = {k: (t, st) for k, t, st in storage.load(_LOAD)}
     leaving: dict[str, str] = {}            # account -> the status of the unavailable presence it sent
 
     # <iq type='get' to='domain'><query xmlns='jabber:iq:last'/></iq>

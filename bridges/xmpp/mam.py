@@ -50,6 +50,10 @@ _STANZA_ID = "{%s}stanza-id" % SID
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True, remove_pis=True)
 PREFS = ("always", "never", "roster")
 
+# What the store loads when it opens (Schema.loads: each ? is the server's id).
+_LOAD_SEQ = "SELECT MAX(seq) FROM xmpp_archive WHERE server = ?"
+_LOAD_PREFS = "SELECT account, dflt FROM xmpp_archive_prefs WHERE server = ?"
+
 SCHEMA = Schema("xmpp_archive", ("""
 CREATE TABLE xmpp_archive (
     server TEXT NOT NULL,
@@ -72,7 +76,7 @@ CREATE TABLE xmpp_archive_prefs (
     dflt TEXT NOT NULL,
     PRIMARY KEY (server, account)
 );
-""",), tables=("xmpp_archive", "xmpp_archive_prefs"))
+""",), tables=("xmpp_archive", "xmpp_archive_prefs"), loads=(_LOAD_SEQ, _LOAD_PREFS))
 
 _INSERT = ("INSERT INTO xmpp_archive(server, account, seq, id, stamp, with_bare, with_full, outgoing, stanza) "
            "VALUES (?,?,?,?,?,?,?,?,?)")
@@ -123,10 +127,9 @@ class Archive:
         self.storage = self.core.storage
         self.server = self.storage.server_id
         self.storage.open_store(SCHEMA)
-        rows = self.storage.query("SELECT MAX(seq) FROM xmpp_archive WHERE server = ?", (self.server,))
+        rows = self.storage.load(_LOAD_SEQ)
         self.seq = (rows[0][0] or 0) if rows else 0
-        self.prefs = dict(self.storage.query("SELECT account, dflt FROM xmpp_archive_prefs WHERE server = ?",
-                                             (self.server,)))
+        self.prefs = dict(self.storage.load(_LOAD_PREFS))
         self.archived = self.queries = 0
         self.tree = None                    # mam_tree.TreeQueries, set by setup
 

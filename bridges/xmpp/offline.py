@@ -28,6 +28,9 @@ from relay.core.storage import Op, Schema
 from . import namespaces as ns
 from .routing import Delivering, StanzaReceived
 
+# What the store loads when it opens (Schema.loads: each ? is the server's id).
+_LOAD = "SELECT account, seq, stamp, stanza FROM xmpp_offline WHERE server = ? ORDER BY seq"
+
 SCHEMA = Schema("xmpp_offline", ("""
 CREATE TABLE xmpp_offline (
     server TEXT NOT NULL,
@@ -38,7 +41,7 @@ CREATE TABLE xmpp_offline (
     PRIMARY KEY (server, seq)
 );
 CREATE INDEX xmpp_offline_account ON xmpp_offline(server, account);
-""",), tables=("xmpp_offline",))
+""",), tables=("xmpp_offline",), loads=(_LOAD,))
 
 PULL, PUSH = "XMPP_OFFLINE_PULL", "XMPP_OFFLINE_PUSH"
 DELAY = "urn:xmpp:delay"
@@ -66,8 +69,7 @@ class OfflineStore:
         self.storage.open_store(SCHEMA)
         self.messages: dict[str, list[tuple[int, float, str]]] = {}    # account -> (seq, stamp, stanza)
         self.seq = 0
-        for account, seq, stamp, stanza in self.storage.query(
-                "SELECT account, seq, stamp, stanza FROM xmpp_offline WHERE server = ? ORDER BY seq", (self.server,)):
+        for account, seq, stamp, stanza in self.storage.load(_LOAD):
             self.messages.setdefault(account, []).append((seq, stamp, stanza))
             self.seq = max(self.seq, seq)
         self.stored = self.delivered = self.refused = 0

@@ -27,6 +27,10 @@ _REFUSED = frozenset({ns.CLIENT, PRIVATE, None, ""})
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 CACHE = 1024
 
+# What the store loads when it opens (Schema.loads: each ? is the server's id).
+_LOAD_COUNTS = "SELECT account, COUNT(*) FROM xmpp_private GROUP BY account"
+_LOAD_KNOWN = "SELECT account, namespace, updated FROM xmpp_private"
+
 SCHEMA = Schema("xmpp_private", ("""
 CREATE TABLE xmpp_private (
     account TEXT NOT NULL,
@@ -35,7 +39,7 @@ CREATE TABLE xmpp_private (
     updated {real} NOT NULL,
     PRIMARY KEY (account, namespace)
 );
-""",), tables=("xmpp_private",))
+""",), tables=("xmpp_private",), loads=(_LOAD_COUNTS, _LOAD_KNOWN))
 
 _PUT = ("INSERT INTO xmpp_private(account, namespace, xml, updated) VALUES (?,?,?,?) "
         "ON CONFLICT(account, namespace) DO UPDATE SET xml = excluded.xml, updated = excluded.updated")
@@ -52,10 +56,8 @@ class PrivateStore:
 
     def load(self) -> None:
         self.storage.open_store(SCHEMA)
-        self.counts = {k: n for k, n in self.storage.query(
-            "SELECT account, COUNT(*) FROM xmpp_private GROUP BY account")}
-        self.known = {(k, n): t for k, n, t in self.storage.query(
-            "SELECT account, namespace, updated FROM xmpp_private")}
+        self.counts = {k: n for k, n in self.storage.load(_LOAD_COUNTS)}
+        self.known = {(k, n): t for k, n, t in self.storage.load(_LOAD_KNOWN)}
 
     def get(self, account: str, namespace: str, done) -> None:
         key = (account.lower(), namespace)

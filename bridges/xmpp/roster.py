@@ -32,6 +32,9 @@ from relay.core.storage import Op, Schema, Storage
 SUBSCRIPTIONS = ("none", "to", "from", "both")
 ASKS = (None, "subscribe")
 
+# What the store loads when it opens (Schema.loads: each ? is the server's id).
+_LOAD = "SELECT account, contact, name, subscription, ask, groups, removed, stamp, stamp_server FROM xmpp_roster"
+
 SCHEMA = Schema("xmpp_roster", ("""
 CREATE TABLE xmpp_roster (
     account TEXT NOT NULL,
@@ -45,7 +48,7 @@ CREATE TABLE xmpp_roster (
     stamp_server TEXT NOT NULL,
     PRIMARY KEY (account, contact)
 );
-""",), tables=("xmpp_roster",))
+""",), tables=("xmpp_roster",), loads=(_LOAD,))
 
 # The newer stamp wins in the database too: several servers may write one shared database.
 _PUT = ("INSERT INTO xmpp_roster(account, contact, name, subscription, ask, groups, removed, stamp, stamp_server) "
@@ -136,9 +139,7 @@ class RosterStore:
             self._load()
 
     def _load(self) -> None:
-        for account, contact, name, sub, ask, groups, removed, t, sid in self.storage.query(
-                "SELECT account, contact, name, subscription, ask, groups, removed, stamp, stamp_server "
-                "FROM xmpp_roster"):
+        for account, contact, name, sub, ask, groups, removed, t, sid in self.storage.load(_LOAD):
             try:
                 g = json.loads(groups)
             except ValueError:

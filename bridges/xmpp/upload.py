@@ -36,6 +36,9 @@ PREFIX = "/upload"
 _U = "{%s}" % UPLOAD
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
+# What the store loads when it opens (Schema.loads: each ? is the server's id).
+_LOAD = "SELECT token, account, name, size, content_type, created FROM xmpp_upload"
+
 SCHEMA = Schema("xmpp_upload", ("""
 CREATE TABLE xmpp_upload (
     token TEXT PRIMARY KEY,
@@ -45,7 +48,7 @@ CREATE TABLE xmpp_upload (
     content_type TEXT NOT NULL,
     created {real} NOT NULL
 );
-""",), tables=("xmpp_upload",))
+""",), tables=("xmpp_upload",), loads=(_LOAD,))
 
 
 @dataclass(slots=True)
@@ -73,8 +76,7 @@ class Uploads:
 
     def load(self) -> None:
         self.storage.open_store(SCHEMA)
-        for token, account, name, size, ctype, created in self.storage.query(
-                "SELECT token, account, name, size, content_type, created FROM xmpp_upload"):
+        for token, account, name, size, ctype, created in self.storage.load(_LOAD):
             self.slots[token] = Slot(token, account, name, size, ctype, created, stored=True)
 
     def used(self, account: str, now: float) -> int:

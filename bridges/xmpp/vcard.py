@@ -34,6 +34,9 @@ FRAME, INDEX = "XMPP_VCARD", "XMPP_VCARD_INDEX"
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 CACHE = 256            # vCards kept in memory besides the hashes (a database holds the rest)
 
+# What the store loads when it opens (Schema.loads: each ? is the server's id).
+_LOAD = "SELECT account, photo_hash, updated FROM xmpp_vcard"
+
 SCHEMA = Schema("xmpp_vcard", ("""
 CREATE TABLE xmpp_vcard (
     account TEXT PRIMARY KEY,
@@ -41,7 +44,7 @@ CREATE TABLE xmpp_vcard (
     photo_hash TEXT NOT NULL,
     updated {real} NOT NULL
 );
-""",), tables=("xmpp_vcard",))
+""",), tables=("xmpp_vcard",), loads=(_LOAD,))
 
 _PUT = ("INSERT INTO xmpp_vcard(account, vcard, photo_hash, updated) VALUES (?,?,?,?) "
         "ON CONFLICT(account) DO UPDATE SET vcard = excluded.vcard, photo_hash = excluded.photo_hash, "
@@ -72,7 +75,7 @@ class VcardStore:
 
     def load(self) -> None:
         self.storage.open_store(SCHEMA)
-        rows = self.storage.query("SELECT account, photo_hash, updated FROM xmpp_vcard")
+        rows = self.storage.load(_LOAD)
         self.hashes = {k: h for k, h, _ in rows}
         self.updated = {k: t for k, _, t in rows}
 

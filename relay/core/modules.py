@@ -16,6 +16,12 @@ Modules meet through two registries, like Prosody's `module:add_item` and
 to a list that the owning module watches through the `item_added/<key>` and
 `item_removed/<key>` hooks) and services (`provide("irc", service)`: one
 object by name). Both are undone on unload.
+
+A module whose stores declare what they load (`SCHEMAS`, `Schema.loads`) and
+that is loaded while the server serves does not run `setup` at once: its reads
+go through `storage.read` first (the loop serves everyone meanwhile), then
+`setup` opens its stores from memory. Such loads, and any load given while one
+waits, start one after the other in order (a module may need another's service).
 """
 
 from __future__ import annotations
@@ -273,6 +279,16 @@ class ModuleManager:
         self.core = core
         self.loaded: dict[str, Module] = {}
         self._reloading = False
+        # Loads waiting for their stores' reads (a module loaded while the server serves), in order:
+        # each starts when the one before has set up (a module may need another's service).
+        self.loading: dict[str, tuple[Module, Callable, Any]] = {}
+        self._reading: Module | None = None      # the one whose reads are under way
+
+    def _reads_first(self, pymod) -> bool:
+        """Must this load read its stores first? While serving, when its stores declare what they load."""
+        storage = getattr(self.core, "storage", None)
+        return (bool(getattr(self.core, "serving", False)) and storage is not None and storage.db is not None
+                and any(s.loads for s in getattr(pymod, "SCHEMAS", ())))
 
     def check(self, name: str, options: dict | None) -> None:
         """Validate a module's name and options without loading it (config load)."""
@@ -281,6 +297,8 @@ class ModuleManager:
     def load(self, name: str, options: dict | None = None, state: Any = None) -> Module:
         if name in self.loaded:
             raise ModuleError(f"module {name} is already loaded")
+        if name in self.loading:
+            raise ModuleError(f"module {name} is already loading (reading its stored state)")
         pymod = import_module(name)
         if options is None and self.core.config.section(name) is not None:
             options = self.core.config.section(name).model_dump()
@@ -289,6 +307,49 @@ class ModuleManager:
         if setup is None:
             raise ModuleError(f"module {name} has no setup(module) function")
         mod = Module(self, name, pymod, opts)
+        if self.loading or self._reads_first(pymod):
+            # Its stores' reads first, through storage.read (the loop serves everyone meanwhile); then
+            # its setup opens them as at start, from memory. `module load` has answered by then.
+            mod.note(f"reading the stored state of {name}: it starts once that is in"
+                     + (f" (after {', '.join(self.loading)})" if self.loading else ""))
+            self.loading[name] = (mod, setup, state)
+            self._read_next()
+            return mod
+        return self._setup(mod, setup, state)
+
+    def _read_next(self) -> None:
+        while self._reading is None and self.loading:
+            name = next(iter(self.loading))
+            mod = self.loading[name][0]
+            if not self._reads_first(mod.pymod):      # no stores (queued behind one that had)
+                self._start_later(name, mod, None)
+                continue
+            self._reading = mod
+            self.core.storage.preload(mod.pymod.SCHEMAS, lambda error, n=name, m=mod: self._read_done(n, m, error))
+
+    def _read_done(self, name: str, mod: Module, error: str | None) -> None:
+        self._reading = None
+        try:
+            self._start_later(name, mod, error)
+        finally:
+            self.core.storage.loaded()
+        self._read_next()
+
+    def _start_later(self, name: str, mod: Module, error: str | None) -> None:
+        entry = self.loading.get(name)
+        if entry is None or entry[0] is not mod:      # unloaded while its reads ran
+            return
+        del self.loading[name]
+        if error is not None:
+            log.error("module %s: not loaded: its stored state could not be read (%s)", name, error)
+            return
+        try:
+            self._setup(mod, entry[1], entry[2])
+        except ModuleError as e:
+            log.error("%s", e)
+
+    def _setup(self, mod: Module, setup: Callable, state: Any) -> Module:
+        name, pymod = mod.name, mod.pymod
         try:
             setup(mod)
             if state is not None and hasattr(pymod, "restore"):
@@ -304,6 +365,10 @@ class ModuleManager:
 
     def unload(self, name: str) -> Any:
         """Unload and return the module's saved state (if it has `save`)."""
+        if name in self.loading and name not in self.loaded:
+            del self.loading[name]              # still reading its stores: it never starts
+            log.info("module %s unloaded before it started", name)
+            return None
         mod = self.loaded.get(name)
         if mod is None:
             raise ModuleError(f"module {name} is not loaded")
@@ -342,6 +407,7 @@ class ModuleManager:
 
     def unload_all(self) -> None:
         self._reloading = True  # shutting down: core modules go too
+        self.loading.clear()    # those still reading their stores never start
         for name in reversed(list(self.loaded)):
             try:
                 self.unload(name)

@@ -1,10 +1,12 @@
 """The storage API of the core and its modules (the backends are in relay/storage).
 
-A store (`accounts`, `mqtt`, later `xmpp_roster`, `muc`, `pubsub`, `sip`) declares its tables once
-as a `Schema`: a name, its migrations (append only) and its tables in dump order. At start it reads
-what it keeps in memory with `Database.query` (before the server serves anyone); after that it only
-enqueues `Op`s on the `WriteQueue`, which the runtime's storage writer commits in batches, one
-transaction per flush. The core never waits on a database.
+A store (`accounts`, `mqtt`, `xmpp_roster`, `muc`, `pubsub`, `sip`...) declares its tables once
+as a `Schema`: a name, its migrations (append only), its tables in dump order and the reads it
+loads what it keeps in memory with (`loads`, read through `Storage.load`). At start those reads
+block (before the server serves anyone); a module loaded while serving has them read first
+through the asynchronous `Storage.read` (`Storage.preload`, run by the module manager). After
+that a store only enqueues `Op`s on the `WriteQueue`, which the runtime's storage writer commits
+in batches, one transaction per flush. The core never waits on a database.
 
 SQL is written once for both backends: `?` placeholders, `INSERT ... ON CONFLICT (...) DO UPDATE`
 or `DO NOTHING`, and in DDL the type names of `TYPES` in braces (`{blob}`, `{real}`, `{int}`).
@@ -45,9 +47,18 @@ class Schema:
     name: str
     migrations: tuple[str | dict[str, str], ...]
     tables: tuple[str, ...]           # dump and restore order: parents first
-    # The oldest version whose dump restores as it is (the migrations since then changed no table's
-    # columns, only constraints or indexes); None: only a dump of this version.
+    # The oldest version whose dump restores; None: only a dump of this version. A dump older than
+    # this version restores as it is (the migrations since then changed only constraints or indexes)
+    # unless `convert` is given.
     dumps_from: int | None = None
+    # convert(version, tables) -> tables: an older dump's tables, {table: (columns, rows)}, as this
+    # version's (what the migrations since `version` do to the rows).
+    convert: Callable[[int, dict[str, tuple[list[str], list[list]]]],
+                      dict[str, tuple[list[str], list[list]]]] | None = None
+    # The reads the store makes when it opens (what it keeps in memory), through `Storage.load`: SQL
+    # whose every `?` is the server's id. Declared so that a module loaded while the server serves
+    # has them read first, without waiting (`Storage.preload`), then opens its stores as at start.
+    loads: tuple[str, ...] = ()
 
     @property
     def version(self) -> int:
@@ -88,7 +99,8 @@ class Database(Protocol):
 
 class Unit:
     """The ops of one `put`, committed whole. `cancel()` withdraws it while the writer has not taken
-    it yet (a change undone within one flush interval never reaches the database)."""
+    it yet (a change undone within one flush interval never reaches the database), `replace()`
+    rewrites it."""
 
     __slots__ = ("ops", "taken")
 
@@ -100,6 +112,14 @@ class Unit:
         if self.taken:
             return False
         self.ops = ()
+        return True
+
+    def replace(self, *ops: Op) -> bool:
+        """Rewrite it while the writer has not taken it (a change made again within one flush interval
+        is written once, as it last was)."""
+        if self.taken:
+            return False
+        self.ops = ops
         return True
 
 
@@ -188,6 +208,9 @@ class Storage:
     schemas: dict[str, Schema] = field(default_factory=dict)   # the stores opened, for backups
     # Set by the runtime: runs an asynchronous read (see `read`).
     reader: Callable[[str, tuple, Callable[[list[tuple] | None], None]], None] | None = None
+    # What `preload` read, for the stores' `load` and `open_store` while a module opens them.
+    preloaded: dict[str, list[tuple]] = field(default_factory=dict)      # a load's SQL -> its rows
+    current: set[str] = field(default_factory=set)                       # stores found at their version
 
     @classmethod
     def none(cls, server_id: str = "001") -> "Storage":
@@ -197,7 +220,7 @@ class Storage:
     def open_store(self, schema: Schema, legacy: Callable[[], Iterable[tuple[Op, ...]]] | None = None) -> int:
         """Migrate `schema`; when it was just created, import `legacy()` (an older deployment's files)."""
         self.schemas[schema.name] = schema
-        if self.db is None:
+        if self.db is None or schema.name in self.current:      # preload found it current: nothing to do
             return schema.version
         old = self.db.migrate(schema)
         if old == 0 and legacy is not None:
@@ -208,6 +231,58 @@ class Storage:
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         """A read at start (loading a store into memory)."""
         return [] if self.db is None else self.db.query(sql, args)
+
+    def load(self, sql: str) -> list[tuple]:
+        """One of a store's `Schema.loads` as it opens: the rows `preload` read (a module loaded while
+        serving), else a blocking read (at start, before the server serves anyone)."""
+        rows = self.preloaded.pop(sql, None)
+        return rows if rows is not None else self.query(sql, (self.server_id,) * sql.count("?"))
+
+    def preload(self, schemas: Sequence[Schema], done: Callable[[str | None], None]) -> None:
+        """Read the `loads` of `schemas` through `read`, never waiting: `done(None)` later on the loop,
+        once every read is in `preloaded`; `done(error)` if one failed. A store never made reads
+        nothing (it is created, empty but for an older deployment's files, when it opens); one of an
+        older version is migrated here, in place (a blocking step, once per deployment)."""
+        if self.db is None or self.reader is None:       # no database, or not running: read as at start
+            done(None)
+            return
+
+        def versions(rows: list[tuple] | None) -> None:
+            if rows is None:
+                done("the stored schema versions could not be read")
+                return
+            have = {name: v for name, v in rows}
+            todo: list[str] = []
+            for s in schemas:
+                if not have.get(s.name):
+                    continue
+                if have[s.name] != s.version:
+                    try:
+                        self.db.migrate(s)
+                    except Exception as e:       # a schema newer than this code, a database gone
+                        done(f"store {s.name}: {e}")
+                        return
+                self.current.add(s.name)
+                todo += s.loads
+
+            def next_read(rows: list[tuple] | None = None, sql: str | None = None) -> None:
+                if sql is not None:
+                    if rows is None:
+                        done(f"a read failed: {sql[:60]}")
+                        return
+                    self.preloaded[sql] = rows
+                if not todo:
+                    done(None)
+                    return
+                q = todo.pop(0)
+                self.read(q, (self.server_id,) * q.count("?"), lambda r, q=q: next_read(r, q))
+            next_read()
+        self.read("SELECT store, version FROM schema_versions", (), versions)
+
+    def loaded(self) -> None:
+        """The stores `preload` read for are open: forget what they did not take."""
+        self.preloaded.clear()
+        self.current.clear()
 
     def read(self, sql: str, args: tuple, done: Callable[[list[tuple] | None], None]) -> None:
         """A read after start, for what is not kept in memory (archive queries): never waits.

@@ -6,6 +6,8 @@ JSON lines. The first is the header:
     {"table": "accounts", "store": "accounts", "columns": ["key", "name", ...]}
     {"row": ["alice", "alice", ...]}
 A bytes value is {"b64": "..."}. Tables come in each store's dump order (parents first).
+A dump of an older schema version restores where the store says so (`Schema.dumps_from`), through
+its `Schema.convert` where the tables changed since.
 """
 
 from __future__ import annotations
@@ -93,6 +95,25 @@ def read_dump(path: Path) -> tuple[dict, list[tuple[str, str, list[str], list[li
     return header, tables
 
 
+def _converted(versions: dict, known: dict[str, Schema], tables: list) -> list:
+    """The dump's tables, those of a store dumped at an older version that has a converter made this
+    version's (the order of the stores kept)."""
+    out, i = [], 0
+    while i < len(tables):
+        store = tables[i][0]
+        j = i
+        while j < len(tables) and tables[j][0] == store:
+            j += 1
+        s, v = known.get(store), versions.get(store)
+        if s is not None and s.convert is not None and isinstance(v, int) and v < s.version:
+            done = s.convert(v, {t: (cols, rows) for _, t, cols, rows in tables[i:j]})
+            out += [(store, t, list(cols), list(rows)) for t, (cols, rows) in done.items()]
+        else:
+            out += tables[i:j]
+        i = j
+    return out
+
+
 def load_dump(db: Database, schemas: Iterable[Schema], path: Path, replace: bool = True) -> dict:
     """Put a dump's rows into `db` (its stores migrated first), in one transaction.
 
@@ -111,6 +132,7 @@ def load_dump(db: Database, schemas: Iterable[Schema], path: Path, replace: bool
         db.migrate(known[name])
         if replace:
             ops += [Op(f'DELETE FROM "{t}"') for t in reversed(known[name].tables)]
+    tables = _converted(header.get("stores", {}), known, tables)
     counts = {}
     for store, table, cols, rows in tables:
         if store not in known or table not in known[store].tables:

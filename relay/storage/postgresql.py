@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import queue
 import re
 import threading
+import weakref
 from typing import Sequence
 
 from relay.core.storage import Op, Schema, StorageError
@@ -30,6 +32,9 @@ CONNECT_TIMEOUT = 5
 def _placeholders(sql: str) -> str:
     """Portable `?` placeholders to psycopg's `%s` (a literal `%` doubled first)."""
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+_first, _sql = operator.itemgetter(0), operator.attrgetter("sql")
 
 
 def safe_dsn(dsn: str) -> str:
@@ -56,6 +61,7 @@ class PostgresDatabase:
         self._slots = threading.BoundedSemaphore(pool_size)
         self._closed = False
         self._types: dict[str, dict[str, str] | None] = {}
+        self._temps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # connection -> its temporary tables
         # Connect now: a wrong DSN or an unreachable database refuses to start.
         self._release(self._connect())
 
@@ -106,24 +112,35 @@ class PostgresDatabase:
         return self._types[table]
 
     def _run(self, conn, stmts: Sequence[tuple[str, tuple]]) -> None:
+        runs = [(sql, [args for _, args in group]) for sql, group in itertools.groupby(stmts, key=_first)]
+        self._run_runs(conn, runs)
+
+    def _run_runs(self, conn, runs: list[tuple[str, list[tuple]]]) -> None:
+        """One transaction of runs (consecutive writes of one statement, with their rows)."""
         # Pipeline mode: the statements go out without waiting for each result (one round trip per
         # flush, not per write); an error surfaces at the end and rolls the transaction back.
         # Consecutive writes of one statement (a message fanned out to many sessions) go as one
         # statement over a JSON array where pgbatch knows the form (far less work per row on both sides,
         # and the writer thread holds the GIL the loop needs far less), else as one executemany; a long
-        # run of inserts goes as COPY (outside the pipeline, which cannot carry it).
-        runs = [(sql, [args for _, args in group]) for sql, group in itertools.groupby(stmts, key=lambda s: s[0])]
+        # run of inserts or keyed deletes goes as COPY (outside the pipeline, which cannot carry it).
         types = functools.partial(self._column_types, conn)
-        # catalog reads: before the pipeline
+        # catalog reads and the temporary tables of keyed deletes: before the transaction
         plans = []
         for sql, rows in runs:
             copy = pgbatch.copy_form(sql, rows, types)
+            if copy is not None and copy.temp is not None:
+                self._make_temp(conn, copy.temp)
             plans.append((sql, rows, None if copy else pgbatch.statements(sql, rows, types), copy))
+        filled: set[str] = set()        # the temporary tables a copy filled in this transaction
         try:
             with conn.transaction(), conn.cursor() as cur:
                 for copying, group in itertools.groupby(plans, key=lambda p: p[3] is not None):
                     if copying:
                         for sql, rows, sets, copy in group:
+                            if copy.clear is not None:
+                                if copy.temp in filled:
+                                    cur.execute(copy.clear)
+                                filled.add(copy.temp)
                             self._copy(conn, cur, copy, sql, rows, types)
                         continue
                     with conn.pipeline():
@@ -158,9 +175,16 @@ class PostgresDatabase:
     @staticmethod
     def _copy_rows(cur, copy: pgbatch.Copy) -> None:
         with cur.copy(copy.sql) as cp:
-            write = cp.write_row
-            for r in copy.rows:
-                write(r)
+            cp.write(copy.data)
+        if copy.then is not None:
+            cur.execute(copy.then)
+
+    def _make_temp(self, conn, ddl: str) -> None:
+        """A temporary table of this connection (outside any transaction: it stays for the session)."""
+        made = self._temps.setdefault(conn, set())
+        if ddl not in made:
+            conn.execute(ddl)
+            made.add(ddl)
 
     @staticmethod
     def _fetch(conn, sql: str, args: tuple) -> list[tuple]:
@@ -192,7 +216,7 @@ class PostgresDatabase:
     def execute(self, ops: Sequence[Op]) -> None:
         conn = self._acquire()
         try:
-            self._run(conn, [(o.sql, o.args) for o in ops])
+            self._run_runs(conn, [(sql, [o.args for o in group]) for sql, group in itertools.groupby(ops, key=_sql)])
         finally:
             self._release(conn)
 

@@ -6,10 +6,12 @@ import pytest
 from storagesupport import flush
 
 from bridges.mqtt.store import SCHEMA as MQTT, Store
+from bridges.xmpp.blocking import Blocklists
 from relay.core.accounts import SCHEMA as ACCOUNTS, Accounts, check_password
 from relay.core.storage import Storage, StorageError, WriteQueue
 from relay.storage import dump
 from relay.storage.sqlite import SqliteDatabase
+from test_xmpp_im_stores import _svc
 
 
 def populated(storage) -> None:
@@ -107,3 +109,37 @@ def test_every_store_of_the_shipped_modules_is_declared_for_restore(tmp_path):
     opened = set(w.cores["a"].storage.schemas)
     assert opened <= declared, f"stores opened but not declared in SCHEMAS: {sorted(opened - declared)}"
     assert {"accounts", "mqtt", "muc", "pubsub", "sip", "xmpp_roster"} <= opened
+
+
+@pytest.mark.parametrize("target", ["sqlite", "postgresql"], indirect=True)
+def test_a_version_1_blocklist_dump_restores_merged_as_the_migration_merges(db, target, tmp_path):
+    """xmpp_blocklist 2 changed its table (one list for every server, stamped): a version 1 dump
+    restores through the schema's converter into the rows the migration makes of the same data."""
+    from bridges.xmpp.blocking import SCHEMA as BLOCKLIST
+    from relay.core.storage import Op, Schema
+    v1 = Schema(BLOCKLIST.name, BLOCKLIST.migrations[:1], tables=BLOCKLIST.tables)
+    db.migrate(v1)
+    db.execute([Op("INSERT INTO xmpp_blocklist(server, account, jid) VALUES (?,?,?)", row) for row in
+                (("002", "bob", "mallory@localhost"), ("001", "bob", "mallory@localhost"),
+                 ("002", "bob", "spam.example"), ("001", "alice", "x@y"))])
+    path = tmp_path / "v1.jsonl"
+    dump.backup(db, [v1], path)
+    assert json.loads(path.read_text().splitlines()[0])["stores"] == {"xmpp_blocklist": 1}
+    res = dump.load_dump(target, [BLOCKLIST], path)
+    assert res["rows"] == {"xmpp_blocklist": 3}
+    db.migrate(BLOCKLIST)                    # the same rows, migrated in place
+    rows = sorted(map(list, target.dump_table("xmpp_blocklist")[1]))
+    assert rows == sorted(map(list, db.dump_table("xmpp_blocklist")[1]))
+    assert rows == [["alice", "x@y", 0, 0.0, "001"], ["bob", "mallory@localhost", 0, 0.0, "001"],
+                    ["bob", "spam.example", 0, 0.0, "002"]]
+    # What the store then reads: one list, the entries unblocked by nobody.
+    lists = Blocklists(_svc(Storage(target, WriteQueue(), "003")))
+    assert lists.lists == {"bob": {"mallory@localhost", "spam.example"}, "alice": {"x@y"}}
+    # Older than the converter reaches, or newer than this code: refused.
+    lines = path.read_text().splitlines()
+    for v in (0, 3):
+        header = json.loads(lines[0])
+        header["stores"]["xmpp_blocklist"] = v
+        path.write_text("\n".join([json.dumps(header)] + lines[1:]) + "\n")
+        with pytest.raises(StorageError, match="store xmpp_blocklist is at schema version"):
+            dump.load_dump(target, [BLOCKLIST], path)

@@ -152,6 +152,33 @@ def test_a_message_taken_by_the_writer_is_deleted_for_real(storage):
     assert list(st.messages()) == []
 
 
+def test_a_state_change_within_one_flush_is_written_by_the_queued_write(storage):
+    """Queued (state 0), then sent (1) and, QoS 2, released (2) before the writer takes anything: one
+    INSERT with the last state; once the INSERT is taken, one UPDATE, itself rewritten while queued."""
+    st = Store(storage)
+    st.save_session("c", 5, None, 60, None)
+    st.add_message("c", 1, 0, None, "t", b"q2", 2, False, None, None)
+    st.update_message("c", 1, 1, 7)
+    st.update_message("c", 1, 2, 7)
+    assert st.folded == 2 and sum(len(u.ops) for u in storage.queue.units) == 2   # the session and one insert
+    taken = storage.queue.take(100)
+    assert [op.args[3:5] for u in taken for op in u.ops if "mqtt_messages" in op.sql] == [(2, 7)]
+    storage.db.execute([op for u in taken for op in u.ops])
+    storage.queue.done(len(taken))
+    st.add_message("c", 2, 0, None, "t", b"later", 1, False, None, None)
+    flush(storage)                                  # message 2 stored as queued
+    st.update_message("c", 2, 1, 8)                 # a real UPDATE...
+    st.update_message("c", 2, 2, 8)                 # ...that takes this one too
+    assert st.folded == 3 and len(storage.queue) == 1
+    flush(storage)
+    assert [(m[1], m[2], m[3]) for m in st.messages()] == [(1, 2, 7), (2, 2, 8)]
+    st.update_message("c", 1, 1, 9)                 # an UPDATE queued, then the row deleted: only the delete
+    st.delete_message("c", 1)
+    assert sum(len(u.ops) for u in storage.queue.units) == 1
+    flush(storage)
+    assert [(m[1], m[2], m[3]) for m in Store(Storage(storage.db, WriteQueue(), "001")).messages()] == [(2, 2, 8)]
+
+
 class LaterReads:
     """Storage.reader as the runtime's: the read runs (on the database) when the test says so."""
 

@@ -167,11 +167,33 @@ def test_long_runs_of_inserts_are_copied_and_odd_ones_are_not():
         assert c is not None and c.guarded == guarded and c.rows == rows
         assert c.sql == "COPY b (k, j, v, n, d) FROM STDIN"
     assert pgbatch.copy_form(UPSERT, rows[:-1], lambda t: TYPES) is None          # too short
-    assert pgbatch.copy_form(DELETE, [(i, "a") for i in range(100)], lambda t: TYPES) is None
+    assert pgbatch.copy_form(UPDATE, [("v", 1.0, i, "a") for i in range(100)], lambda t: TYPES) is None
     assert pgbatch.copy_form(UPSERT, rows, lambda t: None) is None                  # unknown table
     odd = [(i, b"bytes in a text column", None, None, None) for i in range(100)]
     assert pgbatch.copy_form(UPSERT, odd, lambda t: TYPES) is None
     assert pgbatch.copy_form(UPSERT, [(i, "a", None, True, None) for i in range(100)], lambda t: TYPES) is None
+
+
+def test_long_runs_of_keyed_deletes_are_copied_into_a_temporary_table():
+    c = pgbatch.copy_form(DELETE, [(i, "a") for i in range(100)], lambda t: TYPES)
+    assert c is not None and not c.guarded and c.temp.startswith("CREATE TEMPORARY TABLE IF NOT EXISTS _rn_keys_")
+    name = c.temp.split()[6]
+    assert c.sql == f"COPY {name} (k, j) FROM STDIN" and c.data.splitlines()[:2] == ["0\ta", "1\ta"]
+    assert c.then == f"DELETE FROM b AS _t USING {name} AS _k WHERE _t.k = _k.k AND _t.j = _k.j"
+    assert c.clear == f"DELETE FROM {name}"
+    assert pgbatch.copy_form(DELETE_K, [(i,) for i in range(100)], lambda t: TYPES).temp != c.temp   # its own keys
+    assert pgbatch.copy_form(DELETE, [(i, "a") for i in range(pgbatch.COPY_MIN_ROWS - 1)], lambda t: TYPES) is None
+
+
+def test_copy_text_escapes_what_copy_reads_as_special_and_refuses_what_it_cannot_carry():
+    types = ["integer", "text", "text", "double precision", "bytea"]
+    got = pgbatch.copy_text([(1, "a\tb\nc\\d\re", None, 0.5, b"\x00\xff"), (2, "\\N", "x", 3, None)], types)
+    assert got == "1\ta\\tb\\nc\\\\d\\re\t\\N\t0.5\t\\\\x00ff\n2\t\\\\N\tx\t3\t\\N\n"
+    assert pgbatch.copy_text([(1, "nul\x00inside", None, None, None)], types) is None
+    assert pgbatch.copy_text([(1, "a", None, float("inf"), None)], types) is None
+    assert pgbatch.copy_text([(1.5, "a", None, None, None)], types) is None          # a float into an integer
+    assert pgbatch.copy_text([(True, "a", None, None, None)], types) is None
+    assert pgbatch.copy_text([(1, b"bytes", None, None, None)], types) is None       # bytes into text
 
 
 def test_a_copied_run_that_meets_a_stored_key_goes_as_the_upsert(btable):

@@ -71,6 +71,12 @@ class Room:
             pending.clear()
         return self._history
 
+    def stored_before(self, rows) -> None:
+        """The stored history read after the room came up (a module load while serving): older than
+        what it has kept since, so it goes first."""
+        if rows:
+            self._history = deque([*map(tuple, rows), *self.history], maxlen=self._history.maxlen)
+
 
 class MucService(Moderation):
     def __init__(self, core, xmpp, opts, store=None):
@@ -89,9 +95,12 @@ class MucService(Moderation):
                 if not store.persistent(key):
                     continue
                 room = self.room(config.get("name") or key)
-                if room is not None:
-                    room.history.extend((t, nick, jid, body, msgid) for t, nick, jid, body, msgid
-                                        in store.recent(key, opts.history_length))
+                if room is None:
+                    continue
+                if core.serving:        # a module load while serving: read without waiting
+                    store.recent_later(key, opts.history_length, room.stored_before)
+                else:
+                    room.history.extend(tuple(r) for r in store.recent(key, opts.history_length))
 
     # ---------------------------------------------------------------- names
     def room(self, ch: Channel | str) -> Room | None:

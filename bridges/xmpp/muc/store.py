@@ -30,6 +30,11 @@ import secrets
 
 from relay.core.storage import Op, Schema, Storage
 
+# What the store loads when it opens (Schema.loads: each ? is the server's id).
+_LOAD_AFFILIATIONS = "SELECT room, account, affiliation, chts, stamp, origin FROM muc_affiliations WHERE server = ?"
+_LOAD_ROOMS = "SELECT room, config FROM muc_rooms WHERE server = ?"
+_LOAD_SECRET = "SELECT secret FROM muc_secret WHERE server = ?"
+
 SCHEMA = Schema("muc", ("""
 CREATE TABLE muc_affiliations (
     server TEXT NOT NULL,
@@ -65,13 +70,16 @@ CREATE TABLE muc_secret (
 """, """
 ALTER TABLE muc_affiliations ADD COLUMN stamp {real} NOT NULL DEFAULT 0;
 ALTER TABLE muc_affiliations ADD COLUMN origin TEXT NOT NULL DEFAULT ''
-"""), tables=("muc_affiliations", "muc_rooms", "muc_archive", "muc_secret"))
+"""), tables=("muc_affiliations", "muc_rooms", "muc_archive", "muc_secret"),
+   loads=(_LOAD_AFFILIATIONS, _LOAD_ROOMS, _LOAD_SECRET))
 
 _AFFIL = ("INSERT INTO muc_affiliations(server, room, account, affiliation, chts, stamp, origin) "
           "VALUES (?,?,?,?,?,?,?) ON CONFLICT(server, room, account) DO UPDATE SET "
           "affiliation = excluded.affiliation, chts = excluded.chts, stamp = excluded.stamp, origin = excluded.origin")
 _ROOM = ("INSERT INTO muc_rooms(server, room, config) VALUES (?,?,?) "
          "ON CONFLICT(server, room) DO UPDATE SET config = excluded.config")
+_RECENT = ("SELECT time, nick, jid, body, id FROM muc_archive WHERE server = ? AND room = ? AND retracted = 0 "
+           "ORDER BY time DESC LIMIT ?")
 _ARCHIVE = ("INSERT INTO muc_archive(server, room, id, time, nick, jid, body) VALUES (?,?,?,?,?,?,?) "
             "ON CONFLICT(server, room, id) DO NOTHING")
 
@@ -92,19 +100,17 @@ class MucStore:
         self.affiliations: dict[str, dict[str, tuple[str, int]]] = {}   # room -> account -> (affiliation, chts)
         # room -> account -> (time, server id) of the last change, removals (tombstones) included
         self.stamps: dict[str, dict[str, tuple[float, str]]] = {}
-        for room, account, aff, chts, stamp, origin in storage.query(
-                "SELECT room, account, affiliation, chts, stamp, origin FROM muc_affiliations WHERE server = ?",
-                (self.server,)):
+        for room, account, aff, chts, stamp, origin in storage.load(_LOAD_AFFILIATIONS):
             if aff != "none":
                 self.affiliations.setdefault(room, {})[account] = (aff, int(chts))
             self.stamps.setdefault(room, {})[account] = (float(stamp), origin)
         self.rooms: dict[str, dict] = {}                      # persistent rooms' configuration
-        for room, config in storage.query("SELECT room, config FROM muc_rooms WHERE server = ?", (self.server,)):
+        for room, config in storage.load(_LOAD_ROOMS):
             try:
                 self.rooms[room] = json.loads(config)
             except ValueError:
                 continue
-        rows = storage.query("SELECT secret FROM muc_secret WHERE server = ?", (self.server,))
+        rows = storage.load(_LOAD_SECRET)
         if rows:
             self.secret = rows[0][0]
         else:
@@ -194,9 +200,11 @@ class MucStore:
     # ---------------------------------------------------------------- archive
     def recent(self, room: str, n: int) -> list[tuple]:
         """At start only: a persistent room's last `n` messages (time, nick, jid, body, id), oldest first."""
-        rows = self.storage.query("SELECT time, nick, jid, body, id FROM muc_archive WHERE server = ? AND room = ? "
-                                  "AND retracted = 0 ORDER BY time DESC LIMIT ?", (self.server, room, n))
-        return rows[::-1]
+        return self.storage.query(_RECENT, (self.server, room, n))[::-1]
+
+    def recent_later(self, room: str, n: int, done) -> None:
+        """The same while serving: `done(rows)` later (None if the read failed), never waiting."""
+        self.storage.read(_RECENT, (self.server, room, n), lambda rows: done(None if rows is None else rows[::-1]))
 
     def archive(self, room: str, msgid: str, t: float, nick: str, jid: str, body: str) -> None:
         self._w(_ARCHIVE, (room, msgid, t, nick, jid, body))

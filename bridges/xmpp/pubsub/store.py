@@ -18,6 +18,13 @@ from relay.core.storage import Op, Schema, Storage
 
 from .nodes import Item, Node, Subscription
 
+# What the store loads when it opens (Schema.loads: each ? is the server's id).
+_LOAD_NODES = "SELECT host, node, plugin, config, created, stamp FROM pubsub_nodes WHERE server = ?"
+_LOAD_AFFILIATIONS = "SELECT host, node, jid, affiliation FROM pubsub_affiliations WHERE server = ?"
+_LOAD_SUBSCRIPTIONS = "SELECT host, node, subid, jid, state, options, stamp FROM pubsub_subscriptions WHERE server = ?"
+_LOAD_ITEMS = ("SELECT host, node, item_id, seq, payload, publisher, published, origin, expires FROM pubsub_items "
+               "WHERE server = ? ORDER BY seq")
+
 SCHEMA = Schema("pubsub", ("""
 CREATE TABLE pubsub_nodes (
     server TEXT NOT NULL,
@@ -61,7 +68,8 @@ CREATE TABLE pubsub_items (
     expires {real},
     PRIMARY KEY (server, host, node, item_id)
 );
-""",), tables=("pubsub_nodes", "pubsub_affiliations", "pubsub_subscriptions", "pubsub_items"))
+""",), tables=("pubsub_nodes", "pubsub_affiliations", "pubsub_subscriptions", "pubsub_items"),
+   loads=(_LOAD_NODES, _LOAD_AFFILIATIONS, _LOAD_SUBSCRIPTIONS, _LOAD_ITEMS))
 
 _NODE = ("INSERT INTO pubsub_nodes(server, host, node, plugin, config, created, stamp) VALUES (?,?,?,?,?,?,?) "
          "ON CONFLICT(server, host, node) DO UPDATE SET plugin = excluded.plugin, config = excluded.config, "
@@ -87,28 +95,22 @@ class PubsubStore:
         storage.open_store(SCHEMA)
 
     def load(self) -> list[Node]:
-        st, sid = self.storage, (self.server,)
+        st = self.storage
         nodes: dict[tuple[str, str], Node] = {}
-        for host, name, plugin, config, created, stamp in st.query(
-                "SELECT host, node, plugin, config, created, stamp FROM pubsub_nodes WHERE server = ?", sid):
+        for host, name, plugin, config, created, stamp in st.load(_LOAD_NODES):
             nodes[host, name] = Node(host, name, plugin, json.loads(config), created,
                                      stamp=tuple(json.loads(stamp)) if stamp else (0.0, ""))
-        for host, name, jid, aff in st.query(
-                "SELECT host, node, jid, affiliation FROM pubsub_affiliations WHERE server = ?", sid):
+        for host, name, jid, aff in st.load(_LOAD_AFFILIATIONS):
             n = nodes.get((host, name))
             if n is not None and aff != "none":
                 n.affiliations[jid] = aff
-        for host, name, subid, jid, state, options, stamp in st.query(
-                "SELECT host, node, subid, jid, state, options, stamp FROM pubsub_subscriptions WHERE server = ?",
-                sid):
+        for host, name, subid, jid, state, options, stamp in st.load(_LOAD_SUBSCRIPTIONS):
             n = nodes.get((host, name))
             if n is not None:
                 n.subscriptions[subid] = Subscription(jid, subid, state, json.loads(options) if options else {},
                                                       tuple(json.loads(stamp)) if stamp else (0.0, ""))
         top = 0
-        for host, name, iid, seq, payload, publisher, published, origin, expires in st.query(
-                "SELECT host, node, item_id, seq, payload, publisher, published, origin, expires FROM pubsub_items "
-                "WHERE server = ? ORDER BY seq", sid):
+        for host, name, iid, seq, payload, publisher, published, origin, expires in st.load(_LOAD_ITEMS):
             n = nodes.get((host, name))
             top = max(top, seq)
             if n is not None:
