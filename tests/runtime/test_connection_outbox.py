@@ -32,10 +32,10 @@ class _Handler:
         self.lost = reason
 
 
-def _pair(sendq=1 << 20):
+def _pair(sendq=1 << 20, rt=None):
     a, b = socket.socketpair()
     a.setblocking(False)
-    rt = _Rt()
+    rt = rt or _Rt()
     c = Connection(rt, a, ("127.0.0.1", 1), "irc", False, sendq)
     h = _Handler()
     c.start(lambda t, lst, now: h, None)
@@ -116,14 +116,8 @@ def test_reading_feeds_the_handler_and_eof_tells_it_once():
 
 def test_connections_written_in_one_iteration_share_one_flush_and_a_failing_one_costs_only_itself(monkeypatch):
     rt = _Rt()
-    conns, peers = [], []
-    for _ in range(3):
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        c = Connection(rt, a, ("127.0.0.1", 1), "irc", False, 1 << 20)
-        c.start(lambda t, lst, now: _Handler(), None)
-        conns.append(c)
-        peers.append(b)
+    pairs = [_pair(rt=rt) for _ in range(3)]
+    conns, peers = [p[1] for p in pairs], [p[3] for p in pairs]
     loop, callbacks = rt.flusher.loop, []
 
     class _Counting:

@@ -44,6 +44,16 @@ def config(tmp_path, modules):
                   "shaper_rules": [], "modules": {m: {} for m in modules}})
 
 
+def serving_core(tmp_path, db):
+    """A core with no modules that serves, its reads run when the test says so."""
+    storage = Storage(db, WriteQueue(), "001")
+    core = Core(config(tmp_path, []), NOW, storage)
+    reads = LaterReads(storage)
+    core.start(NOW)
+    core.started_serving(NOW)
+    return core, storage, reads
+
+
 def stored(db) -> None:
     """A deployment's stored state, one row or so in every store the modules open."""
     rows = {
@@ -100,12 +110,8 @@ def test_a_module_loaded_while_serving_reads_its_stores_without_a_blocking_query
     first.start(NOW)                 # at start: the stores are made, their reads block (nobody is served yet)
     first.stop(NOW)
     stored(db)
-    storage = Storage(db, WriteQueue(), "001")
     needs = ["xmpp"] if name in ("muc", "pubsub") else []     # they serve on XMPP's service
-    core = Core(config(tmp_path, []), NOW, storage)
-    reads = LaterReads(storage)
-    core.start(NOW)
-    core.started_serving(NOW)
+    core, storage, reads = serving_core(tmp_path, db)
     for m in needs + [name]:         # one after the other, at once: each starts after the one before
         out = core.modules.load(m)
         assert any("reading the stored state" in n for n in out.notes)
@@ -155,11 +161,7 @@ def test_at_start_the_same_stores_load_with_blocking_reads(tmp_path, db):
 
 def test_a_failed_read_leaves_the_module_unloaded_and_the_next_one_starts(tmp_path, db, caplog):
     Core(config(tmp_path, MODULES), NOW, Storage(db, WriteQueue(), "001")).start(NOW)
-    storage = Storage(db, WriteQueue(), "001")
-    core = Core(config(tmp_path, []), NOW, storage)
-    reads = LaterReads(storage)
-    core.start(NOW)
-    core.started_serving(NOW)
+    core, storage, reads = serving_core(tmp_path, db)
     core.modules.load("sip")
     core.modules.load("xmpp")
     while reads.waiting:
@@ -225,11 +227,7 @@ def test_a_store_of_an_older_version_is_migrated_in_place_before_its_reads(tmp_p
                + [Op(s) for s in BLOCKLIST.statements(db.backend, 0)]
                + [Op("INSERT INTO xmpp_blocklist(server, account, jid) VALUES (?,?,?)", r)
                   for r in (("001", "alice", "spam.example"), ("002", "alice", "spam.example"))])
-    storage = Storage(db, WriteQueue(), "001")
-    core = Core(config(tmp_path, []), NOW, storage)
-    reads = LaterReads(storage)
-    core.start(NOW)
-    core.started_serving(NOW)
+    core, storage, reads = serving_core(tmp_path, db)
     core.modules.load("xmpp")
     reads.run_all()
     assert reads.blocking == [] and "xmpp" in core.modules.loaded
