@@ -7,7 +7,7 @@ import time as _time
 
 from relay import __version__
 from relay.core.passwords import verify_password as verify_oper_password
-from relay.irc.client import CAPS, IrcClient
+from relay.irc.client import CAPS, T_MSGTAGS, IrcClient
 from relay.irc.table import CommandTable
 from relay.core.model import MESSAGE, NOTICE, TAG_ONLY, Channel, User
 from relay.core.network import JoinRefused
@@ -891,7 +891,8 @@ def _message(c: IrcClient, msg, now, kind: str):
                     c.numeric("404", ch.name, "Cannot send to channel")
                 continue
             ev = net.message(u, ch, kind, fit(text, u.prefix, verb, ch.name), now, tags)
-            if ev is not None and kind is not TAG_ONLY:
+            # Kept so the sender may REDACT it: only a client with message-tags ever sees a msgid.
+            if ev is not None and kind is not TAG_ONLY and c.tagbits & T_MSGTAGS:
                 c.svc.sent_message(ev)
         else:
             target = net.find_nick(t)

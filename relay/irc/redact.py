@@ -4,7 +4,8 @@ A redaction rides the channel as a NOTICE with the tags REDACT_TAG / REDACT_REAS
 (relay.core.model), so it crosses the tree like any message and every protocol renders it as its
 own: clients with the capability get the REDACT line (client.redact_line), the others the
 notice's text, XMPP occupants the XEP-0424/0425 retraction. Channel operators may redact any
-message; anyone may redact the messages they sent here recently (`IrcService.sent`).
+message; anyone may redact the messages they sent here recently (`IrcService.sent`; kept for
+clients with message-tags, the only ones that see a msgid).
 """
 
 from __future__ import annotations
