@@ -124,7 +124,7 @@ class TopicFederation:
     @property
     def remote_subscribers(self) -> bool:
         """Some other server has a subscriber (a filter, shared or not): publishing can reach someone."""
-        return self.router is not None and (len(self.tree) > 0 or len(self.shared) > 0)
+        return (len(self.tree) > 0 or len(self.shared) > 0) and self.router is not None  # cheap test first
 
     # ------------------------------------------------------------------ our filter set
     def local_filters(self) -> frozenset[str]:
