@@ -135,7 +135,7 @@ def main(argv=None) -> int:
                     res[n][backend].append(m)
                     own, db, per = _cpu(m)
                     print(f"{time.strftime('%H:%M:%S')} {label}: {m[key]:,.0f}/s  CPU relaynet {own:.0f}% "
-                          f"database {db:.0f}%, {per:.1f} us/delivery  "
+                          f"database {db:.0f}%, {per:.3g} us/delivery  "
                           f"others core0/1 {m.get('core0_others')}/{m.get('core1_others')}  lost {m.get('lost')}  "
                           f"load {os.getloadavg()[0]:.1f}  ({time.monotonic() - t0:.0f}s)", flush=True)
     finally:
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
         cs = sorted(_cpu(m)[2] for m in res[n]["sqlite"])[len(s) // 2]
         cg = sorted(_cpu(m)[2] for m in res[n]["postgresql"])[len(g) // 2]
         print(f"| {n} | {', '.join(f'{x:,.0f}' for x in s)} | {', '.join(f'{x:,.0f}' for x in g)} | {per} | "
-              f"{mg / ms:.2f} | {cs:.1f} / {cg:.1f} |")
+              f"{mg / ms:.2f} | {cs:.3g} / {cg:.3g} |")
     return 0
 
 
