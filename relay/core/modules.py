@@ -80,6 +80,12 @@ class Module:
         self._hooks.append(h)
         return h
 
+    def unhook(self, h) -> None:
+        """Remove a handler `hook` returned, before unload (a service that detaches and attaches again)."""
+        self.core.hooks.remove(h)
+        if h in self._hooks:
+            self._hooks.remove(h)
+
     def timer(self, delay: float, fn: Callable[[float], None]):
         t = self.core.timers.call_at(self.core.now() + delay, fn, owner=self.name)
         self._timers.append(t)

@@ -104,6 +104,27 @@ def test_history_names_the_sender_as_it_was_when_it_spoke(wire):
     assert said == {"before": "room@conference.localhost/dave", "after": "room@conference.localhost/david"}
 
 
+
+def test_xmpp_unloaded_and_loaded_again_leaves_muc_one_history_hook(wire):
+    """MUC hooks channel_message while it is attached to the xmpp service: detached when xmpp goes,
+    attached again when it comes back, with one handler (and one record of it in the module)."""
+    core = wire.cores["a"]
+    mod = core.modules.loaded["muc"]
+
+    def history_hooks():
+        return [h for h in core.hooks.handlers("channel_message") if h.owner == "muc"]
+
+    assert len(history_hooks()) == 1
+    core.modules.unload("xmpp")
+    assert history_hooks() == []
+    core.modules.load("xmpp", {"roster_file": ""})
+    assert len(history_hooks()) == 1
+    assert [h for h in mod._hooks if h.hook == "channel_message"] == history_hooks()
+    irc = wire.client("a", "dave")
+    irc.send("JOIN #room", "PRIVMSG #room :still kept")
+    out = join(Xmpp(wire, "a", "alice", "r"), "alice")
+    assert b"still kept" in out
+
 def test_password_members_only_and_bans_through_the_channel_policy(wire):
     irc = wire.client("a", "dave")
     irc.send("JOIN #room", "MODE #room +k sesame")

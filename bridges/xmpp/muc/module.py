@@ -85,7 +85,7 @@ def setup(module) -> None:
     def detach(name: str) -> None:
         if name == "xmpp" and held["muc"] is not None:
             core.items.remove("xmpp-host", held["host"])
-            core.hooks.remove(held["history"])
+            module.unhook(held["history"])
             held["muc"].xmpp.channel_events = None
             core.services.pop("muc", None)
             held["muc"] = None
