@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import gevent
 
 from relay.core.fanout import SharedRun
 from relay.runtime.connection import Connection
-
-
-class _Rt:
-    def __init__(self):
-        self.hub = gevent.get_hub()
-        self.connections = set()
-
-    @staticmethod
-    def now() -> float:
-        return time.time()
+from runtime_standin import StandInRuntime
 
 
 class _Handler:
@@ -35,7 +25,7 @@ class _Handler:
 def _pair(sendq=1 << 20, rt=None):
     a, b = socket.socketpair()
     a.setblocking(False)
-    rt = rt or _Rt()
+    rt = rt or StandInRuntime()
     c = Connection(rt, a, ("127.0.0.1", 1), "irc", False, sendq)
     h = _Handler()
     c.start(lambda t, lst, now: h, None)
@@ -115,7 +105,7 @@ def test_reading_feeds_the_handler_and_eof_tells_it_once():
 
 
 def test_connections_written_in_one_iteration_share_one_flush_and_a_failing_one_costs_only_itself(monkeypatch):
-    rt = _Rt()
+    rt = StandInRuntime()
     pairs = [_pair(rt=rt) for _ in range(3)]
     conns, peers = [p[1] for p in pairs], [p[3] for p in pairs]
     loop, callbacks = rt.flusher.loop, []

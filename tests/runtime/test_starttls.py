@@ -13,18 +13,7 @@ import gevent
 
 from relay.runtime.connection import Connection
 from relay.runtime.tlsutil import ensure_certificate, server_context
-
-
-class _Rt:
-    handshake_timeout = 5.0
-
-    def __init__(self):
-        self.hub = gevent.get_hub()
-        self.connections = set()
-
-    @staticmethod
-    def now() -> float:
-        return time.time()
+from runtime_standin import StandInRuntime
 
 
 class _StartTlsLines:
@@ -67,7 +56,7 @@ def _serve(tmp_path, with_cert=True):
     lsock.listen(1)
     cert, key = ensure_certificate(tmp_path / "tls", "relay.test")
     der = ssl.PEM_cert_to_DER_cert(cert.read_text())
-    rt = _Rt()
+    rt = StandInRuntime()
     return rt, lsock, (server_context(cert, key), hashlib.sha256(der).digest()) if with_cert else None, cert
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
 
 def main(conns: int = 50, lines: int = 20, iterations: int = 100) -> None:
@@ -22,15 +24,7 @@ def main(conns: int = 50, lines: int = 20, iterations: int = 100) -> None:
 
     from relay.core.fanout import SharedRun
     from relay.runtime.connection import Connection
-
-    class Rt:
-        def __init__(self):
-            self.hub = gevent.get_hub()
-            self.connections = set()
-
-        @staticmethod
-        def now() -> float:
-            return time.time()
+    from runtime_standin import StandInRuntime
 
     class Handler:
         def data_received(self, data, now):
@@ -39,7 +33,7 @@ def main(conns: int = 50, lines: int = 20, iterations: int = 100) -> None:
         def connection_lost(self, reason, now):
             pass
 
-    rt = Rt()
+    rt = StandInRuntime()
     out, peers = [], []
     for _ in range(conns):
         a, b = socket.socketpair()
