@@ -23,8 +23,8 @@ from typing import Iterator
 from relay.core.storage import Op, Schema, Storage
 
 # What the store loads when it opens (Schema.loads: each ? is the server's id).
-_LOAD = ("SELECT aor, contact, expires_at, call_id, cseq, transport, host, port, q, instance, reg_id "
-         "FROM sip_bindings WHERE server = ? ORDER BY aor, contact")
+_COLUMNS = "aor, contact, expires_at, call_id, cseq, transport, host, port, q, instance, reg_id"
+_LOAD = f"SELECT {_COLUMNS} FROM sip_bindings WHERE server = ? ORDER BY aor, contact"
 
 SCHEMA = Schema("sip", ("""
 CREATE TABLE sip_bindings (
@@ -50,7 +50,6 @@ _UPSERT = ("INSERT INTO sip_bindings(server, aor, contact, expires_at, call_id, 
            "transport = excluded.transport, host = excluded.host, port = excluded.port, q = excluded.q, "
            "instance = excluded.instance, reg_id = excluded.reg_id")
 _DELETE = "DELETE FROM sip_bindings WHERE server = ? AND aor = ? AND contact = ?"
-_COLUMNS = "aor, contact, expires_at, call_id, cseq, transport, host, port, q, instance, reg_id"
 
 
 @dataclass(slots=True)
